@@ -1,0 +1,781 @@
+//! The event loop: one per thread, running callbacks, timers, fd watchers and signal
+//! handlers.
+//!
+//! # One iteration
+//!
+//! [`EventLoop::run_once`] is the whole loop; `run` and `run_forever` call it
+//! repeatedly. One iteration:
+//!
+//! 1. works out how long it may block: zero if callbacks are ready or a stop was asked
+//!    for, otherwise until the earliest timer (or for ever);
+//! 2. waits in the poller ([`crate::reactor`]); another thread can cut the wait short
+//!    through a [`LoopRemote`], a signal through the waker;
+//! 3. caches the clock ([`EventLoop::time`]);
+//! 4. runs the callbacks of the fds that are ready, readers before writers;
+//! 5. runs the closures sent from other threads, then the handlers of signals that
+//!    arrived;
+//! 6. runs the timers whose deadline has passed, in deadline order;
+//! 7. runs the `call_soon` callbacks that were queued before this step began.
+//!
+//! Work scheduled while an iteration runs waits for the next one (a timer set by a
+//! timer, a `call_soon` from a `call_soon`), so a callback that keeps rescheduling itself
+//! never starves I/O.
+//!
+//! # Borrowing rules
+//!
+//! All state lives in one `RefCell`. Every callback is taken out of the state before it
+//! runs and the borrow is released, so callbacks may call any method of the loop. User
+//! closures are also always dropped outside the borrow, because their captures may
+//! call back into the loop when dropped.
+
+mod handle;
+mod panic;
+mod ready;
+mod remote;
+mod signals;
+mod watchers;
+
+pub use handle::{Handle, KeepAlive};
+pub use panic::CallbackPanic;
+pub use remote::{LoopClosed, LoopRemote};
+
+use self::handle::HandleKind;
+use self::ready::ReadyQueue;
+use self::remote::{SendCallback, Shared};
+use self::signals::SignalHandlers;
+use self::watchers::{Direction, FdCallback, Watchers};
+use crate::reactor::{Events, Interest, Mode, Poller, Waker};
+use crate::timers::Timers;
+use std::cell::RefCell;
+use std::fmt;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+thread_local! {
+    /// The loop of the current thread, if one exists.
+    static CURRENT: RefCell<Weak<Inner>> = const { RefCell::new(Weak::new()) };
+}
+
+type PanicHandler = Box<dyn FnMut(CallbackPanic) + 'static>;
+
+/// A handle to the event loop of the current thread.
+///
+/// Cheap to clone (all clones are the same loop) and `!Send`: the loop belongs to the
+/// thread that created it. Use [`EventLoop::remote`] to reach it from other threads.
+/// The loop is destroyed by [`EventLoop::destroy`] or when the last handle is dropped.
+///
+/// ```
+/// use oxloop::EventLoop;
+/// use std::time::Duration;
+///
+/// let ev = EventLoop::new()?;
+/// ev.call_later(Duration::from_millis(5), || println!("later"));
+/// ev.call_soon(|| println!("soon"));
+/// ev.run()?; // prints "soon" then "later", and returns when nothing is left to do
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct EventLoop {
+    inner: Rc<Inner>,
+}
+
+pub(crate) struct Inner {
+    state: RefCell<State>,
+    poller: Poller,
+    shared: Arc<Shared>,
+    waker_fd: RawFd,
+    /// Zero of the loop's nanosecond clock.
+    epoch: Instant,
+}
+
+struct State {
+    ready: ReadyQueue,
+    timers: Timers,
+    watchers: Watchers,
+    signals: SignalHandlers,
+    /// The poller's report buffer; taken out while the reports are dispatched.
+    events: Option<Events>,
+    /// Reused buffer for the closures sent from other threads.
+    remote_batch: Vec<SendCallback>,
+    /// The cached clock, updated after every wait.
+    now: Instant,
+    running: bool,
+    stopping: bool,
+    destroyed: bool,
+    keep_alive: usize,
+    panic_handler: Option<PanicHandler>,
+    propagate_panics: bool,
+    iterations: u64,
+}
+
+/// Everything a destroyed loop held, dropped after the state's borrow is released.
+type Leftovers = (
+    Vec<ready::Callback>,
+    Vec<crate::timers::TimerCallback>,
+    Vec<FdCallback>,
+    Vec<FdCallback>,
+    Vec<SendCallback>,
+    Option<PanicHandler>,
+);
+
+fn destroyed_error() -> io::Error {
+    io::Error::other("the event loop has been destroyed")
+}
+
+impl EventLoop {
+    /// Creates the event loop of the current thread.
+    ///
+    /// Fails with [`io::ErrorKind::AlreadyExists`] if this thread already has a live
+    /// loop (use [`EventLoop::current`] to get it), or if the system refuses an fd.
+    pub fn new() -> io::Result<EventLoop> {
+        CURRENT.with(|current| {
+            if current.borrow().strong_count() > 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    "this thread already has an event loop; use EventLoop::current() to get it",
+                ));
+            }
+            let poller = Poller::new()?;
+            let waker = Waker::new()?;
+            let waker_fd = waker.read_fd();
+            poller.add(waker_fd, Interest::READ, Mode::Level)?;
+            let now = Instant::now();
+            let inner = Rc::new(Inner {
+                state: RefCell::new(State {
+                    ready: ReadyQueue::default(),
+                    timers: Timers::default(),
+                    watchers: Watchers::default(),
+                    signals: SignalHandlers::default(),
+                    events: Some(Events::new()),
+                    remote_batch: Vec::new(),
+                    now,
+                    running: false,
+                    stopping: false,
+                    destroyed: false,
+                    keep_alive: 0,
+                    panic_handler: None,
+                    propagate_panics: false,
+                    iterations: 0,
+                }),
+                poller,
+                shared: Arc::new(Shared::new(waker)),
+                waker_fd,
+                epoch: now,
+            });
+            *current.borrow_mut() = Rc::downgrade(&inner);
+            Ok(EventLoop { inner })
+        })
+    }
+
+    /// The event loop of the current thread.
+    ///
+    /// Fails with [`io::ErrorKind::NotFound`] if none was created on this thread (or it
+    /// was destroyed).
+    pub fn current() -> io::Result<EventLoop> {
+        CURRENT
+            .with(|current| current.borrow().upgrade())
+            .map(|inner| EventLoop { inner })
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "no event loop exists on this thread; create one with EventLoop::new()",
+                )
+            })
+    }
+
+    /// Whether two handles refer to the same loop.
+    pub fn ptr_eq(&self, other: &EventLoop) -> bool {
+        Rc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    fn handle(&self, kind: HandleKind) -> Handle {
+        Handle {
+            inner: Rc::downgrade(&self.inner),
+            kind,
+        }
+    }
+
+    /// The loop's clock: a monotonic instant cached once per iteration (after the wait).
+    /// Cheap to call; use `Instant::now()` when the exact time matters.
+    pub fn time(&self) -> Instant {
+        self.inner.state.borrow().now
+    }
+
+    /// Runs `f` in the next iteration. Callbacks run in the order they were scheduled.
+    pub fn call_soon(&self, f: impl FnOnce() + 'static) -> Handle {
+        let mut state = self.inner.state.borrow_mut();
+        if state.destroyed {
+            drop(state);
+            return Handle::inert();
+        }
+        let seq = state.ready.push(Box::new(f));
+        drop(state);
+        self.handle(HandleKind::Soon(seq))
+    }
+
+    /// Runs `f` once `delay` has passed (never earlier). Timers with the same deadline
+    /// run in the order they were set.
+    pub fn call_later(&self, delay: Duration, f: impl FnOnce() + 'static) -> Handle {
+        let now = self.inner.nanos(Instant::now());
+        let delay = u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX);
+        self.schedule(now.saturating_add(delay), Box::new(f))
+    }
+
+    /// Runs `f` at `when` (never earlier); an instant in the past runs in the next
+    /// iteration.
+    pub fn call_at(&self, when: Instant, f: impl FnOnce() + 'static) -> Handle {
+        self.schedule(self.inner.nanos(when), Box::new(f))
+    }
+
+    fn schedule(&self, deadline: u64, f: crate::timers::TimerCallback) -> Handle {
+        let mut state = self.inner.state.borrow_mut();
+        if state.destroyed {
+            drop(state);
+            return Handle::inert();
+        }
+        let id = state.timers.insert(deadline, f);
+        drop(state);
+        self.handle(HandleKind::Timer(id))
+    }
+
+    /// Runs `f` every iteration while `fd` is readable (level-triggered, like asyncio).
+    /// Adding again replaces the callback. An fd that cannot be watched (closed, a
+    /// regular file) is an error.
+    pub fn add_reader(&self, fd: impl AsRawFd, f: impl FnMut() + 'static) -> io::Result<()> {
+        self.add_watcher(fd.as_raw_fd(), Direction::Read, Box::new(f))
+    }
+
+    /// Runs `f` every iteration while `fd` is writable. See [`EventLoop::add_reader`].
+    pub fn add_writer(&self, fd: impl AsRawFd, f: impl FnMut() + 'static) -> io::Result<()> {
+        self.add_watcher(fd.as_raw_fd(), Direction::Write, Box::new(f))
+    }
+
+    fn add_watcher(&self, fd: RawFd, dir: Direction, f: FdCallback) -> io::Result<()> {
+        if fd == self.inner.waker_fd {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "that fd belongs to the event loop itself",
+            ));
+        }
+        let registered = {
+            let mut state = self.inner.state.borrow_mut();
+            if state.destroyed {
+                Err(destroyed_error())
+            } else {
+                state.watchers.register(&self.inner.poller, fd, dir)
+            }
+        };
+        // On error `f` is dropped when this function returns, outside the borrow.
+        registered?;
+        let replaced = self.inner.state.borrow_mut().watchers.install(fd, dir, f);
+        drop(replaced);
+        Ok(())
+    }
+
+    /// Stops watching `fd` for readability. Returns whether a reader was installed.
+    /// Works from inside the reader itself.
+    pub fn remove_reader(&self, fd: impl AsRawFd) -> bool {
+        self.remove_watcher(fd.as_raw_fd(), Direction::Read)
+    }
+
+    /// Stops watching `fd` for writability. Returns whether a writer was installed.
+    pub fn remove_writer(&self, fd: impl AsRawFd) -> bool {
+        self.remove_watcher(fd.as_raw_fd(), Direction::Write)
+    }
+
+    fn remove_watcher(&self, fd: RawFd, dir: Direction) -> bool {
+        let (removed, callback) = {
+            let mut state = self.inner.state.borrow_mut();
+            let state = &mut *state;
+            state.watchers.remove(&self.inner.poller, fd, dir)
+        };
+        drop(callback);
+        removed
+    }
+
+    /// Sets whether the watchers of `fd` keep [`run`](EventLoop::run) going (the default
+    /// is `true`). Returns false if `fd` is not watched.
+    pub fn set_fd_ref(&self, fd: impl AsRawFd, referenced: bool) -> bool {
+        let mut state = self.inner.state.borrow_mut();
+        state.watchers.set_referenced(fd.as_raw_fd(), referenced)
+    }
+
+    /// Runs `f` on the loop's thread each time signal `signum` arrives. Several handlers
+    /// may be added for one signal; they run in the order they were added. Cancelling
+    /// the returned handle removes that handler only. When a signal has no handler left
+    /// its previous disposition is restored.
+    ///
+    /// `SIGKILL`, `SIGSTOP` and the fault signals (`SIGSEGV`, `SIGBUS`, `SIGILL`,
+    /// `SIGFPE`) are refused with [`io::ErrorKind::InvalidInput`].
+    pub fn add_signal_handler(&self, signum: i32, f: impl FnMut() + 'static) -> io::Result<Handle> {
+        let mut state = self.inner.state.borrow_mut();
+        if state.destroyed {
+            drop(state);
+            return Err(destroyed_error());
+        }
+        let wake_fd = self.inner.shared.waker.write_fd();
+        let id = state.signals.add(signum, wake_fd, Box::new(f));
+        drop(state);
+        Ok(self.handle(HandleKind::Signal(id?)))
+    }
+
+    /// Removes every handler of `signum` and restores its previous disposition.
+    /// Returns whether there was any.
+    pub fn remove_signal_handler(&self, signum: i32) -> bool {
+        let removed = self.inner.state.borrow_mut().signals.remove_all(signum);
+        let any = !removed.is_empty();
+        drop(removed);
+        any
+    }
+
+    /// A thread-safe handle for [`LoopRemote::call_from_thread`] and
+    /// [`LoopRemote::stop`].
+    pub fn remote(&self) -> LoopRemote {
+        LoopRemote {
+            shared: self.inner.shared.clone(),
+        }
+    }
+
+    /// Keeps [`run`](EventLoop::run) going until the returned guard is dropped.
+    pub fn keep_alive(&self) -> KeepAlive {
+        self.inner.state.borrow_mut().keep_alive += 1;
+        KeepAlive {
+            inner: Rc::downgrade(&self.inner),
+        }
+    }
+
+    /// Sets the function that receives panics caught in callbacks (the default logs
+    /// them with `tracing` at ERROR level). The loop keeps running after it returns.
+    pub fn set_exception_handler(&self, handler: impl FnMut(CallbackPanic) + 'static) {
+        let old = self
+            .inner
+            .state
+            .borrow_mut()
+            .panic_handler
+            .replace(Box::new(handler));
+        drop(old);
+    }
+
+    /// When `true`, a panicking callback unwinds out of `run`/`run_once` instead of
+    /// going to the exception handler.
+    pub fn set_propagate_panics(&self, propagate: bool) {
+        self.inner.state.borrow_mut().propagate_panics = propagate;
+    }
+
+    /// Runs until nothing is left to do: no ready callbacks, and no timers, fd watchers,
+    /// signal handlers or [`KeepAlive`] guards that keep the loop going (see
+    /// [`Handle::unref`]), or until [`stop`](EventLoop::stop).
+    pub fn run(&self) -> io::Result<()> {
+        self.run_loop(false)
+    }
+
+    /// Runs until [`stop`](EventLoop::stop) is called.
+    pub fn run_forever(&self) -> io::Result<()> {
+        self.run_loop(true)
+    }
+
+    /// Ends `run`/`run_forever` after the current iteration. Called before the loop
+    /// runs, the next run does one iteration (without blocking) and returns.
+    pub fn stop(&self) {
+        self.inner.state.borrow_mut().stopping = true;
+    }
+
+    /// Runs exactly one iteration, blocking at most `timeout` (`None`: until something
+    /// happens) for I/O, but never past the earliest timer, and not at all when callbacks
+    /// are ready. For driving the loop from another loop; see [`EventLoop::next_timeout`].
+    pub fn run_once(&self, timeout: Option<Duration>) -> io::Result<()> {
+        let _running = self.enter()?;
+        let result = self.iterate(timeout);
+        self.inner.state.borrow_mut().stopping = false;
+        result
+    }
+
+    /// How long the loop could sleep now: `Some(ZERO)` when work is ready, the time to the
+    /// earliest timer, or `None` when only I/O can wake it.
+    pub fn next_timeout(&self) -> Option<Duration> {
+        let mut state = self.inner.state.borrow_mut();
+        if state.ready.live() > 0 || state.stopping || self.inner.shared.is_notified() {
+            return Some(Duration::ZERO);
+        }
+        let deadline = state.timers.next_deadline()?;
+        let now = self.inner.nanos(Instant::now());
+        Some(Duration::from_nanos(deadline.saturating_sub(now)))
+    }
+
+    /// Whether `run` would do anything now.
+    pub fn has_work(&self) -> bool {
+        let state = self.inner.state.borrow();
+        !state.destroyed
+            && (state.ready.live() > 0
+                || state.timers.referenced() > 0
+                || state.watchers.referenced() > 0
+                || state.signals.referenced() > 0
+                || state.keep_alive > 0
+                || self.inner.shared.is_notified())
+    }
+
+    /// Whether the loop is inside `run`, `run_forever` or `run_once`.
+    pub fn is_running(&self) -> bool {
+        self.inner.state.borrow().running
+    }
+
+    /// Whether the loop has been destroyed.
+    pub fn is_destroyed(&self) -> bool {
+        self.inner.state.borrow().destroyed
+    }
+
+    /// Iterations run so far.
+    pub fn iterations(&self) -> u64 {
+        self.inner.state.borrow().iterations
+    }
+
+    /// Frees everything the loop holds: pending callbacks, timers, watchers and signal
+    /// handlers are dropped (signal dispositions restored), remotes start failing, and
+    /// the thread may create a new loop. Other handles to this loop stay valid objects,
+    /// but the loop refuses new work. The poller and wake-up fds close when the last
+    /// handle (and the last [`LoopRemote`]) is dropped.
+    pub fn destroy(&self) {
+        self.inner.shut_down();
+    }
+
+    fn run_loop(&self, forever: bool) -> io::Result<()> {
+        let _running = self.enter()?;
+        loop {
+            if !forever && !self.has_work() {
+                break;
+            }
+            self.iterate(None)?;
+            let mut state = self.inner.state.borrow_mut();
+            if state.destroyed {
+                break;
+            }
+            if state.stopping {
+                state.stopping = false;
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks the loop running; the guard clears the mark, even when a panic unwinds.
+    fn enter(&self) -> io::Result<RunningGuard<'_>> {
+        let mut state = self.inner.state.borrow_mut();
+        if state.destroyed {
+            return Err(destroyed_error());
+        }
+        if state.running {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "the event loop is already running",
+            ));
+        }
+        state.running = true;
+        Ok(RunningGuard { inner: &self.inner })
+    }
+
+    fn iterate(&self, max_wait: Option<Duration>) -> io::Result<()> {
+        let inner = &*self.inner;
+        let (events, notified) = {
+            let mut state = inner.state.borrow_mut();
+            let state = &mut *state;
+            if state.destroyed {
+                return Ok(());
+            }
+            let mut events = state.events.take().expect("the poller buffer is in use");
+            let mut timeout = inner.poll_timeout(state, max_wait);
+            if timeout != Some(Duration::ZERO) && !inner.shared.prepare_sleep() {
+                timeout = Some(Duration::ZERO);
+            }
+            let result = inner.poller.wait(&mut events, timeout);
+            let notified = inner.shared.after_wake();
+            state.now = Instant::now();
+            if let Err(e) = result {
+                state.events = Some(events);
+                return Err(e);
+            }
+            (events, notified)
+        };
+
+        for ready in events.iter() {
+            if ready.fd == inner.waker_fd {
+                inner.shared.waker.drain();
+                continue;
+            }
+            if ready.readable {
+                self.dispatch_fd(ready.fd, Direction::Read);
+            }
+            if ready.writable {
+                self.dispatch_fd(ready.fd, Direction::Write);
+            }
+        }
+        inner.state.borrow_mut().events = Some(events);
+
+        if notified {
+            self.run_remote_calls();
+        }
+        self.run_signal_handlers();
+        self.run_timers();
+        self.run_ready();
+        inner.state.borrow_mut().iterations += 1;
+        Ok(())
+    }
+
+    fn dispatch_fd(&self, fd: RawFd, dir: Direction) {
+        let Some(mut callback) = self.inner.state.borrow_mut().watchers.begin(fd, dir) else {
+            return;
+        };
+        self.guarded(&mut callback);
+        let leftover = self
+            .inner
+            .state
+            .borrow_mut()
+            .watchers
+            .end(fd, dir, callback);
+        drop(leftover);
+    }
+
+    fn run_remote_calls(&self) {
+        let mut batch = {
+            let mut state = self.inner.state.borrow_mut();
+            if self.inner.shared.take_stop() {
+                state.stopping = true;
+            }
+            std::mem::take(&mut state.remote_batch)
+        };
+        self.inner.shared.take_calls(&mut batch);
+        for call in batch.drain(..) {
+            self.guarded(call);
+        }
+        self.inner.state.borrow_mut().remote_batch = batch;
+    }
+
+    fn run_signal_handlers(&self) {
+        let pending = self.inner.state.borrow().signals.take_pending();
+        for signum in crate::reactor::signal::signals_in(pending) {
+            let mut from = 0;
+            loop {
+                let next = self
+                    .inner
+                    .state
+                    .borrow_mut()
+                    .signals
+                    .begin_next(signum, from);
+                let Some((id, mut callback)) = next else {
+                    break;
+                };
+                self.guarded(&mut callback);
+                let leftover = self.inner.state.borrow_mut().signals.end(id, callback);
+                drop(leftover);
+                from = id.key() + 1;
+            }
+        }
+    }
+
+    fn run_timers(&self) {
+        let (now, before) = {
+            let state = self.inner.state.borrow();
+            (self.inner.nanos(state.now), state.timers.next_seq())
+        };
+        loop {
+            let expired = self
+                .inner
+                .state
+                .borrow_mut()
+                .timers
+                .pop_expired(now, before);
+            match expired {
+                Some(callback) => self.guarded(callback),
+                None => break,
+            }
+        }
+    }
+
+    fn run_ready(&self) {
+        let n = self.inner.state.borrow().ready.len();
+        for _ in 0..n {
+            let entry = self.inner.state.borrow_mut().ready.pop();
+            match entry {
+                Some(Some(callback)) => self.guarded(callback),
+                Some(None) => {}
+                None => break,
+            }
+        }
+    }
+
+    /// Runs a callback, catching a panic and handing it to the exception handler.
+    fn guarded(&self, f: impl FnOnce()) {
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(f)) {
+            self.report_panic(payload);
+        }
+    }
+
+    fn report_panic(&self, payload: Box<dyn std::any::Any + Send>) {
+        let (handler, propagate) = {
+            let mut state = self.inner.state.borrow_mut();
+            (state.panic_handler.take(), state.propagate_panics)
+        };
+        if propagate {
+            self.restore_panic_handler(handler);
+            resume_unwind(payload);
+        }
+        let panic = CallbackPanic::new(payload);
+        match handler {
+            Some(mut handler) => {
+                if catch_unwind(AssertUnwindSafe(|| handler(panic))).is_err() {
+                    tracing::error!(target: "oxloop", "the exception handler itself panicked");
+                }
+                self.restore_panic_handler(Some(handler));
+            }
+            None => panic::log_panic(panic),
+        }
+    }
+
+    fn restore_panic_handler(&self, handler: Option<PanicHandler>) {
+        let mut state = self.inner.state.borrow_mut();
+        if state.panic_handler.is_none() && !state.destroyed {
+            state.panic_handler = handler;
+        }
+    }
+}
+
+impl Inner {
+    /// Nanoseconds on the loop's clock for `t` (0 for instants before the loop existed).
+    fn nanos(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn poll_timeout(&self, state: &mut State, max_wait: Option<Duration>) -> Option<Duration> {
+        if state.ready.live() > 0 || state.stopping {
+            return Some(Duration::ZERO);
+        }
+        let until_timer = state.timers.next_deadline().map(|deadline| {
+            Duration::from_nanos(deadline.saturating_sub(self.nanos(Instant::now())))
+        });
+        match (until_timer, max_wait) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn cancel(&self, kind: HandleKind) -> bool {
+        let mut state = self.state.borrow_mut();
+        match kind {
+            HandleKind::Soon(seq) => {
+                let callback = state.ready.cancel(seq);
+                drop(state);
+                callback.is_some()
+            }
+            HandleKind::Timer(id) => {
+                let callback = state.timers.cancel(id);
+                drop(state);
+                callback.is_some()
+            }
+            HandleKind::Signal(id) => {
+                let (removed, callback) = state.signals.cancel(id);
+                drop(state);
+                drop(callback);
+                removed
+            }
+            HandleKind::Inert => false,
+        }
+    }
+
+    fn is_pending(&self, kind: HandleKind) -> bool {
+        let state = self.state.borrow();
+        match kind {
+            HandleKind::Soon(seq) => state.ready.contains(seq),
+            HandleKind::Timer(id) => state.timers.contains(id),
+            HandleKind::Signal(id) => state.signals.contains(id),
+            HandleKind::Inert => false,
+        }
+    }
+
+    fn set_ref(&self, kind: HandleKind, referenced: bool) {
+        let mut state = self.state.borrow_mut();
+        match kind {
+            HandleKind::Timer(id) => state.timers.set_referenced(id, referenced),
+            HandleKind::Signal(id) => state.signals.set_referenced(id, referenced),
+            HandleKind::Soon(_) | HandleKind::Inert => {}
+        }
+    }
+
+    /// Drops all work and refuses more; idempotent.
+    fn shut_down(&self) {
+        let leftovers: Leftovers = {
+            let Ok(mut state) = self.state.try_borrow_mut() else {
+                // Only reachable if a destructor runs while the state is borrowed; the
+                // `Drop` of `Inner` retries with nothing borrowed.
+                return;
+            };
+            if state.destroyed {
+                return;
+            }
+            state.destroyed = true;
+            (
+                state.ready.take_all(),
+                state.timers.take_all(),
+                state.watchers.take_all(&self.poller),
+                state.signals.take_all(),
+                self.shared.close(),
+                state.panic_handler.take(),
+            )
+        };
+        drop(leftovers);
+        let me: *const Inner = self;
+        let _ = CURRENT.try_with(|current| {
+            let mut current = current.borrow_mut();
+            if std::ptr::eq(current.as_ptr(), me) {
+                *current = Weak::new();
+            }
+        });
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.shut_down();
+    }
+}
+
+struct RunningGuard<'a> {
+    inner: &'a Inner,
+}
+
+impl Drop for RunningGuard<'_> {
+    fn drop(&mut self) {
+        self.inner.state.borrow_mut().running = false;
+    }
+}
+
+impl AsRawFd for EventLoop {
+    /// The poller's fd: readable whenever the loop has I/O to dispatch or was woken.
+    /// A host loop can wait on it, then call [`EventLoop::run_once`] with a zero timeout.
+    fn as_raw_fd(&self) -> RawFd {
+        self.inner.poller.as_raw_fd()
+    }
+}
+
+impl AsFd for EventLoop {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.inner.poller.as_fd()
+    }
+}
+
+impl fmt::Debug for EventLoop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.inner.state.try_borrow();
+        let mut d = f.debug_struct("EventLoop");
+        if let Ok(state) = state {
+            d.field("running", &state.running)
+                .field("destroyed", &state.destroyed)
+                .field("ready", &state.ready.live())
+                .field("timers", &state.timers.len())
+                .field("fds", &state.watchers.len());
+        }
+        d.finish()
+    }
+}

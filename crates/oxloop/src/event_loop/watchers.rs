@@ -1,0 +1,247 @@
+//! The fd table: which callback runs when an fd becomes readable or writable.
+//!
+//! Indexed by fd number (like Redis's `ae.c`), so dispatching a readiness report is one
+//! index. A callback is taken out of its slot while it runs, so it may add, replace or
+//! remove watchers (its own included) without aliasing the table.
+
+use crate::reactor::{Interest, Mode, Poller};
+use std::io;
+use std::os::fd::RawFd;
+
+/// A callback run every time its fd is ready.
+pub(crate) type FdCallback = Box<dyn FnMut() + 'static>;
+
+/// Which side of an fd.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Direction {
+    Read,
+    Write,
+}
+
+#[derive(Default)]
+enum CallbackSlot {
+    #[default]
+    Empty,
+    Idle(FdCallback),
+    /// Taken out to run; put back afterwards unless removed or replaced meanwhile.
+    Running,
+}
+
+impl CallbackSlot {
+    fn is_set(&self) -> bool {
+        !matches!(self, CallbackSlot::Empty)
+    }
+}
+
+#[derive(Default)]
+struct FdEntry {
+    reader: CallbackSlot,
+    writer: CallbackSlot,
+    /// What the poller currently watches this fd for.
+    registered: Interest,
+    unreferenced: bool,
+}
+
+impl FdEntry {
+    fn side(&mut self, dir: Direction) -> &mut CallbackSlot {
+        match dir {
+            Direction::Read => &mut self.reader,
+            Direction::Write => &mut self.writer,
+        }
+    }
+
+    fn wanted(&self) -> Interest {
+        Interest {
+            read: self.reader.is_set(),
+            write: self.writer.is_set(),
+        }
+    }
+}
+
+/// Every fd watched by one loop.
+#[derive(Default)]
+pub(crate) struct Watchers {
+    entries: Vec<FdEntry>,
+    /// fds with at least one callback.
+    watched: usize,
+    /// Of those, the ones marked as not keeping `run()` going.
+    unreferenced: usize,
+}
+
+fn check_fd(fd: RawFd) -> io::Result<usize> {
+    usize::try_from(fd).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{fd} is not a file descriptor"),
+        )
+    })
+}
+
+impl Watchers {
+    /// Makes sure the poller watches `fd` for `dir`; the first step of adding a watcher,
+    /// done before the callback is stored so that a refused fd leaves nothing behind.
+    pub fn register(&mut self, poller: &Poller, fd: RawFd, dir: Direction) -> io::Result<()> {
+        let index = check_fd(fd)?;
+        if index >= self.entries.len() {
+            self.entries.resize_with(index + 1, FdEntry::default);
+        }
+        let entry = &mut self.entries[index];
+        let mut wanted = entry.wanted();
+        match dir {
+            Direction::Read => wanted.read = true,
+            Direction::Write => wanted.write = true,
+        }
+        // Always tell the kernel, even when the interest looks unchanged: the fd may have
+        // been closed and its number reused behind the loop's back, and then the kernel
+        // no longer knows it (`modify` falls back to adding it).
+        if entry.registered.is_empty() {
+            poller.add(fd, wanted, Mode::Level)?;
+        } else {
+            poller.modify(fd, wanted, Mode::Level)?;
+        }
+        entry.registered = wanted;
+        Ok(())
+    }
+
+    /// Stores `callback` for one side of a registered `fd`, replacing any previous one,
+    /// which is handed back to be dropped by the caller outside the loop's borrow.
+    pub fn install(
+        &mut self,
+        fd: RawFd,
+        dir: Direction,
+        callback: FdCallback,
+    ) -> Option<FdCallback> {
+        let entry = &mut self.entries[fd as usize];
+        if entry.wanted().is_empty() {
+            self.watched += 1;
+            if entry.unreferenced {
+                self.unreferenced += 1;
+            }
+        }
+        match std::mem::replace(entry.side(dir), CallbackSlot::Idle(callback)) {
+            CallbackSlot::Idle(old) => Some(old),
+            _ => None,
+        }
+    }
+
+    /// Removes the callback for one side of `fd`. Returns whether there was one and the
+    /// callback itself (when it was not running) for the caller to drop.
+    pub fn remove(
+        &mut self,
+        poller: &Poller,
+        fd: RawFd,
+        dir: Direction,
+    ) -> (bool, Option<FdCallback>) {
+        let Some(entry) = usize::try_from(fd)
+            .ok()
+            .and_then(|i| self.entries.get_mut(i))
+        else {
+            return (false, None);
+        };
+        let old = std::mem::take(entry.side(dir));
+        let callback = match old {
+            CallbackSlot::Empty => return (false, None),
+            CallbackSlot::Idle(cb) => Some(cb),
+            CallbackSlot::Running => None,
+        };
+        let wanted = entry.wanted();
+        if wanted.is_empty() {
+            // The fd may already be closed; the poller treats that as done.
+            let _ = poller.delete(fd);
+            self.watched -= 1;
+            if entry.unreferenced {
+                self.unreferenced -= 1;
+            }
+            entry.unreferenced = false;
+        } else {
+            // Narrowing the interest cannot fail on a live fd; if the fd is gone the
+            // kernel dropped it from the poller already.
+            let _ = poller.modify(fd, wanted, Mode::Level);
+        }
+        entry.registered = wanted;
+        (true, callback)
+    }
+
+    /// Takes the callback of one side of `fd` out to run it.
+    pub fn begin(&mut self, fd: RawFd, dir: Direction) -> Option<FdCallback> {
+        let entry = self.entries.get_mut(usize::try_from(fd).ok()?)?;
+        let slot = entry.side(dir);
+        match std::mem::replace(slot, CallbackSlot::Running) {
+            CallbackSlot::Idle(cb) => Some(cb),
+            other => {
+                *slot = other;
+                None
+            }
+        }
+    }
+
+    /// Puts a callback back after it ran. If it was removed or replaced while running it
+    /// is handed back to be dropped.
+    pub fn end(&mut self, fd: RawFd, dir: Direction, callback: FdCallback) -> Option<FdCallback> {
+        let Some(entry) = usize::try_from(fd)
+            .ok()
+            .and_then(|i| self.entries.get_mut(i))
+        else {
+            return Some(callback);
+        };
+        let slot = entry.side(dir);
+        if matches!(slot, CallbackSlot::Running) {
+            *slot = CallbackSlot::Idle(callback);
+            None
+        } else {
+            Some(callback)
+        }
+    }
+
+    /// Marks whether `fd`'s watchers keep `run()` going. Returns false when `fd` is not
+    /// watched.
+    pub fn set_referenced(&mut self, fd: RawFd, referenced: bool) -> bool {
+        let Some(entry) = usize::try_from(fd)
+            .ok()
+            .and_then(|i| self.entries.get_mut(i))
+        else {
+            return false;
+        };
+        if entry.wanted().is_empty() {
+            return false;
+        }
+        if entry.unreferenced == referenced {
+            entry.unreferenced = !referenced;
+            if referenced {
+                self.unreferenced -= 1;
+            } else {
+                self.unreferenced += 1;
+            }
+        }
+        true
+    }
+
+    /// fds with a callback.
+    pub fn len(&self) -> usize {
+        self.watched
+    }
+
+    /// fds whose watchers keep `run()` going.
+    pub fn referenced(&self) -> usize {
+        self.watched - self.unreferenced
+    }
+
+    /// Removes every watcher, deregistering it, and hands back the callbacks to drop.
+    pub fn take_all(&mut self, poller: &Poller) -> Vec<FdCallback> {
+        let mut dropped = Vec::new();
+        for (fd, entry) in self.entries.iter_mut().enumerate() {
+            if !entry.registered.is_empty() {
+                let _ = poller.delete(fd as RawFd);
+            }
+            for slot in [&mut entry.reader, &mut entry.writer] {
+                if let CallbackSlot::Idle(cb) = std::mem::take(slot) {
+                    dropped.push(cb);
+                }
+            }
+        }
+        self.entries = Vec::new();
+        self.watched = 0;
+        self.unreferenced = 0;
+        dropped
+    }
+}

@@ -1,0 +1,41 @@
+//! oxloop: a small, fast event loop that can be stepped, nested and embedded.
+//!
+//! One [`EventLoop`] per thread runs callbacks ([`EventLoop::call_soon`]), timers
+//! ([`EventLoop::call_later`], [`EventLoop::call_at`]), fd watchers
+//! ([`EventLoop::add_reader`], [`EventLoop::add_writer`]) and signal handlers
+//! ([`EventLoop::add_signal_handler`]); other threads reach it through a
+//! [`LoopRemote`]. It runs until nothing is left to do ([`EventLoop::run`]), until
+//! stopped ([`EventLoop::run_forever`]), or one iteration at a time
+//! ([`EventLoop::run_once`]) when another loop drives it.
+//!
+//! ```
+//! use oxloop::EventLoop;
+//! use std::time::Duration;
+//!
+//! let ev = EventLoop::new()?;
+//! let remote = ev.remote();
+//! ev.call_later(Duration::from_millis(1), || println!("timer"));
+//! let worker = std::thread::spawn(move || {
+//!     remote.call_from_thread(|| println!("hello from another thread")).unwrap();
+//!     remote.stop().unwrap();
+//! });
+//! ev.run_forever()?; // returns once the other thread asks it to stop
+//! worker.join().unwrap();
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! Where things live:
+//!
+//! - [`event_loop`]: the loop, its handles, the cross-thread remote;
+//! - `reactor`: the poller backends (epoll on Linux, `polling` elsewhere), the
+//!   waker and the signal plumbing: the only `unsafe` code in the crate;
+//! - `timers`: the timer queue.
+
+#![warn(missing_docs)]
+
+pub mod event_loop;
+pub(crate) mod reactor;
+pub(crate) mod timers;
+
+pub use event_loop::{CallbackPanic, EventLoop, Handle, KeepAlive, LoopClosed, LoopRemote};
+pub use reactor::{Interest, Mode};

@@ -1,0 +1,139 @@
+//! Linux backend: `epoll` through `rustix` (direct system calls, no libc wrapper).
+//!
+//! The fd number itself is the epoll user data, so a report maps back to its watcher
+//! with one index into the loop's fd table.
+
+use super::{Interest, Mode, Ready};
+use rustix::buffer::spare_capacity;
+use rustix::event::{epoll, Timespec};
+use rustix::io::Errno;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+/// How many reports one `epoll_wait` can return at first; doubled whenever a wait fills it.
+const INITIAL_EVENTS: usize = 256;
+
+/// An epoll instance.
+#[derive(Debug)]
+pub(crate) struct Poller {
+    epoll: OwnedFd,
+}
+
+/// The buffer `epoll_wait` fills; kept by the loop and reused every iteration.
+pub(crate) struct Events {
+    list: Vec<epoll::Event>,
+}
+
+impl Events {
+    pub fn new() -> Events {
+        Events {
+            list: Vec::with_capacity(INITIAL_EVENTS),
+        }
+    }
+
+    /// The reports of the last wait.
+    pub fn iter(&self) -> impl Iterator<Item = Ready> + '_ {
+        self.list.iter().map(|ev| {
+            let flags = ev.flags;
+            use epoll::EventFlags as F;
+            Ready {
+                fd: ev.data.u64() as RawFd,
+                readable: flags.intersects(F::IN | F::PRI | F::HUP | F::ERR | F::RDHUP),
+                writable: flags.intersects(F::OUT | F::HUP | F::ERR),
+            }
+        })
+    }
+}
+
+fn flags(interest: Interest, mode: Mode) -> epoll::EventFlags {
+    use epoll::EventFlags as F;
+    let mut flags = F::empty();
+    if interest.read {
+        flags |= F::IN | F::RDHUP;
+    }
+    if interest.write {
+        flags |= F::OUT;
+    }
+    match mode {
+        Mode::Level => {}
+        Mode::Edge => flags |= F::ET,
+        Mode::Oneshot => flags |= F::ONESHOT,
+    }
+    flags
+}
+
+fn borrow(fd: RawFd) -> BorrowedFd<'static> {
+    // SAFETY: the borrowed fd is only handed to one epoll_ctl call and never outlives it.
+    // If the number is not an open fd the kernel answers EBADF, which is returned as an
+    // error; no memory is touched through it.
+    unsafe { BorrowedFd::borrow_raw(fd) }
+}
+
+impl Poller {
+    pub fn new() -> io::Result<Poller> {
+        let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+        Ok(Poller { epoll })
+    }
+
+    /// Starts watching `fd`.
+    pub fn add(&self, fd: RawFd, interest: Interest, mode: Mode) -> io::Result<()> {
+        let data = epoll::EventData::new_u64(fd as u64);
+        epoll::add(&self.epoll, borrow(fd), data, flags(interest, mode))?;
+        Ok(())
+    }
+
+    /// Changes what `fd` is watched for. An fd the kernel forgot (it was closed and its
+    /// number reused) is added again.
+    pub fn modify(&self, fd: RawFd, interest: Interest, mode: Mode) -> io::Result<()> {
+        let data = epoll::EventData::new_u64(fd as u64);
+        match epoll::modify(&self.epoll, borrow(fd), data, flags(interest, mode)) {
+            Err(Errno::NOENT) => self.add(fd, interest, mode),
+            other => Ok(other?),
+        }
+    }
+
+    /// Stops watching `fd`. An fd that is already closed is not an error.
+    pub fn delete(&self, fd: RawFd) -> io::Result<()> {
+        match epoll::delete(&self.epoll, borrow(fd)) {
+            Err(Errno::BADF) | Err(Errno::NOENT) => Ok(()),
+            other => Ok(other?),
+        }
+    }
+
+    /// Waits for readiness for at most `timeout` (`None`: until something happens).
+    /// An interrupted wait (a signal arrived) returns with no reports.
+    pub fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
+        events.list.clear();
+        let timespec = timeout.map(|d| Timespec {
+            tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
+            tv_nsec: d.subsec_nanos() as _,
+        });
+        match epoll::wait(
+            &self.epoll,
+            spare_capacity(&mut events.list),
+            timespec.as_ref(),
+        ) {
+            Ok(_) => {}
+            Err(Errno::INTR) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+        if events.list.len() == events.list.capacity() {
+            // A full buffer: there may be more waiting. Grow so the next wait sees them all.
+            events.list.reserve(events.list.capacity());
+        }
+        Ok(())
+    }
+}
+
+impl AsFd for Poller {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.epoll.as_fd()
+    }
+}
+
+impl AsRawFd for Poller {
+    fn as_raw_fd(&self) -> RawFd {
+        self.epoll.as_raw_fd()
+    }
+}

@@ -1,0 +1,85 @@
+//! The reactor: a thin layer over the operating system's readiness API.
+//!
+//! Everything that talks to the kernel about readiness lives here, one file per job:
+//!
+//! - [`epoll`](self) (Linux): `epoll` through `rustix`, level-triggered by default;
+//! - `portable` (other Unixes): the `polling` crate (kqueue, event ports, poll);
+//! - `waker`: an `eventfd` (or a socket pair) that wakes a sleeping poller from another
+//!   thread or from a signal handler;
+//! - `signal`: the process-wide `sigaction` plumbing that turns signals into wake-ups.
+//!
+//! The rest of the crate sees only [`Poller`], [`Events`], [`Ready`], [`Interest`] and
+//! [`Mode`], and never a raw syscall.
+
+#[cfg(target_os = "linux")]
+mod epoll;
+#[cfg(target_os = "linux")]
+pub(crate) use epoll::{Events, Poller};
+
+#[cfg(not(target_os = "linux"))]
+mod portable;
+#[cfg(not(target_os = "linux"))]
+pub(crate) use portable::{Events, Poller};
+
+pub(crate) mod signal;
+mod waker;
+pub(crate) use waker::Waker;
+
+use std::os::fd::RawFd;
+
+/// Which readiness a watcher wants to hear about.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Interest {
+    /// Wake when the fd is readable (or at end of file, hang-up or error).
+    pub read: bool,
+    /// Wake when the fd is writable (or on hang-up or error).
+    pub write: bool,
+}
+
+impl Interest {
+    /// Readable only.
+    pub const READ: Interest = Interest {
+        read: true,
+        write: false,
+    };
+    /// Writable only.
+    pub const WRITE: Interest = Interest {
+        read: false,
+        write: true,
+    };
+    /// Readable and writable.
+    pub const BOTH: Interest = Interest {
+        read: true,
+        write: true,
+    };
+    /// Neither.
+    pub const NONE: Interest = Interest {
+        read: false,
+        write: false,
+    };
+
+    /// True when neither direction is wanted.
+    pub fn is_empty(self) -> bool {
+        !self.read && !self.write
+    }
+}
+
+/// How the kernel reports readiness for a registered fd.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// Reported on every poll while the fd stays ready (like `select`, asyncio, libuv).
+    #[default]
+    Level,
+    /// Reported once per change from not-ready to ready.
+    Edge,
+    /// Reported once, then disabled until registered again.
+    Oneshot,
+}
+
+/// One readiness report, in the backend-neutral form the loop dispatches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Ready {
+    pub fd: RawFd,
+    pub readable: bool,
+    pub writable: bool,
+}

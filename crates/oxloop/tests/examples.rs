@@ -1,0 +1,48 @@
+//! Every example runs and prints what it promises.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// The examples are built by `cargo test` next to the test binaries.
+fn example(name: &str) -> PathBuf {
+    let mut dir = std::env::current_exe().unwrap();
+    dir.pop(); // the test binary
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir.join("examples").join(name)
+}
+
+fn run(name: &str, args: &[&str]) -> String {
+    let out = Command::new(example(name))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run example {name}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{name} failed: {:?}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn tour_shows_timers_pipe_signal_and_thread() {
+    let out = run("tour", &[]);
+    let expected = [
+        "10 ms timer fired, cancelling the 20 ms one",
+        "pipe: read \"line 1\"",
+        "50 ms timer fired",
+        "pipe: read \"line 3\"",
+        "pipe: end of stream",
+        "signal: SIGUSR1 handled on the loop thread",
+        "thread: call from another thread",
+        "signal handled: true",
+    ];
+    for line in expected {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+    assert!(!out.contains("never printed"), "a cancelled timer fired:\n{out}");
+}
