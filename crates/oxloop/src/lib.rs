@@ -34,6 +34,7 @@
 #![warn(missing_docs)]
 
 pub mod event_loop;
+pub mod protocol;
 pub(crate) mod reactor;
 pub(crate) mod timers;
 

@@ -1,0 +1,1 @@
+//! Protocols and transports: callback-driven TCP, UDP and Unix servers and clients.
