@@ -68,6 +68,8 @@ impl Mail {
 struct SinkOptions {
     refuse: bool,
     tls: Option<Arc<ServerConfig>>,
+    /// TLS from the first byte instead of STARTTLS.
+    implicit: bool,
     auth: Option<(String, String)>,
 }
 
@@ -125,8 +127,14 @@ fn serve(conn: TcpStream, opts: &SinkOptions, mails: &Mutex<Vec<Mail>>) -> io::R
         let _ = read_line(&mut *s);
         return Ok(());
     }
+    let mut tls = false;
+    if opts.implicit {
+        let server = ServerConnection::new(opts.tls.clone().unwrap()).unwrap();
+        s = Box::new(StreamOwned::new(server, conn.try_clone()?));
+        tls = true;
+    }
     s.write_all(b"220 sink ESMTP\r\n")?;
-    let (mut tls, mut user, mut from, mut to) = (false, None, String::new(), Vec::new());
+    let (mut user, mut from, mut to) = (None, String::new(), Vec::new());
     loop {
         let line = read_line(&mut *s)?;
         let upper = line.to_ascii_uppercase();
@@ -577,6 +585,28 @@ fn starttls_with_a_private_certificate() {
         "{body}"
     );
     assert!(body.contains(&format!("over TLS 199: {}", ".".repeat(199))));
+    drop(guard);
+}
+
+#[test]
+fn implicit_tls() {
+    let (server, pem) = tls_server(&["localhost"]);
+    let sink = Sink::start(SinkOptions {
+        tls: Some(server),
+        implicit: true,
+        ..SinkOptions::default()
+    });
+    let ev = EventLoop::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let email = options(sink.addr)
+        .implicit_tls(TlsRoots::Pem(pem.into_bytes()))
+        .tls_server_name("localhost");
+    let (dispatch, guard) = setup(&ev, dir.path(), email);
+    tracing::dispatcher::with_default(&dispatch, || tracing::error!("implicit"));
+    run_bounded(&ev);
+    let mails = sink.mails();
+    assert_eq!(mails.len(), 1, "{}", file_text(dir.path()));
+    assert!(mails[0].tls && mails[0].body().contains("implicit"));
     drop(guard);
 }
 

@@ -53,6 +53,17 @@ pub enum AuthMechanism {
 /// Defaults: events at ERROR, at most one mail per 60 s, a 1 s gathering delay before a
 /// mail is sent, 30 s of silence from the server aborts, 1000 events per mail, 3
 /// attempts per event, no TLS, no login.
+///
+/// ```
+/// use oxloop_log::{EmailOptions, TlsRoots};
+/// use std::time::Duration;
+///
+/// let options = EmailOptions::new("smtp.example.com", 587, "App <app@example.com>", ["ops@example.com"])
+///     .subject("myapp errors")
+///     .interval(Duration::from_secs(300))
+///     .starttls(TlsRoots::WebPki)
+///     .credentials("app", "secret");
+/// ```
 #[derive(Debug, Clone)]
 pub struct EmailOptions {
     server: String,
@@ -65,6 +76,7 @@ pub struct EmailOptions {
     gather: Duration,
     timeout: Duration,
     starttls: Option<TlsRoots>,
+    implicit_tls: bool,
     tls_server_name: Option<String>,
     credentials: Option<(String, String)>,
     mechanism: Option<AuthMechanism>,
@@ -94,6 +106,7 @@ impl EmailOptions {
             gather: Duration::from_secs(1),
             timeout: Duration::from_secs(30),
             starttls: None,
+            implicit_tls: false,
             tls_server_name: None,
             credentials: None,
             mechanism: None,
@@ -139,6 +152,15 @@ impl EmailOptions {
     /// offer it is a failure.
     pub fn starttls(mut self, roots: TlsRoots) -> Self {
         self.starttls = Some(roots);
+        self.implicit_tls = false;
+        self
+    }
+
+    /// Speaks TLS from the first byte ("implicit TLS", usually port 465) instead of
+    /// upgrading with STARTTLS, verifying the server against `roots`.
+    pub fn implicit_tls(mut self, roots: TlsRoots) -> Self {
+        self.starttls = Some(roots);
+        self.implicit_tls = true;
         self
     }
 
@@ -198,6 +220,7 @@ pub(crate) struct SmtpConfig {
     pub subject: String,
     pub timeout: Duration,
     pub tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
+    pub implicit_tls: bool,
     pub credentials: Option<(String, String)>,
     pub mechanism: Option<AuthMechanism>,
     pub allow_insecure_auth: bool,
@@ -279,6 +302,7 @@ impl EmailOptions {
                 subject: self.subject,
                 timeout: self.timeout,
                 tls,
+                implicit_tls: self.implicit_tls,
                 credentials: self.credentials,
                 mechanism: self.mechanism,
                 allow_insecure_auth: self.allow_insecure_auth,

@@ -338,8 +338,12 @@ impl Inner {
                 self.last_connect_error = Some(e);
                 return self.connect_next();
             }
-            self.step = Step::Greeting;
             self.set_reader(true)?;
+            if self.cfg.implicit_tls {
+                self.start_tls()?;
+            } else {
+                self.step = Step::Greeting;
+            }
         }
         self.arm_timeout();
         self.after_io()
@@ -416,10 +420,16 @@ impl Inner {
     fn after_io(&mut self) -> Result<(), SmtpError> {
         self.flush()?;
         if self.step == Step::Handshake && self.tls.as_ref().is_some_and(|t| !t.is_handshaking()) {
-            self.ext = Extensions::default();
-            self.step = Step::Ehlo;
-            let cmd = format!("EHLO {}", self.cfg.helo_name);
-            self.send(&cmd)?;
+            if self.cfg.implicit_tls {
+                // TLS from the start: now the server greets.
+                self.step = Step::Greeting;
+            } else {
+                // After STARTTLS the client starts over with EHLO (RFC 3207).
+                self.ext = Extensions::default();
+                self.step = Step::Ehlo;
+                let cmd = format!("EHLO {}", self.cfg.helo_name);
+                self.send(&cmd)?;
+            }
         }
         self.update_interest()
     }
@@ -542,11 +552,7 @@ impl Inner {
                         "data received after the STARTTLS reply, before TLS".into(),
                     ));
                 }
-                let (config, name) = self.cfg.tls.clone().expect("STARTTLS without TLS options");
-                let conn = ClientConnection::new(config, name).map_err(SmtpError::Tls)?;
-                self.tls = Some(Box::new(conn));
-                self.step = Step::Handshake;
-                Ok(())
+                self.start_tls()
             }
             (Step::Handshake, _) => Err(SmtpError::Protocol(
                 "reply received during the TLS handshake".into(),
@@ -601,6 +607,14 @@ impl Inner {
             }),
             (_, code) => Err(self.rejected(code, &lines)),
         }
+    }
+
+    fn start_tls(&mut self) -> Result<(), SmtpError> {
+        let (config, name) = self.cfg.tls.clone().expect("TLS without TLS options");
+        let conn = ClientConnection::new(config, name).map_err(SmtpError::Tls)?;
+        self.tls = Some(Box::new(conn));
+        self.step = Step::Handshake;
+        Ok(())
     }
 
     /// After EHLO/HELO: STARTTLS, then AUTH, then the mail.
