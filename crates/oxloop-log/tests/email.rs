@@ -369,6 +369,30 @@ fn run_until(ev: &EventLoop, done: impl Fn() -> bool + 'static) {
 }
 
 #[test]
+fn errors_are_mailed_even_when_the_local_filter_is_off() {
+    let sink = Sink::start(SinkOptions::default());
+    let ev = EventLoop::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (dispatch, guard) = Log::builder()
+        .filter("off")
+        .file(FileOptions::size(dir.path(), "app", 1 << 20))
+        .email(options(sink.addr))
+        .build(&ev)
+        .unwrap();
+    tracing::dispatcher::with_default(&dispatch, || {
+        tracing::error!("mailed anyway");
+        tracing::debug!("not mailed");
+    });
+    run_bounded(&ev);
+    let mails = sink.mails();
+    assert_eq!(mails.len(), 1);
+    assert!(mails[0].body().contains("mailed anyway"));
+    assert!(!mails[0].body().contains("not mailed"));
+    drop(guard);
+    assert_eq!(file_text(dir.path()), "", "the file follows the filter");
+}
+
+#[test]
 fn events_from_other_threads_reach_the_running_loop() {
     let sink = Sink::start(SinkOptions::default());
     let ev = EventLoop::new().unwrap();
