@@ -290,3 +290,33 @@ fn child_reports_bad_env() {
     let err = Log::builder().terminal(true).init(&ev).unwrap_err();
     eprintln!("{err}");
 }
+
+#[test]
+fn disabled_levels_stay_disabled_with_email_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, stderr) = child("child_max_level", Some("off"), dir.path());
+    assert!(ok, "{stderr}");
+}
+
+#[test]
+#[ignore = "run by disabled_levels_stay_disabled_with_email_on in a child process"]
+fn child_max_level() {
+    if std::env::var("OXLOOP_LOG_TEST_DIR").is_err() {
+        return;
+    }
+    let ev = EventLoop::new().unwrap();
+    let email = oxloop_log::EmailOptions::new("127.0.0.1", 9, "a@example.com", ["b@example.com"]);
+    let _guard = Log::builder()
+        .terminal(true)
+        .email(email)
+        .init(&ev)
+        .unwrap();
+    // OXLOOP_LOG=off silences the terminal, the e-mail wants ERROR: nothing below is
+    // even built.
+    assert_eq!(
+        tracing::level_filters::LevelFilter::current(),
+        tracing::Level::ERROR
+    );
+    assert!(!tracing::enabled!(tracing::Level::WARN));
+    assert!(tracing::enabled!(tracing::Level::ERROR));
+}

@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tracing::{Dispatch, Event, Level, Subscriber};
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::{Layer, Registry};
@@ -426,10 +427,14 @@ pub(crate) fn setup(
         cap: policy.max_events,
         state: Mutex::new(OutboxState::default()),
     });
+    // A per-layer level filter (not only the check in `on_event`) so that the
+    // subscriber's max-level hint stays tight: callsites below every output's level are
+    // then disabled outright instead of being built and dropped.
     let layer = EmailLayer {
         outbox: outbox.clone(),
         level: policy.level,
-    };
+    }
+    .with_filter(LevelFilter::from_level(policy.level));
     let mailer = Mailer {
         ev: ev.clone(),
         config: Rc::new(config),
