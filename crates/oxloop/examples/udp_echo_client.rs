@@ -79,7 +79,10 @@ impl DatagramProtocol for Client {
                 // else is wrong.
                 let earlier = (0..s.next).any(|i| data == message(i).as_slice());
                 if !earlier {
-                    s.error = Some(format!("unexpected reply {:?}", String::from_utf8_lossy(data)));
+                    s.error = Some(format!(
+                        "unexpected reply {:?}",
+                        String::from_utf8_lossy(data)
+                    ));
                 }
                 return;
             }
@@ -114,8 +117,15 @@ fn main() {
     let count: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(100);
     let ev = EventLoop::new().expect("event loop");
     let state: Shared = Rc::default();
-    ev.create_datagram_endpoint(None, Some(addr), Client { state: state.clone(), count })
-        .expect("UDP socket");
+    ev.create_datagram_endpoint(
+        None,
+        Some(addr),
+        Client {
+            state: state.clone(),
+            count,
+        },
+    )
+    .expect("UDP socket");
     ev.run().expect("loop");
     let s = state.borrow();
     if let Some(e) = &s.error {

@@ -65,7 +65,16 @@ impl DatagramProtocol for Pinger {
     }
 }
 
-fn pinger(count: usize) -> (Pinger, Rc<RefCell<Vec<Vec<u8>>>>, Rc<RefCell<Vec<io::ErrorKind>>>, Rc<RefCell<bool>>) {
+type Shared<T> = Rc<RefCell<T>>;
+/// A pinger and what it records: replies, errors, whether it was closed.
+type PingerParts = (
+    Pinger,
+    Shared<Vec<Vec<u8>>>,
+    Shared<Vec<io::ErrorKind>>,
+    Shared<bool>,
+);
+
+fn pinger(count: usize) -> PingerParts {
     let got = Rc::new(RefCell::new(Vec::new()));
     let errors = Rc::new(RefCell::new(Vec::new()));
     let lost = Rc::new(RefCell::new(false));
@@ -113,7 +122,10 @@ fn udp_echo_between_two_endpoints() {
 
 #[test]
 fn udp_send_to_a_closed_port_reports_error_received() {
-    let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let ev = EventLoop::new().unwrap();
     let (p, _got, errors, lost) = pinger(1);
     ev.create_datagram_endpoint(None, Some(port), p).unwrap();
@@ -125,7 +137,9 @@ fn udp_send_to_a_closed_port_reports_error_received() {
 #[test]
 fn datagram_endpoint_argument_errors() {
     let ev = EventLoop::new().unwrap();
-    let err = ev.create_datagram_endpoint(None, None, Echo { t: None }).unwrap_err();
+    let err = ev
+        .create_datagram_endpoint(None, None, Echo { t: None })
+        .unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
     let t = ev
         .create_datagram_endpoint(Some("127.0.0.1:0".parse().unwrap()), None, Echo { t: None })
@@ -151,7 +165,10 @@ fn unix_datagram_echo() {
     let server = ev
         .create_unix_datagram_endpoint(Some(&server_path), None, Echo { t: None })
         .unwrap();
-    assert_eq!(server.local_addr().unwrap(), Address::Unix(Some(server_path.clone())));
+    assert_eq!(
+        server.local_addr().unwrap(),
+        Address::Unix(Some(server_path.clone()))
+    );
     let (p, got, errors, lost) = pinger(20);
     ev.create_unix_datagram_endpoint(Some(&client_path), Some(&server_path), p)
         .unwrap();
@@ -161,6 +178,9 @@ fn unix_datagram_echo() {
     assert!(errors.borrow().is_empty(), "{:?}", errors.borrow());
     assert!(*lost.borrow());
     assert_eq!(got.borrow().len(), 20);
-    assert!(!server_path.exists() && !client_path.exists(), "socket files left behind");
+    assert!(
+        !server_path.exists() && !client_path.exists(),
+        "socket files left behind"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

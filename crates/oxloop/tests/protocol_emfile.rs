@@ -42,7 +42,7 @@ fn set_soft_nofile(soft: u64) -> u64 {
         let old = lim.rlim_cur;
         lim.rlim_cur = soft as libc::rlim_t;
         assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
-        old as u64
+        old
     }
 }
 
@@ -68,7 +68,9 @@ fn accept_backs_off_on_emfile_and_resumes() {
 
     // One connection open before the exhaustion.
     let mut early = TcpStream::connect(addr).unwrap();
-    early.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    early
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     while server.accepted() == 0 {
         assert!(Instant::now() < deadline);
@@ -112,7 +114,10 @@ fn accept_backs_off_on_emfile_and_resumes() {
     assert!(server.is_serving());
     // A spinning accept loop would burn the whole window; back-off costs a few
     // syscalls every 100 ms.
-    assert!(cpu < Duration::from_millis(100), "the loop used {cpu:?} of CPU in {window:?}");
+    assert!(
+        cpu < Duration::from_millis(100),
+        "the loop used {cpu:?} of CPU in {window:?}"
+    );
 
     // Free the fds: the queued connections are served.
     drop(fillers);

@@ -159,9 +159,13 @@ fn chat_server_broadcasts_to_the_others() {
     drop(rb);
     a.write_all(b"still here\n").unwrap();
     assert_eq!(read_line(&mut rc), format!("{a_name}: still here\n"));
-    a.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    a.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     let mut buf = [0u8; 64];
-    assert!(a.read(&mut buf).is_err(), "the sender received its own line");
+    assert!(
+        a.read(&mut buf).is_err(),
+        "the sender received its own line"
+    );
 }
 
 #[test]

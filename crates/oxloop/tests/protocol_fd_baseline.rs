@@ -91,6 +91,10 @@ fn thousand_connections_return_fds_to_baseline() {
     ev.run().unwrap();
     assert_eq!(done.get(), N);
     assert_eq!(server.accepted() as usize, N);
-    assert!(peak.get() > baseline + N / 2, "peak {} baseline {baseline}", peak.get());
+    assert!(
+        peak.get() > baseline + N / 2,
+        "peak {} baseline {baseline}",
+        peak.get()
+    );
     assert_eq!(open_fds(), baseline, "fds leaked");
 }

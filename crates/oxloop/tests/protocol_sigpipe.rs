@@ -86,7 +86,10 @@ fn check(ev: &EventLoop, unix: bool) {
     assert_eq!(lost.len(), 1, "{lost:?}");
     let kind = lost[0].expect("the write error did not reach connection_lost");
     assert!(
-        matches!(kind, io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset),
+        matches!(
+            kind,
+            io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+        ),
         "{kind:?}"
     );
     if unix {

@@ -1,9 +1,7 @@
 //! Stream transports over real sockets: echo, half-close, flow control, owned
 //! timeouts, connect errors, write errors, Unix sockets, server control.
 
-use oxloop::protocol::{
-    Address, ConnectOptions, LoopNetExt, Protocol, ServerOptions, Transport,
-};
+use oxloop::protocol::{Address, ConnectOptions, LoopNetExt, Protocol, ServerOptions, Transport};
 use oxloop::EventLoop;
 use std::cell::{Cell, RefCell};
 use std::io::{self, Read, Write};
@@ -240,13 +238,17 @@ fn flow_control_pauses_and_resumes_writing() {
             assert!(!self.paused, "two pauses in a row");
             self.paused = true;
             let size = self.t.as_ref().unwrap().write_buffer_size();
-            self.log.borrow_mut().push(format!("pause {}", size > 64 * 1024));
+            self.log
+                .borrow_mut()
+                .push(format!("pause {}", size > 64 * 1024));
         }
         fn resume_writing(&mut self) {
             assert!(self.paused, "resume without pause");
             self.paused = false;
             let size = self.t.as_ref().unwrap().write_buffer_size();
-            self.log.borrow_mut().push(format!("resume {}", size <= 16 * 1024));
+            self.log
+                .borrow_mut()
+                .push(format!("resume {}", size <= 16 * 1024));
             self.produce();
         }
     }
@@ -345,7 +347,10 @@ fn owned_timeout_is_cancelled_on_close() {
     assert!(start.elapsed() < Duration::from_secs(5));
     assert_eq!(client.join().unwrap(), 0);
     assert_eq!(fired.get(), 1);
-    assert!(dropped.get(), "the protocol was not dropped after connection_lost");
+    assert!(
+        dropped.get(),
+        "the protocol was not dropped after connection_lost"
+    );
 }
 
 #[test]
@@ -369,17 +374,15 @@ fn connection_refused_reaches_the_callback() {
     })
     .unwrap();
     run(&ev);
-    assert_eq!(
-        *result.borrow(),
-        Some(io::ErrorKind::ConnectionRefused)
-    );
+    assert_eq!(*result.borrow(), Some(io::ErrorKind::ConnectionRefused));
 }
 
 /// A listener that never accepts, with its backlog full: the kernel drops further
 /// SYNs, so a connect never completes and the timeout fires.
 #[test]
 fn connect_timeout_reaches_the_callback() {
-    let listener = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let listener =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     listener
         .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
         .unwrap();
@@ -400,7 +403,10 @@ fn connect_timeout_reaches_the_callback() {
     let start = Instant::now();
     ev.create_connection(
         addr,
-        Echo { t: None, log: log() },
+        Echo {
+            t: None,
+            log: log(),
+        },
         &ConnectOptions::new().timeout(Duration::from_millis(300)),
         move |res| {
             *r.borrow_mut() = Some(res.map(|_| ()).unwrap_err());
@@ -441,7 +447,8 @@ fn write_to_reset_peer_and_after_close_are_errors() {
                     }
                     Ok(()) => log.borrow_mut().push("never failed".into()),
                     Err(err) => {
-                        log.borrow_mut().push(format!("write error {:?}", err.kind()));
+                        log.borrow_mut()
+                            .push(format!("write error {:?}", err.kind()));
                         let second = t.write(b"x").unwrap_err();
                         log.borrow_mut().push(format!("then {:?}", second.kind()));
                     }
@@ -477,13 +484,20 @@ fn write_to_reset_peer_and_after_close_are_errors() {
     run(&ev);
     client.join().unwrap();
     let events = events.borrow();
-    assert_eq!(events.iter().filter(|e| e.starts_with("lost")).count(), 1, "{events:?}");
+    assert_eq!(
+        events.iter().filter(|e| e.starts_with("lost")).count(),
+        1,
+        "{events:?}"
+    );
     assert!(events.contains(&"lost true".to_string()), "{events:?}");
     assert!(
         events.iter().any(|e| e.starts_with("write error")),
         "{events:?}"
     );
-    assert!(events.contains(&"then NotConnected".to_string()), "{events:?}");
+    assert!(
+        events.contains(&"then NotConnected".to_string()),
+        "{events:?}"
+    );
 }
 
 #[test]
@@ -520,7 +534,9 @@ fn abort_drops_the_buffer_and_pause_reading_stops_data() {
             }
         }
         fn connection_lost(&mut self, err: Option<io::Error>) {
-            self.log.borrow_mut().push(format!("lost {}", err.is_some()));
+            self.log
+                .borrow_mut()
+                .push(format!("lost {}", err.is_some()));
         }
     }
     let ev = EventLoop::new().unwrap();
@@ -568,7 +584,10 @@ fn unix_stream_server_and_connection() {
             log: sl.clone(),
         })
         .unwrap();
-    assert_eq!(server.local_addrs(), vec![Address::Unix(Some(path.clone()))]);
+    assert_eq!(
+        server.local_addrs(),
+        vec![Address::Unix(Some(path.clone()))]
+    );
     let payload = pattern(1 << 20);
     let got = Rc::new(RefCell::new(Vec::new()));
     let lost = Rc::new(Cell::new(false));
@@ -598,7 +617,10 @@ fn unix_stream_server_and_connection() {
     let r = result.clone();
     ev.create_unix_connection(
         dir.join("nobody.sock"),
-        Echo { t: None, log: log() },
+        Echo {
+            t: None,
+            log: log(),
+        },
         &ConnectOptions::new(),
         move |res| *r.borrow_mut() = Some(res.map(|_| ()).unwrap_err().kind()),
     )
@@ -609,7 +631,10 @@ fn unix_stream_server_and_connection() {
     let file = dir.join("file");
     std::fs::write(&file, b"x").unwrap();
     let err = ev
-        .create_unix_server(&file, &ServerOptions::new(), || Echo { t: None, log: log() })
+        .create_unix_server(&file, &ServerOptions::new(), || Echo {
+            t: None,
+            log: log(),
+        })
         .unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
     std::fs::remove_dir_all(&dir).unwrap();
@@ -620,9 +645,15 @@ fn server_with_several_addresses_stops_and_resumes_accepting() {
     let ev = EventLoop::new().unwrap();
     let server = ev
         .create_server_with(
-            &["127.0.0.1:0".parse::<SocketAddr>().unwrap(), "127.0.0.1:0".parse().unwrap()][..],
+            &[
+                "127.0.0.1:0".parse::<SocketAddr>().unwrap(),
+                "127.0.0.1:0".parse().unwrap(),
+            ][..],
             &ServerOptions::new().reuse_port(true).backlog(64),
-            || Echo { t: None, log: log() },
+            || Echo {
+                t: None,
+                log: log(),
+            },
         )
         .unwrap();
     let addrs = server.socket_addrs();
@@ -671,9 +702,12 @@ fn server_with_several_addresses_stops_and_resumes_accepting() {
     assert!(err.to_string().contains(&a.to_string()), "{err}");
     let empty: &[SocketAddr] = &[];
     assert_eq!(
-        ev.create_server(empty, || Echo { t: None, log: log() })
-            .unwrap_err()
-            .kind(),
+        ev.create_server(empty, || Echo {
+            t: None,
+            log: log()
+        })
+        .unwrap_err()
+        .kind(),
         io::ErrorKind::InvalidInput
     );
 }

@@ -1,29 +1,47 @@
 //! The shared read buffer and the per-connection write buffer.
 
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io::IoSlice;
+use std::rc::{Rc, Weak};
 
 /// Size of the read buffer shared by every transport of a thread.
 pub(crate) const READ_BUFFER_SIZE: usize = 64 * 1024;
 
-thread_local! {
-    /// One read buffer per thread (hence per loop): idle connections hold none.
-    static READ_BUFFER: Cell<Option<Box<[u8]>>> = const { Cell::new(None) };
+/// The read buffer shared by every transport of a thread (hence of its loop): idle
+/// connections hold only a pointer to it. It is freed when the last transport using
+/// it is gone.
+pub(crate) struct ReadBuffer {
+    buf: RefCell<Box<[u8]>>,
 }
 
-/// Runs `f` with the thread's read buffer. The buffer is taken out while `f` runs; a
-/// nested call (a protocol that drives another loop from `data_received`) gets a fresh
-/// one instead of aliasing it.
-pub(crate) fn with_read_buffer<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
-    let mut buf = READ_BUFFER
-        .try_with(Cell::take)
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| vec![0u8; READ_BUFFER_SIZE].into_boxed_slice());
-    let result = f(&mut buf);
-    let _ = READ_BUFFER.try_with(|cell| cell.set(Some(buf)));
-    result
+thread_local! {
+    static SHARED: RefCell<Weak<ReadBuffer>> = const { RefCell::new(Weak::new()) };
+}
+
+impl ReadBuffer {
+    /// The thread's shared buffer (created on first use).
+    pub fn shared() -> Rc<ReadBuffer> {
+        SHARED.with(|cell| {
+            if let Some(buf) = cell.borrow().upgrade() {
+                return buf;
+            }
+            let buf = Rc::new(ReadBuffer {
+                buf: RefCell::new(vec![0u8; READ_BUFFER_SIZE].into_boxed_slice()),
+            });
+            *cell.borrow_mut() = Rc::downgrade(&buf);
+            buf
+        })
+    }
+
+    /// Runs `f` with the buffer. A nested use (a protocol that drives another loop
+    /// from inside `data_received`) gets a temporary buffer instead of aliasing it.
+    pub fn with<R>(&self, f: impl FnOnce(&mut [u8]) -> R) -> R {
+        match self.buf.try_borrow_mut() {
+            Ok(mut buf) => f(&mut buf),
+            Err(_) => f(&mut vec![0u8; READ_BUFFER_SIZE]),
+        }
+    }
 }
 
 /// Chunks larger than this are stored on their own; smaller writes are appended to the
@@ -139,14 +157,15 @@ mod tests {
     }
 
     #[test]
-    fn read_buffer_is_reused() {
-        let a = with_read_buffer(|b| b.as_ptr() as usize);
-        let b = with_read_buffer(|b| b.as_ptr() as usize);
-        assert_eq!(a, b);
-        let nested = with_read_buffer(|outer| {
-            let outer = outer.as_ptr() as usize;
-            with_read_buffer(|inner| inner.as_ptr() as usize != outer)
-        });
+    fn read_buffer_is_shared_and_freed() {
+        let a = ReadBuffer::shared();
+        let b = ReadBuffer::shared();
+        assert!(Rc::ptr_eq(&a, &b));
+        let outer = a.with(|buf| buf.as_ptr() as usize);
+        let nested = a.with(|o| b.with(|i| i.as_ptr() != o.as_ptr()));
         assert!(nested);
+        assert_eq!(outer, a.with(|buf| buf.as_ptr() as usize));
+        drop((a, b));
+        assert!(SHARED.with(|cell| cell.borrow().upgrade().is_none()));
     }
 }

@@ -1,7 +1,7 @@
 //! Datagram endpoints (UDP and Unix datagram sockets).
 
 use super::address::Address;
-use super::buffer::with_read_buffer;
+use super::buffer::ReadBuffer;
 use super::stream::{closed_error, DEFAULT_HIGH_WATER};
 use crate::EventLoop;
 use std::cell::RefCell;
@@ -120,6 +120,7 @@ struct State {
 struct Inner {
     ev: EventLoop,
     fd: RawFd,
+    read_buf: Rc<ReadBuffer>,
     state: RefCell<State>,
     protocol: RefCell<Option<Box<dyn DatagramProtocol>>>,
 }
@@ -152,8 +153,9 @@ pub(crate) fn create_udp(
         .map_err(|e| io::Error::new(e.kind(), format!("cannot bind UDP {local}: {e}")))?;
     sock.set_nonblocking(true)?;
     if let Some(remote) = remote {
-        sock.connect(remote)
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot connect UDP to {remote}: {e}")))?;
+        sock.connect(remote).map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot connect UDP to {remote}: {e}"))
+        })?;
     }
     DatagramTransport::start(ev, DgSocket::Udp(sock), None, protocol)
 }
@@ -209,6 +211,7 @@ impl DatagramTransport {
             inner: Rc::new(Inner {
                 ev: ev.clone(),
                 fd,
+                read_buf: ReadBuffer::shared(),
                 state: RefCell::new(State {
                     sock: Some(sock),
                     queue: VecDeque::new(),
@@ -266,7 +269,7 @@ impl DatagramTransport {
     }
 
     fn on_readable(&self) {
-        with_read_buffer(|buf| {
+        self.inner.read_buf.with(|buf| {
             for _ in 0..MAX_READS_PER_WAKE {
                 let result = {
                     let state = self.inner.state.borrow();
@@ -320,7 +323,11 @@ impl DatagramTransport {
         drop(state);
         if need_writer {
             let me = self.clone();
-            if let Err(e) = self.inner.ev.add_writer(self.inner.fd, move || me.on_writable()) {
+            if let Err(e) = self
+                .inner
+                .ev
+                .add_writer(self.inner.fd, move || me.on_writable())
+            {
                 self.inner.state.borrow_mut().writing = false;
                 return Err(e);
             }

@@ -258,7 +258,11 @@ impl Server {
             .collect();
         for (index, fd) in fds.iter().enumerate() {
             let me = self.clone();
-            if let Err(e) = self.inner.ev.add_reader(*fd, move || me.on_acceptable(index)) {
+            if let Err(e) = self
+                .inner
+                .ev
+                .add_reader(*fd, move || me.on_acceptable(index))
+            {
                 for fd in &fds[..index] {
                     self.inner.ev.remove_reader(*fd);
                 }
@@ -476,16 +480,12 @@ enum AcceptError {
 fn classify_accept_error(e: &io::Error) -> AcceptError {
     match e.kind() {
         io::ErrorKind::WouldBlock => return AcceptError::Empty,
-        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted => {
-            return AcceptError::Skip
-        }
+        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted => return AcceptError::Skip,
         _ => {}
     }
     match e.raw_os_error() {
         Some(libc::EPROTO | libc::ECONNABORTED | libc::EPERM) => AcceptError::Skip,
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
-            AcceptError::Exhausted
-        }
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => AcceptError::Exhausted,
         _ => AcceptError::Other,
     }
 }

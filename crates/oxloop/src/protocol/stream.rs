@@ -1,7 +1,7 @@
 //! The stream transport (TCP and Unix stream sockets).
 
 use super::address::Address;
-use super::buffer::{with_read_buffer, WriteBuffer, MAX_IOVECS};
+use super::buffer::{ReadBuffer, WriteBuffer, MAX_IOVECS};
 use super::Protocol;
 use crate::{EventLoop, Handle};
 use socket2::Socket;
@@ -75,6 +75,7 @@ struct State {
 struct Inner {
     ev: EventLoop,
     fd: RawFd,
+    read_buf: Rc<ReadBuffer>,
     state: RefCell<State>,
     protocol: RefCell<Option<Box<dyn Protocol>>>,
 }
@@ -101,6 +102,7 @@ impl Transport {
         let inner = Rc::new(Inner {
             ev: ev.clone(),
             fd,
+            read_buf: ReadBuffer::shared(),
             state: RefCell::new(State {
                 sock: Some(sock),
                 phase: Phase::Open,
@@ -137,7 +139,7 @@ impl Transport {
     }
 
     fn on_readable(&self) {
-        with_read_buffer(|buf| {
+        self.inner.read_buf.with(|buf| {
             let result = {
                 let state = self.inner.state.borrow();
                 match state.sock.as_ref() {
