@@ -184,7 +184,11 @@ impl<W: Write> Write for Reporting<W> {
 
     fn flush(&mut self) -> io::Result<()> {
         if let Err(e) = self.inner.flush() {
-            eprintln!("oxloop-log: cannot flush {}: {e}", self.what);
+            eprintln!(
+                "oxloop-log: cannot write to {}: {e} (the lines buffered since the last \
+                 successful write may be lost)",
+                self.what
+            );
         }
         Ok(())
     }

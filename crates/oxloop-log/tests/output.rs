@@ -320,3 +320,30 @@ fn child_max_level() {
     assert!(!tracing::enabled!(tracing::Level::WARN));
     assert!(tracing::enabled!(tracing::Level::ERROR));
 }
+
+#[test]
+fn write_errors_are_reported_on_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink("/dev/full", dir.path().join("full.log")).unwrap();
+    let (ok, stderr) = child("child_writes_to_a_full_disk", Some("info"), dir.path());
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("oxloop-log: cannot write to"), "{stderr}");
+    assert!(stderr.contains("No space left on device"), "{stderr}");
+}
+
+#[test]
+#[ignore = "run by write_errors_are_reported_on_stderr in a child process"]
+fn child_writes_to_a_full_disk() {
+    let Ok(dir) = std::env::var("OXLOOP_LOG_TEST_DIR") else {
+        return;
+    };
+    let ev = EventLoop::new().unwrap();
+    let guard = Log::builder()
+        .file(FileOptions::size(dir, "full", 1 << 30))
+        .init(&ev)
+        .unwrap();
+    for i in 0..1000 {
+        tracing::info!("line {i} that cannot be stored");
+    }
+    drop(guard);
+}
