@@ -742,3 +742,27 @@ fn send_mail_now_skips_the_rate_limit() {
     assert_eq!(sink.mails().len(), 2);
     drop(guard);
 }
+
+#[test]
+fn malformed_and_endless_replies_are_protocol_errors() {
+    for (greeting, expected) in [
+        (
+            b"hello there\r\n".to_vec(),
+            "malformed reply \"hello there\"",
+        ),
+        (
+            [b"220-".to_vec(), vec![b'x'; 200_000]].concat(),
+            "reply too long",
+        ),
+    ] {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let _ = conn.write_all(&greeting);
+            let _ = conn.read(&mut [0u8; 64]);
+        });
+        let text = fail_once(options(addr));
+        assert!(text.contains(expected), "{expected}: {text}");
+    }
+}

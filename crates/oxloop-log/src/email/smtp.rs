@@ -363,6 +363,10 @@ impl Inner {
                         eof = true;
                         break;
                     }
+                    Ok(n) if inbuf.len() + n > MAX_REPLY => {
+                        inbuf.extend_from_slice(&buf[..n]);
+                        break;
+                    }
                     Ok(n) => inbuf.extend_from_slice(&buf[..n]),
                     Err(e) if would_block(&e) => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -393,18 +397,18 @@ impl Inner {
                         Err(e) => return Err(SmtpError::Io(e)),
                     }
                 }
-                if eof || !socket_has_data(stream) {
+                if eof || inbuf.len() > MAX_REPLY || !socket_has_data(stream) {
                     break;
                 }
             },
-        }
-        if self.inbuf.len() > MAX_REPLY {
-            return Err(SmtpError::Protocol("reply too long".into()));
         }
         self.arm_timeout();
         self.process_lines()?;
         if self.outcome.is_some() {
             return Ok(());
+        }
+        if self.inbuf.len() > MAX_REPLY || self.reply.len() > MAX_REPLY / 4 {
+            return Err(SmtpError::Protocol("reply too long".into()));
         }
         if eof {
             if self.step == Step::Quit {
