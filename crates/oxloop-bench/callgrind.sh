@@ -8,7 +8,8 @@
 # and shutdown. The per-function profile of the long oxloop run is printed at the end.
 #
 # usage: crates/oxloop-bench/callgrind.sh [SERVER...]   (default: oxloop raw-epoll tokio)
-# env:   SHORT (default 2000), LONG (default 12000) messages; SIZE (64); DEPTH (1)
+# env:   SHORT (default 2000), LONG (default 12000) messages per connection;
+#        SIZE (64); DEPTH (1); CONNS (1)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
@@ -19,30 +20,32 @@ SHORT=${SHORT:-2000}
 LONG=${LONG:-12000}
 SIZE=${SIZE:-64}
 DEPTH=${DEPTH:-1}
+CONNS=${CONNS:-1}
 OUT=$(mktemp -d)
 KINDS=${*:-oxloop raw-epoll tokio}
 
 run_one() { # kind messages -> prints total instructions
     local kind=$1 n=$2 file=$OUT/callgrind.$1.$2
     valgrind --tool=callgrind --callgrind-out-file="$file" \
-        "$BIN" serve "$kind" 127.0.0.1:0 --exit-after 1 >"$file.stdout" 2>"$file.log" &
+        "$BIN" serve "$kind" 127.0.0.1:0 --exit-after "$CONNS" >"$file.stdout" 2>"$file.log" &
     local pid=$! addr=""
     for _ in $(seq 1 300); do
-        addr=$(sed -n 's/^listening on //p' "$file.stdout")
+        addr=$(sed -n 's/^listening on //p' "$file.stdout" 2>/dev/null || true)
         [ -n "$addr" ] && break
         sleep 0.1
     done
     [ -n "$addr" ] || { echo "server $kind did not start" >&2; cat "$file.log" >&2; exit 1; }
-    "$BIN" load "$addr" --connections 1 --size "$SIZE" --depth "$DEPTH" --messages "$n" >"$file.load"
+    "$BIN" load "$addr" --connections "$CONNS" --size "$SIZE" --depth "$DEPTH" --messages "$n" >"$file.load"
     wait "$pid"
     callgrind_annotate "$file" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}'
 }
 
-printf '| server | Ir (%s msgs) | Ir (%s msgs) | instructions per message |\n|---|---|---|---|\n' "$SHORT" "$LONG"
+echo "$CONNS connection(s), $SIZE-byte messages, $DEPTH in flight; messages per connection: $SHORT and $LONG"
+printf '| server | Ir (short run) | Ir (long run) | instructions per message |\n|---|---|---|---|\n'
 for kind in $KINDS; do
     short=$(run_one "$kind" "$SHORT")
     long=$(run_one "$kind" "$LONG")
-    per=$(( (long - short) / (LONG - SHORT) ))
+    per=$(( (long - short) / ((LONG - SHORT) * CONNS) ))
     printf '| %s | %s | %s | %s |\n' "$kind" "$short" "$long" "$per"
 done
 if [ -f "$OUT/callgrind.oxloop.$LONG" ]; then

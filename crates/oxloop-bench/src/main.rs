@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! oxloop-bench echo [--duration SECS] [--servers oxloop,raw-epoll,tokio] [--quick]
+//!                   [--connections 1,100] [--sizes 64,1024,16384] [--depths 1,16]
 //! oxloop-bench idle [--connections N] [--servers ...]
 //! oxloop-bench serve <oxloop|raw-epoll|tokio> <ip:port> [--cpu N] [--exit-after N]
 //! oxloop-bench load <ip:port> [--connections N] [--size N] [--depth N]
@@ -19,7 +20,7 @@ use std::time::Duration;
 
 fn usage() -> ! {
     eprintln!(
-        "usage:\n  oxloop-bench echo [--duration SECS] [--servers oxloop,raw-epoll,tokio] [--quick]\n  \
+        "usage:\n  oxloop-bench echo [--duration SECS] [--servers oxloop,raw-epoll,tokio] [--quick] [--connections 1,100] [--sizes 64,1024,16384] [--depths 1,16]\n  \
          oxloop-bench idle [--connections N] [--servers ...]\n  \
          oxloop-bench serve <oxloop|raw-epoll|tokio> <ip:port> [--cpu N] [--exit-after N]\n  \
          oxloop-bench load <ip:port> [--connections N] [--size N] [--depth N] [--duration SECS | --messages N] [--cpu N]"
@@ -151,8 +152,22 @@ fn main() {
             );
         }
         "echo" => {
-            let args = Args::parse(argv, &["duration", "servers"]);
+            let args = Args::parse(
+                argv,
+                &["duration", "servers", "connections", "sizes", "depths"],
+            );
             let quick = args.flags.iter().any(|f| f == "quick");
+            let list = |name: &str| -> Option<Vec<usize>> {
+                args.options.get(name).map(|v| {
+                    v.split(',')
+                        .map(|x| {
+                            x.parse()
+                                .unwrap_or_else(|e| fail(format!("bad --{name}: {e}")))
+                        })
+                        .collect()
+                })
+            };
+            let (conns, sizes, depths) = (list("connections"), list("sizes"), list("depths"));
             let duration = Duration::from_secs_f64(args.get("duration").unwrap_or(if quick {
                 0.5
             } else {
@@ -162,6 +177,11 @@ fn main() {
             if quick {
                 cases.retain(|c| c.size == 64);
             }
+            cases.retain(|c| {
+                conns.as_ref().is_none_or(|l| l.contains(&c.connections))
+                    && sizes.as_ref().is_none_or(|l| l.contains(&c.size))
+                    && depths.as_ref().is_none_or(|l| l.contains(&c.depth))
+            });
             println!(
                 "| server | conns | size | in flight | messages/s | server user CPU ns/msg | server sys CPU ns/msg |"
             );

@@ -36,6 +36,7 @@ impl ReadBuffer {
 
     /// Runs `f` with the buffer. A nested use (a protocol that drives another loop
     /// from inside `data_received`) gets a temporary buffer instead of aliasing it.
+    #[inline]
     pub fn with<R>(&self, f: impl FnOnce(&mut [u8]) -> R) -> R {
         match self.buf.try_borrow_mut() {
             Ok(mut buf) => f(&mut buf),

@@ -70,7 +70,7 @@ pub(crate) fn connect(
     if !in_progress {
         let outcome = result.map_err(|e| connect_error(&shown, e, domain));
         let ev2 = ev.clone();
-        ev.call_soon(move || complete(&ev2, &slot, outcome));
+        ev.call_soon(move || complete(&ev2, &slot, domain, outcome));
         return Ok(());
     }
     let fd = slot.borrow().as_ref().map(|p| p.sock.as_raw_fd()).unwrap();
@@ -86,7 +86,7 @@ pub(crate) fn connect(
                 Ok(None) => Ok(()),
                 Ok(Some(e)) | Err(e) => Err(connect_error(&shown2, e, domain)),
             };
-            complete(&ev2, &slot2, outcome);
+            complete(&ev2, &slot2, domain, outcome);
         })?;
     }
     if let Some(timeout) = options.timeout {
@@ -97,7 +97,7 @@ pub(crate) fn connect(
                 io::ErrorKind::TimedOut,
                 format!("connecting to {shown} timed out after {timeout:?}"),
             );
-            complete(&ev2, &slot2, Err(err));
+            complete(&ev2, &slot2, domain, Err(err));
         });
         if let Some(pending) = slot.borrow_mut().as_mut() {
             pending.timer = Some(timer);
@@ -109,7 +109,7 @@ pub(crate) fn connect(
 /// Finishes a connect attempt once: on success starts the transport (the protocol gets
 /// `connection_made`) and hands it to `done`; on failure closes the socket and hands
 /// `done` the error.
-fn complete(ev: &EventLoop, slot: &Slot, outcome: io::Result<()>) {
+fn complete(ev: &EventLoop, slot: &Slot, domain: Domain, outcome: io::Result<()>) {
     let Some(pending) = slot.borrow_mut().take() else {
         return;
     };
@@ -123,7 +123,7 @@ fn complete(ev: &EventLoop, slot: &Slot, outcome: io::Result<()>) {
         timer.cancel();
     }
     let result = outcome
-        .and_then(|()| prepare_stream(&sock))
+        .and_then(|()| prepare_stream(&sock, domain != Domain::UNIX))
         .and_then(|()| Transport::start(ev, sock, protocol));
     done(result);
 }

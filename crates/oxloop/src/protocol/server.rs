@@ -99,6 +99,8 @@ struct OwnedPath {
 
 struct Inner {
     ev: EventLoop,
+    /// TCP (as opposed to Unix) listeners.
+    tcp: bool,
     listeners: RefCell<Vec<Listener>>,
     factory: RefCell<Option<Factory>>,
     serving: Cell<bool>,
@@ -226,6 +228,7 @@ impl Server {
         let server = Server {
             inner: Rc::new(Inner {
                 ev: ev.clone(),
+                tcp: listeners.iter().all(|l| matches!(l.addr, Address::Inet(_))),
                 listeners: RefCell::new(listeners),
                 factory: RefCell::new(Some(factory)),
                 serving: Cell::new(true),
@@ -327,9 +330,9 @@ impl Server {
     }
 
     fn serve(&self, sock: Socket) {
-        if let Err(e) = prepare_stream(&sock) {
-            // The peer may already be gone (ENOTCONN from getsockname is not possible,
-            // but setsockopt on a reset socket can fail); drop that one connection.
+        if let Err(e) = prepare_stream(&sock, self.inner.tcp) {
+            // Setting options on a connection the peer already reset can fail: drop
+            // that one connection.
             tracing::debug!(target: "oxloop::protocol", "dropping accepted socket: {e}");
             return;
         }

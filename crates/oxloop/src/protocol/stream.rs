@@ -25,11 +25,11 @@ pub(crate) const DEFAULT_HIGH_WATER: usize = 64 * 1024;
 
 /// Prepares an accepted or connected stream socket: non-blocking, no `SIGPIPE`, and
 /// `TCP_NODELAY` for TCP (a transport writes whole messages; Nagle only adds latency).
-pub(crate) fn prepare_stream(sock: &Socket) -> io::Result<()> {
+pub(crate) fn prepare_stream(sock: &Socket, tcp: bool) -> io::Result<()> {
     sock.set_nonblocking(true)?;
     #[cfg(any(target_vendor = "apple", target_os = "freebsd"))]
     sock.set_nosigpipe(true)?;
-    if sock.local_addr()?.as_socket().is_some() {
+    if tcp {
         sock.set_tcp_nodelay(true)?;
     }
     Ok(())
@@ -219,6 +219,38 @@ impl Transport {
     /// and with the socket's error if sending fails (then the connection is closed and
     /// the protocol also gets `connection_lost(Some(err))`).
     pub fn write(&self, data: &[u8]) -> io::Result<()> {
+        // The common case, kept small: nothing buffered and the socket takes it all.
+        let state = self.inner.state.borrow();
+        if state.phase == Phase::Open
+            && !state.eof_requested
+            && state.buf.is_empty()
+            && !data.is_empty()
+        {
+            if let Some(sock) = &state.sock {
+                match sock.send_with_flags(data, SEND_FLAGS) {
+                    Ok(n) if n == data.len() => return Ok(()),
+                    Ok(n) => {
+                        drop(state);
+                        return self.write_slow(&data[n..], false);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        drop(state);
+                        return self.write_slow(data, false);
+                    }
+                    // Retried (EINTR) or reported by the slow path.
+                    Err(_) => {}
+                }
+            }
+        }
+        drop(state);
+        self.write_slow(data, true)
+    }
+
+    /// Everything [`write`](Self::write) does besides a complete immediate send:
+    /// errors, buffering, the writer, flow control. `try_send`: whether to attempt a
+    /// send first (false when the socket just refused more).
+    #[inline(never)]
+    fn write_slow(&self, data: &[u8], try_send: bool) -> io::Result<()> {
         let mut state = self.inner.state.borrow_mut();
         if state.phase != Phase::Open {
             return Err(closed_error());
@@ -233,7 +265,7 @@ impl Transport {
             return Ok(());
         }
         let mut rest = data;
-        if state.buf.is_empty() {
+        if state.buf.is_empty() && try_send {
             let sock = state.sock.as_ref().expect("an open transport has a socket");
             loop {
                 match sock.send_with_flags(rest, SEND_FLAGS) {
