@@ -711,3 +711,58 @@ fn server_with_several_addresses_stops_and_resumes_accepting() {
         io::ErrorKind::InvalidInput
     );
 }
+
+/// `write_eof` with data still buffered: everything is sent first, then the FIN; the
+/// connection keeps reading afterwards.
+#[test]
+fn write_eof_after_buffered_data_sends_everything_first() {
+    struct Sender {
+        t: Option<Transport>,
+        got: Log,
+    }
+    impl Protocol for Sender {
+        fn connection_made(&mut self, t: Transport) {
+            let big = pattern(8 << 20);
+            t.writelines([&big[..1 << 20], &big[1 << 20..]]).unwrap();
+            assert!(t.write_buffer_size() > 0, "8 MiB went out at once?");
+            t.write_eof();
+            assert!(t.can_write_eof());
+            let err = t.write(b"more").unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
+            assert!(!t.is_closing());
+            self.t = Some(t);
+        }
+        fn data_received(&mut self, data: &[u8]) {
+            self.got
+                .borrow_mut()
+                .push(String::from_utf8_lossy(data).into_owned());
+        }
+        fn eof_received(&mut self) -> bool {
+            self.got.borrow_mut().push("eof".into());
+            false
+        }
+    }
+    let ev = EventLoop::new().unwrap();
+    let got = log();
+    let g = got.clone();
+    let server = ev
+        .create_server("127.0.0.1:0", move || Sender {
+            t: None,
+            got: g.clone(),
+        })
+        .unwrap();
+    let addr = server.socket_addrs()[0];
+    let client = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        let mut all = Vec::new();
+        s.read_to_end(&mut all).unwrap(); // ends at the server's FIN
+        s.write_all(b"done").unwrap();
+        all
+    });
+    let s = server.clone();
+    ev.call_later(Duration::from_millis(50), move || s.close());
+    run(&ev);
+    let all = client.join().unwrap();
+    assert!(all == pattern(8 << 20), "{} bytes", all.len());
+    assert_eq!(*got.borrow(), vec!["done", "eof"]);
+}
