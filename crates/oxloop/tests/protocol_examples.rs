@@ -36,7 +36,12 @@ fn start(name: &str, extra: &[&str]) -> Server {
         .args(extra)
         .stdout(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot run example {name}: {e}"));
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run example {name} ({}): {e}",
+                example(name).display()
+            )
+        });
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
@@ -54,7 +59,12 @@ fn run_client(name: &str, args: &[&str]) -> String {
     let out = Command::new(example(name))
         .args(args)
         .output()
-        .unwrap_or_else(|e| panic!("cannot run example {name}: {e}"));
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run example {name} ({}): {e}",
+                example(name).display()
+            )
+        });
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
