@@ -766,3 +766,50 @@ fn write_eof_after_buffered_data_sends_everything_first() {
     assert!(all == pattern(8 << 20), "{} bytes", all.len());
     assert_eq!(*got.borrow(), vec!["done", "eof"]);
 }
+
+/// Shutdown: `close` stops accepting, `close_clients` closes every open connection
+/// after flushing what it buffered, and `run` returns.
+#[test]
+fn server_close_clients_shuts_down_gracefully() {
+    struct Greeter;
+    impl Protocol for Greeter {
+        fn connection_made(&mut self, t: Transport) {
+            // Buffered (far more than the socket takes at once) when the shutdown
+            // comes: still delivered.
+            t.write(&pattern(2 << 20)).unwrap();
+        }
+        fn data_received(&mut self, _: &[u8]) {}
+    }
+    let ev = EventLoop::new().unwrap();
+    let server = ev.create_server("127.0.0.1:0", || Greeter).unwrap();
+    let addr = server.socket_addrs()[0];
+    let clients: Vec<_> = (0..3)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(addr).unwrap();
+                std::thread::sleep(Duration::from_millis(200));
+                let mut all = Vec::new();
+                s.read_to_end(&mut all).unwrap();
+                all.len()
+            })
+        })
+        .collect();
+    fn shut_down_when_all_in(ev: EventLoop, s: oxloop::protocol::Server) {
+        if s.accepted() == 3 {
+            assert_eq!(s.connections().len(), 3);
+            s.close();
+            s.close_clients();
+            assert!(s.connections().is_empty());
+        } else {
+            let e = ev.clone();
+            ev.call_later(Duration::from_millis(5), move || {
+                shut_down_when_all_in(e, s)
+            });
+        }
+    }
+    shut_down_when_all_in(ev.clone(), server.clone());
+    run(&ev);
+    for c in clients {
+        assert_eq!(c.join().unwrap(), 2 << 20);
+    }
+}

@@ -1,7 +1,7 @@
 //! Listening sockets: accept, one protocol per connection, back-off on fd exhaustion.
 
 use super::address::Address;
-use super::stream::{prepare_stream, Transport};
+use super::stream::{prepare_stream, Transport, WeakTransport};
 use super::Protocol;
 use crate::{EventLoop, Handle};
 use socket2::{Domain, SockAddr, Socket, Type};
@@ -111,6 +111,9 @@ struct Inner {
     retry_delay: Duration,
     accepted: Cell<u64>,
     unix_path: RefCell<Option<OwnedPath>>,
+    /// The connections accepted, pruned of closed ones now and then.
+    clients: RefCell<Vec<WeakTransport>>,
+    prune_at: Cell<usize>,
 }
 
 /// A listening server, from [`LoopNetExt::create_server`](super::LoopNetExt::create_server)
@@ -118,7 +121,11 @@ struct Inner {
 ///
 /// It accepts until [`close`](Server::close) (or
 /// [`stop_accepting`](Server::stop_accepting)); dropping the handle does not stop it.
-/// Closing the server does not close the connections it accepted.
+/// Closing the server does not close the connections it accepted: for a shutdown,
+/// call [`close`](Server::close) and then [`close_clients`](Server::close_clients) (or
+/// [`abort_clients`](Server::abort_clients)). Close connections before
+/// [`EventLoop::destroy`](crate::EventLoop::destroy): a protocol holding its transport
+/// keeps the socket open until the transport closes.
 #[derive(Clone)]
 pub struct Server {
     inner: Rc<Inner>,
@@ -238,6 +245,8 @@ impl Server {
                 retry_delay: options.accept_retry_delay,
                 accepted: Cell::new(0),
                 unix_path: RefCell::new(unix_path),
+                clients: RefCell::new(Vec::new()),
+                prune_at: Cell::new(64),
             }),
         };
         if let Err(e) = server.watch() {
@@ -344,8 +353,40 @@ impl Server {
             }
         };
         self.inner.accepted.set(self.inner.accepted.get() + 1);
-        if let Err(e) = Transport::start(&self.inner.ev, sock, protocol) {
-            tracing::error!(target: "oxloop::protocol", "cannot watch an accepted socket: {e}");
+        match Transport::start(&self.inner.ev, sock, protocol) {
+            Ok(transport) => {
+                let mut clients = self.inner.clients.borrow_mut();
+                if clients.len() >= self.inner.prune_at.get() {
+                    clients.retain(|c| c.open().is_some());
+                    self.inner.prune_at.set((clients.len() * 2).max(64));
+                }
+                clients.push(transport.downgrade());
+            }
+            Err(e) => {
+                tracing::error!(target: "oxloop::protocol", "cannot watch an accepted socket: {e}");
+            }
+        }
+    }
+
+    /// The connections this server accepted that are still open.
+    pub fn connections(&self) -> Vec<Transport> {
+        let mut clients = self.inner.clients.borrow_mut();
+        clients.retain(|c| c.open().is_some());
+        clients.iter().filter_map(WeakTransport::open).collect()
+    }
+
+    /// Closes every open connection this server accepted ([`Transport::close`]: buffered
+    /// data is sent first). With [`close`](Self::close), a graceful shutdown.
+    pub fn close_clients(&self) {
+        for t in self.connections() {
+            t.close();
+        }
+    }
+
+    /// Aborts every open connection this server accepted ([`Transport::abort`]).
+    pub fn abort_clients(&self) {
+        for t in self.connections() {
+            t.abort();
         }
     }
 

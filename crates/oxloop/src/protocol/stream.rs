@@ -10,7 +10,7 @@ use std::fmt;
 use std::io::{self, IoSlice, Read};
 use std::net::Shutdown;
 use std::os::fd::{AsRawFd, RawFd};
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 /// Flags for every send: a reset peer must give `EPIPE`, not a process-killing
@@ -91,7 +91,25 @@ pub struct Transport {
     inner: Rc<Inner>,
 }
 
+/// A transport that does not keep the connection's state alive (a server's list of
+/// its connections).
+#[derive(Clone)]
+pub(crate) struct WeakTransport(Weak<Inner>);
+
+impl WeakTransport {
+    /// The transport, if it still exists and is not closing.
+    pub fn open(&self) -> Option<Transport> {
+        let inner = self.0.upgrade()?;
+        let open = inner.state.borrow().phase == Phase::Open;
+        open.then_some(Transport { inner })
+    }
+}
+
 impl Transport {
+    pub(crate) fn downgrade(&self) -> WeakTransport {
+        WeakTransport(Rc::downgrade(&self.inner))
+    }
+
     /// Wraps a connected, prepared socket, starts reading and calls `connection_made`.
     pub(crate) fn start(
         ev: &EventLoop,
