@@ -23,7 +23,10 @@ fn main() -> std::io::Result<()> {
     });
     let doomed = ev.call_later(Duration::from_millis(20), || println!("never printed"));
     ev.call_later(Duration::from_millis(10), move || {
-        println!("[{:>3} ms] timer: 10 ms timer fired, cancelling the 20 ms one", ms());
+        println!(
+            "[{:>3} ms] timer: 10 ms timer fired, cancelling the 20 ms one",
+            ms()
+        );
         doomed.cancel();
     });
 
@@ -55,7 +58,10 @@ fn main() -> std::io::Result<()> {
     let handle = Rc::new(std::cell::RefCell::new(None::<oxloop::Handle>));
     let hh = handle.clone();
     *handle.borrow_mut() = Some(ev.add_signal_handler(libc::SIGUSR1, move || {
-        println!("[{:>3} ms] signal: SIGUSR1 handled on the loop thread", ms());
+        println!(
+            "[{:>3} ms] signal: SIGUSR1 handled on the loop thread",
+            ms()
+        );
         h.set(true);
         // One-shot: cancelling the last handler restores the default disposition.
         if let Some(handle) = hh.borrow_mut().take() {
