@@ -34,8 +34,11 @@
 #![warn(missing_docs)]
 
 pub mod event_loop;
+pub mod io;
+pub mod net;
 pub mod protocol;
 pub(crate) mod reactor;
+pub mod task;
 pub(crate) mod timers;
 
 pub use event_loop::{CallbackPanic, EventLoop, Handle, KeepAlive, LoopClosed, LoopRemote};

@@ -33,31 +33,47 @@ mod panic;
 mod ready;
 mod remote;
 mod signals;
-mod watchers;
+pub(crate) mod watchers;
 
 pub use handle::{Handle, KeepAlive};
 pub use panic::CallbackPanic;
 pub use remote::{LoopClosed, LoopRemote};
 
 use self::handle::HandleKind;
-use self::ready::ReadyQueue;
-use self::remote::{SendCallback, Shared};
+use self::ready::{Entry, ReadyQueue};
+use self::remote::SendCallback;
+pub(crate) use self::remote::Shared;
 use self::signals::SignalHandlers;
 use self::watchers::{Direction, FdCallback, Watchers};
-use crate::reactor::{Events, Interest, Mode, Poller, Waker};
+use crate::reactor::{Events, Interest, Mode, Poller, Waker as FdWaker};
+use crate::task::raw::{TaskFuture, TaskHeader, TaskSlot};
 use crate::timers::Timers;
-use std::cell::RefCell;
+use slab::Slab;
+use std::cell::{Cell, RefCell};
 use std::fmt;
+use std::future::Future;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::rc::{Rc, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 thread_local! {
     /// The loop of the current thread, if one exists.
     static CURRENT: RefCell<Weak<Inner>> = const { RefCell::new(Weak::new()) };
+    /// Its id (0: none), so a waker can tell cheaply whether it runs on its loop's thread.
+    static CURRENT_ID: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Source of loop ids; 0 means "no loop".
+static NEXT_LOOP_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The id of the current thread's loop, 0 if none.
+pub(crate) fn current_loop_id() -> u64 {
+    CURRENT_ID.with(Cell::get)
 }
 
 type PanicHandler = Box<dyn FnMut(CallbackPanic) + 'static>;
@@ -87,6 +103,7 @@ pub(crate) struct Inner {
     state: RefCell<State>,
     poller: Poller,
     shared: Arc<Shared>,
+    id: u64,
     waker_fd: RawFd,
     /// Zero of the loop's nanosecond clock.
     epoch: Instant,
@@ -94,6 +111,8 @@ pub(crate) struct Inner {
 
 struct State {
     ready: ReadyQueue,
+    tasks: Slab<TaskSlot>,
+    next_task_generation: u64,
     timers: Timers,
     watchers: Watchers,
     signals: SignalHandlers,
@@ -114,6 +133,7 @@ struct State {
 
 /// Everything a destroyed loop held, dropped after the state's borrow is released.
 type Leftovers = (
+    Vec<TaskFuture>,
     Vec<ready::Callback>,
     Vec<crate::timers::TimerCallback>,
     Vec<FdCallback>,
@@ -140,13 +160,16 @@ impl EventLoop {
                 ));
             }
             let poller = Poller::new()?;
-            let waker = Waker::new()?;
+            let waker = FdWaker::new()?;
             let waker_fd = waker.read_fd();
             poller.add(waker_fd, Interest::READ, Mode::Level)?;
             let now = Instant::now();
+            let id = NEXT_LOOP_ID.fetch_add(1, Ordering::Relaxed);
             let inner = Rc::new(Inner {
                 state: RefCell::new(State {
                     ready: ReadyQueue::default(),
+                    tasks: Slab::new(),
+                    next_task_generation: 0,
                     timers: Timers::default(),
                     watchers: Watchers::default(),
                     signals: SignalHandlers::default(),
@@ -163,10 +186,12 @@ impl EventLoop {
                 }),
                 poller,
                 shared: Arc::new(Shared::new(waker)),
+                id,
                 waker_fd,
                 epoch: now,
             });
             *current.borrow_mut() = Rc::downgrade(&inner);
+            CURRENT_ID.with(|c| c.set(id));
             Ok(EventLoop { inner })
         })
     }
@@ -190,6 +215,14 @@ impl EventLoop {
     /// Whether two handles refer to the same loop.
     pub fn ptr_eq(&self, other: &EventLoop) -> bool {
         Rc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    pub(crate) fn downgrade(&self) -> Weak<Inner> {
+        Rc::downgrade(&self.inner)
+    }
+
+    pub(crate) fn upgrade(inner: &Weak<Inner>) -> Option<EventLoop> {
+        inner.upgrade().map(|inner| EventLoop { inner })
     }
 
     fn handle(&self, kind: HandleKind) -> Handle {
@@ -411,6 +444,7 @@ impl EventLoop {
         let state = self.inner.state.borrow();
         !state.destroyed
             && (state.ready.live() > 0
+                || !state.tasks.is_empty()
                 || state.timers.referenced() > 0
                 || state.watchers.referenced() > 0
                 || state.signals.referenced() > 0
@@ -503,6 +537,11 @@ impl EventLoop {
         for ready in events.iter() {
             if ready.fd == inner.waker_fd {
                 inner.shared.waker.drain();
+                continue;
+            }
+            let wakers = inner.state.borrow_mut().watchers.source_ready(ready);
+            if let Some(wakers) = wakers {
+                wakers.into_iter().flatten().for_each(Waker::wake);
                 continue;
             }
             if ready.readable {
@@ -599,11 +638,180 @@ impl EventLoop {
         for _ in 0..n {
             let entry = self.inner.state.borrow_mut().ready.pop();
             match entry {
-                Some(Some(callback)) => self.guarded(callback),
-                Some(None) => {}
+                Some(Entry::Callback(callback)) => self.guarded(callback),
+                Some(Entry::Task(key, generation)) => self.poll_task(key, generation),
+                Some(Entry::Empty) => {}
                 None => break,
             }
         }
+    }
+
+    /// Polls one woken task. The future is taken out of its slot while it runs, so it may
+    /// spawn, abort or wake any task, itself included.
+    fn poll_task(&self, key: usize, generation: u64) {
+        let taken = {
+            let mut state = self.inner.state.borrow_mut();
+            match state.tasks.get_mut(key) {
+                Some(slot) if slot.generation == generation => {
+                    // Cleared before polling, so a wake during the poll queues it again.
+                    slot.header.begin_poll();
+                    slot.future.take().map(|f| (f, slot.waker.clone()))
+                }
+                _ => None,
+            }
+        };
+        let Some((mut future, waker)) = taken else {
+            return;
+        };
+        let mut cx = Context::from_waker(&waker);
+        let finished = match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut cx))) {
+            Ok(Poll::Pending) => false,
+            Ok(Poll::Ready(())) => true,
+            Err(payload) => {
+                // Task wrappers catch their own panics; this is a panic in a destructor
+                // or similar. The task is finished either way.
+                self.report_panic(payload);
+                true
+            }
+        };
+        let leftover = {
+            let mut state = self.inner.state.borrow_mut();
+            match state.tasks.get_mut(key) {
+                Some(slot) if slot.generation == generation => {
+                    if finished {
+                        state.tasks.remove(key);
+                        Some(future)
+                    } else {
+                        slot.future = Some(future);
+                        None
+                    }
+                }
+                // Aborted while it ran.
+                _ => Some(future),
+            }
+        };
+        drop(leftover);
+    }
+
+    /// Stores a new task and queues its first poll. Returns its key and generation.
+    pub(crate) fn spawn_raw(&self, future: TaskFuture) -> Option<(usize, u64)> {
+        let mut state = self.inner.state.borrow_mut();
+        if state.destroyed {
+            drop(state);
+            drop(future);
+            return None;
+        }
+        let generation = state.next_task_generation;
+        state.next_task_generation += 1;
+        let entry = state.tasks.vacant_entry();
+        let key = entry.key();
+        let header = Arc::new(TaskHeader::new(
+            key,
+            generation,
+            self.inner.id,
+            self.inner.shared.clone(),
+        ));
+        entry.insert(TaskSlot {
+            generation,
+            future: Some(future),
+            waker: Waker::from(header.clone()),
+            header,
+        });
+        state.ready.push_task(key, generation);
+        Some((key, generation))
+    }
+
+    /// Drops a task's future (if it still exists). Returns whether it did.
+    pub(crate) fn abort_task(&self, key: usize, generation: u64) -> bool {
+        let future = {
+            let mut state = self.inner.state.borrow_mut();
+            match state.tasks.get(key) {
+                Some(slot) if slot.generation == generation => state.tasks.remove(key).future,
+                _ => return false,
+            }
+        };
+        // `None` when it is being polled right now: `poll_task` drops it afterwards.
+        drop(future);
+        true
+    }
+
+    /// Queues a woken task, from the loop's own thread. False when the state is busy
+    /// (a waker called from inside the loop's bookkeeping): the caller then goes through
+    /// the thread-safe queue instead.
+    pub(crate) fn schedule_task(key: usize, generation: u64) -> bool {
+        let Some(inner) = CURRENT.with(|c| c.borrow().upgrade()) else {
+            return true; // the loop is gone: nothing to schedule
+        };
+        let Ok(mut state) = inner.state.try_borrow_mut() else {
+            return false;
+        };
+        if state
+            .tasks
+            .get(key)
+            .is_some_and(|slot| slot.generation == generation)
+        {
+            state.ready.push_task(key, generation);
+        }
+        true
+    }
+
+    /// Runs `future` to completion on this loop, running everything else meanwhile
+    /// (asyncio's `run_until_complete`). The future need not be `'static`.
+    ///
+    /// Fails if the loop is already running or destroyed, or if
+    /// [`stop`](EventLoop::stop) is called before the future completes. A panic in the
+    /// future itself unwinds out of `block_on`.
+    pub fn block_on<F: Future>(&self, future: F) -> io::Result<F::Output> {
+        let _running = self.enter()?;
+        let main = Arc::new(crate::task::raw::MainWaker::new(self.inner.shared.clone()));
+        let waker = Waker::from(main.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut future = std::pin::pin!(future);
+        loop {
+            if main.take_woken() {
+                if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+                    return Ok(output);
+                }
+            }
+            self.iterate(None)?;
+            let mut state = self.inner.state.borrow_mut();
+            if state.destroyed {
+                return Err(destroyed_error());
+            }
+            if state.stopping && !main.is_woken() {
+                state.stopping = false;
+                return Err(io::Error::new(
+                    io::ErrorKind::Interrupted,
+                    "the event loop was stopped before the future completed",
+                ));
+            }
+        }
+    }
+
+    /// Registers `fd` as an async source (edge-triggered readiness with wakers).
+    pub(crate) fn add_source(&self, fd: RawFd) -> io::Result<Rc<watchers::IoSource>> {
+        let mut state = self.inner.state.borrow_mut();
+        if state.destroyed {
+            return Err(destroyed_error());
+        }
+        state.watchers.add_source(&self.inner.poller, fd)
+    }
+
+    /// Deregisters an async source, waking the tasks waiting on it.
+    pub(crate) fn remove_source(&self, fd: RawFd) {
+        let wakers = {
+            let Ok(mut state) = self.inner.state.try_borrow_mut() else {
+                return;
+            };
+            let state = &mut *state;
+            state.watchers.remove_source(&self.inner.poller, fd)
+        };
+        wakers.into_iter().flatten().for_each(Waker::wake);
+    }
+
+    /// Live tasks.
+    pub fn tasks_alive(&self) -> usize {
+        self.inner.state.borrow().tasks.len()
     }
 
     /// Runs a callback, catching a panic and handing it to the exception handler.
@@ -613,7 +821,7 @@ impl EventLoop {
         }
     }
 
-    fn report_panic(&self, payload: Box<dyn std::any::Any + Send>) {
+    pub(crate) fn report_panic(&self, payload: Box<dyn std::any::Any + Send>) {
         let (handler, propagate) = {
             let mut state = self.inner.state.borrow_mut();
             (state.panic_handler.take(), state.propagate_panics)
@@ -715,7 +923,9 @@ impl Inner {
                 return;
             }
             state.destroyed = true;
+            let tasks = std::mem::take(&mut state.tasks);
             (
+                tasks.into_iter().filter_map(|(_, t)| t.future).collect(),
                 state.ready.take_all(),
                 state.timers.take_all(),
                 state.watchers.take_all(&self.poller),
@@ -730,6 +940,7 @@ impl Inner {
             let mut current = current.borrow_mut();
             if std::ptr::eq(current.as_ptr(), me) {
                 *current = Weak::new();
+                CURRENT_ID.with(|c| c.set(0));
             }
         });
     }
