@@ -1,0 +1,21 @@
+//! Echo benchmarks for oxloop's protocol layer.
+//!
+//! The parts are reusable on their own:
+//!
+//! - [`loadgen`]: a single-threaded epoll load generator that keeps a fixed number of
+//!   messages in flight per connection and verifies every echoed byte;
+//! - [`servers`]: the three echo servers compared: oxloop's protocol API, a
+//!   hand-written raw epoll server (the no-abstraction limit) and tokio's
+//!   `current_thread` runtime;
+//! - [`sys`]: CPU pinning, a process's user CPU time and resident memory, fd limits;
+//! - [`suite`]: the whole comparison (server in a child process pinned to one core,
+//!   load generator pinned to another), as run by `oxloop-bench echo`.
+//!
+//! Linux only (epoll, `/proc`).
+
+#![warn(missing_docs)]
+
+pub mod loadgen;
+pub mod servers;
+pub mod suite;
+pub mod sys;

@@ -1,0 +1,227 @@
+//! `oxloop-bench`: echo benchmarks of oxloop's protocol layer.
+//!
+//! ```text
+//! oxloop-bench echo [--duration SECS] [--servers oxloop,raw-epoll,tokio] [--quick]
+//! oxloop-bench idle [--connections N] [--servers ...]
+//! oxloop-bench serve <oxloop|raw-epoll|tokio> <ip:port> [--cpu N] [--exit-after N]
+//! oxloop-bench load <ip:port> [--connections N] [--size N] [--depth N]
+//!                             [--duration SECS | --messages N] [--cpu N]
+//! ```
+
+use oxloop_bench::loadgen::{self, LoadConfig};
+use oxloop_bench::servers::{self, ServerKind};
+use oxloop_bench::suite::{self, Case};
+use oxloop_bench::sys;
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+fn usage() -> ! {
+    eprintln!(
+        "usage:\n  oxloop-bench echo [--duration SECS] [--servers oxloop,raw-epoll,tokio] [--quick]\n  \
+         oxloop-bench idle [--connections N] [--servers ...]\n  \
+         oxloop-bench serve <oxloop|raw-epoll|tokio> <ip:port> [--cpu N] [--exit-after N]\n  \
+         oxloop-bench load <ip:port> [--connections N] [--size N] [--depth N] [--duration SECS | --messages N] [--cpu N]"
+    );
+    std::process::exit(2)
+}
+
+fn fail(msg: impl std::fmt::Display) -> ! {
+    eprintln!("oxloop-bench: {msg}");
+    std::process::exit(1)
+}
+
+/// Positional arguments and `--flag value` options.
+struct Args {
+    positional: Vec<String>,
+    options: HashMap<String, String>,
+    flags: Vec<String>,
+}
+
+impl Args {
+    fn parse(args: impl Iterator<Item = String>, valued: &[&str]) -> Args {
+        let mut out = Args {
+            positional: Vec::new(),
+            options: HashMap::new(),
+            flags: Vec::new(),
+        };
+        let mut args = args.peekable();
+        while let Some(a) = args.next() {
+            if let Some(name) = a.strip_prefix("--") {
+                if valued.contains(&name) {
+                    let v = args
+                        .next()
+                        .unwrap_or_else(|| fail(format!("--{name} needs a value")));
+                    out.options.insert(name.to_string(), v);
+                } else {
+                    out.flags.push(name.to_string());
+                }
+            } else {
+                out.positional.push(a);
+            }
+        }
+        out
+    }
+
+    fn get<T: std::str::FromStr>(&self, name: &str) -> Option<T>
+    where
+        T::Err: std::fmt::Display,
+    {
+        self.options.get(name).map(|v| {
+            v.parse()
+                .unwrap_or_else(|e| fail(format!("bad --{name} {v:?}: {e}")))
+        })
+    }
+
+    fn servers(&self) -> Vec<ServerKind> {
+        match self.options.get("servers") {
+            None => ServerKind::ALL.to_vec(),
+            Some(list) => list
+                .split(',')
+                .map(|s| s.parse().unwrap_or_else(|e| fail(e)))
+                .collect(),
+        }
+    }
+}
+
+fn main() {
+    let mut argv = std::env::args().skip(1);
+    let Some(command) = argv.next() else { usage() };
+    let exe = std::env::current_exe().unwrap_or_else(|e| fail(e));
+    match command.as_str() {
+        "serve" => {
+            let args = Args::parse(argv, &["cpu", "exit-after"]);
+            let [kind, addr] = &args.positional[..] else {
+                usage()
+            };
+            let kind: ServerKind = kind.parse().unwrap_or_else(|e| fail(e));
+            let addr: SocketAddr = addr.parse().unwrap_or_else(|e| fail(e));
+            if let Some(cpu) = args.get::<usize>("cpu") {
+                sys::pin_to_cpu(cpu).unwrap_or_else(|e| fail(e));
+            }
+            let _ = sys::raise_fd_limit();
+            let (bound, serve) =
+                servers::bind(kind, addr, args.get("exit-after")).unwrap_or_else(|e| fail(e));
+            println!("listening on {bound}");
+            let _ = std::io::stdout().flush();
+            serve().unwrap_or_else(|e| fail(e));
+        }
+        "load" => {
+            let args = Args::parse(
+                argv,
+                &[
+                    "connections",
+                    "size",
+                    "depth",
+                    "duration",
+                    "messages",
+                    "cpu",
+                ],
+            );
+            let [addr] = &args.positional[..] else {
+                usage()
+            };
+            if let Some(cpu) = args.get::<usize>("cpu") {
+                sys::pin_to_cpu(cpu).unwrap_or_else(|e| fail(e));
+            }
+            let messages: Option<u64> = args.get("messages");
+            let duration = args.get::<f64>("duration").map(Duration::from_secs_f64).or(
+                if messages.is_none() {
+                    Some(Duration::from_secs(2))
+                } else {
+                    None
+                },
+            );
+            let cfg = LoadConfig {
+                addr: addr.parse().unwrap_or_else(|e| fail(e)),
+                connections: args.get("connections").unwrap_or(1),
+                size: args.get("size").unwrap_or(64),
+                depth: args.get("depth").unwrap_or(1),
+                duration,
+                messages_per_connection: messages,
+            };
+            let r = loadgen::run(&cfg).unwrap_or_else(|e| fail(e));
+            println!(
+                "messages={} bytes={} elapsed={:.3}s rate={:.0}/s (all bytes verified)",
+                r.messages,
+                r.bytes,
+                r.elapsed.as_secs_f64(),
+                r.rate()
+            );
+        }
+        "echo" => {
+            let args = Args::parse(argv, &["duration", "servers"]);
+            let quick = args.flags.iter().any(|f| f == "quick");
+            let duration = Duration::from_secs_f64(args.get("duration").unwrap_or(if quick {
+                0.5
+            } else {
+                2.0
+            }));
+            let mut cases = Case::matrix();
+            if quick {
+                cases.retain(|c| c.size == 64);
+            }
+            println!(
+                "| server | conns | size | in flight | messages/s | server user CPU ns/msg | server sys CPU ns/msg |"
+            );
+            println!("|---|---|---|---|---|---|---|");
+            let results = suite::run_echo(&exe, &args.servers(), &cases, duration, |m| {
+                println!(
+                    "| {} | {} | {} | {} | {:.0} | {:.0} | {:.0} |",
+                    m.kind,
+                    m.case.connections,
+                    m.case.size,
+                    m.case.depth,
+                    m.load.rate(),
+                    m.user_ns_per_message(),
+                    m.server_system.as_nanos() as f64 / m.load.messages.max(1) as f64
+                );
+                let _ = std::io::stdout().flush();
+            })
+            .unwrap_or_else(|e| fail(e));
+            // Ratios against the other servers, per case.
+            println!(
+                "\n| conns | size | in flight | user CPU oxloop/raw | user CPU oxloop/tokio |"
+            );
+            println!("|---|---|---|---|---|");
+            for case in &cases {
+                let find = |k: ServerKind| {
+                    results
+                        .iter()
+                        .find(|m| m.kind == k && m.case == *case)
+                        .map(|m| m.user_ns_per_message())
+                };
+                if let Some(ox) = find(ServerKind::Oxloop) {
+                    let ratio = |k| find(k).map_or("-".to_string(), |v| format!("{:.2}", ox / v));
+                    println!(
+                        "| {} | {} | {} | {} | {} |",
+                        case.connections,
+                        case.size,
+                        case.depth,
+                        ratio(ServerKind::RawEpoll),
+                        ratio(ServerKind::Tokio)
+                    );
+                }
+            }
+        }
+        "idle" => {
+            let args = Args::parse(argv, &["connections", "servers"]);
+            let count: usize = args.get("connections").unwrap_or(10_000);
+            println!("| server | idle connections | RSS before | RSS after | per connection |");
+            println!("|---|---|---|---|---|");
+            for kind in args.servers() {
+                let (before, after) =
+                    suite::idle_memory(&exe, kind, count).unwrap_or_else(|e| fail(e));
+                println!(
+                    "| {kind} | {count} | {:.1} MiB | {:.1} MiB | {:.0} B |",
+                    before as f64 / (1 << 20) as f64,
+                    after as f64 / (1 << 20) as f64,
+                    after.saturating_sub(before) as f64 / count as f64
+                );
+                let _ = std::io::stdout().flush();
+            }
+        }
+        _ => usage(),
+    }
+}

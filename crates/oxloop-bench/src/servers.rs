@@ -1,0 +1,300 @@
+//! The echo servers compared by the benchmark. Each serves on one thread until
+//! killed, or exits the process once `exit_after` connections have closed (for
+//! instruction counting under callgrind, which writes its results at exit).
+
+use oxloop::protocol::{LoopNetExt, Protocol, Transport};
+use oxloop::EventLoop;
+use std::cell::Cell;
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::str::FromStr;
+
+/// Which server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServerKind {
+    /// oxloop's protocol API (`create_server` and an echo [`Protocol`]).
+    Oxloop,
+    /// A hand-written level-triggered epoll loop: the no-abstraction limit.
+    RawEpoll,
+    /// tokio's `current_thread` runtime, one task per connection.
+    Tokio,
+}
+
+impl ServerKind {
+    /// All three, in report order.
+    pub const ALL: [ServerKind; 3] = [ServerKind::Oxloop, ServerKind::RawEpoll, ServerKind::Tokio];
+
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            ServerKind::Oxloop => "oxloop",
+            ServerKind::RawEpoll => "raw-epoll",
+            ServerKind::Tokio => "tokio",
+        }
+    }
+}
+
+impl fmt::Display for ServerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for ServerKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<ServerKind, String> {
+        ServerKind::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| format!("unknown server {s:?} (oxloop, raw-epoll, tokio)"))
+    }
+}
+
+/// Serves on a bound listener until the process ends (or fails).
+pub type Serve = Box<dyn FnOnce() -> io::Result<()>>;
+
+/// Binds a listener for `kind` on `addr` and returns the bound address and a function
+/// that serves on it (never returning unless it fails).
+pub fn bind(
+    kind: ServerKind,
+    addr: SocketAddr,
+    exit_after: Option<u64>,
+) -> io::Result<(SocketAddr, Serve)> {
+    match kind {
+        ServerKind::Oxloop => {
+            let ev = EventLoop::new()?;
+            let closed = Rc::new(Cell::new(0u64));
+            let server = ev.create_server(addr, move || Echo {
+                transport: None,
+                closed: closed.clone(),
+                exit_after,
+            })?;
+            let bound = server.socket_addrs()[0];
+            Ok((bound, Box::new(move || ev.run_forever())))
+        }
+        ServerKind::RawEpoll => {
+            let listener = TcpListener::bind(addr)?;
+            let bound = listener.local_addr()?;
+            Ok((bound, Box::new(move || raw_epoll(listener, exit_after))))
+        }
+        ServerKind::Tokio => {
+            let listener = TcpListener::bind(addr)?;
+            let bound = listener.local_addr()?;
+            Ok((bound, Box::new(move || tokio_echo(listener, exit_after))))
+        }
+    }
+}
+
+fn count_close(closed: &Cell<u64>, exit_after: Option<u64>) {
+    closed.set(closed.get() + 1);
+    if exit_after.is_some_and(|n| closed.get() >= n) {
+        std::process::exit(0);
+    }
+}
+
+/// The oxloop echo protocol: every byte back as it arrives.
+pub struct Echo {
+    transport: Option<Transport>,
+    closed: Rc<Cell<u64>>,
+    exit_after: Option<u64>,
+}
+
+impl Protocol for Echo {
+    fn connection_made(&mut self, transport: Transport) {
+        self.transport = Some(transport);
+    }
+    fn data_received(&mut self, data: &[u8]) {
+        if let Some(t) = &self.transport {
+            let _ = t.write(data);
+        }
+    }
+    fn connection_lost(&mut self, _err: Option<io::Error>) {
+        count_close(&self.closed, self.exit_after);
+    }
+}
+
+struct RawConn {
+    stream: TcpStream,
+    pending: Vec<u8>,
+}
+
+const LISTENER: u64 = u64::MAX;
+
+fn epoll_ctl(ep: i32, op: i32, fd: i32, events: u32, token: u64) -> io::Result<()> {
+    let mut ev = libc::epoll_event { events, u64: token };
+    // SAFETY: `ev` is valid for the call; `ep` is our epoll fd.
+    if unsafe { libc::epoll_ctl(ep, op, fd, &mut ev) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The raw epoll echo server: level-triggered, one read per readiness into one
+/// shared buffer, write straight back, buffer only what the socket refuses.
+pub fn raw_epoll(listener: TcpListener, exit_after: Option<u64>) -> io::Result<()> {
+    listener.set_nonblocking(true)?;
+    // SAFETY: plain syscall; the fd lives as long as the process serves.
+    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if ep < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    epoll_ctl(
+        ep,
+        libc::EPOLL_CTL_ADD,
+        listener.as_raw_fd(),
+        libc::EPOLLIN as u32,
+        LISTENER,
+    )?;
+    let mut conns: Vec<Option<RawConn>> = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
+    let closed = Cell::new(0u64);
+    loop {
+        // SAFETY: the buffer pointer and length describe `events`.
+        let n = unsafe { libc::epoll_wait(ep, events.as_mut_ptr(), events.len() as i32, -1) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        for ev in &events[..n as usize] {
+            let (token, flags) = (ev.u64, ev.events);
+            if token == LISTENER {
+                loop {
+                    match listener.accept() {
+                        Ok((s, _)) => {
+                            s.set_nonblocking(true)?;
+                            s.set_nodelay(true)?;
+                            let fd = s.as_raw_fd();
+                            epoll_ctl(
+                                ep,
+                                libc::EPOLL_CTL_ADD,
+                                fd,
+                                libc::EPOLLIN as u32,
+                                fd as u64,
+                            )?;
+                            let fd = fd as usize;
+                            if conns.len() <= fd {
+                                conns.resize_with(fd + 1, || None);
+                            }
+                            conns[fd] = Some(RawConn {
+                                stream: s,
+                                pending: Vec::new(),
+                            });
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(_) => break,
+                    }
+                }
+                continue;
+            }
+            let fd = token as usize;
+            let Some(conn) = conns[fd].as_mut() else {
+                continue;
+            };
+            let mut close = false;
+            if flags & libc::EPOLLOUT as u32 != 0 && !conn.pending.is_empty() {
+                match (&conn.stream).write(&conn.pending) {
+                    Ok(w) => {
+                        conn.pending.drain(..w);
+                        if conn.pending.is_empty() {
+                            epoll_ctl(
+                                ep,
+                                libc::EPOLL_CTL_MOD,
+                                fd as i32,
+                                libc::EPOLLIN as u32,
+                                token,
+                            )?;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => close = true,
+                }
+            }
+            if !close && flags & (libc::EPOLLIN | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0 {
+                match (&conn.stream).read(&mut buf) {
+                    Ok(0) => close = true,
+                    Ok(r) => {
+                        let data = &buf[..r];
+                        if conn.pending.is_empty() {
+                            match (&conn.stream).write(data) {
+                                Ok(w) if w == r => {}
+                                Ok(w) => {
+                                    conn.pending.extend_from_slice(&data[w..]);
+                                    epoll_ctl(
+                                        ep,
+                                        libc::EPOLL_CTL_MOD,
+                                        fd as i32,
+                                        (libc::EPOLLIN | libc::EPOLLOUT) as u32,
+                                        token,
+                                    )?;
+                                }
+                                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                                    conn.pending.extend_from_slice(data);
+                                    epoll_ctl(
+                                        ep,
+                                        libc::EPOLL_CTL_MOD,
+                                        fd as i32,
+                                        (libc::EPOLLIN | libc::EPOLLOUT) as u32,
+                                        token,
+                                    )?;
+                                }
+                                Err(_) => close = true,
+                            }
+                        } else {
+                            conn.pending.extend_from_slice(data);
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => close = true,
+                }
+            }
+            if close {
+                epoll_ctl(ep, libc::EPOLL_CTL_DEL, fd as i32, 0, 0)?;
+                conns[fd] = None;
+                count_close(&closed, exit_after);
+            }
+        }
+    }
+}
+
+/// tokio's `current_thread` runtime: a task per connection reading into its own
+/// 64 KiB buffer and `write_all`-ing it back.
+pub fn tokio_echo(listener: TcpListener, exit_after: Option<u64>) -> io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    listener.set_nonblocking(true)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    let closed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        loop {
+            let (mut sock, _) = listener.accept().await?;
+            sock.set_nodelay(true)?;
+            let closed = closed.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    match sock.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if sock.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                let n = closed.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                if exit_after.is_some_and(|limit| n >= limit) {
+                    std::process::exit(0);
+                }
+            });
+        }
+    })
+}

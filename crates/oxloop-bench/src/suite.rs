@@ -1,0 +1,169 @@
+//! The comparison: each server in a child process pinned to one CPU, the load
+//! generator on another, the server's CPU time read from `/proc/<pid>/stat`.
+
+use crate::loadgen::{self, LoadConfig, LoadResult};
+use crate::servers::ServerKind;
+use crate::sys;
+use std::io::{self, BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// One load shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Case {
+    /// Connections.
+    pub connections: usize,
+    /// Bytes per message.
+    pub size: usize,
+    /// Messages in flight per connection.
+    pub depth: usize,
+}
+
+impl Case {
+    /// The standard matrix: 1 and 100 connections; 64 B, 1 KiB, 16 KiB; 1 and 16
+    /// messages in flight.
+    pub fn matrix() -> Vec<Case> {
+        let mut cases = Vec::new();
+        for depth in [1, 16] {
+            for connections in [1, 100] {
+                for size in [64, 1024, 16 * 1024] {
+                    cases.push(Case {
+                        connections,
+                        size,
+                        depth,
+                    });
+                }
+            }
+        }
+        cases
+    }
+}
+
+/// One server under one load.
+#[derive(Clone, Debug)]
+pub struct Measurement {
+    /// The server.
+    pub kind: ServerKind,
+    /// The load.
+    pub case: Case,
+    /// What the load generator saw.
+    pub load: LoadResult,
+    /// The server process's user-space CPU time during the run.
+    pub server_user: Duration,
+    /// Its kernel CPU time.
+    pub server_system: Duration,
+}
+
+impl Measurement {
+    /// Server user CPU per echoed message, in nanoseconds.
+    pub fn user_ns_per_message(&self) -> f64 {
+        self.server_user.as_nanos() as f64 / self.load.messages.max(1) as f64
+    }
+}
+
+/// A server child process, killed when dropped.
+pub struct ServerProcess {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl ServerProcess {
+    /// Starts `exe serve <kind> 127.0.0.1:0 --cpu <cpu>` and waits for its address.
+    pub fn start(exe: &Path, kind: ServerKind, cpu: Option<usize>) -> io::Result<ServerProcess> {
+        let mut cmd = Command::new(exe);
+        cmd.args(["serve", kind.name(), "127.0.0.1:0"]);
+        if let Some(cpu) = cpu {
+            cmd.args(["--cpu", &cpu.to_string()]);
+        }
+        let mut child = cmd.stdout(Stdio::piped()).spawn()?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("server printed {line:?}"),
+                )
+            })?;
+        Ok(ServerProcess { child, addr })
+    }
+
+    /// The child's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs every case against every server for `duration` each.
+pub fn run_echo(
+    exe: &Path,
+    kinds: &[ServerKind],
+    cases: &[Case],
+    duration: Duration,
+    mut progress: impl FnMut(&Measurement),
+) -> io::Result<Vec<Measurement>> {
+    let pin = sys::cpu_count() >= 2;
+    if pin {
+        sys::pin_to_cpu(1)?;
+    }
+    let mut out = Vec::new();
+    for &kind in kinds {
+        let server = ServerProcess::start(exe, kind, pin.then_some(0))?;
+        for &case in cases {
+            let cfg = LoadConfig {
+                addr: server.addr,
+                connections: case.connections,
+                size: case.size,
+                depth: case.depth,
+                duration: Some(duration),
+                messages_per_connection: None,
+            };
+            let (u0, s0) = sys::process_cpu(server.pid())?;
+            let load = loadgen::run(&cfg)?;
+            // Let the server see the connections close before reading its time.
+            std::thread::sleep(Duration::from_millis(50));
+            let (u1, s1) = sys::process_cpu(server.pid())?;
+            let m = Measurement {
+                kind,
+                case,
+                load,
+                server_user: u1 - u0,
+                server_system: s1 - s0,
+            };
+            progress(&m);
+            out.push(m);
+        }
+    }
+    Ok(out)
+}
+
+/// Resident memory of a server before and after `count` idle connections (each
+/// checked with a one-byte echo first). Returns `(before, after)` in bytes.
+pub fn idle_memory(exe: &Path, kind: ServerKind, count: usize) -> io::Result<(u64, u64)> {
+    sys::raise_fd_limit()?;
+    let server = ServerProcess::start(exe, kind, None)?;
+    // Warm up: one connection, so lazily created parts (the read buffer) count in
+    // the baseline rather than per connection.
+    let warm = loadgen::open_idle(server.addr, 1)?;
+    std::thread::sleep(Duration::from_millis(100));
+    let before = sys::process_rss(server.pid())?;
+    let conns = loadgen::open_idle(server.addr, count)?;
+    std::thread::sleep(Duration::from_millis(300));
+    let after = sys::process_rss(server.pid())?;
+    drop(conns);
+    drop(warm);
+    Ok((before, after))
+}

@@ -1,0 +1,491 @@
+//! Listening sockets: accept, one protocol per connection, back-off on fd exhaustion.
+
+use super::address::Address;
+use super::stream::{prepare_stream, Transport};
+use super::Protocol;
+use crate::{EventLoop, Handle};
+use socket2::{Domain, SockAddr, Socket, Type};
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::Duration;
+
+pub(crate) type Factory = Box<dyn FnMut() -> Box<dyn Protocol>>;
+
+pub(crate) fn boxed_factory<P, F>(mut factory: F) -> Factory
+where
+    P: Protocol + 'static,
+    F: FnMut() -> P + 'static,
+{
+    Box::new(move || Box::new(factory()) as Box<dyn Protocol>)
+}
+
+/// At most this many connections are accepted per readiness report, so one busy
+/// listener cannot starve the connections already open.
+const MAX_ACCEPTS_PER_WAKE: usize = 128;
+
+/// How a server listens. Build with [`ServerOptions::new`] (or `default()`) and the
+/// setters.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    backlog: i32,
+    reuse_address: bool,
+    reuse_port: bool,
+    accept_retry_delay: Duration,
+}
+
+impl Default for ServerOptions {
+    fn default() -> ServerOptions {
+        ServerOptions {
+            backlog: 1024,
+            reuse_address: true,
+            reuse_port: false,
+            accept_retry_delay: Duration::from_millis(100),
+        }
+    }
+}
+
+impl ServerOptions {
+    /// The defaults: backlog 1024, `SO_REUSEADDR` on, `SO_REUSEPORT` off, 100 ms
+    /// accept back-off.
+    pub fn new() -> ServerOptions {
+        ServerOptions::default()
+    }
+
+    /// The listen backlog: connections the kernel queues before they are accepted.
+    pub fn backlog(mut self, backlog: i32) -> ServerOptions {
+        self.backlog = backlog;
+        self
+    }
+
+    /// `SO_REUSEADDR` (TCP only): rebind a port whose old connections are in
+    /// `TIME_WAIT`. On by default.
+    pub fn reuse_address(mut self, on: bool) -> ServerOptions {
+        self.reuse_address = on;
+        self
+    }
+
+    /// `SO_REUSEPORT` (TCP only): several sockets (threads, processes) may listen on
+    /// the same port, the kernel spreading connections among them. Off by default.
+    pub fn reuse_port(mut self, on: bool) -> ServerOptions {
+        self.reuse_port = on;
+        self
+    }
+
+    /// How long accepting pauses when the process is out of fds (`EMFILE`, `ENFILE`)
+    /// or memory for sockets; open connections are not disturbed. Default 100 ms.
+    pub fn accept_retry_delay(mut self, delay: Duration) -> ServerOptions {
+        self.accept_retry_delay = delay;
+        self
+    }
+}
+
+struct Listener {
+    sock: Socket,
+    addr: Address,
+}
+
+/// A Unix socket file the server created, removed again on close if it is still ours.
+struct OwnedPath {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+struct Inner {
+    ev: EventLoop,
+    listeners: RefCell<Vec<Listener>>,
+    factory: RefCell<Option<Factory>>,
+    serving: Cell<bool>,
+    /// Accept readers are installed.
+    watching: Cell<bool>,
+    closed: Cell<bool>,
+    retry: RefCell<Option<Handle>>,
+    retry_delay: Duration,
+    accepted: Cell<u64>,
+    unix_path: RefCell<Option<OwnedPath>>,
+}
+
+/// A listening server, from [`LoopNetExt::create_server`](super::LoopNetExt::create_server)
+/// or [`create_unix_server`](super::LoopNetExt::create_unix_server).
+///
+/// It accepts until [`close`](Server::close) (or
+/// [`stop_accepting`](Server::stop_accepting)); dropping the handle does not stop it.
+/// Closing the server does not close the connections it accepted.
+#[derive(Clone)]
+pub struct Server {
+    inner: Rc<Inner>,
+}
+
+fn bind_error(addr: &dyn fmt::Display, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
+}
+
+pub(crate) fn create_tcp(
+    ev: &EventLoop,
+    addrs: &[SocketAddr],
+    options: &ServerOptions,
+    factory: Factory,
+) -> io::Result<Server> {
+    if addrs.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "no address to listen on",
+        ));
+    }
+    let mut listeners = Vec::with_capacity(addrs.len());
+    for addr in addrs {
+        let sock = listen_tcp(*addr, options).map_err(|e| bind_error(addr, e))?;
+        let local = Address::from_sockaddr(&sock.local_addr()?);
+        listeners.push(Listener { sock, addr: local });
+    }
+    Server::start(ev, listeners, options, factory, None)
+}
+
+fn listen_tcp(addr: SocketAddr, options: &ServerOptions) -> io::Result<Socket> {
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    if addr.is_ipv6() {
+        // Each address gets its own socket; a dual-stack one would collide with an
+        // IPv4 socket on the same port.
+        sock.set_only_v6(true)?;
+    }
+    if options.reuse_address {
+        sock.set_reuse_address(true)?;
+    }
+    if options.reuse_port {
+        #[cfg(not(any(target_os = "solaris", target_os = "illumos")))]
+        sock.set_reuse_port(true)?;
+        #[cfg(any(target_os = "solaris", target_os = "illumos"))]
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "SO_REUSEPORT is not available on this system",
+        ));
+    }
+    sock.set_nonblocking(true)?;
+    sock.bind(&SockAddr::from(addr))?;
+    sock.listen(options.backlog)?;
+    Ok(sock)
+}
+
+pub(crate) fn create_unix(
+    ev: &EventLoop,
+    path: &Path,
+    options: &ServerOptions,
+    factory: Factory,
+) -> io::Result<Server> {
+    let shown = path.display();
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            // A socket file left by an earlier server: replace it.
+            std::fs::remove_file(path).map_err(|e| bind_error(&shown, e))?;
+        }
+        Ok(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("cannot listen on {shown}: a file that is not a socket exists there"),
+            ))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(bind_error(&shown, e)),
+    }
+    let sock = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    sock.set_nonblocking(true)?;
+    sock.bind(&SockAddr::unix(path)?)
+        .map_err(|e| bind_error(&shown, e))?;
+    let owned = std::fs::metadata(path).ok().map(|meta| OwnedPath {
+        path: path.to_path_buf(),
+        dev: meta.dev(),
+        ino: meta.ino(),
+    });
+    if let Err(e) = sock.listen(options.backlog) {
+        if let Some(owned) = &owned {
+            let _ = std::fs::remove_file(&owned.path);
+        }
+        return Err(bind_error(&shown, e));
+    }
+    let listeners = vec![Listener {
+        sock,
+        addr: Address::Unix(Some(path.to_path_buf())),
+    }];
+    Server::start(ev, listeners, options, factory, owned)
+}
+
+impl Server {
+    fn start(
+        ev: &EventLoop,
+        listeners: Vec<Listener>,
+        options: &ServerOptions,
+        factory: Factory,
+        unix_path: Option<OwnedPath>,
+    ) -> io::Result<Server> {
+        let server = Server {
+            inner: Rc::new(Inner {
+                ev: ev.clone(),
+                listeners: RefCell::new(listeners),
+                factory: RefCell::new(Some(factory)),
+                serving: Cell::new(true),
+                watching: Cell::new(false),
+                closed: Cell::new(false),
+                retry: RefCell::new(None),
+                retry_delay: options.accept_retry_delay,
+                accepted: Cell::new(0),
+                unix_path: RefCell::new(unix_path),
+            }),
+        };
+        if let Err(e) = server.watch() {
+            server.close();
+            return Err(e);
+        }
+        Ok(server)
+    }
+
+    /// Installs the accept readers.
+    fn watch(&self) -> io::Result<()> {
+        if self.inner.watching.get() {
+            return Ok(());
+        }
+        let fds: Vec<_> = self
+            .inner
+            .listeners
+            .borrow()
+            .iter()
+            .map(|l| l.sock.as_raw_fd())
+            .collect();
+        for (index, fd) in fds.iter().enumerate() {
+            let me = self.clone();
+            if let Err(e) = self
+                .inner
+                .ev
+                .add_reader(*fd, move || me.on_acceptable(index))
+            {
+                for fd in &fds[..index] {
+                    self.inner.ev.remove_reader(*fd);
+                }
+                return Err(e);
+            }
+        }
+        self.inner.watching.set(true);
+        Ok(())
+    }
+
+    fn unwatch(&self) {
+        if !self.inner.watching.replace(false) {
+            return;
+        }
+        let fds: Vec<_> = self
+            .inner
+            .listeners
+            .borrow()
+            .iter()
+            .map(|l| l.sock.as_raw_fd())
+            .collect();
+        for fd in fds {
+            self.inner.ev.remove_reader(fd);
+        }
+    }
+
+    fn on_acceptable(&self, index: usize) {
+        for _ in 0..MAX_ACCEPTS_PER_WAKE {
+            let result = {
+                let listeners = self.inner.listeners.borrow();
+                match listeners.get(index) {
+                    Some(listener) => listener.sock.accept(),
+                    None => return,
+                }
+            };
+            match result {
+                Ok((sock, _)) => self.serve(sock),
+                Err(e) => match classify_accept_error(&e) {
+                    AcceptError::Empty => return,
+                    AcceptError::Skip => continue,
+                    AcceptError::Exhausted => {
+                        tracing::warn!(
+                            target: "oxloop::protocol",
+                            "accept failed ({e}); pausing accepting for {:?}",
+                            self.inner.retry_delay
+                        );
+                        self.back_off();
+                        return;
+                    }
+                    AcceptError::Other => {
+                        tracing::error!(
+                            target: "oxloop::protocol",
+                            "accept failed: {e}; pausing accepting for {:?}",
+                            self.inner.retry_delay
+                        );
+                        self.back_off();
+                        return;
+                    }
+                },
+            }
+        }
+    }
+
+    fn serve(&self, sock: Socket) {
+        if let Err(e) = prepare_stream(&sock) {
+            // The peer may already be gone (ENOTCONN from getsockname is not possible,
+            // but setsockopt on a reset socket can fail); drop that one connection.
+            tracing::debug!(target: "oxloop::protocol", "dropping accepted socket: {e}");
+            return;
+        }
+        let protocol = {
+            let mut factory = self.inner.factory.borrow_mut();
+            match factory.as_mut() {
+                Some(factory) => factory(),
+                None => return,
+            }
+        };
+        self.inner.accepted.set(self.inner.accepted.get() + 1);
+        if let Err(e) = Transport::start(&self.inner.ev, sock, protocol) {
+            tracing::error!(target: "oxloop::protocol", "cannot watch an accepted socket: {e}");
+        }
+    }
+
+    /// Stops accepting for the retry delay. The listening sockets stay open, so the
+    /// kernel keeps queueing connections (up to the backlog) meanwhile.
+    fn back_off(&self) {
+        self.unwatch();
+        if self.inner.retry.borrow().is_some() {
+            return;
+        }
+        let me = self.clone();
+        let handle = self.inner.ev.call_later(self.inner.retry_delay, move || {
+            me.inner.retry.borrow_mut().take();
+            if me.inner.serving.get() && !me.inner.closed.get() {
+                if let Err(e) = me.watch() {
+                    tracing::error!(target: "oxloop::protocol", "cannot resume accepting: {e}");
+                    me.back_off();
+                }
+            }
+        });
+        *self.inner.retry.borrow_mut() = Some(handle);
+    }
+
+    /// Stops accepting new connections; the listening sockets stay bound (the kernel
+    /// still queues up to the backlog). Open connections are not touched.
+    pub fn stop_accepting(&self) {
+        self.inner.serving.set(false);
+        self.cancel_retry();
+        self.unwatch();
+    }
+
+    /// Accepts again after [`stop_accepting`](Self::stop_accepting). Fails on a
+    /// closed server.
+    pub fn resume_accepting(&self) -> io::Result<()> {
+        if self.inner.closed.get() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the server is closed",
+            ));
+        }
+        self.inner.serving.set(true);
+        if self.inner.retry.borrow().is_some() {
+            return Ok(()); // the back-off timer resumes
+        }
+        self.watch()
+    }
+
+    fn cancel_retry(&self) {
+        let retry = self.inner.retry.borrow_mut().take();
+        if let Some(handle) = retry {
+            handle.cancel();
+        }
+    }
+
+    /// Stops accepting and closes the listening sockets (removing the socket file of
+    /// a Unix server). Connections already accepted stay open. Idempotent.
+    pub fn close(&self) {
+        if self.inner.closed.replace(true) {
+            return;
+        }
+        self.inner.serving.set(false);
+        self.cancel_retry();
+        self.unwatch();
+        let listeners = std::mem::take(&mut *self.inner.listeners.borrow_mut());
+        drop(listeners);
+        let factory = self.inner.factory.borrow_mut().take();
+        drop(factory);
+        if let Some(owned) = self.inner.unix_path.borrow_mut().take() {
+            let ours = std::fs::symlink_metadata(&owned.path)
+                .map(|m| m.dev() == owned.dev && m.ino() == owned.ino)
+                .unwrap_or(false);
+            if ours {
+                let _ = std::fs::remove_file(&owned.path);
+            }
+        }
+    }
+
+    /// Whether the server accepts connections (not stopped or closed; a temporary
+    /// back-off after fd exhaustion still counts as serving).
+    pub fn is_serving(&self) -> bool {
+        self.inner.serving.get() && !self.inner.closed.get()
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.get()
+    }
+
+    /// The addresses the server listens on, with the ports the system picked for
+    /// port 0. Empty once closed.
+    pub fn local_addrs(&self) -> Vec<Address> {
+        self.inner
+            .listeners
+            .borrow()
+            .iter()
+            .map(|l| l.addr.clone())
+            .collect()
+    }
+
+    /// The internet addresses among [`local_addrs`](Self::local_addrs).
+    pub fn socket_addrs(&self) -> Vec<SocketAddr> {
+        self.local_addrs()
+            .iter()
+            .filter_map(Address::as_inet)
+            .collect()
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> u64 {
+        self.inner.accepted.get()
+    }
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("addrs", &self.local_addrs())
+            .field("serving", &self.is_serving())
+            .field("accepted", &self.accepted())
+            .finish()
+    }
+}
+
+enum AcceptError {
+    /// No connection waiting.
+    Empty,
+    /// This one connection failed (aborted before it was accepted): try the next.
+    Skip,
+    /// Out of fds or socket memory: back off, retry later.
+    Exhausted,
+    /// Anything else: log it and back off, so a persistent error cannot spin.
+    Other,
+}
+
+fn classify_accept_error(e: &io::Error) -> AcceptError {
+    match e.kind() {
+        io::ErrorKind::WouldBlock => return AcceptError::Empty,
+        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted => return AcceptError::Skip,
+        _ => {}
+    }
+    match e.raw_os_error() {
+        Some(libc::EPROTO | libc::ECONNABORTED | libc::EPERM) => AcceptError::Skip,
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => AcceptError::Exhausted,
+        _ => AcceptError::Other,
+    }
+}

@@ -1,0 +1,598 @@
+//! The stream transport (TCP and Unix stream sockets).
+
+use super::address::Address;
+use super::buffer::{ReadBuffer, WriteBuffer, MAX_IOVECS};
+use super::Protocol;
+use crate::{EventLoop, Handle};
+use socket2::Socket;
+use std::cell::RefCell;
+use std::fmt;
+use std::io::{self, IoSlice, Read};
+use std::net::Shutdown;
+use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Flags for every send: a reset peer must give `EPIPE`, not a process-killing
+/// `SIGPIPE`.
+#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+pub(crate) const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
+#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+pub(crate) const SEND_FLAGS: libc::c_int = 0;
+
+/// Default high-water mark of the write buffer (asyncio's).
+pub(crate) const DEFAULT_HIGH_WATER: usize = 64 * 1024;
+
+/// Prepares an accepted or connected stream socket: non-blocking, no `SIGPIPE`, and
+/// `TCP_NODELAY` for TCP (a transport writes whole messages; Nagle only adds latency).
+pub(crate) fn prepare_stream(sock: &Socket) -> io::Result<()> {
+    sock.set_nonblocking(true)?;
+    #[cfg(any(target_vendor = "apple", target_os = "freebsd"))]
+    sock.set_nosigpipe(true)?;
+    if sock.local_addr()?.as_socket().is_some() {
+        sock.set_tcp_nodelay(true)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn closed_error() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "the transport is closed")
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Phase {
+    Open,
+    /// `close()` was called with data still buffered: flushing, then closing.
+    Closing,
+    Closed,
+}
+
+struct State {
+    sock: Option<Socket>,
+    phase: Phase,
+    buf: WriteBuffer,
+    /// The reader is installed in the loop.
+    reading: bool,
+    /// `pause_reading()` is in effect.
+    read_paused: bool,
+    /// End of stream seen: reading is over for good.
+    eof_seen: bool,
+    /// The writer is installed in the loop.
+    writing: bool,
+    /// `write_eof()` was called; the shutdown happens once the buffer is empty.
+    eof_requested: bool,
+    eof_sent: bool,
+    high: usize,
+    low: usize,
+    /// Whether the buffer is above the high-water mark (what the protocol should know).
+    write_paused: bool,
+    /// What the protocol was last told.
+    told_paused: bool,
+    timeouts: Vec<Handle>,
+    prune_at: usize,
+}
+
+struct Inner {
+    ev: EventLoop,
+    fd: RawFd,
+    read_buf: Rc<ReadBuffer>,
+    state: RefCell<State>,
+    protocol: RefCell<Option<Box<dyn Protocol>>>,
+}
+
+/// The writing end and control of a stream connection, handed to
+/// [`Protocol::connection_made`]. Cheap to clone; all clones are the same connection.
+///
+/// Every method is non-blocking and safe to call from any callback of the loop,
+/// including the protocol's own callbacks and after the connection closed (then they
+/// do nothing, or return an error for [`write`](Transport::write)).
+#[derive(Clone)]
+pub struct Transport {
+    inner: Rc<Inner>,
+}
+
+impl Transport {
+    /// Wraps a connected, prepared socket, starts reading and calls `connection_made`.
+    pub(crate) fn start(
+        ev: &EventLoop,
+        sock: Socket,
+        protocol: Box<dyn Protocol>,
+    ) -> io::Result<Transport> {
+        let fd = sock.as_raw_fd();
+        let inner = Rc::new(Inner {
+            ev: ev.clone(),
+            fd,
+            read_buf: ReadBuffer::shared(),
+            state: RefCell::new(State {
+                sock: Some(sock),
+                phase: Phase::Open,
+                buf: WriteBuffer::default(),
+                reading: false,
+                read_paused: false,
+                eof_seen: false,
+                writing: false,
+                eof_requested: false,
+                eof_sent: false,
+                high: DEFAULT_HIGH_WATER,
+                low: DEFAULT_HIGH_WATER / 4,
+                write_paused: false,
+                told_paused: false,
+                timeouts: Vec::new(),
+                prune_at: 8,
+            }),
+            protocol: RefCell::new(Some(protocol)),
+        });
+        let transport = Transport { inner };
+        transport.install_reader()?;
+        let t = transport.clone();
+        transport.call_protocol(move |p| p.connection_made(t));
+        Ok(transport)
+    }
+
+    fn install_reader(&self) -> io::Result<()> {
+        let me = self.clone();
+        self.inner
+            .ev
+            .add_reader(self.inner.fd, move || me.on_readable())?;
+        self.inner.state.borrow_mut().reading = true;
+        Ok(())
+    }
+
+    fn on_readable(&self) {
+        self.inner.read_buf.with(|buf| {
+            let result = {
+                let state = self.inner.state.borrow();
+                match state.sock.as_ref() {
+                    Some(mut sock) => sock.read(buf),
+                    None => return,
+                }
+            };
+            match result {
+                Ok(0) => self.on_eof(),
+                Ok(n) => {
+                    let data = &buf[..n];
+                    self.call_protocol(|p| p.data_received(data));
+                }
+                Err(e) if is_transient(&e) => {}
+                Err(e) => self.fail(e),
+            }
+        });
+    }
+
+    fn on_eof(&self) {
+        {
+            let mut state = self.inner.state.borrow_mut();
+            state.eof_seen = true;
+            state.reading = false;
+        }
+        self.inner.ev.remove_reader(self.inner.fd);
+        let mut keep_open = false;
+        self.call_protocol(|p| keep_open = p.eof_received());
+        if !keep_open {
+            self.close();
+        }
+    }
+
+    /// Calls the protocol (unless it is already running further up the stack, or gone),
+    /// then tells it about any flow-control change its call caused.
+    fn call_protocol(&self, f: impl FnOnce(&mut dyn Protocol)) {
+        if let Ok(mut guard) = self.inner.protocol.try_borrow_mut() {
+            if let Some(p) = guard.as_mut() {
+                f(&mut **p);
+            }
+        }
+        self.sync_flow();
+    }
+
+    /// Tells the protocol to pause or resume writing if that changed since it was last
+    /// told. Deferred while the protocol is running (it is told when its call returns).
+    fn sync_flow(&self) {
+        loop {
+            let pause = {
+                let state = self.inner.state.borrow();
+                if state.write_paused == state.told_paused {
+                    return;
+                }
+                state.write_paused
+            };
+            let Ok(mut guard) = self.inner.protocol.try_borrow_mut() else {
+                return;
+            };
+            self.inner.state.borrow_mut().told_paused = pause;
+            if let Some(p) = guard.as_mut() {
+                if pause {
+                    p.pause_writing();
+                } else {
+                    p.resume_writing();
+                }
+            }
+        }
+    }
+
+    /// Sends `data`, or as much as the socket takes now and buffers the rest; never
+    /// blocks. Buffered bytes go out (several at a time, with vectored writes) when the
+    /// socket becomes writable. Above the high-water mark the protocol gets
+    /// [`Protocol::pause_writing`].
+    ///
+    /// Fails with [`io::ErrorKind::NotConnected`] once the transport is closing or
+    /// closed, with [`io::ErrorKind::BrokenPipe`] after [`write_eof`](Self::write_eof),
+    /// and with the socket's error if sending fails (then the connection is closed and
+    /// the protocol also gets `connection_lost(Some(err))`).
+    pub fn write(&self, data: &[u8]) -> io::Result<()> {
+        let mut state = self.inner.state.borrow_mut();
+        if state.phase != Phase::Open {
+            return Err(closed_error());
+        }
+        if state.eof_requested {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "write after write_eof()",
+            ));
+        }
+        if data.is_empty() {
+            return Ok(());
+        }
+        let mut rest = data;
+        if state.buf.is_empty() {
+            let sock = state.sock.as_ref().expect("an open transport has a socket");
+            loop {
+                match sock.send_with_flags(rest, SEND_FLAGS) {
+                    Ok(n) if n == rest.len() => return Ok(()),
+                    Ok(n) => {
+                        rest = &rest[n..];
+                        break;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        drop(state);
+                        let returned = io::Error::new(e.kind(), e.to_string());
+                        self.fail(e);
+                        return Err(returned);
+                    }
+                }
+            }
+        }
+        state.buf.push(rest);
+        let need_writer = !state.writing;
+        if state.buf.len() > state.high {
+            state.write_paused = true;
+        }
+        drop(state);
+        if need_writer {
+            if let Err(e) = self.install_writer() {
+                let returned = io::Error::new(e.kind(), e.to_string());
+                self.fail(e);
+                return Err(returned);
+            }
+        }
+        self.sync_flow();
+        Ok(())
+    }
+
+    /// Writes every buffer in `parts` in order, as one [`write`](Self::write) would.
+    pub fn writelines<'a>(&self, parts: impl IntoIterator<Item = &'a [u8]>) -> io::Result<()> {
+        for part in parts {
+            self.write(part)?;
+        }
+        Ok(())
+    }
+
+    fn install_writer(&self) -> io::Result<()> {
+        let me = self.clone();
+        self.inner
+            .ev
+            .add_writer(self.inner.fd, move || me.on_writable())?;
+        self.inner.state.borrow_mut().writing = true;
+        Ok(())
+    }
+
+    fn on_writable(&self) {
+        let mut state = self.inner.state.borrow_mut();
+        let result = {
+            let Some(sock) = state.sock.as_ref() else {
+                return;
+            };
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let n = state.buf.slices(&mut slices);
+            match n {
+                0 => Ok(0),
+                1 => sock.send_with_flags(&slices[0], SEND_FLAGS),
+                _ => sock.send_vectored_with_flags(&slices[..n], SEND_FLAGS),
+            }
+        };
+        match result {
+            Ok(n) => state.buf.consume(n),
+            Err(e) if is_transient(&e) => return,
+            Err(e) => {
+                drop(state);
+                self.fail(e);
+                return;
+            }
+        }
+        if state.write_paused && state.buf.len() <= state.low {
+            state.write_paused = false;
+        }
+        if !state.buf.is_empty() {
+            drop(state);
+            self.sync_flow();
+            return;
+        }
+        state.writing = false;
+        let closing = state.phase == Phase::Closing;
+        let mut shutdown_result = Ok(());
+        if !closing && state.eof_requested && !state.eof_sent {
+            state.eof_sent = true;
+            if let Some(sock) = &state.sock {
+                shutdown_result = sock.shutdown(Shutdown::Write);
+            }
+        }
+        drop(state);
+        self.inner.ev.remove_writer(self.inner.fd);
+        if closing {
+            self.finish(None);
+        } else if let Err(e) = shutdown_result {
+            self.fail(e);
+        } else {
+            self.sync_flow();
+        }
+    }
+
+    /// Closes the writing side once the buffered data is sent (a TCP FIN); reading goes
+    /// on. Further writes fail. Does nothing if already called or closed.
+    pub fn write_eof(&self) {
+        let mut state = self.inner.state.borrow_mut();
+        if state.phase != Phase::Open || state.eof_requested {
+            return;
+        }
+        state.eof_requested = true;
+        if !state.buf.is_empty() {
+            return; // on_writable shuts down once the buffer drained
+        }
+        state.eof_sent = true;
+        let result = match &state.sock {
+            Some(sock) => sock.shutdown(Shutdown::Write),
+            None => Ok(()),
+        };
+        drop(state);
+        if let Err(e) = result {
+            self.fail(e);
+        }
+    }
+
+    /// Whether [`write_eof`](Self::write_eof) is supported (always, for stream sockets).
+    pub fn can_write_eof(&self) -> bool {
+        true
+    }
+
+    /// Stops reading, sends what is buffered, then closes the socket; the protocol gets
+    /// `connection_lost(None)` afterwards. Does nothing if already closing.
+    pub fn close(&self) {
+        let mut state = self.inner.state.borrow_mut();
+        if state.phase != Phase::Open {
+            return;
+        }
+        if state.buf.is_empty() {
+            drop(state);
+            self.finish(None);
+            return;
+        }
+        let was_reading = std::mem::replace(&mut state.reading, false);
+        state.phase = Phase::Closing;
+        drop(state);
+        if was_reading {
+            self.inner.ev.remove_reader(self.inner.fd);
+        }
+    }
+
+    /// Closes the connection now, dropping any buffered data; the protocol gets
+    /// `connection_lost(None)` afterwards.
+    pub fn abort(&self) {
+        self.finish(None);
+    }
+
+    /// Closes because of `err`: the protocol gets `connection_lost(Some(err))`. Errors
+    /// after the transport is closed are not reported again.
+    fn fail(&self, err: io::Error) {
+        self.finish(Some(err));
+    }
+
+    /// Tears the connection down: watchers off, socket closed, owned timeouts cancelled,
+    /// `connection_lost` scheduled. Idempotent.
+    fn finish(&self, err: Option<io::Error>) {
+        let (sock, timeouts, reading, writing, buffer) = {
+            let mut state = self.inner.state.borrow_mut();
+            if state.phase == Phase::Closed {
+                return;
+            }
+            state.phase = Phase::Closed;
+            (
+                state.sock.take(),
+                std::mem::take(&mut state.timeouts),
+                std::mem::replace(&mut state.reading, false),
+                std::mem::replace(&mut state.writing, false),
+                std::mem::take(&mut state.buf),
+            )
+        };
+        if reading {
+            self.inner.ev.remove_reader(self.inner.fd);
+        }
+        if writing {
+            self.inner.ev.remove_writer(self.inner.fd);
+        }
+        drop(sock);
+        drop(buffer);
+        for timeout in &timeouts {
+            timeout.cancel();
+        }
+        drop(timeouts);
+        let me = self.clone();
+        self.inner.ev.call_soon(move || me.deliver_lost(err));
+    }
+
+    fn deliver_lost(&self, err: Option<io::Error>) {
+        let protocol = match self.inner.protocol.try_borrow_mut() {
+            Ok(mut guard) => guard.take(),
+            Err(_) => {
+                // The protocol is running further up the stack (a nested loop): retry.
+                let me = self.clone();
+                self.inner.ev.call_soon(move || me.deliver_lost(err));
+                return;
+            }
+        };
+        if let Some(mut protocol) = protocol {
+            protocol.connection_lost(err);
+            // Dropped here, outside every borrow: its captures may use the transport.
+            drop(protocol);
+        }
+    }
+
+    /// Stops reading until [`resume_reading`](Self::resume_reading): no
+    /// `data_received` calls meanwhile, and the kernel's buffer fills up, which slows
+    /// the peer down.
+    pub fn pause_reading(&self) {
+        let mut state = self.inner.state.borrow_mut();
+        if state.phase != Phase::Open || state.read_paused {
+            return;
+        }
+        state.read_paused = true;
+        let was_reading = std::mem::replace(&mut state.reading, false);
+        drop(state);
+        if was_reading {
+            self.inner.ev.remove_reader(self.inner.fd);
+        }
+    }
+
+    /// Resumes reading after [`pause_reading`](Self::pause_reading).
+    pub fn resume_reading(&self) {
+        let mut state = self.inner.state.borrow_mut();
+        if state.phase != Phase::Open || !state.read_paused {
+            return;
+        }
+        state.read_paused = false;
+        let start = !state.eof_seen && !state.reading;
+        drop(state);
+        if start {
+            if let Err(e) = self.install_reader() {
+                self.fail(e);
+            }
+        }
+    }
+
+    /// Whether reading is on (not paused, not at end of stream, not closed).
+    pub fn is_reading(&self) -> bool {
+        self.inner.state.borrow().reading
+    }
+
+    /// Sets the write buffer's high- and low-water marks, in bytes: above `high` the
+    /// protocol gets `pause_writing`, and `resume_writing` once the buffer drained to
+    /// `low` or less. Defaults: 64 KiB and 16 KiB. `low > high` is an error.
+    pub fn set_write_buffer_limits(&self, high: usize, low: usize) -> io::Result<()> {
+        if low > high {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("low-water mark {low} is above the high-water mark {high}"),
+            ));
+        }
+        {
+            let mut state = self.inner.state.borrow_mut();
+            state.high = high;
+            state.low = low;
+            let size = state.buf.len();
+            if size > high {
+                state.write_paused = true;
+            } else if size <= low {
+                state.write_paused = false;
+            }
+        }
+        self.sync_flow();
+        Ok(())
+    }
+
+    /// The write buffer's `(high, low)` water marks.
+    pub fn write_buffer_limits(&self) -> (usize, usize) {
+        let state = self.inner.state.borrow();
+        (state.high, state.low)
+    }
+
+    /// Bytes accepted by [`write`](Self::write) that the kernel has not taken yet.
+    pub fn write_buffer_size(&self) -> usize {
+        self.inner.state.borrow().buf.len()
+    }
+
+    /// Whether [`close`](Self::close) or [`abort`](Self::abort) was called or the
+    /// connection was lost.
+    pub fn is_closing(&self) -> bool {
+        self.inner.state.borrow().phase != Phase::Open
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> io::Result<Address> {
+        let state = self.inner.state.borrow();
+        let sock = state.sock.as_ref().ok_or_else(closed_error)?;
+        Ok(Address::from_sockaddr(&sock.peer_addr()?))
+    }
+
+    /// The local address of the socket.
+    pub fn local_addr(&self) -> io::Result<Address> {
+        let state = self.inner.state.borrow();
+        let sock = state.sock.as_ref().ok_or_else(closed_error)?;
+        Ok(Address::from_sockaddr(&sock.local_addr()?))
+    }
+
+    /// The socket's fd, while the connection is open (for socket options).
+    pub fn raw_fd(&self) -> Option<RawFd> {
+        let state = self.inner.state.borrow();
+        state.sock.as_ref().map(|_| self.inner.fd)
+    }
+
+    /// The loop this transport runs on.
+    pub fn event_loop(&self) -> &EventLoop {
+        &self.inner.ev
+    }
+
+    /// Runs `f` after `delay`, unless the connection closes first: a timeout owned by
+    /// the connection, cancelled automatically when it closes (by `close`, `abort`, the
+    /// peer or an error). The returned handle cancels it earlier. On a closed
+    /// transport nothing is scheduled (the handle refers to nothing).
+    pub fn call_later(&self, delay: Duration, f: impl FnOnce() + 'static) -> Handle {
+        let mut state = self.inner.state.borrow_mut();
+        if state.phase == Phase::Closed {
+            return Handle::inert();
+        }
+        if state.timeouts.len() >= state.prune_at {
+            // Forget handles that fired or were cancelled, so re-armed timeouts do not
+            // accumulate.
+            state.timeouts.retain(Handle::is_pending);
+            state.prune_at = (state.timeouts.len() * 2).max(8);
+        }
+        let handle = self.inner.ev.call_later(delay, f);
+        state.timeouts.push(handle.clone());
+        handle
+    }
+
+    /// Whether two handles are the same connection.
+    pub fn ptr_eq(&self, other: &Transport) -> bool {
+        Rc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+    )
+}
+
+impl fmt::Debug for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Transport");
+        d.field("fd", &self.inner.fd);
+        if let Ok(state) = self.inner.state.try_borrow() {
+            d.field("phase", &state.phase)
+                .field("buffered", &state.buf.len())
+                .field("reading", &state.reading);
+        }
+        d.finish()
+    }
+}

@@ -1,0 +1,713 @@
+//! Stream transports over real sockets: echo, half-close, flow control, owned
+//! timeouts, connect errors, write errors, Unix sockets, server control.
+
+use oxloop::protocol::{Address, ConnectOptions, LoopNetExt, Protocol, ServerOptions, Transport};
+use oxloop::EventLoop;
+use std::cell::{Cell, RefCell};
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+type Log = Rc<RefCell<Vec<String>>>;
+
+fn log() -> Log {
+    Rc::new(RefCell::new(Vec::new()))
+}
+
+/// Stops the loop after `limit` so a broken test fails instead of hanging.
+fn guard(ev: &EventLoop, limit: Duration) {
+    let e = ev.clone();
+    ev.call_later(limit, move || {
+        e.stop();
+        panic!("test timed out: {e:?}");
+    })
+    .unref();
+}
+
+fn run(ev: &EventLoop) {
+    ev.set_propagate_panics(true);
+    guard(ev, Duration::from_secs(8));
+    ev.run().unwrap();
+}
+
+/// Echoes everything; records events.
+struct Echo {
+    t: Option<Transport>,
+    log: Log,
+}
+
+impl Protocol for Echo {
+    fn connection_made(&mut self, transport: Transport) {
+        self.log.borrow_mut().push("made".into());
+        self.t = Some(transport);
+    }
+    fn data_received(&mut self, data: &[u8]) {
+        self.t.as_ref().unwrap().write(data).unwrap();
+    }
+    fn eof_received(&mut self) -> bool {
+        self.log.borrow_mut().push("eof".into());
+        false
+    }
+    fn connection_lost(&mut self, err: Option<io::Error>) {
+        self.log
+            .borrow_mut()
+            .push(format!("lost {:?}", err.map(|e| e.kind())));
+    }
+}
+
+/// Sends `payload`, collects what comes back, half-closes once all came back.
+struct Client {
+    payload: Vec<u8>,
+    got: Rc<RefCell<Vec<u8>>>,
+    t: Option<Transport>,
+    lost: Rc<Cell<bool>>,
+}
+
+impl Protocol for Client {
+    fn connection_made(&mut self, t: Transport) {
+        // Many small writes: exercises coalescing and vectored sends.
+        for chunk in self.payload.chunks(1000) {
+            t.write(chunk).unwrap();
+        }
+        self.t = Some(t);
+    }
+    fn data_received(&mut self, data: &[u8]) {
+        let mut got = self.got.borrow_mut();
+        got.extend_from_slice(data);
+        if got.len() == self.payload.len() {
+            self.t.as_ref().unwrap().close();
+        }
+    }
+    fn connection_lost(&mut self, err: Option<io::Error>) {
+        assert!(err.is_none(), "{err:?}");
+        self.lost.set(true);
+    }
+}
+
+fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i * 7 % 251) as u8).collect()
+}
+
+#[test]
+fn tcp_echo_through_create_connection() {
+    let ev = EventLoop::new().unwrap();
+    let server_log = log();
+    let sl = server_log.clone();
+    let server = ev
+        .create_server("127.0.0.1:0", move || Echo {
+            t: None,
+            log: sl.clone(),
+        })
+        .unwrap();
+    let addr = server.socket_addrs()[0];
+    assert_ne!(addr.port(), 0);
+    let payload = pattern(3 << 20);
+    let got = Rc::new(RefCell::new(Vec::new()));
+    let lost = Rc::new(Cell::new(false));
+    let connected = Rc::new(Cell::new(false));
+    let (c, s) = (connected.clone(), server.clone());
+    ev.create_connection(
+        addr,
+        Client {
+            payload: payload.clone(),
+            got: got.clone(),
+            t: None,
+            lost: lost.clone(),
+        },
+        &ConnectOptions::new().timeout(Duration::from_secs(5)),
+        move |result| {
+            let t = result.unwrap();
+            assert_eq!(t.peer_addr().unwrap(), Address::Inet(addr));
+            c.set(true);
+            s.close();
+        },
+    )
+    .unwrap();
+    run(&ev);
+    assert!(connected.get());
+    assert!(lost.get());
+    assert!(*got.borrow() == payload, "echoed bytes differ");
+    assert_eq!(
+        *server_log.borrow(),
+        vec!["made", "eof", "lost None"],
+        "server side events"
+    );
+    assert!(server.is_closed());
+    assert!(server.local_addrs().is_empty());
+}
+
+/// Half-close: the client sends, then shuts its writing side; the server's
+/// `eof_received` returns true, it answers after the EOF and closes.
+#[test]
+fn half_close_keeps_the_connection_open_for_writing() {
+    struct Counter {
+        t: Option<Transport>,
+        total: usize,
+    }
+    impl Protocol for Counter {
+        fn connection_made(&mut self, t: Transport) {
+            self.t = Some(t);
+        }
+        fn data_received(&mut self, data: &[u8]) {
+            self.total += data.len();
+        }
+        fn eof_received(&mut self) -> bool {
+            let t = self.t.as_ref().unwrap();
+            assert!(!t.is_reading());
+            // Written after the peer's EOF: the half-open connection still carries it.
+            t.write(format!("got {} bytes", self.total).as_bytes())
+                .unwrap();
+            t.close();
+            true
+        }
+    }
+    let ev = EventLoop::new().unwrap();
+    let server = ev
+        .create_server("127.0.0.1:0", || Counter { t: None, total: 0 })
+        .unwrap();
+    let addr = server.socket_addrs()[0];
+    let client = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(&[1u8; 10_000]).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).unwrap();
+        reply
+    });
+    let s = server.clone();
+    let e = ev.clone();
+    let check = Rc::new(Cell::new(0));
+    let c = check.clone();
+    // Close the server once the connection was accepted, so `run` ends.
+    fn poll(e: EventLoop, s: oxloop::protocol::Server, c: Rc<Cell<i32>>) {
+        if s.accepted() > 0 {
+            s.close();
+            c.set(1);
+        } else {
+            let e2 = e.clone();
+            e.call_later(Duration::from_millis(5), move || poll(e2, s, c));
+        }
+    }
+    poll(e, s, c);
+    run(&ev);
+    assert_eq!(client.join().unwrap(), "got 10000 bytes");
+    assert_eq!(check.get(), 1);
+}
+
+/// A peer that does not read makes the buffer pass the high-water mark
+/// (`pause_writing`); once it reads, the buffer drains (`resume_writing`) and every
+/// byte arrives in order.
+#[test]
+fn flow_control_pauses_and_resumes_writing() {
+    struct Producer {
+        t: Option<Transport>,
+        log: Log,
+        sent: usize,
+        total: usize,
+        paused: bool,
+    }
+    impl Producer {
+        fn produce(&mut self) {
+            let t = self.t.clone().unwrap();
+            while !self.paused && self.sent < self.total {
+                let chunk: Vec<u8> = (self.sent..self.sent + 8192)
+                    .map(|i| (i % 251) as u8)
+                    .collect();
+                self.sent += chunk.len();
+                // `pause_writing` is delivered when this call returns.
+                t.write(&chunk).unwrap();
+                if t.write_buffer_size() > 64 * 1024 {
+                    break;
+                }
+            }
+            if self.sent >= self.total {
+                t.close();
+            }
+        }
+    }
+    impl Protocol for Producer {
+        fn connection_made(&mut self, t: Transport) {
+            t.set_write_buffer_limits(64 * 1024, 16 * 1024).unwrap();
+            assert!(t.set_write_buffer_limits(1, 2).is_err());
+            self.t = Some(t);
+            self.produce();
+        }
+        fn data_received(&mut self, _: &[u8]) {}
+        fn pause_writing(&mut self) {
+            assert!(!self.paused, "two pauses in a row");
+            self.paused = true;
+            let size = self.t.as_ref().unwrap().write_buffer_size();
+            self.log
+                .borrow_mut()
+                .push(format!("pause {}", size > 64 * 1024));
+        }
+        fn resume_writing(&mut self) {
+            assert!(self.paused, "resume without pause");
+            self.paused = false;
+            let size = self.t.as_ref().unwrap().write_buffer_size();
+            self.log
+                .borrow_mut()
+                .push(format!("resume {}", size <= 16 * 1024));
+            self.produce();
+        }
+    }
+    let total = 16 << 20;
+    let ev = EventLoop::new().unwrap();
+    let flow = log();
+    let fl = flow.clone();
+    let server = ev
+        .create_server("127.0.0.1:0", move || Producer {
+            t: None,
+            log: fl.clone(),
+            sent: 0,
+            total,
+            paused: false,
+        })
+        .unwrap();
+    let addr = server.socket_addrs()[0];
+    let reader = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        std::thread::sleep(Duration::from_millis(300)); // a slow reader
+        let mut buf = vec![0u8; 1 << 16];
+        let mut at = 0usize;
+        loop {
+            let n = s.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            for (i, b) in buf[..n].iter().enumerate() {
+                assert_eq!(*b, ((at + i) % 251) as u8, "byte {}", at + i);
+            }
+            at += n;
+        }
+        at
+    });
+    let s = server.clone();
+    ev.call_later(Duration::from_millis(100), move || s.close());
+    run(&ev);
+    assert_eq!(reader.join().unwrap(), total);
+    let flow = flow.borrow();
+    assert!(flow.len() >= 2, "{flow:?}");
+    assert_eq!(flow[0], "pause true");
+    assert_eq!(flow[1], "resume true");
+}
+
+/// A timeout owned by the transport is cancelled when the connection closes, and the
+/// closure it captured (here the transport itself) is dropped.
+#[test]
+fn owned_timeout_is_cancelled_on_close() {
+    struct Timed {
+        fired: Rc<Cell<u32>>,
+        dropped: Rc<Cell<bool>>,
+    }
+    impl Drop for Timed {
+        fn drop(&mut self) {
+            self.dropped.set(true);
+        }
+    }
+    impl Protocol for Timed {
+        fn connection_made(&mut self, t: Transport) {
+            let (f1, f2) = (self.fired.clone(), self.fired.clone());
+            let t2 = t.clone();
+            // Fires before the close:
+            t.call_later(Duration::from_millis(10), move || {
+                f1.set(f1.get() + 1);
+                t2.close();
+            });
+            // Would fire long after: must be cancelled by the close.
+            let t3 = t.clone();
+            t.call_later(Duration::from_secs(30), move || {
+                let _keep = t3;
+                f2.set(f2.get() + 100);
+            });
+        }
+        fn data_received(&mut self, _: &[u8]) {}
+    }
+    let ev = EventLoop::new().unwrap();
+    let fired = Rc::new(Cell::new(0));
+    let dropped = Rc::new(Cell::new(false));
+    let (f, d) = (fired.clone(), dropped.clone());
+    let server = ev
+        .create_server("127.0.0.1:0", move || Timed {
+            fired: f.clone(),
+            dropped: d.clone(),
+        })
+        .unwrap();
+    let addr = server.socket_addrs()[0];
+    let client = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        let mut buf = [0u8; 16];
+        s.read(&mut buf).unwrap() // the server closes: EOF
+    });
+    let s = server.clone();
+    ev.call_later(Duration::from_millis(100), move || s.close());
+    let start = Instant::now();
+    run(&ev); // returns only if the 30 s timeout is gone
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert_eq!(client.join().unwrap(), 0);
+    assert_eq!(fired.get(), 1);
+    assert!(
+        dropped.get(),
+        "the protocol was not dropped after connection_lost"
+    );
+}
+
+#[test]
+fn connection_refused_reaches_the_callback() {
+    let addr = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    }; // closed: nothing listens there now
+    let ev = EventLoop::new().unwrap();
+    let result = Rc::new(RefCell::new(None));
+    let r = result.clone();
+    struct Never;
+    impl Protocol for Never {
+        fn connection_made(&mut self, _: Transport) {
+            panic!("connected to a closed port");
+        }
+        fn data_received(&mut self, _: &[u8]) {}
+    }
+    ev.create_connection(addr, Never, &ConnectOptions::new(), move |res| {
+        *r.borrow_mut() = Some(res.map(|_| ()).unwrap_err().kind());
+    })
+    .unwrap();
+    run(&ev);
+    assert_eq!(*result.borrow(), Some(io::ErrorKind::ConnectionRefused));
+}
+
+/// A listener that never accepts, with its backlog full: the kernel drops further
+/// SYNs, so a connect never completes and the timeout fires.
+#[test]
+fn connect_timeout_reaches_the_callback() {
+    let listener =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    listener
+        .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    listener.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap().as_socket().unwrap();
+    // Fill the accept queue (backlog 0 still queues one or two connections).
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.set_nonblocking(true).unwrap();
+        let _ = s.connect(&addr.into());
+        fillers.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let ev = EventLoop::new().unwrap();
+    let result = Rc::new(RefCell::new(None));
+    let r = result.clone();
+    let start = Instant::now();
+    ev.create_connection(
+        addr,
+        Echo {
+            t: None,
+            log: log(),
+        },
+        &ConnectOptions::new().timeout(Duration::from_millis(300)),
+        move |res| {
+            *r.borrow_mut() = Some(res.map(|_| ()).unwrap_err());
+        },
+    )
+    .unwrap();
+    run(&ev);
+    let elapsed = start.elapsed();
+    let err = result.borrow_mut().take().expect("no result");
+    assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+    assert!(elapsed >= Duration::from_millis(300), "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(3), "{elapsed:?}");
+    drop(fillers);
+}
+
+/// Writes to a peer that reset the connection end the connection once, through
+/// `connection_lost(Some(_))`; writes after that return errors, never panic.
+#[test]
+fn write_to_reset_peer_and_after_close_are_errors() {
+    struct Writer {
+        t: Option<Transport>,
+        log: Log,
+    }
+    impl Protocol for Writer {
+        fn connection_made(&mut self, t: Transport) {
+            self.t = Some(t);
+        }
+        fn data_received(&mut self, _: &[u8]) {
+            // The peer sent one byte, then reset: keep writing until the error shows.
+            let t = self.t.clone().unwrap();
+            let e = t.event_loop().clone();
+            let log = self.log.clone();
+            fn again(e: EventLoop, t: Transport, log: Log, n: u32) {
+                match t.write(&[0u8; 1024]) {
+                    Ok(()) if n < 1000 => {
+                        let e2 = e.clone();
+                        e.call_later(Duration::from_millis(1), move || again(e2, t, log, n + 1));
+                    }
+                    Ok(()) => log.borrow_mut().push("never failed".into()),
+                    Err(err) => {
+                        log.borrow_mut()
+                            .push(format!("write error {:?}", err.kind()));
+                        let second = t.write(b"x").unwrap_err();
+                        log.borrow_mut().push(format!("then {:?}", second.kind()));
+                    }
+                }
+            }
+            again(e, t, log, 0);
+        }
+        fn connection_lost(&mut self, err: Option<io::Error>) {
+            self.log
+                .borrow_mut()
+                .push(format!("lost {}", err.is_some()));
+        }
+    }
+    let ev = EventLoop::new().unwrap();
+    let events = log();
+    let ev_log = events.clone();
+    let server = ev
+        .create_server("127.0.0.1:0", move || Writer {
+            t: None,
+            log: ev_log.clone(),
+        })
+        .unwrap();
+    let addr = server.socket_addrs()[0];
+    let client = std::thread::spawn(move || {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.connect(&addr.into()).unwrap();
+        s.send(b"x").unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        s.set_linger(Some(Duration::ZERO)).unwrap(); // close sends RST
+    });
+    let s = server.clone();
+    ev.call_later(Duration::from_millis(50), move || s.close());
+    run(&ev);
+    client.join().unwrap();
+    let events = events.borrow();
+    assert_eq!(
+        events.iter().filter(|e| e.starts_with("lost")).count(),
+        1,
+        "{events:?}"
+    );
+    assert!(events.contains(&"lost true".to_string()), "{events:?}");
+    assert!(
+        events.iter().any(|e| e.starts_with("write error")),
+        "{events:?}"
+    );
+    assert!(
+        events.contains(&"then NotConnected".to_string()),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn abort_drops_the_buffer_and_pause_reading_stops_data() {
+    struct Pauser {
+        t: Option<Transport>,
+        got: Rc<RefCell<Vec<u8>>>,
+        log: Log,
+    }
+    impl Protocol for Pauser {
+        fn connection_made(&mut self, t: Transport) {
+            t.pause_reading();
+            assert!(!t.is_reading());
+            let t2 = t.clone();
+            let log = self.log.clone();
+            t.call_later(Duration::from_millis(100), move || {
+                log.borrow_mut().push("resume".into());
+                t2.resume_reading();
+            });
+            self.t = Some(t);
+        }
+        fn data_received(&mut self, data: &[u8]) {
+            self.log.borrow_mut().push("data".into());
+            self.got.borrow_mut().extend_from_slice(data);
+            if self.got.borrow().len() == 5 {
+                let t = self.t.as_ref().unwrap();
+                // Far more than the socket takes at once, then abort: dropped.
+                t.write(&vec![0u8; 8 << 20]).unwrap();
+                assert!(t.write_buffer_size() > 0);
+                t.abort();
+                assert!(t.is_closing());
+                assert_eq!(t.write_buffer_size(), 0);
+                assert!(t.write(b"late").is_err());
+            }
+        }
+        fn connection_lost(&mut self, err: Option<io::Error>) {
+            self.log
+                .borrow_mut()
+                .push(format!("lost {}", err.is_some()));
+        }
+    }
+    let ev = EventLoop::new().unwrap();
+    let events = log();
+    let got = Rc::new(RefCell::new(Vec::new()));
+    let (l, g) = (events.clone(), got.clone());
+    let server = ev
+        .create_server("127.0.0.1:0", move || Pauser {
+            t: None,
+            got: g.clone(),
+            log: l.clone(),
+        })
+        .unwrap();
+    let addr = server.socket_addrs()[0];
+    let client = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(b"hello").unwrap();
+        let mut sink = Vec::new();
+        let _ = s.read_to_end(&mut sink); // ends with EOF or a reset
+    });
+    let s = server.clone();
+    ev.call_later(Duration::from_millis(50), move || s.close());
+    run(&ev);
+    client.join().unwrap();
+    assert_eq!(&*got.borrow(), b"hello");
+    let events = events.borrow();
+    assert_eq!(events[0], "resume", "data arrived while paused: {events:?}");
+    assert_eq!(events.last().unwrap(), "lost false");
+}
+
+#[test]
+fn unix_stream_server_and_connection() {
+    let dir = std::env::temp_dir().join(format!("oxloop-proto-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("echo.sock");
+    // A stale socket file is replaced.
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    assert!(path.exists());
+    let ev = EventLoop::new().unwrap();
+    let server_log = log();
+    let sl = server_log.clone();
+    let server = ev
+        .create_unix_server(&path, &ServerOptions::new().backlog(16), move || Echo {
+            t: None,
+            log: sl.clone(),
+        })
+        .unwrap();
+    assert_eq!(
+        server.local_addrs(),
+        vec![Address::Unix(Some(path.clone()))]
+    );
+    let payload = pattern(1 << 20);
+    let got = Rc::new(RefCell::new(Vec::new()));
+    let lost = Rc::new(Cell::new(false));
+    let s = server.clone();
+    ev.create_unix_connection(
+        &path,
+        Client {
+            payload: payload.clone(),
+            got: got.clone(),
+            t: None,
+            lost: lost.clone(),
+        },
+        &ConnectOptions::new(),
+        move |result| {
+            let t = result.unwrap();
+            assert!(matches!(t.local_addr().unwrap(), Address::Unix(_)));
+            s.close();
+        },
+    )
+    .unwrap();
+    run(&ev);
+    assert!(lost.get());
+    assert!(*got.borrow() == payload);
+    assert!(!path.exists(), "the socket file was not removed on close");
+    // Refusal on a path nobody listens on.
+    let result = Rc::new(RefCell::new(None));
+    let r = result.clone();
+    ev.create_unix_connection(
+        dir.join("nobody.sock"),
+        Echo {
+            t: None,
+            log: log(),
+        },
+        &ConnectOptions::new(),
+        move |res| *r.borrow_mut() = Some(res.map(|_| ()).unwrap_err().kind()),
+    )
+    .unwrap();
+    run(&ev);
+    assert_eq!(*result.borrow(), Some(io::ErrorKind::NotFound));
+    // A regular file is not replaced.
+    let file = dir.join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let err = ev
+        .create_unix_server(&file, &ServerOptions::new(), || Echo {
+            t: None,
+            log: log(),
+        })
+        .unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn server_with_several_addresses_stops_and_resumes_accepting() {
+    let ev = EventLoop::new().unwrap();
+    let server = ev
+        .create_server_with(
+            &[
+                "127.0.0.1:0".parse::<SocketAddr>().unwrap(),
+                "127.0.0.1:0".parse().unwrap(),
+            ][..],
+            &ServerOptions::new().reuse_port(true).backlog(64),
+            || Echo {
+                t: None,
+                log: log(),
+            },
+        )
+        .unwrap();
+    let addrs = server.socket_addrs();
+    assert_eq!(addrs.len(), 2);
+    assert_ne!(addrs[0].port(), addrs[1].port());
+    server.stop_accepting();
+    assert!(!server.is_serving());
+    // Connections queue in the kernel meanwhile.
+    let clients: Vec<_> = addrs
+        .iter()
+        .map(|a| {
+            let a = *a;
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(a).unwrap();
+                s.write_all(b"ping").unwrap();
+                let mut buf = [0u8; 4];
+                s.read_exact(&mut buf).unwrap();
+                buf
+            })
+        })
+        .collect();
+    let s = server.clone();
+    let e = ev.clone();
+    ev.call_later(Duration::from_millis(100), move || {
+        assert_eq!(s.accepted(), 0, "accepted while stopped");
+        s.resume_accepting().unwrap();
+        let s2 = s.clone();
+        e.call_later(Duration::from_millis(100), move || s2.close());
+    });
+    run(&ev);
+    for c in clients {
+        assert_eq!(&c.join().unwrap(), b"ping");
+    }
+    assert_eq!(server.accepted(), 2);
+    assert!(server.resume_accepting().is_err());
+    // Port in use: a clear error naming the address.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let a = taken.local_addr().unwrap();
+    let err = ev
+        .create_server_with(a, &ServerOptions::new().reuse_address(false), || Echo {
+            t: None,
+            log: log(),
+        })
+        .unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+    assert!(err.to_string().contains(&a.to_string()), "{err}");
+    let empty: &[SocketAddr] = &[];
+    assert_eq!(
+        ev.create_server(empty, || Echo {
+            t: None,
+            log: log()
+        })
+        .unwrap_err()
+        .kind(),
+        io::ErrorKind::InvalidInput
+    );
+}
