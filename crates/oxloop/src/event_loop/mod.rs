@@ -28,6 +28,7 @@
 //! closures are also always dropped outside the borrow, because their captures may
 //! call back into the loop when dropped.
 
+mod debug;
 mod handle;
 mod panic;
 mod ready;
@@ -35,6 +36,8 @@ mod remote;
 mod signals;
 pub(crate) mod watchers;
 
+pub(crate) use debug::timed;
+pub use debug::LoopStats;
 pub use handle::{Handle, KeepAlive};
 pub use panic::CallbackPanic;
 pub use remote::{LoopClosed, LoopRemote};
@@ -104,6 +107,10 @@ pub(crate) struct Inner {
     poller: Poller,
     shared: Arc<Shared>,
     id: u64,
+    /// Callbacks and task steps run; outside the `RefCell` so counting costs no borrow.
+    callbacks_run: Cell<u64>,
+    /// Debug mode: slow-callback warnings and creation sites (see `debug.rs`).
+    debug: Cell<Option<Duration>>,
     waker_fd: RawFd,
     /// Zero of the loop's nanosecond clock.
     epoch: Instant,
@@ -129,6 +136,8 @@ struct State {
     panic_handler: Option<PanicHandler>,
     propagate_panics: bool,
     iterations: u64,
+    time_waiting: Duration,
+    time_running: Duration,
 }
 
 /// Everything a destroyed loop held, dropped after the state's borrow is released.
@@ -183,10 +192,14 @@ impl EventLoop {
                     panic_handler: None,
                     propagate_panics: false,
                     iterations: 0,
+                    time_waiting: Duration::ZERO,
+                    time_running: Duration::ZERO,
                 }),
                 poller,
                 shared: Arc::new(Shared::new(waker)),
                 id,
+                callbacks_run: Cell::new(0),
+                debug: Cell::new(None),
                 waker_fd,
                 epoch: now,
             });
@@ -239,29 +252,33 @@ impl EventLoop {
     }
 
     /// Runs `f` in the next iteration. Callbacks run in the order they were scheduled.
+    #[track_caller]
     pub fn call_soon(&self, f: impl FnOnce() + 'static) -> Handle {
+        let f = self.traced_once(f);
         let mut state = self.inner.state.borrow_mut();
         if state.destroyed {
             drop(state);
             return Handle::inert();
         }
-        let seq = state.ready.push(Box::new(f));
+        let seq = state.ready.push(f);
         drop(state);
         self.handle(HandleKind::Soon(seq))
     }
 
     /// Runs `f` once `delay` has passed (never earlier). Timers with the same deadline
     /// run in the order they were set.
+    #[track_caller]
     pub fn call_later(&self, delay: Duration, f: impl FnOnce() + 'static) -> Handle {
         let now = self.inner.nanos(Instant::now());
         let delay = u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX);
-        self.schedule(now.saturating_add(delay), Box::new(f))
+        self.schedule(now.saturating_add(delay), self.traced_once(f))
     }
 
     /// Runs `f` at `when` (never earlier); an instant in the past runs in the next
     /// iteration.
+    #[track_caller]
     pub fn call_at(&self, when: Instant, f: impl FnOnce() + 'static) -> Handle {
-        self.schedule(self.inner.nanos(when), Box::new(f))
+        self.schedule(self.inner.nanos(when), self.traced_once(f))
     }
 
     fn schedule(&self, deadline: u64, f: crate::timers::TimerCallback) -> Handle {
@@ -278,13 +295,15 @@ impl EventLoop {
     /// Runs `f` every iteration while `fd` is readable (level-triggered, like asyncio).
     /// Adding again replaces the callback. An fd that cannot be watched (closed, a
     /// regular file) is an error.
+    #[track_caller]
     pub fn add_reader(&self, fd: impl AsRawFd, f: impl FnMut() + 'static) -> io::Result<()> {
-        self.add_watcher(fd.as_raw_fd(), Direction::Read, Box::new(f))
+        self.add_watcher(fd.as_raw_fd(), Direction::Read, self.traced_mut(f))
     }
 
     /// Runs `f` every iteration while `fd` is writable. See [`EventLoop::add_reader`].
+    #[track_caller]
     pub fn add_writer(&self, fd: impl AsRawFd, f: impl FnMut() + 'static) -> io::Result<()> {
-        self.add_watcher(fd.as_raw_fd(), Direction::Write, Box::new(f))
+        self.add_watcher(fd.as_raw_fd(), Direction::Write, self.traced_mut(f))
     }
 
     fn add_watcher(&self, fd: RawFd, dir: Direction, f: FdCallback) -> io::Result<()> {
@@ -344,14 +363,16 @@ impl EventLoop {
     ///
     /// `SIGKILL`, `SIGSTOP` and the fault signals (`SIGSEGV`, `SIGBUS`, `SIGILL`,
     /// `SIGFPE`) are refused with [`io::ErrorKind::InvalidInput`].
+    #[track_caller]
     pub fn add_signal_handler(&self, signum: i32, f: impl FnMut() + 'static) -> io::Result<Handle> {
+        let f = self.traced_mut(f);
         let mut state = self.inner.state.borrow_mut();
         if state.destroyed {
             drop(state);
             return Err(destroyed_error());
         }
         let wake_fd = self.inner.shared.waker.write_fd();
-        let id = state.signals.add(signum, wake_fd, Box::new(f));
+        let id = state.signals.add(signum, wake_fd, f);
         drop(state);
         Ok(self.handle(HandleKind::Signal(id?)))
     }
@@ -524,9 +545,13 @@ impl EventLoop {
             if timeout != Some(Duration::ZERO) && !inner.shared.prepare_sleep() {
                 timeout = Some(Duration::ZERO);
             }
+            let before = Instant::now();
             let result = inner.poller.wait(&mut events, timeout);
             let notified = inner.shared.after_wake();
-            state.now = Instant::now();
+            let after = Instant::now();
+            state.time_running += before.saturating_duration_since(state.now);
+            state.time_waiting += after - before;
+            state.now = after;
             if let Err(e) = result {
                 state.events = Some(events);
                 return Err(e);
@@ -664,6 +689,9 @@ impl EventLoop {
             return;
         };
         let mut cx = Context::from_waker(&waker);
+        self.inner
+            .callbacks_run
+            .set(self.inner.callbacks_run.get() + 1);
         let finished = match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut cx))) {
             Ok(Poll::Pending) => false,
             Ok(Poll::Ready(())) => true,
@@ -816,8 +844,13 @@ impl EventLoop {
 
     /// Runs a callback, catching a panic and handing it to the exception handler.
     fn guarded(&self, f: impl FnOnce()) {
+        self.inner
+            .callbacks_run
+            .set(self.inner.callbacks_run.get() + 1);
         if let Err(payload) = catch_unwind(AssertUnwindSafe(f)) {
             self.report_panic(payload);
+            // The traced wrapper (debug mode) did not get to restore it.
+            debug::clear_origin();
         }
     }
 
@@ -830,7 +863,7 @@ impl EventLoop {
             self.restore_panic_handler(handler);
             resume_unwind(payload);
         }
-        let panic = CallbackPanic::new(payload);
+        let panic = CallbackPanic::new(payload).with_origin(debug::current_origin());
         match handler {
             Some(mut handler) => {
                 if catch_unwind(AssertUnwindSafe(|| handler(panic))).is_err() {

@@ -1,13 +1,16 @@
 //! Spawning, and the handle that waits for a task's result.
 
+use crate::event_loop::timed;
 use crate::EventLoop;
 use std::cell::RefCell;
 use std::fmt;
 use std::future::Future;
+use std::panic::Location;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 /// Why a task produced no result.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +58,8 @@ struct TaskWrapper<F: Future> {
     future: Pin<Box<F>>,
     state: Rc<RefCell<JoinState<F::Output>>>,
     done: bool,
+    /// Debug mode: where it was spawned, and the slow-step threshold.
+    trace: Option<(&'static Location<'static>, Duration)>,
 }
 
 impl<F: Future> Future for TaskWrapper<F> {
@@ -62,12 +67,19 @@ impl<F: Future> Future for TaskWrapper<F> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
-        let outcome = catch_unwind(AssertUnwindSafe(|| this.future.as_mut().poll(cx)));
+        let future = &mut this.future;
+        let outcome = catch_unwind(AssertUnwindSafe(|| match this.trace {
+            None => future.as_mut().poll(cx),
+            Some((origin, threshold)) => {
+                timed("task step", origin, threshold, || future.as_mut().poll(cx))
+            }
+        }));
         let result = match outcome {
             Ok(Poll::Pending) => return Poll::Pending,
             Ok(Poll::Ready(output)) => Ok(output),
             Err(payload) => {
-                let panic = crate::CallbackPanic::new(payload);
+                let panic = crate::CallbackPanic::new(payload)
+                    .with_origin(this.trace.map(|(origin, _)| origin));
                 let error = JoinError::Panicked(panic.message().to_string());
                 if let Ok(ev) = EventLoop::current() {
                     ev.report_panic(panic.into_payload());
@@ -95,11 +107,14 @@ impl<F: Future> Drop for TaskWrapper<F> {
     }
 }
 
+#[track_caller]
 pub(crate) fn spawn_on<F>(ev: &EventLoop, future: F) -> JoinHandle<F::Output>
 where
     F: Future + 'static,
     F::Output: 'static,
 {
+    // Taken here: a closure would not see `#[track_caller]`.
+    let caller = Location::caller();
     let state = Rc::new(RefCell::new(JoinState {
         result: None,
         waiter: None,
@@ -108,6 +123,7 @@ where
         future: Box::pin(future),
         state: state.clone(),
         done: false,
+        trace: ev.debug_threshold().map(|threshold| (caller, threshold)),
     };
     let id = ev.spawn_raw(Box::pin(wrapper));
     JoinHandle {

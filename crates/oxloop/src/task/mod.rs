@@ -45,6 +45,7 @@ impl EventLoop {
     /// Starts running `future` on this loop. It is first polled in the next iteration.
     /// On a destroyed loop the future is dropped and the handle reports
     /// [`JoinError::Cancelled`].
+    #[track_caller]
     pub fn spawn<F>(&self, future: F) -> JoinHandle<F::Output>
     where
         F: Future + 'static,
@@ -58,6 +59,7 @@ impl EventLoop {
 ///
 /// # Panics
 /// If the thread has no loop (see [`EventLoop::new`]).
+#[track_caller]
 pub fn spawn<F>(future: F) -> JoinHandle<F::Output>
 where
     F: Future + 'static,
