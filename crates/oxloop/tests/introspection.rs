@@ -34,7 +34,10 @@ fn stats_change_as_work_is_added_and_run() {
     assert_eq!(s.ready, 0);
     assert_eq!(s.timers_pending, 2, "the task's sleep added a timer");
 
-    // Waiting and running are both accounted.
+    // Waiting and running are both accounted, once asked for.
+    ev.run_once(Some(Duration::from_millis(30))).unwrap();
+    assert_eq!(ev.stats().time_waiting, Duration::ZERO);
+    ev.track_wait_time(true);
     ev.run_once(Some(Duration::from_millis(30))).unwrap();
     ev.call_soon(|| std::thread::sleep(Duration::from_millis(30)));
     ev.run_once(Some(Duration::ZERO)).unwrap();

@@ -69,9 +69,11 @@ pub struct LoopStats {
     pub fds_watched: usize,
     /// Tasks alive.
     pub tasks_alive: usize,
-    /// Time spent blocked in the poller.
+    /// Time spent blocked in the poller (zero unless
+    /// [`EventLoop::track_wait_time`] is on).
     pub time_waiting: Duration,
-    /// Time spent running (everything between two waits).
+    /// Time spent running: the loop's age at its last wake-up minus the time waiting
+    /// (so everything, unless [`EventLoop::track_wait_time`] is on).
     pub time_running: Duration,
 }
 
@@ -94,18 +96,28 @@ impl EventLoop {
         self.inner.debug.get().is_some()
     }
 
+    /// Starts (or stops) measuring the time spent waiting in the poller, reported by
+    /// [`stats`](Self::stats). Off by default, like libuv's idle-time metric: it costs
+    /// a clock read per blocking wait.
+    pub fn track_wait_time(&self, on: bool) {
+        self.inner.state.borrow_mut().track_wait_time = on;
+    }
+
     /// What the loop has done so far and holds now.
     pub fn stats(&self) -> LoopStats {
         let state = self.inner.state.borrow();
         LoopStats {
-            iterations: state.iterations,
+            iterations: self.inner.iterations.get(),
             callbacks_run: self.inner.callbacks_run.get(),
             ready: state.ready.live(),
             timers_pending: state.timers.len(),
             fds_watched: state.watchers.len(),
             tasks_alive: state.tasks.len(),
             time_waiting: state.time_waiting,
-            time_running: state.time_running,
+            time_running: state
+                .now
+                .saturating_duration_since(self.inner_epoch())
+                .saturating_sub(state.time_waiting),
         }
     }
 
@@ -131,6 +143,10 @@ impl EventLoop {
                 Box::new(move || timed("watcher", origin, threshold, &mut f))
             }
         }
+    }
+
+    fn inner_epoch(&self) -> Instant {
+        self.inner.epoch
     }
 
     /// The debug threshold, if debug mode is on (for task wrappers).

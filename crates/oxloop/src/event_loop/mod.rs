@@ -107,8 +107,13 @@ pub(crate) struct Inner {
     poller: Poller,
     shared: Arc<Shared>,
     id: u64,
+    /// The poller's report buffer. Only `iterate` touches it, and `iterate` cannot
+    /// re-enter (the running guard refuses), so it lives outside the state's `RefCell`.
+    events: RefCell<Events>,
     /// Callbacks and task steps run; outside the `RefCell` so counting costs no borrow.
     callbacks_run: Cell<u64>,
+    /// Iterations run.
+    iterations: Cell<u64>,
     /// Debug mode: slow-callback warnings and creation sites (see `debug.rs`).
     debug: Cell<Option<Duration>>,
     waker_fd: RawFd,
@@ -123,8 +128,6 @@ struct State {
     timers: Timers,
     watchers: Watchers,
     signals: SignalHandlers,
-    /// The poller's report buffer; taken out while the reports are dispatched.
-    events: Option<Events>,
     /// Reused buffer for the closures sent from other threads.
     remote_batch: Vec<SendCallback>,
     /// The cached clock, updated after every wait.
@@ -135,9 +138,9 @@ struct State {
     keep_alive: usize,
     panic_handler: Option<PanicHandler>,
     propagate_panics: bool,
-    iterations: u64,
+    /// Time spent blocked in the poller, when `track_wait_time` is on.
     time_waiting: Duration,
-    time_running: Duration,
+    track_wait_time: bool,
 }
 
 /// Everything a destroyed loop held, dropped after the state's borrow is released.
@@ -182,7 +185,6 @@ impl EventLoop {
                     timers: Timers::default(),
                     watchers: Watchers::default(),
                     signals: SignalHandlers::default(),
-                    events: Some(Events::new()),
                     remote_batch: Vec::new(),
                     now,
                     running: false,
@@ -191,14 +193,15 @@ impl EventLoop {
                     keep_alive: 0,
                     panic_handler: None,
                     propagate_panics: false,
-                    iterations: 0,
                     time_waiting: Duration::ZERO,
-                    time_running: Duration::ZERO,
+                    track_wait_time: false,
                 }),
                 poller,
                 shared: Arc::new(Shared::new(waker)),
                 id,
+                events: RefCell::new(Events::new()),
                 callbacks_run: Cell::new(0),
+                iterations: Cell::new(0),
                 debug: Cell::new(None),
                 waker_fd,
                 epoch: now,
@@ -485,7 +488,7 @@ impl EventLoop {
 
     /// Iterations run so far.
     pub fn iterations(&self) -> u64 {
-        self.inner.state.borrow().iterations
+        self.inner.iterations.get()
     }
 
     /// Frees everything the loop holds: pending callbacks, timers, watchers and signal
@@ -534,29 +537,30 @@ impl EventLoop {
 
     fn iterate(&self, max_wait: Option<Duration>) -> io::Result<()> {
         let inner = &*self.inner;
-        let (events, notified) = {
+        let mut events = inner.events.borrow_mut();
+        let notified = {
             let mut state = inner.state.borrow_mut();
             let state = &mut *state;
             if state.destroyed {
                 return Ok(());
             }
-            let mut events = state.events.take().expect("the poller buffer is in use");
             let mut timeout = inner.poll_timeout(state, max_wait);
             if timeout != Some(Duration::ZERO) && !inner.shared.prepare_sleep() {
                 timeout = Some(Duration::ZERO);
             }
-            let before = Instant::now();
+            // Timed only when asked for (`track_wait_time`), and only a wait that may
+            // block: a clock read costs as much as the rest of an idle iteration.
+            let before =
+                (state.track_wait_time && timeout != Some(Duration::ZERO)).then(Instant::now);
             let result = inner.poller.wait(&mut events, timeout);
             let notified = inner.shared.after_wake();
             let after = Instant::now();
-            state.time_running += before.saturating_duration_since(state.now);
-            state.time_waiting += after - before;
-            state.now = after;
-            if let Err(e) = result {
-                state.events = Some(events);
-                return Err(e);
+            if let Some(before) = before {
+                state.time_waiting += after - before;
             }
-            (events, notified)
+            state.now = after;
+            result?;
+            notified
         };
 
         for ready in events.iter() {
@@ -564,34 +568,57 @@ impl EventLoop {
                 inner.shared.waker.drain();
                 continue;
             }
-            let wakers = inner.state.borrow_mut().watchers.source_ready(ready);
+            // One borrow both recognises an async source and takes the reader out.
+            let (wakers, reader) = {
+                let mut state = inner.state.borrow_mut();
+                match state.watchers.source_ready(ready) {
+                    Some(wakers) => (Some(wakers), None),
+                    None if ready.readable => {
+                        (None, state.watchers.begin(ready.fd, Direction::Read))
+                    }
+                    None => (None, None),
+                }
+            };
             if let Some(wakers) = wakers {
                 wakers.into_iter().flatten().for_each(Waker::wake);
                 continue;
             }
-            if ready.readable {
-                self.dispatch_fd(ready.fd, Direction::Read);
+            if let Some(reader) = reader {
+                self.run_fd_callback(ready.fd, Direction::Read, reader);
             }
             if ready.writable {
                 self.dispatch_fd(ready.fd, Direction::Write);
             }
         }
-        inner.state.borrow_mut().events = Some(events);
+        drop(events);
 
         if notified {
             self.run_remote_calls();
         }
-        self.run_signal_handlers();
-        self.run_timers();
+        let (signals, timers) = {
+            let state = inner.state.borrow();
+            (state.signals.take_pending(), state.timers.len())
+        };
+        if signals != 0 {
+            self.run_signal_handlers(signals);
+        }
+        if timers != 0 {
+            self.run_timers();
+        }
         self.run_ready();
-        inner.state.borrow_mut().iterations += 1;
+        inner.iterations.set(inner.iterations.get() + 1);
         Ok(())
     }
 
     fn dispatch_fd(&self, fd: RawFd, dir: Direction) {
-        let Some(mut callback) = self.inner.state.borrow_mut().watchers.begin(fd, dir) else {
+        let Some(callback) = self.inner.state.borrow_mut().watchers.begin(fd, dir) else {
             return;
         };
+        self.run_fd_callback(fd, dir, callback);
+    }
+
+    /// Runs a watcher taken out by `Watchers::begin`, then puts it back.
+    fn run_fd_callback(&self, fd: RawFd, dir: Direction, mut callback: FdCallback) {
         self.guarded(&mut callback);
         let leftover = self
             .inner
@@ -617,8 +644,7 @@ impl EventLoop {
         self.inner.state.borrow_mut().remote_batch = batch;
     }
 
-    fn run_signal_handlers(&self) {
-        let pending = self.inner.state.borrow().signals.take_pending();
+    fn run_signal_handlers(&self, pending: u64) {
         for signum in crate::reactor::signal::signals_in(pending) {
             let mut from = 0;
             loop {
@@ -892,6 +918,9 @@ impl Inner {
     fn poll_timeout(&self, state: &mut State, max_wait: Option<Duration>) -> Option<Duration> {
         if state.ready.live() > 0 || state.stopping {
             return Some(Duration::ZERO);
+        }
+        if state.timers.len() == 0 {
+            return max_wait;
         }
         let until_timer = state.timers.next_deadline().map(|deadline| {
             Duration::from_nanos(deadline.saturating_sub(self.nanos(Instant::now())))
