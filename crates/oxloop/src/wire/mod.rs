@@ -71,7 +71,7 @@
 //! Python, `*` binds tighter than `>>`: `a >> b * 2` is `a >> (b * 2)`.
 //!
 //! Between two steps a wire always gives way to the rest of the loop (one
-//! [`yield_now`](crate::task::yield_now)), so even `Forever(Call(|| ...))` of a
+//! [`yield_now`]), so even `Forever(Call(|| ...))` of a
 //! function that never waits cannot starve other wires, timers or I/O.
 //!
 //! # Running and stopping
