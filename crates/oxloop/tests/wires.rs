@@ -505,3 +505,42 @@ fn a_stopped_poller_is_done() {
     wires.run().unwrap();
     assert!(start.elapsed() < Duration::from_secs(5));
 }
+
+#[test]
+fn the_poller_takes_oxloop_sockets_and_runs_once_at_a_time() {
+    use oxloop::wire::IntoWire;
+    let ev = EventLoop::new().unwrap();
+    let errors = record_errors(&ev);
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let ours = oxloop::net::UnixStream::from_std(ours).unwrap();
+    let runs = Rc::new(Cell::new(0));
+    let r = runs.clone();
+    let poller = Poller::new();
+    let handle = poller.handle();
+    let stop = handle.clone();
+    let wire = poller
+        .on(
+            &ours,
+            Call(move || {
+                r.set(r.get() + 1);
+                stop.stop();
+            }),
+        )
+        .unwrap()
+        .into_wire();
+    let wires = WireLoop::new(&ev).timeout(Duration::from_secs(10));
+    let first = wires.start(wire.clone());
+    let second = wires.start(wire);
+    wires.start(Call(|| task::sleep(10 * MS)) >> Call(move || (&theirs).write_all(b"x").unwrap()));
+    wires.run().unwrap();
+    assert_eq!(runs.get(), 1);
+    assert_eq!(ev.block_on(first).unwrap(), Ok(()));
+    assert_eq!(
+        ev.block_on(second).unwrap(),
+        Err(WireError::Failed("this Poller is already running".into()))
+    );
+    assert_eq!(
+        entries(&errors),
+        ["wire failed: this Poller is already running"]
+    );
+}

@@ -93,7 +93,8 @@
 //! ([`EventLoop::set_exception_handler`]) as a [`CallbackPanic`](crate::CallbackPanic)
 //! whose message starts with `wire failed:` (or the panic's own message), and every
 //! other wire keeps running. The [`WireHandle`] of the chain resolves to the
-//! [`WireError`].
+//! [`WireError`]. (With [`EventLoop::set_propagate_panics`] the failure unwinds out of
+//! the run instead, like any panic.)
 
 mod poller;
 mod run;
@@ -238,7 +239,9 @@ pub fn Forever(wire: impl IntoWire) -> Wire {
 /// its result, and is done.
 ///
 /// `Call(|| println!("beep"))` and `Call(|| task::sleep(d))` both work: the marker
-/// type `M` ([`PlainFn`] or [`FutureFn`]) is inferred from what `f` returns.
+/// type `M` ([`PlainFn`] or [`FutureFn`]) is inferred from what `f` returns. A sync
+/// function must return `()`, so that a forgotten future cannot be dropped unawaited
+/// silently: write `Call(|| { f(); })` to ignore another result.
 #[allow(non_snake_case)]
 pub fn Call<M>(f: impl Callable<M>) -> Wire {
     let f = Rc::new(f);

@@ -64,6 +64,9 @@ use std::task::{Context, Poll, Waker};
 /// - If an fd's wire fails (or the fd cannot be watched, e.g. a regular file), the
 ///   error goes to the loop's exception handler and that fd is dropped from this run
 ///   of the Poller; the other fds go on.
+/// - A Poller runs once at a time: starting its wire again while it runs fails that
+///   second run (the error goes to the exception handler). Run after run is fine
+///   (`Forever(poller)`); fds removed stay removed.
 /// - The Poller, as a wire, is done when it is [stopped](PollerHandle::stop) or when
 ///   no fd is left. Cancelling it (its start handle, a loop timeout) cancels the fd
 ///   wires that are running.
@@ -101,6 +104,9 @@ impl Watch {
 #[derive(Default)]
 struct Shared {
     stopped: Cell<bool>,
+    /// A run is in progress (a Poller runs once at a time: its fds' watch states are
+    /// shared by all runs).
+    running: Cell<bool>,
     waker: Cell<Option<Waker>>,
     watches: RefCell<Vec<Rc<Watch>>>,
 }
@@ -223,6 +229,10 @@ impl fmt::Debug for PollerHandle {
 
 /// The Poller's step: one task per fd, until stopped or no fd is left.
 async fn poll_all(ev: EventLoop, entries: Rc<[Entry]>, shared: Rc<Shared>) -> Step {
+    if shared.running.replace(true) {
+        return Err(WireError::Failed("this Poller is already running".into()));
+    }
+    let _running = Running(&shared);
     let mut tasks = Tasks(
         entries
             .iter()
@@ -246,6 +256,15 @@ async fn poll_all(ev: EventLoop, entries: Rc<[Entry]>, shared: Rc<Shared>) -> St
     })
     .await;
     Ok(None)
+}
+
+/// Clears the Poller's running mark when its run ends or is dropped.
+struct Running<'a>(&'a Shared);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.running.set(false);
+    }
 }
 
 /// The fd tasks of a running Poller, aborted when it ends or is dropped.

@@ -62,7 +62,11 @@ impl Future for Tracked {
         if self.cancel.requested.get() {
             return Poll::Ready(Err(WireError::Cancelled));
         }
-        self.cancel.waker.set(Some(cx.waker().clone()));
+        let waker = match self.cancel.waker.take() {
+            Some(w) if w.will_wake(cx.waker()) => w,
+            _ => cx.waker().clone(),
+        };
+        self.cancel.waker.set(Some(waker));
         self.chain.as_mut().poll(cx)
     }
 }
@@ -203,8 +207,7 @@ impl WireLoop {
             match crate::task::timeout(limit, all_finished()).await {
                 Ok(()) => Ok(()),
                 Err(_) => {
-                    cancel_all();
-                    all_finished().await;
+                    cancel_all().await;
                     Err(RunError::TimedOut(limit))
                 }
             }
@@ -214,26 +217,35 @@ impl WireLoop {
 
 /// Completes once no wire is running on this thread.
 fn all_finished() -> impl Future<Output = ()> {
-    poll_fn(|cx| {
-        REGISTRY.with(|registry| {
-            let mut registry = registry.borrow_mut();
-            if registry.wires.is_empty() {
-                Poll::Ready(())
-            } else {
-                if !registry.idle.iter().any(|w| w.will_wake(cx.waker())) {
-                    registry.idle.push(cx.waker().clone());
-                }
-                Poll::Pending
+    poll_fn(poll_all_finished)
+}
+
+fn poll_all_finished(cx: &mut Context<'_>) -> Poll<()> {
+    REGISTRY.with(|registry| {
+        let mut registry = registry.borrow_mut();
+        if registry.wires.is_empty() {
+            Poll::Ready(())
+        } else {
+            if !registry.idle.iter().any(|w| w.will_wake(cx.waker())) {
+                registry.idle.push(cx.waker().clone());
             }
-        })
+            Poll::Pending
+        }
     })
 }
 
-/// Asks every running wire to stop.
-fn cancel_all() {
-    let wires: Vec<Rc<Cancel>> =
-        REGISTRY.with(|r| r.borrow().wires.iter().map(|(_, c)| c.clone()).collect());
-    wires.iter().for_each(|cancel| cancel.request());
+/// Cancels every running wire and completes once all are gone. Wires started while
+/// this waits (say, from a `Drop`) are cancelled too.
+fn cancel_all() -> impl Future<Output = ()> {
+    poll_fn(|cx| {
+        let wires: Vec<Rc<Cancel>> =
+            REGISTRY.with(|r| r.borrow().wires.iter().map(|(_, c)| c.clone()).collect());
+        wires
+            .iter()
+            .filter(|cancel| !cancel.requested.get())
+            .for_each(|cancel| cancel.request());
+        poll_all_finished(cx)
+    })
 }
 
 /// Why [`WireLoop::run`] did not end with every wire finished.
