@@ -40,6 +40,7 @@ pub mod protocol;
 pub(crate) mod reactor;
 pub mod task;
 pub(crate) mod timers;
+pub mod wire;
 
 pub use event_loop::{CallbackPanic, EventLoop, Handle, KeepAlive, LoopClosed, LoopRemote};
 pub use reactor::{Interest, Mode};
