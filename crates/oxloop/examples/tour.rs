@@ -1,6 +1,6 @@
 //! A tour of the core loop: timers (one cancelled), a pipe reader, a signal handler and
-//! a call from another thread. Runs for about a tenth of a second, until the call from
-//! the other thread stops the loop.
+//! a call from another thread. Runs for about a tenth of a second, until the pipe is
+//! drained and the other thread's call has arrived.
 //!
 //! ```text
 //! cargo run -p oxloop --example tour
@@ -11,6 +11,22 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
+
+thread_local! {
+    /// Parts still running: the pipe reader and the cross-thread call.
+    static PARTS_LEFT: std::cell::Cell<u32> = const { std::cell::Cell::new(2) };
+}
+
+/// Marks one part finished; the last one stops the loop.
+fn part_done() {
+    let left = PARTS_LEFT.with(|p| {
+        p.set(p.get() - 1);
+        p.get()
+    });
+    if left == 0 {
+        EventLoop::current().unwrap().stop();
+    }
+}
 
 fn main() -> std::io::Result<()> {
     let ev = EventLoop::new()?;
@@ -23,7 +39,10 @@ fn main() -> std::io::Result<()> {
     });
     let doomed = ev.call_later(Duration::from_millis(20), || println!("never printed"));
     ev.call_later(Duration::from_millis(10), move || {
-        println!("[{:>3} ms] timer: 10 ms timer fired, cancelling the 20 ms one", ms());
+        println!(
+            "[{:>3} ms] timer: 10 ms timer fired, cancelling the 20 ms one",
+            ms()
+        );
         doomed.cancel();
     });
 
@@ -38,6 +57,7 @@ fn main() -> std::io::Result<()> {
             Ok(0) | Err(_) => {
                 println!("[{:>3} ms] pipe: end of stream, reader removed", ms());
                 e.remove_reader(fd);
+                part_done();
             }
             Ok(_) => println!("[{:>3} ms] pipe: read {:?}", ms(), line.trim_end()),
         }
@@ -55,7 +75,10 @@ fn main() -> std::io::Result<()> {
     let handle = Rc::new(std::cell::RefCell::new(None::<oxloop::Handle>));
     let hh = handle.clone();
     *handle.borrow_mut() = Some(ev.add_signal_handler(libc::SIGUSR1, move || {
-        println!("[{:>3} ms] signal: SIGUSR1 handled on the loop thread", ms());
+        println!(
+            "[{:>3} ms] signal: SIGUSR1 handled on the loop thread",
+            ms()
+        );
         h.set(true);
         // One-shot: cancelling the last handler restores the default disposition.
         if let Some(handle) = hh.borrow_mut().take() {
@@ -67,14 +90,15 @@ fn main() -> std::io::Result<()> {
         unsafe { libc::raise(libc::SIGUSR1) };
     });
 
-    // A call from another thread wakes the loop; this one also ends the tour.
+    // A call from another thread wakes the loop. The tour ends when it and the pipe
+    // are both done (the machine may be slow: nothing relies on timing).
     let remote = ev.remote();
     let worker = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(120));
         remote
             .call_from_thread(move || {
                 println!("[{:>3} ms] thread: call from another thread", ms());
-                EventLoop::current().unwrap().stop();
+                part_done();
             })
             .unwrap();
     });

@@ -34,9 +34,13 @@
 #![warn(missing_docs)]
 
 pub mod event_loop;
+pub mod io;
+pub mod net;
 pub mod protocol;
 pub(crate) mod reactor;
+pub mod task;
 pub(crate) mod timers;
+pub mod wire;
 
 pub use event_loop::{CallbackPanic, EventLoop, Handle, KeepAlive, LoopClosed, LoopRemote};
 pub use reactor::{Interest, Mode};

@@ -44,5 +44,8 @@ fn tour_shows_timers_pipe_signal_and_thread() {
     for line in expected {
         assert!(out.contains(line), "missing {line:?} in:\n{out}");
     }
-    assert!(!out.contains("never printed"), "a cancelled timer fired:\n{out}");
+    assert!(
+        !out.contains("never printed"),
+        "a cancelled timer fired:\n{out}"
+    );
 }

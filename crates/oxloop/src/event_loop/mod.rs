@@ -28,36 +28,55 @@
 //! closures are also always dropped outside the borrow, because their captures may
 //! call back into the loop when dropped.
 
+mod debug;
 mod handle;
 mod panic;
 mod ready;
 mod remote;
 mod signals;
-mod watchers;
+pub(crate) mod watchers;
 
+pub(crate) use debug::timed;
+pub use debug::LoopStats;
 pub use handle::{Handle, KeepAlive};
 pub use panic::CallbackPanic;
 pub use remote::{LoopClosed, LoopRemote};
 
 use self::handle::HandleKind;
-use self::ready::ReadyQueue;
-use self::remote::{SendCallback, Shared};
+use self::ready::{Entry, ReadyQueue};
+use self::remote::SendCallback;
+pub(crate) use self::remote::Shared;
 use self::signals::SignalHandlers;
 use self::watchers::{Direction, FdCallback, Watchers};
-use crate::reactor::{Events, Interest, Mode, Poller, Waker};
+use crate::reactor::{Events, Interest, Mode, Poller, Waker as FdWaker};
+use crate::task::raw::{TaskFuture, TaskHeader, TaskSlot};
 use crate::timers::Timers;
-use std::cell::RefCell;
+use slab::Slab;
+use std::cell::{Cell, RefCell};
 use std::fmt;
+use std::future::Future;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::rc::{Rc, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 thread_local! {
     /// The loop of the current thread, if one exists.
     static CURRENT: RefCell<Weak<Inner>> = const { RefCell::new(Weak::new()) };
+    /// Its id (0: none), so a waker can tell cheaply whether it runs on its loop's thread.
+    static CURRENT_ID: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Source of loop ids; 0 means "no loop".
+static NEXT_LOOP_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The id of the current thread's loop, 0 if none.
+pub(crate) fn current_loop_id() -> u64 {
+    CURRENT_ID.with(Cell::get)
 }
 
 type PanicHandler = Box<dyn FnMut(CallbackPanic) + 'static>;
@@ -87,6 +106,16 @@ pub(crate) struct Inner {
     state: RefCell<State>,
     poller: Poller,
     shared: Arc<Shared>,
+    id: u64,
+    /// The poller's report buffer. Only `iterate` touches it, and `iterate` cannot
+    /// re-enter (the running guard refuses), so it lives outside the state's `RefCell`.
+    events: RefCell<Events>,
+    /// Callbacks and task steps run; outside the `RefCell` so counting costs no borrow.
+    callbacks_run: Cell<u64>,
+    /// Iterations run.
+    iterations: Cell<u64>,
+    /// Debug mode: slow-callback warnings and creation sites (see `debug.rs`).
+    debug: Cell<Option<Duration>>,
     waker_fd: RawFd,
     /// Zero of the loop's nanosecond clock.
     epoch: Instant,
@@ -94,11 +123,11 @@ pub(crate) struct Inner {
 
 struct State {
     ready: ReadyQueue,
+    tasks: Slab<TaskSlot>,
+    next_task_generation: u64,
     timers: Timers,
     watchers: Watchers,
     signals: SignalHandlers,
-    /// The poller's report buffer; taken out while the reports are dispatched.
-    events: Option<Events>,
     /// Reused buffer for the closures sent from other threads.
     remote_batch: Vec<SendCallback>,
     /// The cached clock, updated after every wait.
@@ -109,11 +138,14 @@ struct State {
     keep_alive: usize,
     panic_handler: Option<PanicHandler>,
     propagate_panics: bool,
-    iterations: u64,
+    /// Time spent blocked in the poller, when `track_wait_time` is on.
+    time_waiting: Duration,
+    track_wait_time: bool,
 }
 
 /// Everything a destroyed loop held, dropped after the state's borrow is released.
 type Leftovers = (
+    Vec<TaskFuture>,
     Vec<ready::Callback>,
     Vec<crate::timers::TimerCallback>,
     Vec<FdCallback>,
@@ -140,17 +172,19 @@ impl EventLoop {
                 ));
             }
             let poller = Poller::new()?;
-            let waker = Waker::new()?;
+            let waker = FdWaker::new()?;
             let waker_fd = waker.read_fd();
             poller.add(waker_fd, Interest::READ, Mode::Level)?;
             let now = Instant::now();
+            let id = NEXT_LOOP_ID.fetch_add(1, Ordering::Relaxed);
             let inner = Rc::new(Inner {
                 state: RefCell::new(State {
                     ready: ReadyQueue::default(),
+                    tasks: Slab::new(),
+                    next_task_generation: 0,
                     timers: Timers::default(),
                     watchers: Watchers::default(),
                     signals: SignalHandlers::default(),
-                    events: Some(Events::new()),
                     remote_batch: Vec::new(),
                     now,
                     running: false,
@@ -159,14 +193,21 @@ impl EventLoop {
                     keep_alive: 0,
                     panic_handler: None,
                     propagate_panics: false,
-                    iterations: 0,
+                    time_waiting: Duration::ZERO,
+                    track_wait_time: false,
                 }),
                 poller,
                 shared: Arc::new(Shared::new(waker)),
+                id,
+                events: RefCell::new(Events::new()),
+                callbacks_run: Cell::new(0),
+                iterations: Cell::new(0),
+                debug: Cell::new(None),
                 waker_fd,
                 epoch: now,
             });
             *current.borrow_mut() = Rc::downgrade(&inner);
+            CURRENT_ID.with(|c| c.set(id));
             Ok(EventLoop { inner })
         })
     }
@@ -192,6 +233,14 @@ impl EventLoop {
         Rc::ptr_eq(&self.inner, &other.inner)
     }
 
+    pub(crate) fn downgrade(&self) -> Weak<Inner> {
+        Rc::downgrade(&self.inner)
+    }
+
+    pub(crate) fn upgrade(inner: &Weak<Inner>) -> Option<EventLoop> {
+        inner.upgrade().map(|inner| EventLoop { inner })
+    }
+
     fn handle(&self, kind: HandleKind) -> Handle {
         Handle {
             inner: Rc::downgrade(&self.inner),
@@ -206,29 +255,33 @@ impl EventLoop {
     }
 
     /// Runs `f` in the next iteration. Callbacks run in the order they were scheduled.
+    #[track_caller]
     pub fn call_soon(&self, f: impl FnOnce() + 'static) -> Handle {
+        let f = self.traced_once(f);
         let mut state = self.inner.state.borrow_mut();
         if state.destroyed {
             drop(state);
             return Handle::inert();
         }
-        let seq = state.ready.push(Box::new(f));
+        let seq = state.ready.push(f);
         drop(state);
         self.handle(HandleKind::Soon(seq))
     }
 
     /// Runs `f` once `delay` has passed (never earlier). Timers with the same deadline
     /// run in the order they were set.
+    #[track_caller]
     pub fn call_later(&self, delay: Duration, f: impl FnOnce() + 'static) -> Handle {
         let now = self.inner.nanos(Instant::now());
         let delay = u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX);
-        self.schedule(now.saturating_add(delay), Box::new(f))
+        self.schedule(now.saturating_add(delay), self.traced_once(f))
     }
 
     /// Runs `f` at `when` (never earlier); an instant in the past runs in the next
     /// iteration.
+    #[track_caller]
     pub fn call_at(&self, when: Instant, f: impl FnOnce() + 'static) -> Handle {
-        self.schedule(self.inner.nanos(when), Box::new(f))
+        self.schedule(self.inner.nanos(when), self.traced_once(f))
     }
 
     fn schedule(&self, deadline: u64, f: crate::timers::TimerCallback) -> Handle {
@@ -245,13 +298,15 @@ impl EventLoop {
     /// Runs `f` every iteration while `fd` is readable (level-triggered, like asyncio).
     /// Adding again replaces the callback. An fd that cannot be watched (closed, a
     /// regular file) is an error.
+    #[track_caller]
     pub fn add_reader(&self, fd: impl AsRawFd, f: impl FnMut() + 'static) -> io::Result<()> {
-        self.add_watcher(fd.as_raw_fd(), Direction::Read, Box::new(f))
+        self.add_watcher(fd.as_raw_fd(), Direction::Read, self.traced_mut(f))
     }
 
     /// Runs `f` every iteration while `fd` is writable. See [`EventLoop::add_reader`].
+    #[track_caller]
     pub fn add_writer(&self, fd: impl AsRawFd, f: impl FnMut() + 'static) -> io::Result<()> {
-        self.add_watcher(fd.as_raw_fd(), Direction::Write, Box::new(f))
+        self.add_watcher(fd.as_raw_fd(), Direction::Write, self.traced_mut(f))
     }
 
     fn add_watcher(&self, fd: RawFd, dir: Direction, f: FdCallback) -> io::Result<()> {
@@ -311,14 +366,16 @@ impl EventLoop {
     ///
     /// `SIGKILL`, `SIGSTOP` and the fault signals (`SIGSEGV`, `SIGBUS`, `SIGILL`,
     /// `SIGFPE`) are refused with [`io::ErrorKind::InvalidInput`].
+    #[track_caller]
     pub fn add_signal_handler(&self, signum: i32, f: impl FnMut() + 'static) -> io::Result<Handle> {
+        let f = self.traced_mut(f);
         let mut state = self.inner.state.borrow_mut();
         if state.destroyed {
             drop(state);
             return Err(destroyed_error());
         }
         let wake_fd = self.inner.shared.waker.write_fd();
-        let id = state.signals.add(signum, wake_fd, Box::new(f));
+        let id = state.signals.add(signum, wake_fd, f);
         drop(state);
         Ok(self.handle(HandleKind::Signal(id?)))
     }
@@ -411,6 +468,7 @@ impl EventLoop {
         let state = self.inner.state.borrow();
         !state.destroyed
             && (state.ready.live() > 0
+                || !state.tasks.is_empty()
                 || state.timers.referenced() > 0
                 || state.watchers.referenced() > 0
                 || state.signals.referenced() > 0
@@ -430,7 +488,7 @@ impl EventLoop {
 
     /// Iterations run so far.
     pub fn iterations(&self) -> u64 {
-        self.inner.state.borrow().iterations
+        self.inner.iterations.get()
     }
 
     /// Frees everything the loop holds: pending callbacks, timers, watchers and signal
@@ -479,25 +537,30 @@ impl EventLoop {
 
     fn iterate(&self, max_wait: Option<Duration>) -> io::Result<()> {
         let inner = &*self.inner;
-        let (events, notified) = {
+        let mut events = inner.events.borrow_mut();
+        let notified = {
             let mut state = inner.state.borrow_mut();
             let state = &mut *state;
             if state.destroyed {
                 return Ok(());
             }
-            let mut events = state.events.take().expect("the poller buffer is in use");
             let mut timeout = inner.poll_timeout(state, max_wait);
             if timeout != Some(Duration::ZERO) && !inner.shared.prepare_sleep() {
                 timeout = Some(Duration::ZERO);
             }
+            // Timed only when asked for (`track_wait_time`), and only a wait that may
+            // block: a clock read costs as much as the rest of an idle iteration.
+            let before =
+                (state.track_wait_time && timeout != Some(Duration::ZERO)).then(Instant::now);
             let result = inner.poller.wait(&mut events, timeout);
             let notified = inner.shared.after_wake();
-            state.now = Instant::now();
-            if let Err(e) = result {
-                state.events = Some(events);
-                return Err(e);
+            let after = Instant::now();
+            if let Some(before) = before {
+                state.time_waiting += after - before;
             }
-            (events, notified)
+            state.now = after;
+            result?;
+            notified
         };
 
         for ready in events.iter() {
@@ -505,29 +568,57 @@ impl EventLoop {
                 inner.shared.waker.drain();
                 continue;
             }
-            if ready.readable {
-                self.dispatch_fd(ready.fd, Direction::Read);
+            // One borrow both recognises an async source and takes the reader out.
+            let (wakers, reader) = {
+                let mut state = inner.state.borrow_mut();
+                match state.watchers.source_ready(ready) {
+                    Some(wakers) => (Some(wakers), None),
+                    None if ready.readable => {
+                        (None, state.watchers.begin(ready.fd, Direction::Read))
+                    }
+                    None => (None, None),
+                }
+            };
+            if let Some(wakers) = wakers {
+                wakers.into_iter().flatten().for_each(Waker::wake);
+                continue;
+            }
+            if let Some(reader) = reader {
+                self.run_fd_callback(ready.fd, Direction::Read, reader);
             }
             if ready.writable {
                 self.dispatch_fd(ready.fd, Direction::Write);
             }
         }
-        inner.state.borrow_mut().events = Some(events);
+        drop(events);
 
         if notified {
             self.run_remote_calls();
         }
-        self.run_signal_handlers();
-        self.run_timers();
+        let (signals, timers) = {
+            let state = inner.state.borrow();
+            (state.signals.take_pending(), state.timers.len())
+        };
+        if signals != 0 {
+            self.run_signal_handlers(signals);
+        }
+        if timers != 0 {
+            self.run_timers();
+        }
         self.run_ready();
-        inner.state.borrow_mut().iterations += 1;
+        inner.iterations.set(inner.iterations.get() + 1);
         Ok(())
     }
 
     fn dispatch_fd(&self, fd: RawFd, dir: Direction) {
-        let Some(mut callback) = self.inner.state.borrow_mut().watchers.begin(fd, dir) else {
+        let Some(callback) = self.inner.state.borrow_mut().watchers.begin(fd, dir) else {
             return;
         };
+        self.run_fd_callback(fd, dir, callback);
+    }
+
+    /// Runs a watcher taken out by `Watchers::begin`, then puts it back.
+    fn run_fd_callback(&self, fd: RawFd, dir: Direction, mut callback: FdCallback) {
         self.guarded(&mut callback);
         let leftover = self
             .inner
@@ -553,8 +644,7 @@ impl EventLoop {
         self.inner.state.borrow_mut().remote_batch = batch;
     }
 
-    fn run_signal_handlers(&self) {
-        let pending = self.inner.state.borrow().signals.take_pending();
+    fn run_signal_handlers(&self, pending: u64) {
         for signum in crate::reactor::signal::signals_in(pending) {
             let mut from = 0;
             loop {
@@ -599,21 +689,198 @@ impl EventLoop {
         for _ in 0..n {
             let entry = self.inner.state.borrow_mut().ready.pop();
             match entry {
-                Some(Some(callback)) => self.guarded(callback),
-                Some(None) => {}
+                Some(Entry::Callback(callback)) => self.guarded(callback),
+                Some(Entry::Task(key, generation)) => self.poll_task(key, generation),
+                Some(Entry::Empty) => {}
                 None => break,
             }
         }
     }
 
-    /// Runs a callback, catching a panic and handing it to the exception handler.
-    fn guarded(&self, f: impl FnOnce()) {
-        if let Err(payload) = catch_unwind(AssertUnwindSafe(f)) {
-            self.report_panic(payload);
+    /// Polls one woken task. The future is taken out of its slot while it runs, so it may
+    /// spawn, abort or wake any task, itself included.
+    fn poll_task(&self, key: usize, generation: u64) {
+        let taken = {
+            let mut state = self.inner.state.borrow_mut();
+            match state.tasks.get_mut(key) {
+                Some(slot) if slot.generation == generation => {
+                    // Cleared before polling, so a wake during the poll queues it again.
+                    slot.header.begin_poll();
+                    slot.future.take().map(|f| (f, slot.waker.clone()))
+                }
+                _ => None,
+            }
+        };
+        let Some((mut future, waker)) = taken else {
+            return;
+        };
+        let mut cx = Context::from_waker(&waker);
+        self.inner
+            .callbacks_run
+            .set(self.inner.callbacks_run.get() + 1);
+        let finished = match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut cx))) {
+            Ok(Poll::Pending) => false,
+            Ok(Poll::Ready(())) => true,
+            Err(payload) => {
+                // Task wrappers catch their own panics; this is a panic in a destructor
+                // or similar. The task is finished either way.
+                self.report_panic(payload);
+                true
+            }
+        };
+        let leftover = {
+            let mut state = self.inner.state.borrow_mut();
+            match state.tasks.get_mut(key) {
+                Some(slot) if slot.generation == generation => {
+                    if finished {
+                        state.tasks.remove(key);
+                        Some(future)
+                    } else {
+                        slot.future = Some(future);
+                        None
+                    }
+                }
+                // Aborted while it ran.
+                _ => Some(future),
+            }
+        };
+        drop(leftover);
+    }
+
+    /// Stores a new task and queues its first poll. Returns its key and generation.
+    pub(crate) fn spawn_raw(&self, future: TaskFuture) -> Option<(usize, u64)> {
+        let mut state = self.inner.state.borrow_mut();
+        if state.destroyed {
+            drop(state);
+            drop(future);
+            return None;
+        }
+        let generation = state.next_task_generation;
+        state.next_task_generation += 1;
+        let entry = state.tasks.vacant_entry();
+        let key = entry.key();
+        let header = Arc::new(TaskHeader::new(
+            key,
+            generation,
+            self.inner.id,
+            self.inner.shared.clone(),
+        ));
+        entry.insert(TaskSlot {
+            generation,
+            future: Some(future),
+            waker: Waker::from(header.clone()),
+            header,
+        });
+        state.ready.push_task(key, generation);
+        Some((key, generation))
+    }
+
+    /// Drops a task's future (if it still exists). Returns whether it did.
+    pub(crate) fn abort_task(&self, key: usize, generation: u64) -> bool {
+        let future = {
+            let mut state = self.inner.state.borrow_mut();
+            match state.tasks.get(key) {
+                Some(slot) if slot.generation == generation => state.tasks.remove(key).future,
+                _ => return false,
+            }
+        };
+        // `None` when it is being polled right now: `poll_task` drops it afterwards.
+        drop(future);
+        true
+    }
+
+    /// Queues a woken task, from the loop's own thread. False when the state is busy
+    /// (a waker called from inside the loop's bookkeeping): the caller then goes through
+    /// the thread-safe queue instead.
+    pub(crate) fn schedule_task(key: usize, generation: u64) -> bool {
+        let Some(inner) = CURRENT.with(|c| c.borrow().upgrade()) else {
+            return true; // the loop is gone: nothing to schedule
+        };
+        let Ok(mut state) = inner.state.try_borrow_mut() else {
+            return false;
+        };
+        if state
+            .tasks
+            .get(key)
+            .is_some_and(|slot| slot.generation == generation)
+        {
+            state.ready.push_task(key, generation);
+        }
+        true
+    }
+
+    /// Runs `future` to completion on this loop, running everything else meanwhile
+    /// (asyncio's `run_until_complete`). The future need not be `'static`.
+    ///
+    /// Fails if the loop is already running or destroyed, or if
+    /// [`stop`](EventLoop::stop) is called before the future completes. A panic in the
+    /// future itself unwinds out of `block_on`.
+    pub fn block_on<F: Future>(&self, future: F) -> io::Result<F::Output> {
+        let _running = self.enter()?;
+        let main = Arc::new(crate::task::raw::MainWaker::new(self.inner.shared.clone()));
+        let waker = Waker::from(main.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut future = std::pin::pin!(future);
+        loop {
+            if main.take_woken() {
+                if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+                    return Ok(output);
+                }
+            }
+            self.iterate(None)?;
+            let mut state = self.inner.state.borrow_mut();
+            if state.destroyed {
+                return Err(destroyed_error());
+            }
+            if state.stopping && !main.is_woken() {
+                state.stopping = false;
+                return Err(io::Error::new(
+                    io::ErrorKind::Interrupted,
+                    "the event loop was stopped before the future completed",
+                ));
+            }
         }
     }
 
-    fn report_panic(&self, payload: Box<dyn std::any::Any + Send>) {
+    /// Registers `fd` as an async source (edge-triggered readiness with wakers).
+    pub(crate) fn add_source(&self, fd: RawFd) -> io::Result<Rc<watchers::IoSource>> {
+        let mut state = self.inner.state.borrow_mut();
+        if state.destroyed {
+            return Err(destroyed_error());
+        }
+        state.watchers.add_source(&self.inner.poller, fd)
+    }
+
+    /// Deregisters an async source, waking the tasks waiting on it.
+    pub(crate) fn remove_source(&self, fd: RawFd) {
+        let wakers = {
+            let Ok(mut state) = self.inner.state.try_borrow_mut() else {
+                return;
+            };
+            let state = &mut *state;
+            state.watchers.remove_source(&self.inner.poller, fd)
+        };
+        wakers.into_iter().flatten().for_each(Waker::wake);
+    }
+
+    /// Live tasks.
+    pub fn tasks_alive(&self) -> usize {
+        self.inner.state.borrow().tasks.len()
+    }
+
+    /// Runs a callback, catching a panic and handing it to the exception handler.
+    fn guarded(&self, f: impl FnOnce()) {
+        self.inner
+            .callbacks_run
+            .set(self.inner.callbacks_run.get() + 1);
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(f)) {
+            self.report_panic(payload);
+            // The traced wrapper (debug mode) did not get to restore it.
+            debug::clear_origin();
+        }
+    }
+
+    pub(crate) fn report_panic(&self, payload: Box<dyn std::any::Any + Send>) {
         let (handler, propagate) = {
             let mut state = self.inner.state.borrow_mut();
             (state.panic_handler.take(), state.propagate_panics)
@@ -622,7 +889,7 @@ impl EventLoop {
             self.restore_panic_handler(handler);
             resume_unwind(payload);
         }
-        let panic = CallbackPanic::new(payload);
+        let panic = CallbackPanic::new(payload).with_origin(debug::current_origin());
         match handler {
             Some(mut handler) => {
                 if catch_unwind(AssertUnwindSafe(|| handler(panic))).is_err() {
@@ -651,6 +918,9 @@ impl Inner {
     fn poll_timeout(&self, state: &mut State, max_wait: Option<Duration>) -> Option<Duration> {
         if state.ready.live() > 0 || state.stopping {
             return Some(Duration::ZERO);
+        }
+        if state.timers.len() == 0 {
+            return max_wait;
         }
         let until_timer = state.timers.next_deadline().map(|deadline| {
             Duration::from_nanos(deadline.saturating_sub(self.nanos(Instant::now())))
@@ -715,7 +985,9 @@ impl Inner {
                 return;
             }
             state.destroyed = true;
+            let tasks = std::mem::take(&mut state.tasks);
             (
+                tasks.into_iter().filter_map(|(_, t)| t.future).collect(),
                 state.ready.take_all(),
                 state.timers.take_all(),
                 state.watchers.take_all(&self.poller),
@@ -730,6 +1002,7 @@ impl Inner {
             let mut current = current.borrow_mut();
             if std::ptr::eq(current.as_ptr(), me) {
                 *current = Weak::new();
+                CURRENT_ID.with(|c| c.set(0));
             }
         });
     }

@@ -8,15 +8,32 @@
 
 use std::any::Any;
 use std::fmt;
+use std::panic::Location;
 
 /// A panic caught while the loop ran a callback.
 pub struct CallbackPanic {
     payload: Box<dyn Any + Send + 'static>,
+    origin: Option<&'static Location<'static>>,
 }
 
 impl CallbackPanic {
     pub(crate) fn new(payload: Box<dyn Any + Send + 'static>) -> CallbackPanic {
-        CallbackPanic { payload }
+        CallbackPanic {
+            payload,
+            origin: None,
+        }
+    }
+
+    /// Attaches where the failing work was scheduled.
+    pub(crate) fn with_origin(mut self, origin: Option<&'static Location<'static>>) -> Self {
+        self.origin = origin;
+        self
+    }
+
+    /// Where the callback or task was scheduled (`call_soon`, `spawn`…), known in debug
+    /// mode (see [`EventLoop::set_debug`](crate::EventLoop::set_debug)).
+    pub fn origin(&self) -> Option<&'static Location<'static>> {
+        self.origin
     }
 
     /// The panic message, when the payload is a string (as with `panic!("...")`).
@@ -40,13 +57,18 @@ impl fmt::Debug for CallbackPanic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CallbackPanic")
             .field("message", &self.message())
+            .field("origin", &self.origin)
             .finish()
     }
 }
 
 impl fmt::Display for CallbackPanic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "callback panicked: {}", self.message())
+        write!(f, "callback panicked: {}", self.message())?;
+        if let Some(origin) = self.origin {
+            write!(f, " (scheduled at {origin})")?;
+        }
+        Ok(())
     }
 }
 

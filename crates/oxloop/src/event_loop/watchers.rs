@@ -1,12 +1,22 @@
-//! The fd table: which callback runs when an fd becomes readable or writable.
+//! The fd table: which callback runs when an fd becomes readable or writable, or which
+//! async source learns about it.
 //!
 //! Indexed by fd number (like Redis's `ae.c`), so dispatching a readiness report is one
-//! index. A callback is taken out of its slot while it runs, so it may add, replace or
-//! remove watchers (its own included) without aliasing the table.
+//! index. Two kinds of entry share the table:
+//!
+//! - callback watchers (`add_reader`/`add_writer`), level-triggered. A callback is taken
+//!   out of its slot while it runs, so it may add, replace or remove watchers (its own
+//!   included) without aliasing the table;
+//! - async sources (`crate::io::Async`), registered once, edge-triggered, for both
+//!   directions. A report sets the source's readiness flags and hands back the wakers
+//!   of the tasks waiting on it; the source clears a flag when an operation would block.
 
-use crate::reactor::{Interest, Mode, Poller};
+use crate::reactor::{Interest, Mode, Poller, Ready};
+use std::cell::Cell;
 use std::io;
 use std::os::fd::RawFd;
+use std::rc::Rc;
+use std::task::Waker;
 
 /// A callback run every time its fd is ready.
 pub(crate) type FdCallback = Box<dyn FnMut() + 'static>;
@@ -33,10 +43,22 @@ impl CallbackSlot {
     }
 }
 
+/// Readiness of an fd owned by an async source, and the tasks waiting on it.
+#[derive(Default)]
+pub(crate) struct IoSource {
+    /// A hang-up or error was reported: see `Ready::closed`.
+    pub closed: Cell<bool>,
+    pub readable: Cell<bool>,
+    pub writable: Cell<bool>,
+    pub read_waker: Cell<Option<Waker>>,
+    pub write_waker: Cell<Option<Waker>>,
+}
+
 #[derive(Default)]
 struct FdEntry {
     reader: CallbackSlot,
     writer: CallbackSlot,
+    source: Option<Rc<IoSource>>,
     /// What the poller currently watches this fd for.
     registered: Interest,
     unreferenced: bool,
@@ -68,6 +90,13 @@ pub(crate) struct Watchers {
     unreferenced: usize,
 }
 
+fn in_use(fd: RawFd) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        format!("fd {fd} is already watched by the loop in another way"),
+    )
+}
+
 fn check_fd(fd: RawFd) -> io::Result<usize> {
     usize::try_from(fd).map_err(|_| {
         io::Error::new(
@@ -86,6 +115,9 @@ impl Watchers {
             self.entries.resize_with(index + 1, FdEntry::default);
         }
         let entry = &mut self.entries[index];
+        if entry.source.is_some() {
+            return Err(in_use(fd));
+        }
         let mut wanted = entry.wanted();
         match dir {
             Direction::Read => wanted.read = true,
@@ -193,6 +225,77 @@ impl Watchers {
         }
     }
 
+    /// Registers `fd` as an async source (edge-triggered, both directions).
+    pub fn add_source(&mut self, poller: &Poller, fd: RawFd) -> io::Result<Rc<IoSource>> {
+        let index = check_fd(fd)?;
+        if index >= self.entries.len() {
+            self.entries.resize_with(index + 1, FdEntry::default);
+        }
+        let entry = &mut self.entries[index];
+        if entry.source.is_some() || !entry.wanted().is_empty() {
+            return Err(in_use(fd));
+        }
+        if entry.registered.is_empty() {
+            poller.add(fd, Interest::BOTH, Mode::Edge)?;
+        } else {
+            poller.modify(fd, Interest::BOTH, Mode::Edge)?;
+        }
+        entry.registered = Interest::BOTH;
+        // Optimistic: the first operation tries the syscall; a would-block clears it.
+        let source = Rc::new(IoSource {
+            readable: Cell::new(true),
+            writable: Cell::new(true),
+            ..IoSource::default()
+        });
+        entry.source = Some(source.clone());
+        Ok(source)
+    }
+
+    /// Deregisters an async source; its waiting tasks are handed back to be woken.
+    pub fn remove_source(&mut self, poller: &Poller, fd: RawFd) -> [Option<Waker>; 2] {
+        let Some(entry) = usize::try_from(fd)
+            .ok()
+            .and_then(|i| self.entries.get_mut(i))
+        else {
+            return [None, None];
+        };
+        let Some(source) = entry.source.take() else {
+            return [None, None];
+        };
+        let _ = poller.delete(fd);
+        entry.registered = Interest::NONE;
+        [source.read_waker.take(), source.write_waker.take()]
+    }
+
+    /// Records a readiness report for an async source. `None` when `fd` is not one;
+    /// otherwise the wakers to wake (after the loop's borrow is released).
+    pub fn source_ready(&mut self, ready: Ready) -> Option<[Option<Waker>; 2]> {
+        let Ready {
+            fd,
+            readable,
+            writable,
+            closed,
+        } = ready;
+        let source = self
+            .entries
+            .get(usize::try_from(fd).ok()?)?
+            .source
+            .as_ref()?;
+        if closed {
+            source.closed.set(true);
+        }
+        let mut wake = [None, None];
+        if readable {
+            source.readable.set(true);
+            wake[0] = source.read_waker.take();
+        }
+        if writable {
+            source.writable.set(true);
+            wake[1] = source.write_waker.take();
+        }
+        Some(wake)
+    }
+
     /// Marks whether `fd`'s watchers keep `run()` going. Returns false when `fd` is not
     /// watched.
     pub fn set_referenced(&mut self, fd: RawFd, referenced: bool) -> bool {
@@ -230,6 +333,7 @@ impl Watchers {
     pub fn take_all(&mut self, poller: &Poller) -> Vec<FdCallback> {
         let mut dropped = Vec::new();
         for (fd, entry) in self.entries.iter_mut().enumerate() {
+            entry.source = None;
             if !entry.registered.is_empty() {
                 let _ = poller.delete(fd as RawFd);
             }

@@ -41,6 +41,7 @@ impl Events {
                 fd: ev.data.u64() as RawFd,
                 readable: flags.intersects(F::IN | F::PRI | F::HUP | F::ERR | F::RDHUP),
                 writable: flags.intersects(F::OUT | F::HUP | F::ERR),
+                closed: flags.intersects(F::HUP | F::RDHUP | F::ERR),
             }
         })
     }

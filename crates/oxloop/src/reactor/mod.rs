@@ -82,4 +82,7 @@ pub(crate) struct Ready {
     pub fd: RawFd,
     pub readable: bool,
     pub writable: bool,
+    /// The peer hung up or the fd has an error: no later edge will announce the end of
+    /// the stream, so a short read must not be taken as "drained".
+    pub closed: bool,
 }

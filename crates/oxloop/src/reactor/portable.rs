@@ -30,6 +30,8 @@ impl Events {
             fd: ev.key as RawFd,
             readable: ev.readable,
             writable: ev.writable,
+            // `polling` does not say; assume the worst so short reads are not trusted.
+            closed: true,
         })
     }
 }

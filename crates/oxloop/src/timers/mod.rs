@@ -1,29 +1,30 @@
-//! Timers: a binary min-heap of deadlines over a slab of callbacks.
+//! Timers: callbacks in a slab, their order in a radix queue.
 //!
-//! - **Insert** is O(log n): push `(deadline, sequence, slot)` on the heap and the callback
-//!   into a slab slot.
+//! - **Insert** is amortised O(1) (O(log f) when the deadline goes to the queue's front
+//!   heap of f entries, see [`radix`]): the callback goes into a slab slot, and a 24-byte
+//!   entry `(deadline, sequence, slot)` into the [`RadixQueue`].
 //! - **Cancel** is O(1): the slab slot is freed at once (the callback and whatever it
-//!   captured are dropped then); the heap entry becomes *stale* and is recognised by its
-//!   sequence number when it reaches the top.
-//! - **Reclaiming**: when stale entries outnumber live ones the heap is rebuilt without
-//!   them (O(n), at most once per n/2 cancels, so amortised O(1) per cancel), and memory is
-//!   returned to the allocator once the queue is mostly empty. A million timers set and
-//!   then cancelled leave nothing behind.
+//!   captured are dropped then); the queue's entry becomes *stale* and is recognised by its
+//!   sequence number when the queue meets it (it is then dropped).
+//! - **Firing** takes the earliest entry of the queue; equal deadlines fire in the order
+//!   they were set, because the sequence number breaks the tie.
+//! - **Reclaiming**: the queue holds one entry per pending timer plus the stale ones. When
+//!   stale entries outnumber live ones they are all dropped (O(n), at most once per n/2
+//!   cancels, so amortised O(1) per cancel), and the buffers are freed when the queue
+//!   empties. A million timers set and then cancelled leave nothing behind.
 //!
-//! Deadlines are nanoseconds since the loop's creation, so an entry is 24 bytes and
-//! compares as two integers. Equal deadlines fire in the order they were set, because the
-//! sequence number breaks the tie.
-//!
-//! `docs/design.md` explains why this beats a timer wheel for an event loop's workload.
+//! Deadlines are nanoseconds since the loop's creation. `docs/design.md` § Timers has the
+//! measurements behind this design.
 
+mod radix;
+
+use radix::{Entry, RadixQueue};
 use slab::Slab;
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 
 /// A callback a timer runs.
 pub(crate) type TimerCallback = Box<dyn FnOnce() + 'static>;
 
-/// Below this size the heap is never rebuilt: cheaper to let stale entries pop.
+/// Below this many stale entries the queue is never swept: cheaper to skip them when met.
 const COMPACT_MIN: usize = 1024;
 
 /// Identifies one timer for cancellation; the sequence number makes reused slots safe.
@@ -31,13 +32,6 @@ const COMPACT_MIN: usize = 1024;
 pub(crate) struct TimerId {
     key: u32,
     seq: u64,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct Entry {
-    deadline: u64,
-    seq: u64,
-    key: u32,
 }
 
 struct Slot {
@@ -49,13 +43,26 @@ struct Slot {
 /// The loop's timer queue.
 #[derive(Default)]
 pub(crate) struct Timers {
-    heap: BinaryHeap<Reverse<Entry>>,
+    queue: RadixQueue,
     slots: Slab<Slot>,
-    /// Heap entries whose slot was cancelled.
-    stale: usize,
     /// Live timers that do not keep `run()` going.
     unreferenced: usize,
     next_seq: u64,
+}
+
+/// Whether `entry` still has its timer (it was neither cancelled nor fired, and its slot
+/// was not reused by a later timer).
+fn is_live(slots: &Slab<Slot>, entry: &Entry) -> bool {
+    slots
+        .get(entry.key as usize)
+        .is_some_and(|slot| slot.seq == entry.seq)
+}
+
+/// [`is_live`] for the queue, skipping the slab look-up (a likely cache miss) when no
+/// entry is stale: the queue then holds exactly one entry per slot.
+fn liveness<'a>(queue: &RadixQueue, slots: &'a Slab<Slot>) -> impl Fn(&Entry) -> bool + 'a {
+    let none_stale = queue.len() == slots.len();
+    move |entry| none_stale || is_live(slots, entry)
 }
 
 impl Timers {
@@ -68,7 +75,7 @@ impl Timers {
             callback,
             referenced: true,
         }) as u32;
-        self.heap.push(Reverse(Entry { deadline, seq, key }));
+        self.queue.push(Entry { deadline, seq, key });
         TimerId { key, seq }
     }
 
@@ -76,14 +83,6 @@ impl Timers {
         self.slots
             .get(id.key as usize)
             .filter(|slot| slot.seq == id.seq)
-    }
-
-    fn is_live(&self, entry: &Entry) -> bool {
-        self.slot(TimerId {
-            key: entry.key,
-            seq: entry.seq,
-        })
-        .is_some()
     }
 
     /// Cancels a pending timer, handing back its callback (for the caller to drop outside
@@ -94,7 +93,6 @@ impl Timers {
         if !slot.referenced {
             self.unreferenced -= 1;
         }
-        self.stale += 1;
         self.reclaim();
         Some(slot.callback)
     }
@@ -123,23 +121,19 @@ impl Timers {
         }
     }
 
+    /// Entries in the queue whose timer is gone: every live timer has exactly one entry.
+    fn stale(&self) -> usize {
+        self.queue.len() - self.slots.len()
+    }
+
     fn reclaim(&mut self) {
         if self.slots.is_empty() {
-            // Everything left in the heap is stale: drop it all and give the memory back.
-            self.heap = BinaryHeap::new();
+            // Everything left in the queue is stale: drop it all and give the memory back.
+            self.queue.clear();
             self.slots = Slab::new();
-            self.stale = 0;
-        } else if self.stale >= COMPACT_MIN && self.stale > self.heap.len() / 2 {
+        } else if self.stale() >= COMPACT_MIN && self.stale() > self.queue.len() / 2 {
             let slots = &self.slots;
-            self.heap.retain(|Reverse(e)| {
-                slots
-                    .get(e.key as usize)
-                    .is_some_and(|slot| slot.seq == e.seq)
-            });
-            self.stale = 0;
-            if self.heap.capacity() > 4 * self.heap.len() {
-                self.heap.shrink_to_fit();
-            }
+            self.queue.retain(|e| is_live(slots, e));
             if self.slots.capacity() > 4 * self.slots.len() {
                 // Frees the vacant slots at the end of the slab (the usual case: the
                 // newest timers were the ones cancelled).
@@ -148,21 +142,10 @@ impl Timers {
         }
     }
 
-    /// Drops stale entries from the top of the heap.
-    fn skip_stale(&mut self) {
-        while let Some(Reverse(top)) = self.heap.peek() {
-            if self.is_live(top) {
-                break;
-            }
-            self.heap.pop();
-            self.stale -= 1;
-        }
-    }
-
     /// The earliest pending deadline.
     pub fn next_deadline(&mut self) -> Option<u64> {
-        self.skip_stale();
-        self.heap.peek().map(|Reverse(e)| e.deadline)
+        let is_live = liveness(&self.queue, &self.slots);
+        self.queue.peek(is_live).map(|e| e.deadline)
     }
 
     /// The sequence number the next timer will get: timers set from now on compare
@@ -174,12 +157,13 @@ impl Timers {
     /// Removes and returns the earliest timer whose deadline is at or before `now` and
     /// which was set before sequence number `before`.
     pub fn pop_expired(&mut self, now: u64, before: u64) -> Option<TimerCallback> {
-        self.skip_stale();
-        let Reverse(top) = *self.heap.peek()?;
+        self.queue.advance_floor(now);
+        let is_live = liveness(&self.queue, &self.slots);
+        let top = self.queue.peek(is_live)?;
         if top.deadline > now || top.seq >= before {
             return None;
         }
-        self.heap.pop();
+        self.queue.pop();
         let slot = self.slots.remove(top.key as usize);
         if !slot.referenced {
             self.unreferenced -= 1;
@@ -203,16 +187,15 @@ impl Timers {
     /// Removes every timer, handing back the callbacks to drop.
     pub fn take_all(&mut self) -> Vec<TimerCallback> {
         let slots = std::mem::take(&mut self.slots);
-        self.heap = BinaryHeap::new();
-        self.stale = 0;
+        self.queue = RadixQueue::default();
         self.unreferenced = 0;
         slots.into_iter().map(|(_, slot)| slot.callback).collect()
     }
 
-    /// Bytes held by the heap and slab, for tests that check memory is reclaimed.
+    /// Bytes held by the queue and slab, for tests that check memory is reclaimed.
     #[cfg(test)]
     pub fn allocated_bytes(&self) -> usize {
-        self.heap.capacity() * std::mem::size_of::<Reverse<Entry>>()
+        self.queue.capacity() * std::mem::size_of::<Entry>()
             + self.slots.capacity() * (std::mem::size_of::<Slot>() + std::mem::size_of::<usize>())
     }
 }
@@ -293,13 +276,148 @@ mod tests {
         }
         assert_eq!(t.len(), 1);
         assert!(
-            t.heap.len() < 2 * COMPACT_MIN,
-            "heap still has {}",
-            t.heap.len()
+            t.queue.len() < 2 * COMPACT_MIN,
+            "queue still has {}",
+            t.queue.len()
         );
         assert!(t.allocated_bytes() < peak, "memory was not reclaimed");
         t.cancel(keep);
-        assert_eq!(t.heap.capacity(), 0);
-        assert_eq!(t.slots.capacity(), 0);
+        assert_eq!(t.allocated_bytes(), 0);
+    }
+
+    #[test]
+    fn million_fired_timers_leave_nothing_behind() {
+        let mut t = Timers::default();
+        for i in 0..1_000_000u64 {
+            t.insert(1_000_000 + (i * 9) % 9_000_000, Box::new(|| {}));
+        }
+        // Half of them (the earlier deadlines) first, then the rest.
+        let before = t.next_seq();
+        let mut fired = 0;
+        while t.pop_expired(5_500_000, before).is_some() {
+            fired += 1;
+        }
+        assert!(t.next_deadline().unwrap() > 5_500_000);
+        while t.pop_expired(u64::MAX, before).is_some() {
+            fired += 1;
+        }
+        assert_eq!(fired, 1_000_000);
+        assert_eq!(t.next_deadline(), None);
+        assert_eq!(t.allocated_bytes(), 0);
+    }
+
+    /// Random operations against a simple model: a sorted map of the pending timers.
+    #[test]
+    fn matches_a_sorted_map_model() {
+        use std::collections::BTreeMap;
+
+        /// xorshift64*: deterministic, good enough to pick operations.
+        struct Rng(u64);
+        impl Rng {
+            fn next(&mut self) -> u64 {
+                self.0 ^= self.0 >> 12;
+                self.0 ^= self.0 << 25;
+                self.0 ^= self.0 >> 27;
+                self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+            }
+            fn below(&mut self, n: u64) -> u64 {
+                self.next() % n
+            }
+        }
+
+        for seed in 1..=300u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+            let mut t = Timers::default();
+            // (deadline, seq) -> (id, label) of every pending timer.
+            let mut model: BTreeMap<(u64, u64), (TimerId, u64)> = BTreeMap::new();
+            let mut ids: Vec<(TimerId, u64, u64)> = Vec::new(); // id, deadline, label
+            let fired = Rc::new(RefCell::new(Vec::new()));
+            let mut now = 0u64;
+            // Deadlines close together (ties) in some runs, spread out in others.
+            let spread = [4u64, 1_000, 1 << 30, u64::MAX / 4][(seed % 4) as usize];
+            let ops = 200 + rng.below(3_000);
+            let mut next_label = 0u64;
+            for _ in 0..ops {
+                match rng.below(11) {
+                    0..=4 | 10 => {
+                        // One timer, or now and then a burst (large buckets get split).
+                        let n = if rng.below(40) == 0 { 300 } else { 1 };
+                        for _ in 0..n {
+                            // Mostly in the future, sometimes already due.
+                            let deadline = if rng.below(8) == 0 {
+                                now.saturating_sub(rng.below(spread))
+                            } else {
+                                now.saturating_add(rng.below(spread))
+                            };
+                            let f = fired.clone();
+                            let label = next_label;
+                            next_label += 1;
+                            let id =
+                                t.insert(deadline, Box::new(move || f.borrow_mut().push(label)));
+                            model.insert((deadline, id.seq), (id, label));
+                            ids.push((id, deadline, label));
+                        }
+                    }
+                    5 | 6 if !ids.is_empty() => {
+                        let (id, deadline, _) = ids[rng.below(ids.len() as u64) as usize];
+                        let expected = model.remove(&(deadline, id.seq)).is_some();
+                        assert_eq!(t.cancel(id).is_some(), expected);
+                        assert!(!t.contains(id));
+                    }
+                    7 => {
+                        now = now.saturating_add(rng.below(spread));
+                    }
+                    _ => {
+                        // A timer step: timers set from here on wait for the next one.
+                        let before = t.next_seq();
+                        let mut extra = rng.below(3);
+                        loop {
+                            let expected = model
+                                .iter()
+                                .next()
+                                .filter(|((d, s), _)| *d <= now && *s < before)
+                                .map(|(&k, &(_, label))| (k, label));
+                            match t.pop_expired(now, before) {
+                                Some(f) => {
+                                    let (k, label) = expected.expect("fired a timer too early");
+                                    model.remove(&k);
+                                    f();
+                                    assert_eq!(fired.borrow_mut().pop(), Some(label));
+                                }
+                                None => assert_eq!(expected, None, "missed a due timer"),
+                            }
+                            if expected.is_none() {
+                                break;
+                            }
+                            // A callback setting a timer that is already due.
+                            if extra > 0 && rng.below(4) == 0 {
+                                extra -= 1;
+                                let deadline = now.saturating_sub(rng.below(spread));
+                                let f = fired.clone();
+                                let id = t.insert(
+                                    deadline,
+                                    Box::new(move || f.borrow_mut().push(u64::MAX)),
+                                );
+                                model.insert((deadline, id.seq), (id, u64::MAX));
+                                ids.push((id, deadline, u64::MAX));
+                            }
+                        }
+                    }
+                }
+                assert_eq!(t.len(), model.len());
+                assert_eq!(t.next_deadline(), model.keys().next().map(|&(d, _)| d));
+            }
+            // Everything left fires in (deadline, seq) order.
+            let before = t.next_seq();
+            let mut order = Vec::new();
+            while let Some(f) = t.pop_expired(u64::MAX, before) {
+                f();
+                order.extend(fired.borrow_mut().pop());
+            }
+            let expected: Vec<u64> = model.values().map(|&(_, l)| l).collect();
+            assert_eq!(order, expected, "seed {seed}");
+            // Small buffers are kept for reuse; nothing else.
+            assert!(t.allocated_bytes() <= radix::KEEP_CAPACITY * std::mem::size_of::<Entry>());
+        }
     }
 }

@@ -1,0 +1,74 @@
+//! Tasks: futures run by the loop itself (no second runtime).
+//!
+//! ```
+//! use oxloop::{task, EventLoop};
+//! use std::time::Duration;
+//!
+//! let ev = EventLoop::new()?;
+//! let answer = ev.block_on(async {
+//!     let child = task::spawn(async {
+//!         task::sleep(Duration::from_millis(5)).await;
+//!         21
+//!     });
+//!     child.await.unwrap() * 2
+//! })?;
+//! assert_eq!(answer, 42);
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! - [`EventLoop::spawn`] / [`spawn`] start a task (`!Send` futures are fine) and return
+//!   a [`JoinHandle`], itself a future of the task's result. [`JoinHandle::abort`]
+//!   cancels the task (its future is dropped); dropping the handle detaches it.
+//! - A panic in a task goes to the loop's exception handler and comes out of the
+//!   handle as [`JoinError::Panicked`].
+//! - Live tasks keep [`EventLoop::run`] going.
+//! - [`sleep`], [`sleep_until`], [`timeout`] and [`yield_now`] (evergreen's `switch`)
+//!   are built on the loop's timers and ready queue.
+//! - [`spawn_blocking`] runs blocking work on a bounded thread pool and awaits it.
+//!
+//! Wakers are `Send + Sync`: waking from another thread goes through the loop's
+//! thread-safe queue and wakes the loop if it sleeps.
+
+mod blocking;
+mod join;
+pub(crate) mod raw;
+mod time;
+
+pub use blocking::spawn_blocking;
+pub use join::{JoinError, JoinHandle};
+pub use time::{sleep, sleep_until, timeout, yield_now, Elapsed, Sleep, Timeout, YieldNow};
+
+use crate::EventLoop;
+use std::future::Future;
+
+impl EventLoop {
+    /// Starts running `future` on this loop. It is first polled in the next iteration.
+    /// On a destroyed loop the future is dropped and the handle reports
+    /// [`JoinError::Cancelled`].
+    #[track_caller]
+    pub fn spawn<F>(&self, future: F) -> JoinHandle<F::Output>
+    where
+        F: Future + 'static,
+        F::Output: 'static,
+    {
+        join::spawn_on(self, future)
+    }
+}
+
+/// Starts running `future` on the current thread's loop.
+///
+/// # Panics
+/// If the thread has no loop (see [`EventLoop::new`]).
+#[track_caller]
+pub fn spawn<F>(future: F) -> JoinHandle<F::Output>
+where
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    current().spawn(future)
+}
+
+/// The current thread's loop, for the free functions of this module.
+pub(crate) fn current() -> EventLoop {
+    EventLoop::current().expect("oxloop: no event loop on this thread; create one first")
+}
