@@ -7,6 +7,9 @@
 //! - [`servers`]: the three echo servers compared: oxloop's protocol API, a
 //!   hand-written raw epoll server (the no-abstraction limit) and tokio's
 //!   `current_thread` runtime;
+//! - [`latency`]: a log-bucketed round-trip histogram;
+//! - [`inproc`]: in-process comparisons of the core loop with tokio (timers,
+//!   `call_soon`, cross-thread calls);
 //! - [`sys`]: CPU pinning, a process's user CPU time and resident memory, fd limits;
 //! - [`suite`]: the whole comparison (server in a child process pinned to one core,
 //!   load generator pinned to another), as run by `oxloop-bench echo`.
@@ -15,6 +18,8 @@
 
 #![warn(missing_docs)]
 
+pub mod inproc;
+pub mod latency;
 pub mod loadgen;
 pub mod servers;
 pub mod suite;

@@ -4,8 +4,15 @@
 //! Each connection sends a deterministic byte stream (a pattern offset per connection)
 //! cut into messages of `size` bytes, keeping `depth` messages outstanding: message
 //! `k + depth` is sent once message `k` came back in full. Every echoed byte is
-//! compared with the byte sent at the same stream position; a mismatch is an error.
+//! compared with the byte sent at the same stream position; a mismatch is an error,
+//! and so is a connection closed or reset by the server, or echoes that stop coming
+//! (bytes lost) for [`STALL`].
+//!
+//! Each message's round trip (from the moment it may be sent to the moment its last
+//! byte is back) goes into a [`Histogram`].
 
+use crate::latency::Histogram;
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
@@ -15,6 +22,8 @@ use std::time::{Duration, Instant};
 const PERIOD: usize = 65_521;
 /// The longest single send or receive.
 const CHUNK: usize = 256 * 1024;
+/// How long the load generator waits for an outstanding echo before calling it lost.
+pub const STALL: Duration = Duration::from_secs(10);
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -42,6 +51,8 @@ pub struct LoadResult {
     pub bytes: u64,
     /// From the first send to the last echo.
     pub elapsed: Duration,
+    /// Round-trip time of every message.
+    pub latency: Histogram,
 }
 
 impl LoadResult {
@@ -61,6 +72,8 @@ struct Conn {
     issued: u64,
     want_write: bool,
     done: bool,
+    /// When each issued, not yet echoed message was issued.
+    issued_at: VecDeque<Instant>,
 }
 
 /// The periodic byte stream: `pattern()[i] == pattern()[i % PERIOD]`, long enough
@@ -149,6 +162,7 @@ pub fn run(cfg: &LoadConfig) -> io::Result<LoadResult> {
     let size = cfg.size as u64;
     let limit = cfg.messages_per_connection.unwrap_or(u64::MAX);
     let epoll = Epoll::new()?;
+    let start = Instant::now();
     let mut conns = Vec::with_capacity(cfg.connections);
     for i in 0..cfg.connections {
         let stream = TcpStream::connect(cfg.addr)?;
@@ -168,9 +182,11 @@ pub fn run(cfg: &LoadConfig) -> io::Result<LoadResult> {
             issued: (cfg.depth as u64).min(limit) * size,
             want_write: false,
             done: false,
+            issued_at: std::iter::repeat_n(start, cfg.depth.min(limit as usize)).collect(),
         });
     }
-    let start = Instant::now();
+    let mut latency = Histogram::new();
+    let mut last_progress = start;
     let deadline = cfg.duration.map(|d| start + d);
     let mut buf = vec![0u8; CHUNK];
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
@@ -193,6 +209,14 @@ pub fn run(cfg: &LoadConfig) -> io::Result<LoadResult> {
             continue;
         }
         let n = epoll.wait(&mut events, 100)?;
+        let now = Instant::now();
+        if n == 0 && now.duration_since(last_progress) > STALL {
+            let missing: u64 = conns.iter().map(|c| c.sent - c.received).sum();
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no echo for {STALL:?}: {missing} bytes sent were never echoed (lost)"),
+            ));
+        }
         for ev in &events[..n] {
             let i = ev.u64 as usize;
             let flags = ev.events;
@@ -229,10 +253,21 @@ pub fn run(cfg: &LoadConfig) -> io::Result<LoadResult> {
                             format!("connection {i}: more bytes echoed than sent"),
                         ));
                     }
+                    last_progress = now;
+                    let before = c.received / size;
                     c.received += got as u64;
+                    let completed = c.received / size;
+                    for _ in before..completed {
+                        if let Some(t) = c.issued_at.pop_front() {
+                            latency.record(now.duration_since(t));
+                        }
+                    }
                     if !stopped {
-                        let completed = c.received / size;
+                        let old = c.issued / size;
                         c.issued = ((completed + cfg.depth as u64).min(limit)) * size;
+                        for _ in old..c.issued / size {
+                            c.issued_at.push_back(now);
+                        }
                     }
                     if c.received == c.issued && (stopped || c.received / size >= limit) {
                         c.done = true;
@@ -251,6 +286,7 @@ pub fn run(cfg: &LoadConfig) -> io::Result<LoadResult> {
         messages,
         bytes,
         elapsed,
+        latency,
     })
 }
 

@@ -21,11 +21,25 @@ pub enum ServerKind {
     RawEpoll,
     /// tokio's `current_thread` runtime, one task per connection.
     Tokio,
+    /// smol (async-io) on one thread: a `LocalExecutor`, one task per connection.
+    Smol,
+    /// libuv, in C: a separate program (see [`libuv_program`]), built when libuv's
+    /// headers are installed.
+    Libuv,
 }
 
 impl ServerKind {
     /// All three, in report order.
     pub const ALL: [ServerKind; 3] = [ServerKind::Oxloop, ServerKind::RawEpoll, ServerKind::Tokio];
+
+    /// Every kind, including the peers `oxloop bench` adds.
+    pub const NAMED: [ServerKind; 5] = [
+        ServerKind::Oxloop,
+        ServerKind::RawEpoll,
+        ServerKind::Tokio,
+        ServerKind::Smol,
+        ServerKind::Libuv,
+    ];
 
     /// The name used on the command line.
     pub fn name(self) -> &'static str {
@@ -33,6 +47,8 @@ impl ServerKind {
             ServerKind::Oxloop => "oxloop",
             ServerKind::RawEpoll => "raw-epoll",
             ServerKind::Tokio => "tokio",
+            ServerKind::Smol => "smol",
+            ServerKind::Libuv => "libuv",
         }
     }
 }
@@ -46,10 +62,13 @@ impl fmt::Display for ServerKind {
 impl FromStr for ServerKind {
     type Err = String;
     fn from_str(s: &str) -> Result<ServerKind, String> {
-        ServerKind::ALL
+        ServerKind::NAMED
             .into_iter()
             .find(|k| k.name() == s)
-            .ok_or_else(|| format!("unknown server {s:?} (oxloop, raw-epoll, tokio)"))
+            .ok_or_else(|| {
+                let names: Vec<_> = ServerKind::NAMED.iter().map(|k| k.name()).collect();
+                format!("unknown server {s:?} ({})", names.join(", "))
+            })
     }
 }
 
@@ -85,7 +104,25 @@ pub fn bind(
             let bound = listener.local_addr()?;
             Ok((bound, Box::new(move || tokio_echo(listener, exit_after))))
         }
+        ServerKind::Smol => {
+            let listener = TcpListener::bind(addr)?;
+            let bound = listener.local_addr()?;
+            Ok((bound, Box::new(move || smol_echo(listener, exit_after))))
+        }
+        ServerKind::Libuv => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "the libuv server is a separate program (servers::libuv_program)",
+        )),
     }
+}
+
+/// The libuv echo server program, if it was built (libuv's headers were installed
+/// when this crate was compiled). It takes `serve libuv <ip:port> [--cpu N]
+/// [--exit-after N]` like `oxloop-bench serve`.
+pub fn libuv_program() -> Option<&'static std::path::Path> {
+    option_env!("OXLOOP_BENCH_UV_ECHO")
+        .map(std::path::Path::new)
+        .filter(|p| p.exists())
 }
 
 fn count_close(closed: &Cell<u64>, exit_after: Option<u64>) {
@@ -297,4 +334,36 @@ pub fn tokio_echo(listener: TcpListener, exit_after: Option<u64>) -> io::Result<
             });
         }
     })
+}
+
+/// smol on one thread: a `LocalExecutor` driven by `smol::block_on` (which also
+/// drives async-io's reactor), a task per connection reading into its own 64 KiB
+/// buffer and `write_all`-ing it back.
+pub fn smol_echo(listener: TcpListener, exit_after: Option<u64>) -> io::Result<()> {
+    use smol::io::{AsyncReadExt, AsyncWriteExt};
+    let ex = smol::LocalExecutor::new();
+    let closed = Rc::new(Cell::new(0u64));
+    smol::block_on(ex.run(async {
+        let listener = smol::Async::new(listener)?;
+        loop {
+            let (mut sock, _) = listener.accept().await?;
+            sock.get_ref().set_nodelay(true)?;
+            let closed = closed.clone();
+            ex.spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    match sock.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if sock.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                count_close(&closed, exit_after);
+            })
+            .detach();
+        }
+    }))
 }

@@ -61,6 +61,11 @@ impl Measurement {
     pub fn user_ns_per_message(&self) -> f64 {
         self.server_user.as_nanos() as f64 / self.load.messages.max(1) as f64
     }
+
+    /// Server user + system CPU per echoed message, in nanoseconds.
+    pub fn total_ns_per_message(&self) -> f64 {
+        (self.server_user + self.server_system).as_nanos() as f64 / self.load.messages.max(1) as f64
+    }
 }
 
 /// A server child process, killed when dropped.
@@ -72,8 +77,18 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     /// Starts `exe serve <kind> 127.0.0.1:0 --cpu <cpu>` and waits for its address.
+    /// The libuv server runs its own program instead of `exe`.
     pub fn start(exe: &Path, kind: ServerKind, cpu: Option<usize>) -> io::Result<ServerProcess> {
-        let mut cmd = Command::new(exe);
+        let program = match kind {
+            ServerKind::Libuv => crate::servers::libuv_program().ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "the libuv server was not built (no /usr/include/uv.h at build time)",
+                )
+            })?,
+            _ => exe,
+        };
+        let mut cmd = Command::new(program);
         cmd.args(["serve", kind.name(), "127.0.0.1:0"]);
         if let Some(cpu) = cpu {
             cmd.args(["--cpu", &cpu.to_string()]);
@@ -123,31 +138,163 @@ pub fn run_echo(
     for &kind in kinds {
         let server = ServerProcess::start(exe, kind, pin.then_some(0))?;
         for &case in cases {
-            let cfg = LoadConfig {
-                addr: server.addr,
-                connections: case.connections,
-                size: case.size,
-                depth: case.depth,
-                duration: Some(duration),
-                messages_per_connection: None,
-            };
-            let (u0, s0) = sys::process_cpu(server.pid())?;
-            let load = loadgen::run(&cfg)?;
-            // Let the server see the connections close before reading its time.
-            std::thread::sleep(Duration::from_millis(50));
-            let (u1, s1) = sys::process_cpu(server.pid())?;
-            let m = Measurement {
-                kind,
-                case,
-                load,
-                server_user: u1 - u0,
-                server_system: s1 - s0,
-            };
+            let m = measure(&server, kind, case, duration)?;
             progress(&m);
             out.push(m);
         }
     }
     Ok(out)
+}
+
+/// Runs one case for `duration` against a running server (`kind` only labels the
+/// result) and reads the server's CPU time around it.
+pub fn measure(
+    server: &ServerProcess,
+    kind: ServerKind,
+    case: Case,
+    duration: Duration,
+) -> io::Result<Measurement> {
+    let cfg = LoadConfig {
+        addr: server.addr,
+        connections: case.connections,
+        size: case.size,
+        depth: case.depth,
+        duration: Some(duration),
+        messages_per_connection: None,
+    };
+    let (u0, s0) = sys::process_cpu(server.pid())?;
+    let load = loadgen::run(&cfg)?;
+    // Let the server see the connections close before reading its time.
+    std::thread::sleep(Duration::from_millis(50));
+    let (u1, s1) = sys::process_cpu(server.pid())?;
+    Ok(Measurement {
+        kind,
+        case,
+        load,
+        server_user: u1.saturating_sub(u0),
+        server_system: s1.saturating_sub(s0),
+    })
+}
+
+/// System calls a server made while echoing a fixed number of messages, counted by
+/// `strace -c -f -p <pid>`.
+#[derive(Clone, Debug)]
+pub struct SyscallCount {
+    /// Messages echoed (and verified) while strace was attached.
+    pub messages: u64,
+    /// System calls counted in that time, all threads.
+    pub calls: u64,
+    /// The busiest system calls, most frequent first: `(name, calls)`.
+    pub top: Vec<(String, u64)>,
+}
+
+impl SyscallCount {
+    /// System calls per echoed message.
+    pub fn per_message(&self) -> f64 {
+        self.calls as f64 / self.messages.max(1) as f64
+    }
+}
+
+/// Whether `strace` can be run.
+pub fn strace_available() -> bool {
+    Command::new("strace")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Attaches `strace -c -f` to the server, echoes `messages` messages of `case` per
+/// connection (verified), detaches, and returns the count.
+pub fn count_syscalls(
+    server: &ServerProcess,
+    case: Case,
+    messages: u64,
+) -> io::Result<SyscallCount> {
+    let mut strace = Command::new("strace")
+        .args(["-c", "-f", "-p", &server.pid().to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let stderr = strace.stderr.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    // strace prints "Process N attached" for each thread it attaches to.
+    loop {
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(line) => {
+                let attached = line.contains("attached");
+                lines.push(line);
+                if attached {
+                    break;
+                }
+            }
+            Err(_) => {
+                let _ = strace.kill();
+                return Err(io::Error::other(format!(
+                    "strace did not attach: {}",
+                    lines.join("; ")
+                )));
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let cfg = LoadConfig {
+        addr: server.addr,
+        connections: case.connections,
+        size: case.size,
+        depth: case.depth,
+        duration: None,
+        messages_per_connection: Some(messages),
+    };
+    let load = loadgen::run(&cfg);
+    std::thread::sleep(Duration::from_millis(50));
+    // strace prints its summary when interrupted.
+    let _ = Command::new("kill")
+        .args(["-INT", &strace.id().to_string()])
+        .status();
+    let _ = strace.wait();
+    let _ = reader.join();
+    lines.extend(rx.try_iter());
+    let load = load?;
+    parse_strace_summary(&lines)
+        .map(|(calls, top)| SyscallCount {
+            messages: load.messages,
+            calls,
+            top,
+        })
+        .ok_or_else(|| io::Error::other(format!("no strace summary in: {}", lines.join("\n"))))
+}
+
+/// Reads the total and per-call counts out of `strace -c`'s table.
+fn parse_strace_summary(lines: &[String]) -> Option<(u64, Vec<(String, u64)>)> {
+    let mut top = Vec::new();
+    for line in lines {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        // "% time  seconds  usecs/call  calls  [errors]  syscall"
+        if cols.len() < 5 || cols[0].parse::<f64>().is_err() {
+            continue;
+        }
+        let Ok(calls) = cols[3].parse::<u64>() else {
+            continue;
+        };
+        let name = cols[cols.len() - 1].to_string();
+        if name == "total" {
+            top.sort_by_key(|t: &(String, u64)| std::cmp::Reverse(t.1));
+            top.truncate(5);
+            return Some((calls, top));
+        }
+        top.push((name, calls));
+    }
+    None
 }
 
 /// Resident memory of a server before and after `count` idle connections (each

@@ -57,3 +57,80 @@ fn bad_configurations_are_refused() {
     assert!(loadgen::run(&cfg).is_err());
     assert!("nginx".parse::<ServerKind>().is_err());
 }
+
+#[test]
+fn the_added_peers_echo_every_byte() {
+    let addr = start(ServerKind::Smol);
+    let cfg = LoadConfig {
+        addr,
+        connections: 5,
+        size: 1024,
+        depth: 4,
+        duration: None,
+        messages_per_connection: Some(100),
+    };
+    let r = loadgen::run(&cfg).unwrap();
+    assert_eq!(r.messages, 500);
+    assert_eq!(r.latency.count(), 500);
+    assert!(r.latency.quantile(0.99) >= r.latency.quantile(0.5));
+    if let Some(uv) = servers::libuv_program() {
+        let server =
+            oxloop_bench::suite::ServerProcess::start(uv, ServerKind::Libuv, None).unwrap();
+        let r = loadgen::run(&LoadConfig {
+            addr: server.addr,
+            ..cfg
+        })
+        .unwrap();
+        assert_eq!(r.messages, 500);
+    }
+}
+
+/// A server that echoes with one byte changed, or closes after a few bytes.
+fn bad_server(corrupt: bool) -> SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().map_while(Result::ok) {
+            let mut buf = [0u8; 4096];
+            let mut total = 0;
+            while let Ok(n) = s.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                total += n;
+                if !corrupt && total > 1000 {
+                    break; // closes the connection mid-stream
+                }
+                if corrupt && total > 1000 {
+                    buf[0] ^= 1;
+                }
+                if s.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_changed_byte_or_a_closed_connection_fails_the_run() {
+    for corrupt in [true, false] {
+        let cfg = LoadConfig {
+            addr: bad_server(corrupt),
+            connections: 1,
+            size: 64,
+            depth: 1,
+            duration: None,
+            messages_per_connection: Some(100),
+        };
+        let e = loadgen::run(&cfg).unwrap_err();
+        let want = if corrupt {
+            std::io::ErrorKind::InvalidData
+        } else {
+            std::io::ErrorKind::UnexpectedEof
+        };
+        assert_eq!(e.kind(), want, "{e}");
+    }
+}

@@ -2,8 +2,10 @@
 //!
 //! ```text
 //! oxloop demo     # a ten-second tour that shows every part of oxloop working
+//! oxloop bench    # oxloop against raw epoll, tokio, smol and libuv on this machine
 //! ```
 
+mod bench;
 mod demo;
 
 use clap::{Parser, Subcommand};
@@ -21,12 +23,57 @@ enum Command {
     /// Runs a short tour in one process and prints what happens: timers, a signal, a
     /// cross-thread call, TCP and UDP echo, tasks.
     Demo,
+    /// Measures oxloop against its peers on this machine: echo servers (raw epoll,
+    /// tokio, smol, libuv), idle memory, system calls, and in-process timers,
+    /// call_soon and cross-thread calls against tokio.
+    Bench(bench::BenchArgs),
+    /// Serves one benchmark echo server (used by `oxloop bench`).
+    #[command(hide = true)]
+    Serve {
+        /// oxloop, raw-epoll, tokio, smol.
+        kind: String,
+        /// Address to listen on.
+        addr: std::net::SocketAddr,
+        /// Pin to this CPU.
+        #[arg(long)]
+        cpu: Option<usize>,
+        /// Exit after this many connections closed.
+        #[arg(long)]
+        exit_after: Option<u64>,
+    },
+}
+
+fn serve(
+    kind: &str,
+    addr: std::net::SocketAddr,
+    cpu: Option<usize>,
+    exit_after: Option<u64>,
+) -> std::io::Result<()> {
+    use std::io::Write;
+    let kind: oxloop_bench::servers::ServerKind = kind
+        .parse()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    if let Some(cpu) = cpu {
+        oxloop_bench::sys::pin_to_cpu(cpu)?;
+    }
+    let _ = oxloop_bench::sys::raise_fd_limit();
+    let (bound, serve) = oxloop_bench::servers::bind(kind, addr, exit_after)?;
+    println!("listening on {bound}");
+    std::io::stdout().flush()?;
+    serve()
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo => demo::run(),
+        Command::Bench(args) => bench::run(args),
+        Command::Serve {
+            kind,
+            addr,
+            cpu,
+            exit_after,
+        } => serve(&kind, addr, cpu, exit_after),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

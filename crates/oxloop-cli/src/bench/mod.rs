@@ -1,0 +1,581 @@
+//! `oxloop bench`: oxloop against its peers, on this machine, in one run.
+//!
+//! Echo servers (oxloop's protocol API, tokio `current_thread`, smol, libuv in C when
+//! it was built, and a hand-written raw epoll server as the limit) run as child
+//! processes of this program (`oxloop serve`, hidden) pinned to CPU 0; the verifying
+//! load generator runs here, pinned to CPU 1. For every load, the raw server is
+//! measured before and after each peer, so drift shows and each peer is compared
+//! with the raw runs next to it. In-process workloads (timers, `call_soon`,
+//! cross-thread calls) compare the core loop with tokio directly.
+
+mod chart;
+mod report;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use oxloop_bench::latency::Histogram;
+use oxloop_bench::servers::{self, ServerKind};
+use oxloop_bench::suite::{self, Case, Measurement, ServerProcess};
+use oxloop_bench::{inproc, sys};
+use report::{IdleRow, InProcessRow, Machine, Report, Scenario, SyscallRow, ThroughputRow};
+use std::io;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// The scenario groups `--scenarios` accepts.
+pub const GROUPS: [&str; 8] = [
+    "timers",
+    "call-soon",
+    "cross-thread",
+    "echo",
+    "pipeline",
+    "syscalls",
+    "http",
+    "idle",
+];
+
+/// Options of `oxloop bench`.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Short cases and smaller workloads: the whole run takes under a minute.
+    #[arg(long)]
+    pub quick: bool,
+    /// Seconds per echo case and server (default 2; 0.3 with --quick).
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+    /// Also write every figure to FILE as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Draw the ratios to the raw epoll limit and to tokio as an SVG chart.
+    #[arg(long, value_name = "FILE.svg")]
+    pub chart: Option<PathBuf>,
+    /// Run only these scenario groups (comma list): timers, call-soon, cross-thread,
+    /// echo, pipeline, syscalls, http, idle.
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    pub scenarios: Option<Vec<String>>,
+    /// Idle connections per server for the memory scenario (default 10,000; 1,000
+    /// with --quick).
+    #[arg(long, hide = true)]
+    pub idle_connections: Option<usize>,
+}
+
+/// One in-process workload, run on both sides.
+type InProcessRun = Box<dyn Fn() -> io::Result<inproc::Comparison>>;
+
+/// The echo loads: ping-pong at 1 and 100 connections and three sizes, then 16
+/// messages in flight.
+fn echo_cases(group: &str) -> Vec<Case> {
+    let mut out = Vec::new();
+    match group {
+        "echo" => {
+            for connections in [1, 100] {
+                for size in [64, 1024, 16 * 1024] {
+                    out.push(Case {
+                        connections,
+                        size,
+                        depth: 1,
+                    });
+                }
+            }
+        }
+        _ => {
+            for connections in [1, 100] {
+                out.push(Case {
+                    connections,
+                    size: 64,
+                    depth: 16,
+                });
+            }
+        }
+    }
+    out
+}
+
+fn case_id(group: &str, c: &Case) -> String {
+    let size = match c.size {
+        s if s >= 1024 => format!("{}k", s / 1024),
+        s => s.to_string(),
+    };
+    format!("{group}-c{}-{size}", c.connections)
+}
+
+fn case_title(c: &Case) -> String {
+    let size = match c.size {
+        s if s >= 1024 => format!("{} KiB", s / 1024),
+        s => format!("{s} B"),
+    };
+    let conns = if c.connections == 1 {
+        "1 connection".to_string()
+    } else {
+        format!("{} connections", c.connections)
+    };
+    if c.depth == 1 {
+        format!("Echo ping-pong, {conns}, {size}")
+    } else {
+        format!("Echo, {} in flight, {conns}, {size}", c.depth)
+    }
+}
+
+/// The peers measured against the raw server, in run order.
+fn peers() -> Vec<ServerKind> {
+    let mut v = vec![ServerKind::Oxloop, ServerKind::Tokio, ServerKind::Smol];
+    if servers::libuv_program().is_some() {
+        v.push(ServerKind::Libuv);
+    }
+    v
+}
+
+fn libuv_note() -> Option<String> {
+    servers::libuv_program().is_none().then(|| {
+        "libuv: not run (its headers, /usr/include/uv.h, were not installed when oxloop was built)"
+            .to_string()
+    })
+}
+
+/// Runs the benchmark and prints its tables; fails on any verification error.
+pub fn run(args: BenchArgs) -> io::Result<()> {
+    let selected: Vec<&str> = match &args.scenarios {
+        None => GROUPS.to_vec(),
+        Some(list) => {
+            for s in list {
+                if !GROUPS.contains(&s.as_str()) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("unknown scenario {s:?} (one of {})", GROUPS.join(", ")),
+                    ));
+                }
+            }
+            GROUPS
+                .into_iter()
+                .filter(|g| list.iter().any(|s| s == g))
+                .collect()
+        }
+    };
+    let quick = args.quick;
+    let duration = Duration::from_secs_f64(
+        args.duration
+            .unwrap_or(if quick { 0.3 } else { 2.0 })
+            .max(0.01),
+    );
+    let idle_count = args
+        .idle_connections
+        .unwrap_or(if quick { 1_000 } else { 10_000 });
+    let exe = std::env::current_exe()?;
+    let started = Instant::now();
+    let pin = sys::cpu_count() >= 2;
+    let mut rep = Report {
+        date: utc_now(),
+        machine: Machine {
+            cpus: sys::cpu_count(),
+            kernel: read_trim("/proc/sys/kernel/osrelease"),
+            cpu_model: cpu_model(),
+            load_average_start: load_average(),
+            load_average_end: [0.0; 3],
+            pinned: pin,
+        },
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        duration_per_case_s: duration.as_secs_f64(),
+        quick,
+        ..Report::default()
+    };
+    let peers = peers();
+    let mut all = vec![ServerKind::RawEpoll];
+    all.extend(&peers);
+
+    // Steps for the progress bar.
+    let has = |g: &str| selected.contains(&g);
+    let mut steps = 0u64;
+    for g in ["timers", "call-soon", "cross-thread"] {
+        steps += has(g) as u64;
+    }
+    for g in ["echo", "pipeline"] {
+        if has(g) {
+            steps += (echo_cases(g).len() * (2 * peers.len() + 1)) as u64;
+        }
+    }
+    if has("syscalls") {
+        steps += all.len() as u64;
+    }
+    if has("http") {
+        steps += 1;
+    }
+    if has("idle") {
+        steps += all.len() as u64;
+    }
+    let pb = ProgressBar::new(steps);
+    pb.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:32}] {pos}/{len} {msg}")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+
+    // In-process comparisons first, before this thread is pinned.
+    let scale = if quick { 10 } else { 1 };
+    let inproc_runs: [(&str, &str, InProcessRun); 3] = [
+        (
+            "timers",
+            "Timers: 1M (--quick: 100k) set, every other one cancelled, the rest fired; vs tokio sleep tasks, every other one aborted",
+            Box::new(move || inproc::timers(1_000_000 / scale)),
+        ),
+        (
+            "call-soon",
+            "call_soon: 1M (--quick: 100k) callbacks queued and run; vs tokio spawn of empty tasks",
+            Box::new(move || inproc::call_soon(1_000_000 / scale)),
+        ),
+        (
+            "cross-thread",
+            "Cross-thread calls: 4 threads × 100k (--quick: 10k) call_from_thread; vs tokio Handle::spawn",
+            Box::new(move || inproc::cross_thread(4, 100_000 / scale)),
+        ),
+    ];
+    for (id, title, f) in inproc_runs {
+        if !has(id) {
+            continue;
+        }
+        pb.set_message(id.to_string());
+        let c = f()?;
+        rep.scenarios.push(Scenario {
+            id: id.to_string(),
+            title: title.to_string(),
+            notes: vec![
+                "In one process, one thread each (plus the sender threads for cross-thread calls)."
+                    .to_string(),
+            ],
+            in_process: Some(InProcessRow {
+                operations: c.operations,
+                oxloop_ms: c.oxloop.as_secs_f64() * 1e3,
+                tokio_ms: c.tokio.as_secs_f64() * 1e3,
+                oxloop_per_s: c.operations as f64 / c.oxloop.as_secs_f64().max(1e-12),
+                tokio_per_s: c.operations as f64 / c.tokio.as_secs_f64().max(1e-12),
+                speedup_vs_tokio: c.speedup(),
+            }),
+            ..Scenario::default()
+        });
+        pb.inc(1);
+    }
+
+    let needs_servers = ["echo", "pipeline", "syscalls"].iter().any(|g| has(g));
+    if needs_servers {
+        let mut procs = Vec::new();
+        for &kind in &all {
+            procs.push((kind, ServerProcess::start(&exe, kind, pin.then_some(0))?));
+        }
+        if pin {
+            sys::pin_to_cpu(1)?;
+        }
+        for group in ["echo", "pipeline"] {
+            if !has(group) {
+                continue;
+            }
+            for case in echo_cases(group) {
+                let s = echo_scenario(group, case, &procs, duration, &pb, &mut rep.verified_bytes)?;
+                rep.scenarios.push(s);
+            }
+        }
+        if has("syscalls") {
+            rep.scenarios.push(syscall_scenario(
+                &procs,
+                quick,
+                &pb,
+                &mut rep.verified_bytes,
+            )?);
+        }
+    }
+    if has("http") {
+        pb.set_message("http");
+        rep.scenarios.push(Scenario {
+            id: "http".into(),
+            title: "HTTP plaintext (keep-alive GET, \"Hello, World!\")".into(),
+            skipped: Some("the oxloop-http crate is not part of this build".into()),
+            ..Scenario::default()
+        });
+        pb.inc(1);
+    }
+    if has("idle") {
+        let mut rows = Vec::new();
+        for &kind in &all {
+            pb.set_message(format!("idle: {idle_count} connections to {kind}"));
+            let (before, after) = suite::idle_memory(&exe, kind, idle_count)?;
+            rep.verified_bytes += idle_count as u64 + 1;
+            rows.push(IdleRow {
+                server: kind.name().into(),
+                connections: idle_count,
+                rss_before_mib: before as f64 / (1 << 20) as f64,
+                rss_after_mib: after as f64 / (1 << 20) as f64,
+                bytes_per_connection: after.saturating_sub(before) as f64 / idle_count as f64,
+                ..IdleRow::default()
+            });
+            pb.inc(1);
+        }
+        let base = |name: &str| {
+            rows.iter()
+                .find(|r| r.server == name)
+                .map(|r| r.bytes_per_connection)
+        };
+        let (raw, tokio) = (base("raw-epoll"), base("tokio"));
+        for r in rows.iter_mut() {
+            r.vs_raw = raw.filter(|&b| b > 0.0).map(|b| r.bytes_per_connection / b);
+            r.vs_tokio = tokio
+                .filter(|&b| b > 0.0)
+                .map(|b| r.bytes_per_connection / b);
+        }
+        let mut notes = vec![format!(
+            "Resident memory (VmRSS) of the server after one warm-up connection, then with {idle_count} more connections open and idle, each checked with a 1-byte echo. Kernel socket buffers are not in RSS."
+        )];
+        notes.extend(libuv_note());
+        rep.scenarios.push(Scenario {
+            id: "idle".into(),
+            title: format!("Idle connections: memory per connection ({idle_count})"),
+            notes,
+            idle: rows,
+            ..Scenario::default()
+        });
+    }
+    pb.finish_and_clear();
+    rep.machine.load_average_end = load_average();
+    rep.elapsed_s = started.elapsed().as_secs_f64();
+
+    println!(
+        "oxloop bench — {} — {} CPUs, Linux {}, {}; load average {:.2} {:.2} {:.2} at the start, {:.2} {:.2} {:.2} at the end; {:.1} s per case; {:.0} s in all\n",
+        rep.date,
+        rep.machine.cpus,
+        rep.machine.kernel,
+        rep.machine.cpu_model,
+        rep.machine.load_average_start[0],
+        rep.machine.load_average_start[1],
+        rep.machine.load_average_start[2],
+        rep.machine.load_average_end[0],
+        rep.machine.load_average_end[1],
+        rep.machine.load_average_end[2],
+        rep.duration_per_case_s,
+        rep.elapsed_s
+    );
+    for s in &rep.scenarios {
+        println!("{}", s.markdown());
+    }
+    println!(
+        "{} bytes echoed, every one verified; 0 errors.",
+        rep.verified_bytes
+    );
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&rep).map_err(io::Error::other)?;
+        std::fs::write(path, text + "\n")?;
+        println!("JSON: {}", path.display());
+    }
+    if let Some(path) = &args.chart {
+        chart::draw(&rep, path)?;
+        println!("chart: {}", path.display());
+    }
+    Ok(())
+}
+
+/// One echo load against every server, raw epoll before and after each peer.
+fn echo_scenario(
+    group: &str,
+    case: Case,
+    procs: &[(ServerKind, ServerProcess)],
+    duration: Duration,
+    pb: &ProgressBar,
+    verified: &mut u64,
+) -> io::Result<Scenario> {
+    let (raw_proc, peers) = procs.split_first().expect("raw server first");
+    let id = case_id(group, &case);
+    let mut run = |kind: ServerKind, p: &ServerProcess| -> io::Result<Measurement> {
+        pb.set_message(format!("{id}: {kind}"));
+        let m = suite::measure(p, kind, case, duration)
+            .map_err(|e| io::Error::new(e.kind(), format!("{id} against {kind}: {e}")))?;
+        if m.load.messages == 0 {
+            return Err(io::Error::other(format!(
+                "{id} against {kind}: no message echoed"
+            )));
+        }
+        *verified += m.load.bytes;
+        pb.inc(1);
+        Ok(m)
+    };
+    let mut raws = vec![run(raw_proc.0, &raw_proc.1)?];
+    let mut measured = Vec::new();
+    for (kind, p) in peers {
+        measured.push(run(*kind, p)?);
+        raws.push(run(raw_proc.0, &raw_proc.1)?);
+    }
+    let rate = |m: &Measurement| m.load.rate();
+    // The raw row: all its runs together.
+    let mut lat = Histogram::new();
+    let (mut msgs, mut bytes, mut secs, mut user, mut total) = (0u64, 0u64, 0.0, 0.0, 0.0);
+    for m in &raws {
+        lat.merge(&m.load.latency);
+        msgs += m.load.messages;
+        bytes += m.load.bytes;
+        secs += m.load.elapsed.as_secs_f64();
+        user += m.server_user.as_nanos() as f64;
+        total += (m.server_user + m.server_system).as_nanos() as f64;
+    }
+    let raw_row = ThroughputRow {
+        server: "raw-epoll".into(),
+        messages_per_s: msgs as f64 / secs,
+        mib_per_s: bytes as f64 / secs / (1 << 20) as f64,
+        p50_us: lat.quantile(0.5).as_secs_f64() * 1e6,
+        p99_us: lat.quantile(0.99).as_secs_f64() * 1e6,
+        user_ns_per_msg: user / msgs.max(1) as f64,
+        total_ns_per_msg: total / msgs.max(1) as f64,
+        messages: msgs,
+        runs: raws.iter().map(rate).collect(),
+        ..ThroughputRow::default()
+    };
+    let mut rows: Vec<ThroughputRow> = measured
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let around = (rate(&raws[i]) + rate(&raws[i + 1])) / 2.0;
+            ThroughputRow {
+                server: m.kind.name().into(),
+                messages_per_s: rate(m),
+                mib_per_s: m.load.bytes as f64 / m.load.elapsed.as_secs_f64() / (1 << 20) as f64,
+                p50_us: m.load.latency.quantile(0.5).as_secs_f64() * 1e6,
+                p99_us: m.load.latency.quantile(0.99).as_secs_f64() * 1e6,
+                user_ns_per_msg: m.user_ns_per_message(),
+                total_ns_per_msg: m.total_ns_per_message(),
+                throughput_vs_raw: Some(rate(m) / around),
+                cpu_vs_raw: (raw_row.total_ns_per_msg > 0.0)
+                    .then(|| m.total_ns_per_message() / raw_row.total_ns_per_msg),
+                messages: m.load.messages,
+                ..ThroughputRow::default()
+            }
+        })
+        .collect();
+    rows.insert(0, raw_row);
+    if let Some(t) = rows.iter().find(|r| r.server == "tokio").cloned() {
+        for r in rows.iter_mut() {
+            r.throughput_vs_tokio = Some(r.messages_per_s / t.messages_per_s);
+            r.cpu_vs_tokio =
+                (t.total_ns_per_msg > 0.0).then(|| r.total_ns_per_msg / t.total_ns_per_msg);
+        }
+    }
+    let mut notes = vec![format!(
+        "Order: raw-epoll, then each peer followed by raw-epoll again; raw-epoll runs (msg/s): {}. A peer's throughput ÷ raw uses the raw runs just before and after it. CPU is the server process's user+system time from /proc (10 ms ticks), per message.",
+        rows[0]
+            .runs
+            .iter()
+            .map(|r| format!("{r:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )];
+    notes.extend(libuv_note());
+    Ok(Scenario {
+        id,
+        title: case_title(&case),
+        notes,
+        throughput: rows,
+        ..Scenario::default()
+    })
+}
+
+/// System calls per echoed message (1 connection, 64 B ping-pong) under strace.
+fn syscall_scenario(
+    procs: &[(ServerKind, ServerProcess)],
+    quick: bool,
+    pb: &ProgressBar,
+    verified: &mut u64,
+) -> io::Result<Scenario> {
+    let mut s = Scenario {
+        id: "syscalls".into(),
+        title: "System calls per echoed message (1 connection, 64 B ping-pong)".into(),
+        ..Scenario::default()
+    };
+    if !suite::strace_available() {
+        s.skipped = Some("strace is not installed (apt-get install strace)".into());
+        pb.inc(procs.len() as u64);
+        return Ok(s);
+    }
+    let messages = if quick { 500 } else { 10_000 };
+    let case = Case {
+        connections: 1,
+        size: 64,
+        depth: 1,
+    };
+    for (kind, p) in procs {
+        pb.set_message(format!("syscalls: {kind} under strace"));
+        let c = suite::count_syscalls(p, case, messages)
+            .map_err(|e| io::Error::new(e.kind(), format!("syscalls of {kind}: {e}")))?;
+        *verified += c.messages * case.size as u64;
+        s.syscalls.push(SyscallRow {
+            server: kind.name().into(),
+            messages: c.messages,
+            calls: c.calls,
+            per_message: c.per_message(),
+            top: c
+                .top
+                .iter()
+                .map(|(n, k)| format!("{n} {k}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            ..SyscallRow::default()
+        });
+        pb.inc(1);
+    }
+    let base = |name: &str| {
+        s.syscalls
+            .iter()
+            .find(|r| r.server == name)
+            .map(|r| r.per_message)
+    };
+    let (raw, tokio) = (base("raw-epoll"), base("tokio"));
+    for r in s.syscalls.iter_mut() {
+        r.vs_raw = raw.filter(|&b| b > 0.0).map(|b| r.per_message / b);
+        r.vs_tokio = tokio.filter(|&b| b > 0.0).map(|b| r.per_message / b);
+    }
+    s.notes.push(format!(
+        "`strace -c -f -p PID` attached to each running server while {messages} messages were echoed; every thread counted, including the idle wait at either end."
+    ));
+    s.notes.extend(libuv_note());
+    Ok(s)
+}
+
+fn read_trim(path: &str) -> String {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn cpu_model() -> String {
+    read_trim("/proc/cpuinfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn load_average() -> [f64; 3] {
+    let s = read_trim("/proc/loadavg");
+    let mut it = s.split_whitespace().map(|v| v.parse().unwrap_or(0.0));
+    [
+        it.next().unwrap_or(0.0),
+        it.next().unwrap_or(0.0),
+        it.next().unwrap_or(0.0),
+    ]
+}
+
+/// The current time in UTC, `YYYY-MM-DDTHH:MM:SSZ`.
+fn utc_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + (month <= 2) as i64;
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}

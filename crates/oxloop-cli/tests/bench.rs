@@ -1,0 +1,135 @@
+//! `oxloop bench --quick --json FILE`, with very short cases: valid JSON, every
+//! scenario present, every byte verified.
+
+use std::process::Command;
+
+const SCENARIOS: [&str; 14] = [
+    "timers",
+    "call-soon",
+    "cross-thread",
+    "echo-c1-64",
+    "echo-c1-1k",
+    "echo-c1-16k",
+    "echo-c100-64",
+    "echo-c100-1k",
+    "echo-c100-16k",
+    "pipeline-c1-64",
+    "pipeline-c100-64",
+    "syscalls",
+    "http",
+    "idle",
+];
+
+#[test]
+fn quick_bench_writes_every_scenario_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let svg = dir.path().join("bench.svg");
+    let out = Command::new(env!("CARGO_BIN_EXE_oxloop"))
+        .args([
+            "bench",
+            "--quick",
+            "--duration",
+            "0.05",
+            "--idle-connections",
+            "200",
+        ])
+        .arg("--json")
+        .arg(&json)
+        .arg("--chart")
+        .arg(&svg)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{:?}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).expect("valid JSON");
+    assert_eq!(v["verification_errors"], 0);
+    assert!(v["verified_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(
+        v["machine"]["cpus"].as_u64().unwrap() as usize,
+        std::thread::available_parallelism().unwrap().get()
+    );
+    let scenarios = v["scenarios"].as_array().unwrap();
+    let ids: Vec<&str> = scenarios
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    for id in SCENARIOS {
+        assert!(ids.contains(&id), "{id} missing from {ids:?}");
+    }
+    for s in scenarios {
+        if s.get("skipped").is_some() {
+            assert!(
+                ["http", "syscalls"].contains(&s["id"].as_str().unwrap()),
+                "{s}"
+            );
+            continue;
+        }
+        if let Some(rows) = s.get("throughput").and_then(|r| r.as_array()) {
+            let servers: Vec<&str> = rows.iter().map(|r| r["server"].as_str().unwrap()).collect();
+            for name in ["raw-epoll", "oxloop", "tokio", "smol"] {
+                assert!(servers.contains(&name), "{name} missing in {s}");
+            }
+            for r in rows {
+                assert!(r["messages"].as_u64().unwrap() > 0, "{r}");
+                assert!(r["messages_per_s"].as_f64().unwrap() > 0.0, "{r}");
+            }
+        }
+        if let Some(p) = s.get("in_process") {
+            assert!(p["speedup_vs_tokio"].as_f64().unwrap() > 0.0, "{p}");
+        }
+    }
+    let svg = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.contains("echo-c1-64"),
+        "{svg}"
+    );
+    assert!(stdout.contains("every one verified; 0 errors"), "{stdout}");
+}
+
+#[test]
+fn scenario_filter_and_unknown_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("b.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_oxloop"))
+        .args([
+            "bench",
+            "--quick",
+            "--scenarios",
+            "call-soon,echo",
+            "--duration",
+            "0.05",
+        ])
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let ids: Vec<&str> = v["scenarios"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 7, "{ids:?}");
+    assert!(ids.contains(&"call-soon") && ids.contains(&"echo-c100-16k"));
+
+    let out = Command::new(env!("CARGO_BIN_EXE_oxloop"))
+        .args(["bench", "--scenarios", "nginx"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown scenario"));
+}
