@@ -7,6 +7,8 @@
 //! - [`servers`]: the three echo servers compared: oxloop's protocol API, a
 //!   hand-written raw epoll server (the no-abstraction limit) and tokio's
 //!   `current_thread` runtime;
+//! - [`http`]: HTTP plaintext servers (hyper, a raw responder), wrk and a checking
+//!   keep-alive load generator;
 //! - [`latency`]: a log-bucketed round-trip histogram;
 //! - [`inproc`]: in-process comparisons of the core loop with tokio (timers,
 //!   `call_soon`, cross-thread calls);
@@ -18,6 +20,7 @@
 
 #![warn(missing_docs)]
 
+pub mod http;
 pub mod inproc;
 pub mod latency;
 pub mod loadgen;

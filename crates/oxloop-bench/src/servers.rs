@@ -26,6 +26,10 @@ pub enum ServerKind {
     /// libuv, in C: a separate program (see [`libuv_program`]), built when libuv's
     /// headers are installed.
     Libuv,
+    /// HTTP: hyper on tokio `current_thread` (not an echo server).
+    HttpHyper,
+    /// HTTP: a hand-written epoll responder, the limit (not an echo server).
+    HttpRaw,
 }
 
 impl ServerKind {
@@ -33,12 +37,14 @@ impl ServerKind {
     pub const ALL: [ServerKind; 3] = [ServerKind::Oxloop, ServerKind::RawEpoll, ServerKind::Tokio];
 
     /// Every kind, including the peers `oxloop bench` adds.
-    pub const NAMED: [ServerKind; 5] = [
+    pub const NAMED: [ServerKind; 7] = [
         ServerKind::Oxloop,
         ServerKind::RawEpoll,
         ServerKind::Tokio,
         ServerKind::Smol,
         ServerKind::Libuv,
+        ServerKind::HttpHyper,
+        ServerKind::HttpRaw,
     ];
 
     /// The name used on the command line.
@@ -49,6 +55,8 @@ impl ServerKind {
             ServerKind::Tokio => "tokio",
             ServerKind::Smol => "smol",
             ServerKind::Libuv => "libuv",
+            ServerKind::HttpHyper => "http-hyper",
+            ServerKind::HttpRaw => "http-raw",
         }
     }
 }
@@ -109,6 +117,8 @@ pub fn bind(
             let bound = listener.local_addr()?;
             Ok((bound, Box::new(move || smol_echo(listener, exit_after))))
         }
+        ServerKind::HttpHyper => crate::http::bind_hyper(addr),
+        ServerKind::HttpRaw => crate::http::bind_raw(addr),
         ServerKind::Libuv => Err(io::Error::new(
             io::ErrorKind::Unsupported,
             "the libuv server is a separate program (servers::libuv_program)",

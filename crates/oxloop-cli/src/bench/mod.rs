@@ -39,9 +39,10 @@ pub struct BenchArgs {
     /// Short cases and smaller workloads: the whole run takes under a minute.
     #[arg(long)]
     pub quick: bool,
-    /// Seconds per echo case and server (default 2; 0.3 with --quick).
-    #[arg(long, value_name = "SECS")]
-    pub duration: Option<f64>,
+    /// Time per case and server: `2s`, `200ms` or plain seconds (default 2 s; 0.25 s
+    /// with --quick).
+    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
     /// Also write every figure to FILE as JSON.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -151,11 +152,10 @@ pub fn run(args: BenchArgs) -> io::Result<()> {
         }
     };
     let quick = args.quick;
-    let duration = Duration::from_secs_f64(
-        args.duration
-            .unwrap_or(if quick { 0.3 } else { 2.0 })
-            .max(0.01),
-    );
+    let duration = args
+        .duration
+        .unwrap_or(Duration::from_millis(if quick { 250 } else { 2000 }))
+        .max(Duration::from_millis(10));
     let idle_count = args
         .idle_connections
         .unwrap_or(if quick { 1_000 } else { 10_000 });
@@ -196,7 +196,7 @@ pub fn run(args: BenchArgs) -> io::Result<()> {
         steps += all.len() as u64;
     }
     if has("http") {
-        steps += 1;
+        steps += (2 * HTTP_PEERS.len() + 1) as u64;
     }
     if has("idle") {
         steps += all.len() as u64;
@@ -281,14 +281,16 @@ pub fn run(args: BenchArgs) -> io::Result<()> {
         }
     }
     if has("http") {
-        pb.set_message("http");
-        rep.scenarios.push(Scenario {
-            id: "http".into(),
-            title: "HTTP plaintext (keep-alive GET, \"Hello, World!\")".into(),
-            skipped: Some("the oxloop-http crate is not part of this build".into()),
-            ..Scenario::default()
-        });
-        pb.inc(1);
+        if pin {
+            sys::pin_to_cpu(1)?;
+        }
+        rep.scenarios.push(http_scenario(
+            &exe,
+            pin,
+            duration,
+            &pb,
+            &mut rep.verified_bytes,
+        )?);
     }
     if has("idle") {
         let mut rows = Vec::new();
@@ -353,7 +355,7 @@ pub fn run(args: BenchArgs) -> io::Result<()> {
         println!("{}", s.markdown());
     }
     println!(
-        "{} bytes echoed, every one verified; 0 errors.",
+        "{} bytes echoed or received, every one verified; 0 errors.",
         rep.verified_bytes
     );
     if let Some(path) = &args.json {
@@ -470,6 +472,156 @@ fn echo_scenario(
     })
 }
 
+/// The HTTP servers compared with the raw responder.
+const HTTP_PEERS: [(ServerKind, &str); 1] = [(ServerKind::HttpHyper, "hyper (tokio)")];
+
+/// One HTTP server run: what the client saw and the server's CPU time.
+struct HttpRun {
+    requests: u64,
+    bytes: u64,
+    secs: f64,
+    p50_us: f64,
+    p99_us: f64,
+    cpu_user_ns: f64,
+    cpu_total_ns: f64,
+}
+
+impl HttpRun {
+    fn rate(&self) -> f64 {
+        self.requests as f64 / self.secs.max(1e-9)
+    }
+}
+
+/// HTTP plaintext: keep-alive `GET /` on 100 connections, wrk when installed and the
+/// case lasts at least a second, the built-in checking client otherwise (which also
+/// checks every server briefly before wrk runs).
+fn http_scenario(
+    exe: &std::path::Path,
+    pin: bool,
+    duration: Duration,
+    pb: &ProgressBar,
+    verified: &mut u64,
+) -> io::Result<Scenario> {
+    use oxloop_bench::http;
+    let use_wrk = http::wrk_available() && duration >= Duration::from_secs(1);
+    let connections = 100;
+    let mut run = |kind: ServerKind| -> io::Result<HttpRun> {
+        pb.set_message(format!("http: {kind}"));
+        let server = ServerProcess::start(exe, kind, pin.then_some(0))?;
+        let fail = |e: io::Error| io::Error::new(e.kind(), format!("http against {kind}: {e}"));
+        // Every server answers correctly before it is measured.
+        let check = http::http_load(server.addr, 10, Duration::from_millis(100)).map_err(fail)?;
+        *verified += check.bytes;
+        let (u0, s0) = sys::process_cpu(server.pid())?;
+        let r = if use_wrk {
+            let w = http::run_wrk(server.addr, connections, duration).map_err(fail)?;
+            HttpRun {
+                requests: w.requests,
+                bytes: (w.bytes_per_s * w.elapsed.as_secs_f64()) as u64,
+                secs: w.elapsed.as_secs_f64(),
+                p50_us: w.p50.as_secs_f64() * 1e6,
+                p99_us: w.p99.as_secs_f64() * 1e6,
+                cpu_user_ns: 0.0,
+                cpu_total_ns: 0.0,
+            }
+        } else {
+            let l = http::http_load(server.addr, connections, duration).map_err(fail)?;
+            *verified += l.bytes;
+            HttpRun {
+                requests: l.messages,
+                bytes: l.bytes,
+                secs: l.elapsed.as_secs_f64(),
+                p50_us: l.latency.quantile(0.5).as_secs_f64() * 1e6,
+                p99_us: l.latency.quantile(0.99).as_secs_f64() * 1e6,
+                cpu_user_ns: 0.0,
+                cpu_total_ns: 0.0,
+            }
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        let (u1, s1) = sys::process_cpu(server.pid())?;
+        let (user, total) = (
+            u1.saturating_sub(u0).as_nanos() as f64,
+            (u1 + s1).saturating_sub(u0 + s0).as_nanos() as f64,
+        );
+        pb.inc(1);
+        Ok(HttpRun {
+            cpu_user_ns: user,
+            cpu_total_ns: total,
+            ..r
+        })
+    };
+    let mut raws = vec![run(ServerKind::HttpRaw)?];
+    let mut peers = Vec::new();
+    for (kind, name) in HTTP_PEERS {
+        peers.push((name, run(kind)?));
+        raws.push(run(ServerKind::HttpRaw)?);
+    }
+    let n = raws.len() as f64;
+    let (req, secs) = (
+        raws.iter().map(|r| r.requests).sum::<u64>(),
+        raws.iter().map(|r| r.secs).sum::<f64>(),
+    );
+    let raw_total = raws.iter().map(|r| r.cpu_total_ns).sum::<f64>() / req.max(1) as f64;
+    let mut rows = vec![ThroughputRow {
+        server: "raw-epoll".into(),
+        messages_per_s: req as f64 / secs,
+        mib_per_s: raws.iter().map(|r| r.bytes).sum::<u64>() as f64 / secs / (1 << 20) as f64,
+        p50_us: raws.iter().map(|r| r.p50_us).sum::<f64>() / n,
+        p99_us: raws.iter().map(|r| r.p99_us).sum::<f64>() / n,
+        user_ns_per_msg: raws.iter().map(|r| r.cpu_user_ns).sum::<f64>() / req.max(1) as f64,
+        total_ns_per_msg: raw_total,
+        messages: req,
+        runs: raws.iter().map(HttpRun::rate).collect(),
+        ..ThroughputRow::default()
+    }];
+    for (i, (name, r)) in peers.iter().enumerate() {
+        let around = (raws[i].rate() + raws[i + 1].rate()) / 2.0;
+        let total = r.cpu_total_ns / r.requests.max(1) as f64;
+        rows.push(ThroughputRow {
+            server: name.to_string(),
+            messages_per_s: r.rate(),
+            mib_per_s: r.bytes as f64 / r.secs / (1 << 20) as f64,
+            p50_us: r.p50_us,
+            p99_us: r.p99_us,
+            user_ns_per_msg: r.cpu_user_ns / r.requests.max(1) as f64,
+            total_ns_per_msg: total,
+            throughput_vs_raw: Some(r.rate() / around),
+            cpu_vs_raw: (raw_total > 0.0).then(|| total / raw_total),
+            messages: r.requests,
+            ..ThroughputRow::default()
+        });
+    }
+    if let Some(t) = rows.iter().find(|r| r.server.contains("tokio")).cloned() {
+        for r in rows.iter_mut() {
+            r.throughput_vs_tokio = Some(r.messages_per_s / t.messages_per_s);
+            r.cpu_vs_tokio =
+                (t.total_ns_per_msg > 0.0).then(|| r.total_ns_per_msg / t.total_ns_per_msg);
+        }
+    }
+    let tool = if use_wrk {
+        format!(
+            "wrk -t1 -c{connections} -d{}s --latency",
+            duration.as_secs().max(1)
+        )
+    } else if http::wrk_available() {
+        format!("the built-in client ({connections} connections; wrk needs cases of at least 1 s)")
+    } else {
+        format!("the built-in client ({connections} connections; wrk is not installed)")
+    };
+    Ok(Scenario {
+        id: "http".into(),
+        title: "HTTP plaintext (keep-alive GET /, \"Hello, World!\", 100 connections)".into(),
+        notes: vec![
+            format!(
+                "Load: {tool}, pinned to CPU 1; each server pinned to CPU 0, its responses first checked (status, Content-Length, body) by the built-in client. Order: raw, then each server followed by raw again; raw runs (req/s): {}. raw-epoll here is a hand-written responder that answers each request head with a canned response; MiB/s counts response bytes.",
+                rows[0].runs.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", ")
+            ),
+        ],
+        throughput: rows,
+        ..Scenario::default()
+    })
+}
+
 /// System calls per echoed message (1 connection, 64 B ping-pong) under strace.
 fn syscall_scenario(
     procs: &[(ServerKind, ServerProcess)],
@@ -529,6 +681,23 @@ fn syscall_scenario(
     ));
     s.notes.extend(libuv_note());
     Ok(s)
+}
+
+/// `2s`, `200ms`, `1.5` (seconds).
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else {
+        (s, 1.0)
+    };
+    num.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .map(|v| Duration::from_secs_f64(v * scale))
+        .ok_or_else(|| format!("{s:?} is not a duration (e.g. 2s, 200ms)"))
 }
 
 fn read_trim(path: &str) -> String {
