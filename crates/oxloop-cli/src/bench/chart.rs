@@ -1,5 +1,6 @@
 //! The SVG chart of `oxloop bench --chart`: per echo load, each peer's throughput
-//! over the raw epoll limit (top) and over tokio (bottom).
+//! over the raw epoll limit (top) and over tokio (middle), and the in-process
+//! workloads: tokio's time over oxloop's (bottom).
 
 use super::report::Report;
 use plotters::coord::Shift;
@@ -44,11 +45,20 @@ pub fn draw(rep: &Report, path: &Path) -> io::Result<()> {
     let vs_raw = pick(&|r| r.throughput_vs_raw);
     let vs_tokio: Series = pick(&|r| r.throughput_vs_tokio)
         .into_iter()
-        .filter(|(n, _)| n != "tokio")
+        .filter(|(n, _)| n != "tokio" && !n.contains("(tokio)"))
         .collect();
-    let root = SVGBackend::new(path, (1200, 900)).into_drawing_area();
+    let (mut in_cats, mut in_vals) = (Vec::new(), Vec::new());
+    for s in rep.scenarios.iter() {
+        if let Some(p) = &s.in_process {
+            in_cats.push(s.id.clone());
+            in_vals.push(Some(p.speedup_vs_tokio));
+        }
+    }
+    let in_process: Series = vec![("oxloop".to_string(), in_vals)];
+    let root = SVGBackend::new(path, (1200, 1100)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
-    let (top, bottom) = root.split_vertically(450);
+    let (top, rest) = root.split_vertically(400);
+    let (middle, bottom) = rest.split_vertically(400);
     panel(
         &top,
         &format!(
@@ -60,10 +70,17 @@ pub fn draw(rep: &Report, path: &Path) -> io::Result<()> {
         &servers,
     )?;
     panel(
-        &bottom,
+        &middle,
         "throughput ÷ tokio current_thread (above 1: faster than tokio)",
         &cats,
         &vs_tokio,
+        &servers,
+    )?;
+    panel(
+        &bottom,
+        "in process: tokio's time ÷ oxloop's for the same work (above 1: oxloop is faster)",
+        &in_cats,
+        &in_process,
         &servers,
     )?;
     root.present().map_err(err)?;
