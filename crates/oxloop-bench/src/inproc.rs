@@ -19,6 +19,8 @@ pub struct Comparison {
     pub oxloop: Duration,
     /// tokio's wall time.
     pub tokio: Duration,
+    /// The same times split into phases: `(name, oxloop, tokio)`.
+    pub phases: Vec<(&'static str, Duration, Duration)>,
 }
 
 impl Comparison {
@@ -61,18 +63,21 @@ pub fn timers(n: usize) -> io::Result<Comparison> {
         let fired = fired.clone();
         handles.push(ev.call_later(delay(i), move || fired.set(fired.get() + 1)));
     }
+    let inserted = start.elapsed();
     for h in handles.iter().step_by(2) {
         h.cancel();
     }
+    let cancelled = start.elapsed();
     ev.run()?;
     let oxloop = start.elapsed();
+    let ox_phases = [inserted, cancelled - inserted, oxloop - cancelled];
     check(fired.get() == n / 2, "oxloop timers")?;
     drop(handles);
 
     let rt = tokio_rt()?;
     let fired = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
-    rt.block_on(async {
+    let (inserted, cancelled) = rt.block_on(async {
         let mut handles = Vec::with_capacity(n);
         for i in 0..n {
             let fired = fired.clone();
@@ -81,19 +86,27 @@ pub fn timers(n: usize) -> io::Result<Comparison> {
                 fired.fetch_add(1, Ordering::Relaxed);
             }));
         }
+        let inserted = start.elapsed();
         for h in handles.iter().step_by(2) {
             h.abort();
         }
+        let cancelled = start.elapsed();
         for h in handles.into_iter().skip(1).step_by(2) {
             let _ = h.await;
         }
+        (inserted, cancelled)
     });
     let tokio = start.elapsed();
     check(fired.load(Ordering::Relaxed) == n / 2, "tokio timers")?;
+    let tk_phases = [inserted, cancelled - inserted, tokio - cancelled];
+    let names = ["insert", "cancel", "fire"];
     Ok(Comparison {
         operations: n as u64,
         oxloop,
         tokio,
+        phases: (0..3)
+            .map(|i| (names[i], ox_phases[i], tk_phases[i]))
+            .collect(),
     })
 }
 
@@ -130,6 +143,7 @@ pub fn call_soon(n: usize) -> io::Result<Comparison> {
         operations: n as u64,
         oxloop,
         tokio,
+        phases: Vec::new(),
     })
 }
 
@@ -198,5 +212,6 @@ pub fn cross_thread(threads: usize, per_thread: usize) -> io::Result<Comparison>
         operations: total as u64,
         oxloop,
         tokio,
+        phases: Vec::new(),
     })
 }

@@ -16,7 +16,9 @@ use oxloop_bench::latency::Histogram;
 use oxloop_bench::servers::{self, ServerKind};
 use oxloop_bench::suite::{self, Case, Measurement, ServerProcess};
 use oxloop_bench::{inproc, sys};
-use report::{IdleRow, InProcessRow, Machine, Report, Scenario, SyscallRow, ThroughputRow};
+use report::{
+    IdleRow, InProcessRow, Machine, PhaseRow, Report, Scenario, SyscallRow, ThroughputRow,
+};
 use std::io;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -210,20 +212,20 @@ pub fn run(args: BenchArgs) -> io::Result<()> {
 
     // In-process comparisons first, before this thread is pinned.
     let scale = if quick { 10 } else { 1 };
-    let inproc_runs: [(&str, &str, InProcessRun); 3] = [
+    let inproc_runs: [(&str, String, InProcessRun); 3] = [
         (
             "timers",
-            "Timers: 1M (--quick: 100k) set, every other one cancelled, the rest fired; vs tokio sleep tasks, every other one aborted",
+            format!("Timers: {} set (1–10 ms), every other one cancelled, the rest fired; vs tokio sleep tasks, every other one aborted", count(1_000_000 / scale)),
             Box::new(move || inproc::timers(1_000_000 / scale)),
         ),
         (
             "call-soon",
-            "call_soon: 1M (--quick: 100k) callbacks queued and run; vs tokio spawn of empty tasks",
+            format!("call_soon: {} callbacks queued and run; vs tokio spawn of empty tasks", count(1_000_000 / scale)),
             Box::new(move || inproc::call_soon(1_000_000 / scale)),
         ),
         (
             "cross-thread",
-            "Cross-thread calls: 4 threads × 100k (--quick: 10k) call_from_thread; vs tokio Handle::spawn",
+            format!("Cross-thread calls: 4 threads × {} call_from_thread; vs tokio Handle::spawn", count(100_000 / scale)),
             Box::new(move || inproc::cross_thread(4, 100_000 / scale)),
         ),
     ];
@@ -235,11 +237,12 @@ pub fn run(args: BenchArgs) -> io::Result<()> {
         let c = f()?;
         rep.scenarios.push(Scenario {
             id: id.to_string(),
-            title: title.to_string(),
-            notes: vec![
-                "In one process, one thread each (plus the sender threads for cross-thread calls)."
-                    .to_string(),
-            ],
+            title,
+            notes: vec![if id == "timers" {
+                "In one process, one thread each. Phases: insert = call_later / tokio::spawn of a sleeping task (tokio registers the timer when the task first runs, so in the fire phase); cancel = Handle::cancel / JoinHandle::abort of every other one; fire = running until the rest fired.".to_string()
+            } else {
+                "In one process, one thread each (plus the sender threads for cross-thread calls).".to_string()
+            }],
             in_process: Some(InProcessRow {
                 operations: c.operations,
                 oxloop_ms: c.oxloop.as_secs_f64() * 1e3,
@@ -247,6 +250,15 @@ pub fn run(args: BenchArgs) -> io::Result<()> {
                 oxloop_per_s: c.operations as f64 / c.oxloop.as_secs_f64().max(1e-12),
                 tokio_per_s: c.operations as f64 / c.tokio.as_secs_f64().max(1e-12),
                 speedup_vs_tokio: c.speedup(),
+                phases: c
+                    .phases
+                    .iter()
+                    .map(|&(name, ox, tk)| PhaseRow {
+                        phase: name.to_string(),
+                        oxloop_ms: ox.as_secs_f64() * 1e3,
+                        tokio_ms: tk.as_secs_f64() * 1e3,
+                    })
+                    .collect(),
             }),
             ..Scenario::default()
         });
@@ -698,6 +710,19 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         .filter(|v| v.is_finite() && *v > 0.0)
         .map(|v| Duration::from_secs_f64(v * scale))
         .ok_or_else(|| format!("{s:?} is not a duration (e.g. 2s, 200ms)"))
+}
+
+/// 1000000 as "1,000,000".
+fn count(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn read_trim(path: &str) -> String {

@@ -155,6 +155,20 @@ pub struct InProcessRow {
     pub tokio_per_s: f64,
     /// tokio's time over oxloop's (above 1: oxloop is faster).
     pub speedup_vs_tokio: f64,
+    /// The times split into phases, where the workload has them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub phases: Vec<PhaseRow>,
+}
+
+/// One phase of an in-process workload.
+#[derive(Serialize, Debug, Default, Clone)]
+pub struct PhaseRow {
+    /// insert, cancel, fire.
+    pub phase: String,
+    /// oxloop's time, milliseconds.
+    pub oxloop_ms: f64,
+    /// tokio's time, milliseconds.
+    pub tokio_ms: f64,
 }
 
 fn ratio(v: Option<f64>) -> String {
@@ -239,6 +253,12 @@ impl Scenario {
                 r.tokio_per_s,
                 r.speedup_vs_tokio
             );
+            if !r.phases.is_empty() {
+                s += "\n| phase | oxloop ms | tokio ms |\n|---|--:|--:|\n";
+                for p in &r.phases {
+                    s += &format!("| {} | {:.1} | {:.1} |\n", p.phase, p.oxloop_ms, p.tokio_ms);
+                }
+            }
         }
         s
     }
