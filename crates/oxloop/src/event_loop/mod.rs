@@ -539,9 +539,9 @@ impl EventLoop {
                 inner.shared.waker.drain();
                 continue;
             }
-            let wakers = inner.state.borrow_mut().watchers.source_ready(ready);
-            if let Some(wakers) = wakers {
-                wakers.into_iter().flatten().for_each(Waker::wake);
+            let source = inner.state.borrow_mut().watchers.source_ready(ready);
+            if let Some(source) = source {
+                source.wake(ready.readable, ready.writable);
                 continue;
             }
             if ready.readable {
@@ -617,6 +617,10 @@ impl EventLoop {
     fn run_timers(&self) {
         let (now, before) = {
             let state = self.inner.state.borrow();
+            if state.timers.len() == 0 {
+                // Nothing to fire; skips the clock conversion on I/O-only iterations.
+                return;
+            }
             (self.inner.nanos(state.now), state.timers.next_seq())
         };
         loop {
