@@ -659,7 +659,8 @@ impl EventLoop {
                 Some(slot) if slot.generation == generation => {
                     // Cleared before polling, so a wake during the poll queues it again.
                     slot.header.begin_poll();
-                    slot.future.take().map(|f| (f, slot.waker.clone()))
+                    // Both move out (no waker clone per poll) and come back after.
+                    slot.future.take().zip(slot.waker.take())
                 }
                 _ => None,
             }
@@ -687,6 +688,7 @@ impl EventLoop {
                         Some(future)
                     } else {
                         slot.future = Some(future);
+                        slot.waker = Some(waker);
                         None
                     }
                 }
@@ -718,7 +720,7 @@ impl EventLoop {
         entry.insert(TaskSlot {
             generation,
             future: Some(future),
-            waker: Waker::from(header.clone()),
+            waker: Some(Waker::from(header.clone())),
             header,
         });
         state.ready.push_task(key, generation);
