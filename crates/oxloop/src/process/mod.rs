@@ -158,7 +158,8 @@ impl Command {
     }
 
     /// Runs the child to completion and collects its exit status and output. Unless
-    /// set otherwise, stdin is null and stdout and stderr are captured.
+    /// set otherwise, stdin is null and stdout and stderr are captured (those settings
+    /// then stay on this command for later spawns).
     pub async fn output(&mut self) -> io::Result<Output> {
         if !self.stdin_set {
             self.std.stdin(Stdio::null());

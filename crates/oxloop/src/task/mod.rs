@@ -25,11 +25,10 @@
 //! - [`sleep`], [`sleep_until`], [`timeout`] and [`yield_now`] (evergreen's `switch`)
 //!   are built on the loop's timers and ready queue.
 //! - [`spawn_blocking`] runs blocking work on a bounded thread pool and awaits it.
-//!
-//! - Waiting on several futures at once: [`select!`](crate::task::select) (first
+//! - Waiting on several futures at once: [`select!`](macro@crate::task::select) (first
 //!   branch to finish wins, the others are dropped; each future must be fused, see
-//!   [`FutureExt::fuse`]), [`select_biased!`](crate::task::select_biased),
-//!   [`join!`](crate::task::join), and the functions [`select()`] (two futures, the
+//!   [`FutureExt::fuse`]), [`select_biased!`](macro@crate::task::select_biased),
+//!   [`join!`](macro@crate::task::join), and the functions [`select()`] (two futures, the
 //!   loser handed back in an [`Either`]) and [`select_all`]. They are `futures-util`'s,
 //!   re-exported; `examples/select.rs` races a pipe, a UDP socket and a timeout.
 //!
