@@ -21,11 +21,19 @@ pub enum ServerKind {
     RawEpoll,
     /// tokio's `current_thread` runtime, one task per connection.
     Tokio,
+    /// oxloop's tasks and async sockets, one task per connection (the tokio server's
+    /// code on oxloop).
+    Async,
 }
 
 impl ServerKind {
-    /// All three, in report order.
-    pub const ALL: [ServerKind; 3] = [ServerKind::Oxloop, ServerKind::RawEpoll, ServerKind::Tokio];
+    /// All of them, in report order.
+    pub const ALL: [ServerKind; 4] = [
+        ServerKind::Oxloop,
+        ServerKind::RawEpoll,
+        ServerKind::Tokio,
+        ServerKind::Async,
+    ];
 
     /// The name used on the command line.
     pub fn name(self) -> &'static str {
@@ -33,6 +41,7 @@ impl ServerKind {
             ServerKind::Oxloop => "oxloop",
             ServerKind::RawEpoll => "raw-epoll",
             ServerKind::Tokio => "tokio",
+            ServerKind::Async => "async",
         }
     }
 }
@@ -49,7 +58,7 @@ impl FromStr for ServerKind {
         ServerKind::ALL
             .into_iter()
             .find(|k| k.name() == s)
-            .ok_or_else(|| format!("unknown server {s:?} (oxloop, raw-epoll, tokio)"))
+            .ok_or_else(|| format!("unknown server {s:?} (oxloop, raw-epoll, tokio, async)"))
     }
 }
 
@@ -84,6 +93,11 @@ pub fn bind(
             let listener = TcpListener::bind(addr)?;
             let bound = listener.local_addr()?;
             Ok((bound, Box::new(move || tokio_echo(listener, exit_after))))
+        }
+        ServerKind::Async => {
+            let listener = TcpListener::bind(addr)?;
+            let bound = listener.local_addr()?;
+            Ok((bound, Box::new(move || async_echo(listener, exit_after))))
         }
     }
 }
@@ -297,4 +311,34 @@ pub fn tokio_echo(listener: TcpListener, exit_after: Option<u64>) -> io::Result<
             });
         }
     })
+}
+
+/// oxloop's tasks: the tokio server above, line for line, on oxloop's `TcpListener`,
+/// `TcpStream` and `task::spawn`.
+pub fn async_echo(listener: TcpListener, exit_after: Option<u64>) -> io::Result<()> {
+    use oxloop::io::{AsyncReadExt, AsyncWriteExt};
+    let ev = EventLoop::new()?;
+    let closed = Rc::new(Cell::new(0u64));
+    ev.block_on(async move {
+        let listener = oxloop::net::TcpListener::from_std(listener)?;
+        loop {
+            let (mut sock, _) = listener.accept().await?;
+            sock.set_nodelay(true)?;
+            let closed = closed.clone();
+            oxloop::task::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    match sock.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if sock.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                count_close(&closed, exit_after);
+            });
+        }
+    })?
 }
