@@ -12,7 +12,7 @@ use std::time::Duration;
 /// | `head_timeout` (first byte of a request to the end of its head) | 10 s | 408, close |
 /// | `body_timeout` (longest pause between two reads of a body) | 10 s | 408, close |
 /// | `idle_timeout` (keep-alive connection without a request) | 60 s | silent close |
-/// | `max_connections` | 10 000 | accepting pauses until one closes |
+/// | `max_connections` | 10 000 | accepting pauses until one closes (a connection accepted in the same burst past the limit gets 503) |
 #[derive(Clone, Debug)]
 pub struct Config {
     pub(crate) max_head_bytes: usize,
@@ -72,7 +72,9 @@ impl Config {
     }
 
     /// The most connections open at once; at the limit the server stops accepting
-    /// (the kernel queues new ones in the listen backlog) until one closes.
+    /// (the kernel queues new ones in the listen backlog) until one closes. The
+    /// listener accepts connections in bursts, so one accepted past the limit before
+    /// accepting stopped is answered 503 and closed.
     pub fn max_connections(mut self, n: usize) -> Config {
         self.max_connections = n.max(1);
         self

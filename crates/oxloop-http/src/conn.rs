@@ -171,7 +171,7 @@ impl HttpProtocol {
 impl Protocol for HttpProtocol {
     fn connection_made(&mut self, transport: Transport) {
         let shared = self.conn.borrow().shared.clone();
-        let key = shared.register(&self.conn);
+        let (key, over_limit) = shared.register(&self.conn);
         let mut c = self.conn.borrow_mut();
         c.key = key;
         if shared.config.log_requests {
@@ -183,6 +183,9 @@ impl Protocol for HttpProtocol {
         c.transport = Some(transport);
         if shared.shutting_down.get() {
             c.begin_close();
+        } else if over_limit {
+            c.cur_http11 = true;
+            c.reject(503);
         } else {
             let idle = c.shared.config.idle_timeout;
             c.set_deadline(Deadline::Idle, idle);
@@ -391,7 +394,7 @@ impl Conn {
 
     /// A head was parsed into `self.req`: read its body or answer it.
     fn start_request(&mut self, framing: Framing, expect_continue: bool) {
-        self.cur_head = self.req.method() == "HEAD";
+        self.cur_head = self.req.method_bytes() == b"HEAD";
         self.cur_http11 = self.req.http11;
         self.cur_close = self.req.close;
         self.deadline = None;
@@ -648,18 +651,19 @@ impl Conn {
             || self.close_after
             || self.shared.shutting_down.get());
         let out = &mut self.out;
-        out.extend_from_slice(if self.cur_http11 {
-            b"HTTP/1.1 "
-        } else {
-            b"HTTP/1.0 "
-        });
-        push_decimal(out, u64::from(status));
-        out.push(b' ');
-        out.extend_from_slice(reason(status).as_bytes());
-        out.extend_from_slice(b"\r\n");
+        match (self.cur_http11, status) {
+            (true, 200) => out.extend_from_slice(b"HTTP/1.1 200 OK\r\n"),
+            (http11, _) => {
+                out.extend_from_slice(if http11 { b"HTTP/1.1 " } else { b"HTTP/1.0 " });
+                push_decimal(out, u64::from(status));
+                out.push(b' ');
+                out.extend_from_slice(reason(status).as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+        }
         out.extend_from_slice(&self.shared.server_header);
         out.extend_from_slice(b"Date: ");
-        push_date(out);
+        push_date(out, self.shared.ev.time());
         out.extend_from_slice(b"\r\n");
         if let Some(ct) = &content_type {
             out.extend_from_slice(b"Content-Type: ");

@@ -52,6 +52,10 @@ impl Request {
         self.span_str(self.method)
     }
 
+    pub(crate) fn method_bytes(&self) -> &[u8] {
+        self.span(self.method)
+    }
+
     /// The request target exactly as sent, e.g. `"/a/b?x=1"`.
     pub fn target(&self) -> &str {
         self.span_str(self.target)

@@ -28,8 +28,10 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// Records a new connection; stops accepting at the limit.
-    pub(crate) fn register(&self, conn: &Rc<RefCell<Conn>>) -> usize {
+    /// Records a new connection; stops accepting at the limit. Returns its key and
+    /// whether it is over the limit (the listener accepts a burst of connections per
+    /// readiness report, so a few can arrive after accepting was stopped).
+    pub(crate) fn register(&self, conn: &Rc<RefCell<Conn>>) -> (usize, bool) {
         let (key, open) = {
             let mut conns = self.conns.borrow_mut();
             (conns.insert(Rc::downgrade(conn)), conns.len())
@@ -39,7 +41,7 @@ impl Shared {
                 l.stop_accepting();
             }
         }
-        key
+        (key, open > self.config.max_connections)
     }
 
     /// Forgets a closed connection; resumes accepting below the limit, and reports

@@ -294,7 +294,22 @@ fn connection_limit_pauses_accepting() {
         .unwrap();
     c.write_all(get("/third").as_bytes()).unwrap();
     assert!(read_response(&mut c, &mut pending, false).is_none());
-    // Once one closes, it is.
+    // More at once: none is served while two are open (some may be refused
+    // with 503 if they were accepted in the same burst).
+    let mut extra: Vec<_> = (0..6).map(|_| connect(srv.addr)).collect();
+    for s in &mut extra {
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let _ = s.write_all(get("/extra").as_bytes());
+    }
+    for s in &mut extra {
+        let mut pending = Vec::new();
+        if let Some(r) = read_response(s, &mut pending, false) {
+            assert_eq!(r.status, 503);
+        }
+    }
+    drop(extra);
+    // Once one closes, the queued one is served.
     drop(a);
     c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut pending = Vec::new();
