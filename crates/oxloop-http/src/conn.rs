@@ -132,10 +132,12 @@ pub(crate) struct Conn {
 /// The protocol object the transport owns.
 pub(crate) struct HttpProtocol {
     conn: Rc<RefCell<Conn>>,
+    ev: oxloop::EventLoop,
 }
 
 impl HttpProtocol {
     pub(crate) fn new(shared: Rc<Shared>) -> HttpProtocol {
+        let ev = shared.ev.clone();
         let conn = Rc::new_cyclic(|me| {
             RefCell::new(Conn {
                 shared,
@@ -164,7 +166,7 @@ impl HttpProtocol {
                 chunked: false,
             })
         });
-        HttpProtocol { conn }
+        HttpProtocol { conn, ev }
     }
 }
 
@@ -177,7 +179,10 @@ impl Protocol for HttpProtocol {
         if shared.config.log_requests {
             c.peer = transport
                 .peer_addr()
-                .map(|a| format!("{a:?}"))
+                .map(|a| {
+                    a.as_inet()
+                        .map_or_else(|| format!("{a:?}"), |s| s.to_string())
+                })
                 .unwrap_or_default();
         }
         c.transport = Some(transport);
@@ -217,7 +222,7 @@ impl Protocol for HttpProtocol {
         // Sending a file or stream stops when the transport's buffer is full; go on.
         match self.conn.try_borrow_mut() {
             Ok(mut c) => c.pump(),
-            Err(_) => Conn::schedule_pump(&self.conn.borrow().me),
+            Err(_) => Conn::schedule_pump(&Rc::downgrade(&self.conn), &self.ev),
         }
     }
 }
@@ -250,14 +255,23 @@ impl Conn {
         }
         let Some(t) = self.transport() else { return };
         let me = self.me.clone();
-        let handle = t.call_later(after, move || {
-            if let Some(c) = me.upgrade() {
-                if let Ok(mut c) = c.try_borrow_mut() {
-                    c.on_timer();
-                }
-            }
-        });
+        let ev = self.shared.ev.clone();
+        let handle = t.call_later(after, move || Conn::timer_fired(&me, &ev));
         self.timer = Some((at, handle));
+    }
+
+    fn timer_fired(me: &Weak<RefCell<Conn>>, ev: &oxloop::EventLoop) {
+        let Some(conn) = me.upgrade() else { return };
+        let Ok(mut c) = conn.try_borrow_mut() else {
+            // The connection is in use further up the stack (a handler running a
+            // nested loop): look again shortly.
+            let (me, ev2) = (me.clone(), ev.clone());
+            ev.call_later(Duration::from_millis(10), move || {
+                Conn::timer_fired(&me, &ev2)
+            });
+            return;
+        };
+        c.on_timer();
     }
 
     fn on_timer(&mut self) {
@@ -743,10 +757,11 @@ impl Conn {
     fn start_sending(&mut self, sending: Sending) {
         if let Sending::Stream(s) = &sending {
             let me = self.me.clone();
+            let ev = self.shared.ev.clone();
             let scheduled = self.pump_scheduled.clone();
             let notify: Rc<dyn Fn()> = Rc::new(move || {
                 if !scheduled.replace(true) {
-                    Conn::schedule_pump_inner(&me);
+                    Conn::schedule_pump(&me, &ev);
                 }
             });
             s.borrow_mut().notify = Some(notify);
@@ -757,13 +772,9 @@ impl Conn {
         self.pump();
     }
 
-    fn schedule_pump(me: &Weak<RefCell<Conn>>) {
-        Conn::schedule_pump_inner(me);
-    }
-
-    fn schedule_pump_inner(me: &Weak<RefCell<Conn>>) {
-        let Some(conn) = me.upgrade() else { return };
-        let ev = conn.borrow().shared.ev.clone();
+    /// Runs `pump` in a loop callback of its own (from places where the connection
+    /// may be borrowed).
+    fn schedule_pump(me: &Weak<RefCell<Conn>>, ev: &oxloop::EventLoop) {
         let me = me.clone();
         ev.call_soon(move || {
             if let Some(conn) = me.upgrade() {
@@ -807,43 +818,49 @@ impl Conn {
                 finished = *left == 0;
             }
             Some(Sending::Stream(stream)) => {
-                let mut s = stream.borrow_mut();
-                while let Some(chunk) = s.chunks.pop_front() {
-                    s.queued -= chunk.len();
-                    if self.chunked {
-                        push_hex(&mut self.out, chunk.len() as u64);
-                        self.out.extend_from_slice(b"\r\n");
-                        self.out.extend_from_slice(&chunk);
-                        self.out.extend_from_slice(b"\r\n");
-                    } else {
-                        self.out.extend_from_slice(&chunk);
+                let stream = stream.clone();
+                // Move queued pieces to the transport until it is full (then
+                // `resume_writing` calls us again) or the queue is empty (then the
+                // writer's next `send` or its drop does).
+                while !t.is_closing() && t.write_buffer_size() <= STREAM_HIGH_WATER {
+                    let mut s = stream.borrow_mut();
+                    let mut took = false;
+                    while let Some(chunk) = s.chunks.pop_front() {
+                        took = true;
+                        s.queued -= chunk.len();
+                        if self.chunked {
+                            push_hex(&mut self.out, chunk.len() as u64);
+                            self.out.extend_from_slice(b"\r\n");
+                            self.out.extend_from_slice(&chunk);
+                            self.out.extend_from_slice(b"\r\n");
+                        } else {
+                            self.out.extend_from_slice(&chunk);
+                        }
+                        if self.out.len() >= STREAM_HIGH_WATER {
+                            break;
+                        }
                     }
-                    if self.out.len() >= STREAM_HIGH_WATER {
+                    if s.finished && s.chunks.is_empty() {
+                        finished = true;
+                        if self.chunked {
+                            self.out.extend_from_slice(b"0\r\n\r\n");
+                        }
+                        s.notify = None;
+                    }
+                    let waker = if s.queued < STREAM_HIGH_WATER {
+                        s.waker.take()
+                    } else {
+                        None
+                    };
+                    drop(s);
+                    if let Some(w) = waker {
+                        w.wake();
+                    }
+                    self.flush();
+                    if finished || !took {
                         break;
                     }
                 }
-                if s.finished && s.chunks.is_empty() {
-                    finished = true;
-                    if self.chunked {
-                        self.out.extend_from_slice(b"0\r\n\r\n");
-                    }
-                    s.notify = None;
-                }
-                let waker = if s.queued < STREAM_HIGH_WATER {
-                    s.waker.take()
-                } else {
-                    None
-                };
-                drop(s);
-                if let Some(w) = waker {
-                    w.wake();
-                }
-                let pending = std::mem::take(&mut self.out);
-                if !pending.is_empty() {
-                    let _ = t.write(&pending);
-                }
-                self.out = pending;
-                self.out.clear();
             }
         }
         if finished {
@@ -896,6 +913,9 @@ impl Conn {
             let _ = t.write(&self.out);
         }
         self.out.clear();
+        if self.out.capacity() > 256 * 1024 {
+            self.out = Vec::new();
+        }
     }
 
     /// Ends the connection politely: sends what is buffered, shuts the write side

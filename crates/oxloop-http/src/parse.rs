@@ -54,7 +54,10 @@ pub(crate) fn parse_head(buf: &[u8], req: &mut Request) -> Result<Option<Head>, 
     };
     let head = &buf[..len];
     // httparse accepts a lone LF as a line end; a proxy in front may not. Refuse it.
-    if !line_ends_are_crlf(buf, head, parsed.headers) {
+    let method_at = parsed
+        .method
+        .map_or(0, |m| m.as_ptr() as usize - buf.as_ptr() as usize);
+    if !line_ends_are_crlf(buf, head, method_at, parsed.headers) {
         return Err(Reject(400));
     }
     let http11 = match parsed.version {
@@ -151,9 +154,19 @@ pub(crate) fn parse_head(buf: &[u8], req: &mut Request) -> Result<Option<Head>, 
 /// checking, and httparse tells where they are: after each header value (past any
 /// trailing blanks), before the first header name (the request line's end), and the
 /// head's last two bytes (the empty line). A head without headers must end with
-/// CRLF CRLF. A leading empty line (which httparse skips) must be CRLF too.
-fn line_ends_are_crlf(buf: &[u8], head: &[u8], headers: &[httparse::Header<'_>]) -> bool {
-    if head.first() == Some(&b'\n') || !head.ends_with(b"\r\n") {
+/// CRLF CRLF. Leading empty lines (which httparse skips) must be CRLFs too.
+fn line_ends_are_crlf(
+    buf: &[u8],
+    head: &[u8],
+    method_at: usize,
+    headers: &[httparse::Header<'_>],
+) -> bool {
+    // Empty lines before the request line (skipped by httparse) must be CRLFs.
+    let leading = &head[..method_at.min(head.len())];
+    if !leading.len().is_multiple_of(2) || !leading.chunks(2).all(|c| c == b"\r\n") {
+        return false;
+    }
+    if !head.ends_with(b"\r\n") {
         return false;
     }
     let base = buf.as_ptr() as usize;

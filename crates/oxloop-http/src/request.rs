@@ -123,6 +123,10 @@ impl Request {
         self.head.clear();
         self.headers.clear();
         self.body.clear();
+        if self.body.capacity() > 64 * 1024 {
+            // Do not keep a large upload's buffer for the rest of the connection.
+            self.body = Vec::new();
+        }
         self.stream = None;
         self.close = false;
     }

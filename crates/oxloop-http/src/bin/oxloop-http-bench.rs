@@ -9,7 +9,9 @@
 //! wrk (`-t1 -c100`, plain and with 16 pipelined requests per connection) pinned to
 //! another, and reads the server's CPU time (user + system) from `/proc/PID/stat`
 //! before and after. Options: `--duration SECS` (10), `--connections N` (100),
-//! `--server-cpu C` (0), `--client-cpu C` (1), `--servers a,b,c`.
+//! `--server-cpu C` (0), `--client-cpu C` (1), `--servers a,b,c`, `--rounds N` (1;
+//! the servers take turns each round and the medians are reported, because a shared
+//! machine's kernel time varies by ±20 % from run to run).
 //!
 //! `serve KIND ADDR` runs one server in the foreground (`oxloop`, `hyper`, `epoll`)
 //! and prints `listening on ADDR`.
@@ -29,7 +31,7 @@ fn main() {
         _ => Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "usage: oxloop-http-bench run [--duration S] [--connections N] [--server-cpu C] \
-             [--client-cpu C] [--servers oxloop,hyper,epoll] | serve KIND ADDR",
+             [--client-cpu C] [--servers oxloop,hyper,epoll] [--rounds N] | serve KIND ADDR",
         )),
     };
     if let Err(e) = result {
@@ -273,6 +275,7 @@ struct Options {
     server_cpu: usize,
     client_cpu: usize,
     servers: Vec<String>,
+    rounds: usize,
 }
 
 fn parse_options(args: &[String]) -> io::Result<Options> {
@@ -282,6 +285,7 @@ fn parse_options(args: &[String]) -> io::Result<Options> {
         server_cpu: 0,
         client_cpu: 1,
         servers: KINDS.iter().map(|s| s.to_string()).collect(),
+        rounds: 1,
     };
     let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("bad {what}"));
     let mut it = args.iter();
@@ -293,6 +297,7 @@ fn parse_options(args: &[String]) -> io::Result<Options> {
             "--server-cpu" => o.server_cpu = value.parse().map_err(|_| bad(arg))?,
             "--client-cpu" => o.client_cpu = value.parse().map_err(|_| bad(arg))?,
             "--servers" => o.servers = value.split(',').map(str::to_string).collect(),
+            "--rounds" => o.rounds = value.parse::<usize>().map_err(|_| bad(arg))?.max(1),
             _ => return Err(bad(arg)),
         }
     }
@@ -367,6 +372,9 @@ request = function()
 end
 "#;
 
+/// One measurement: requests/s, user and system ns per request.
+type Run = (f64, f64, f64);
+
 struct WrkResult {
     requests: u64,
     rps: f64,
@@ -424,57 +432,82 @@ fn run(args: &[String]) -> io::Result<()> {
         std::env::temp_dir().join(format!("oxloop-http-pipeline-{}.lua", std::process::id()));
     std::fs::File::create(&script)?.write_all(PIPELINE_LUA.as_bytes())?;
     println!(
-        "wrk -t1 -c{} -d{}s, servers on CPU {}, wrk on CPU {}\n",
-        o.connections, o.duration, o.server_cpu, o.client_cpu
+        "wrk -t1 -c{} -d{}s, servers on CPU {}, wrk on CPU {}, {} round(s)\n",
+        o.connections, o.duration, o.server_cpu, o.client_cpu, o.rounds
     );
-    println!("| server | load | requests/s | server CPU per request (user + system) | errors |");
-    println!("|---|---|---|---|---|");
-    let mut results = Vec::new();
-    for kind in &o.servers {
-        for (mode, script) in [("plain", None), ("pipelined x16", Some(script.as_path()))] {
-            let server = start_server(kind, o.server_cpu)?;
-            check_hello(server.addr)?;
-            wrk(server.addr, &o, 1, script)?; // warm-up
-            let before = cpu_time(server.child.id())?;
-            let r = wrk(server.addr, &o, o.duration, script)?;
-            let after = cpu_time(server.child.id())?;
-            let per = |d: Duration| d.as_nanos() as f64 / r.requests.max(1) as f64;
-            let (user, system) = (per(after.0 - before.0), per(after.1 - before.1));
-            let ns = user + system;
-            println!(
-                "| {kind} | {mode} | {:.0} | {:.0} ns ({:.0} + {:.0}) | {} |",
-                r.rps,
-                ns,
-                user,
-                system,
-                if r.errors.is_empty() {
-                    "none"
-                } else {
-                    &r.errors
+    println!(
+        "| round | server | load | requests/s | server CPU per request (user + system) | errors |"
+    );
+    println!("|---|---|---|---|---|---|");
+    // (server, load) -> per round: (requests/s, user ns, system ns)
+    let mut results: Vec<(String, &str, Vec<Run>)> = Vec::new();
+    for round in 1..=o.rounds {
+        for kind in &o.servers {
+            for (mode, script) in [("plain", None), ("pipelined x16", Some(script.as_path()))] {
+                let server = start_server(kind, o.server_cpu)?;
+                check_hello(server.addr)?;
+                wrk(server.addr, &o, 1, script)?; // warm-up
+                let before = cpu_time(server.child.id())?;
+                let r = wrk(server.addr, &o, o.duration, script)?;
+                let after = cpu_time(server.child.id())?;
+                let per = |d: Duration| d.as_nanos() as f64 / r.requests.max(1) as f64;
+                let (user, system) = (per(after.0 - before.0), per(after.1 - before.1));
+                println!(
+                    "| {round} | {kind} | {mode} | {:.0} | {:.0} ns ({:.0} + {:.0}) | {} |",
+                    r.rps,
+                    user + system,
+                    user,
+                    system,
+                    if r.errors.is_empty() {
+                        "none"
+                    } else {
+                        &r.errors
+                    }
+                );
+                match results.iter_mut().find(|(k, m, _)| k == kind && *m == mode) {
+                    Some(entry) => entry.2.push((r.rps, user, system)),
+                    None => results.push((kind.clone(), mode, vec![(r.rps, user, system)])),
                 }
-            );
-            results.push((kind.clone(), mode, ns));
+            }
         }
     }
     let _ = std::fs::remove_file(&script);
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!("\nMedians over the rounds:\n");
+    println!("| server | load | requests/s | CPU per request | user | system |");
+    println!("|---|---|---|---|---|---|");
+    let mut totals = Vec::new();
+    for (kind, mode, runs) in &results {
+        let rps = median(runs.iter().map(|r| r.0).collect());
+        let total = median(runs.iter().map(|r| r.1 + r.2).collect());
+        let user = median(runs.iter().map(|r| r.1).collect());
+        let system = median(runs.iter().map(|r| r.2).collect());
+        println!("| {kind} | {mode} | {rps:.0} | {total:.0} ns | {user:.0} ns | {system:.0} ns |");
+        totals.push((kind.clone(), *mode, total, user));
+    }
     println!();
     for mode in ["plain", "pipelined x16"] {
         let get = |k: &str| {
-            results
+            totals
                 .iter()
-                .find(|(kind, m, _)| kind == k && *m == mode)
-                .map(|r| r.2)
+                .find(|(kind, m, _, _)| kind == k && *m == mode)
+                .map(|r| (r.2, r.3))
         };
         if let (Some(ox), Some(hy)) = (get("oxloop"), get("hyper")) {
             println!(
-                "{mode}: oxloop / hyper CPU per request = {:.2} (target <= 0.75)",
-                ox / hy
+                "{mode}: oxloop / hyper CPU per request = {:.2} (target <= 0.75); user space only {:.2}",
+                ox.0 / hy.0,
+                ox.1 / hy.1
             );
         }
         if let (Some(ox), Some(ep)) = (get("oxloop"), get("epoll")) {
             println!(
-                "{mode}: oxloop / epoll CPU per request = {:.2} (target <= 1.10)",
-                ox / ep
+                "{mode}: oxloop / epoll CPU per request = {:.2} (target <= 1.10); user space only {:.2}",
+                ox.0 / ep.0,
+                ox.1 / ep.1
             );
         }
     }
