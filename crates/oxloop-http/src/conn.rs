@@ -284,6 +284,18 @@ impl Conn {
             self.arm(at, at - now);
             return;
         }
+        let handler_is_slow = self
+            .body
+            .as_ref()
+            .is_some_and(|b| matches!(b.sink, Sink::Channel(_)))
+            && self.transport().is_some_and(|t| !t.is_reading());
+        if kind == Deadline::Body && handler_is_slow {
+            // Reading is paused because the async handler has not taken what arrived:
+            // the client is not the slow one. Look again later.
+            let limit = self.shared.config.body_timeout;
+            self.set_deadline(Deadline::Body, limit);
+            return;
+        }
         self.deadline = None;
         match kind {
             Deadline::Idle | Deadline::Linger => {

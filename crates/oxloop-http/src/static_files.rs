@@ -3,7 +3,8 @@
 //! A request path is percent-decoded, split into segments and joined onto the root;
 //! `..` segments (plain or encoded as `%2e%2e`) are refused with 403, a path that
 //! resolves (through symlinks) outside the root is refused with 403, and a missing
-//! file is 404. Files get a `Content-Type` from their extension and a
+//! file is 404. A directory is answered with its `index.html` (`/dir` is first
+//! redirected to `/dir/`); there are no directory listings. Files get a `Content-Type` from their extension and a
 //! `Last-Modified` date; `If-Modified-Since` is answered with 304.
 //!
 //! # Why no `sendfile`
@@ -87,7 +88,17 @@ impl StaticFiles {
             _ => return Response::error(405).header("Allow", "GET, HEAD"),
         }
         let path = match self.resolve(req.path()) {
-            Ok(path) => path,
+            Ok(Resolved::File(path)) => path,
+            Ok(Resolved::Directory) => {
+                // `/dir` → `/dir/`, so that relative links in its index work. Leading
+                // slashes are collapsed: `//host/dir/` would send the client to `host`.
+                let mut location = format!("/{}/", req.path().trim_start_matches('/'));
+                if let Some(q) = req.query() {
+                    location.push('?');
+                    location.push_str(q);
+                }
+                return Response::error(301).header("Location", location);
+            }
             Err(status) => return Response::error(status),
         };
         match self.open(&path, req) {
@@ -97,7 +108,7 @@ impl StaticFiles {
     }
 
     /// Maps a URL path to a file under the root, or the status refusing it.
-    fn resolve(&self, url_path: &str) -> Result<PathBuf, u16> {
+    fn resolve(&self, url_path: &str) -> Result<Resolved, u16> {
         let decoded = percent_decode(url_path.as_bytes()).ok_or(400u16)?;
         if !decoded.starts_with(b"/") || decoded.contains(&0) {
             return Err(400);
@@ -119,14 +130,17 @@ impl StaticFiles {
             return Err(403);
         }
         if real.is_dir() {
+            if !url_path.ends_with('/') {
+                return Ok(Resolved::Directory);
+            }
             let index = real.join("index.html");
             let index = index.canonicalize().map_err(|e| status_for(&e))?;
             if !index.starts_with(&self.root) {
                 return Err(403);
             }
-            return Ok(index);
+            return Ok(Resolved::File(index));
         }
-        Ok(real)
+        Ok(Resolved::File(real))
     }
 
     fn open(&self, path: &Path, req: &Request) -> io::Result<Response> {
@@ -163,6 +177,14 @@ impl StaticFiles {
         }
         Ok(r)
     }
+}
+
+/// What a URL path names.
+enum Resolved {
+    /// A file (a directory's `index.html` for a path ending in `/`).
+    File(PathBuf),
+    /// A directory named without the final `/`.
+    Directory,
 }
 
 fn secs(t: SystemTime) -> u64 {

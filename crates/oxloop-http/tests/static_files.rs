@@ -79,6 +79,16 @@ fn files_types_and_dates() {
         Some("application/json")
     );
     assert_eq!(get(&srv, "/inside_link").body, b"plain text");
+    let r = get(&srv, "/sub?x=1");
+    assert_eq!(r.status, 301);
+    assert_eq!(r.header("location").as_deref(), Some("/sub/?x=1"));
+    assert_eq!(get(&srv, "/sub/").status, 404, "no index.html, no listing");
+    let r = get(&srv, "//sub");
+    assert_eq!(
+        r.header("location").as_deref(),
+        Some("/sub/"),
+        "no open redirect"
+    );
     assert_eq!(get(&srv, "/a%2etxt").body, b"plain text");
     // Conditional GET.
     let r = fetch(
