@@ -298,7 +298,9 @@ impl Conn {
         }
         self.deadline = None;
         match kind {
-            Deadline::Idle | Deadline::Linger => {
+            // A quiet keep-alive connection ends with a FIN, like any other close.
+            Deadline::Idle => self.begin_close(),
+            Deadline::Linger => {
                 if let Some(t) = self.transport() {
                     t.abort();
                 }
