@@ -93,7 +93,7 @@ pub use config::Config;
 pub use request::{Request, Version};
 pub use response::{reason, Response};
 pub use server::HttpServer;
-pub use static_files::{serve_dir, StaticFiles};
+pub use static_files::{serve_dir, serve_dir_forever, StaticFiles};
 
 #[doc(hidden)]
 pub mod fuzz {

@@ -276,3 +276,38 @@ mod tests {
         assert_eq!(content_type(Path::new("x")), "application/octet-stream");
     }
 }
+
+/// Serves `dir` on `bind:port` with one log line per request on standard error, until
+/// SIGINT or SIGTERM: the first shuts down gracefully after the requests in progress,
+/// a second exits at once. This is `serve-http` of the `oxloop` and `oxloop-http`
+/// commands; errors come back as messages for the user.
+pub fn serve_dir_forever(dir: &str, bind: &str, port: u16) -> Result<(), String> {
+    let ev = oxloop::EventLoop::new().map_err(|e| e.to_string())?;
+    let addr = if bind.contains(':') {
+        format!("[{bind}]:{port}")
+    } else {
+        format!("{bind}:{port}")
+    };
+    let server = serve_dir(
+        &ev,
+        addr.as_str(),
+        dir,
+        crate::Config::default().log_requests(true),
+    )
+    .map_err(|e| format!("cannot serve {dir} on {addr}: {e}"))?;
+    println!("serving {dir} on http://{}", server.local_addr());
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        let server = server.clone();
+        let ev2 = ev.clone();
+        ev.add_signal_handler(signal, move || {
+            if server.is_shutting_down() {
+                std::process::exit(130);
+            }
+            eprintln!("shutting down after the requests in progress");
+            let ev3 = ev2.clone();
+            server.shutdown(move || ev3.stop());
+        })
+        .map_err(|e| e.to_string())?;
+    }
+    ev.run_forever().map_err(|e| e.to_string())
+}

@@ -3,8 +3,6 @@
 //! standard error. Ctrl-C or SIGTERM shuts down gracefully (a second one exits at
 //! once).
 
-use oxloop::EventLoop;
-use oxloop_http::{serve_dir, Config};
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: oxloop-http serve-http --dir DIR [--port N] [--bind ADDR]";
@@ -46,32 +44,5 @@ fn run() -> Result<(), String> {
         }
     }
     let dir = dir.ok_or_else(|| format!("--dir is required\n{USAGE}"))?;
-    let ev = EventLoop::new().map_err(|e| e.to_string())?;
-    let addr = if bind.contains(':') {
-        format!("[{bind}]:{port}")
-    } else {
-        format!("{bind}:{port}")
-    };
-    let server = serve_dir(
-        &ev,
-        addr.as_str(),
-        &dir,
-        Config::default().log_requests(true),
-    )
-    .map_err(|e| format!("cannot serve {dir} on {addr}: {e}"))?;
-    println!("serving {dir} on http://{}", server.local_addr());
-    for signal in [libc::SIGINT, libc::SIGTERM] {
-        let server = server.clone();
-        let ev2 = ev.clone();
-        ev.add_signal_handler(signal, move || {
-            if server.is_shutting_down() {
-                std::process::exit(130);
-            }
-            eprintln!("shutting down after the requests in progress");
-            let ev3 = ev2.clone();
-            server.shutdown(move || ev3.stop());
-        })
-        .map_err(|e| e.to_string())?;
-    }
-    ev.run_forever().map_err(|e| e.to_string())
+    oxloop_http::serve_dir_forever(&dir, &bind, port)
 }
