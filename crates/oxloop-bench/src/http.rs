@@ -14,6 +14,23 @@ use std::time::{Duration, Instant};
 /// The body every server answers with.
 pub const BODY: &[u8] = b"Hello, World!";
 
+/// oxloop-http answering with a closure handler, as its `http_hello` example does.
+pub fn bind_oxloop(addr: SocketAddr) -> io::Result<(SocketAddr, Serve)> {
+    let ev = oxloop::EventLoop::new()?;
+    let server =
+        oxloop_http::HttpServer::bind(&ev, addr, oxloop_http::Config::default(), |_req| {
+            oxloop_http::Response::text("Hello, World!").content_type("text/plain")
+        })?;
+    let bound = server.local_addr();
+    Ok((
+        bound,
+        Box::new(move || {
+            let _server = server;
+            ev.run_forever()
+        }),
+    ))
+}
+
 /// hyper 1.x, HTTP/1 only, on tokio's `current_thread` runtime, one task per
 /// connection.
 pub fn bind_hyper(addr: SocketAddr) -> io::Result<(SocketAddr, Serve)> {

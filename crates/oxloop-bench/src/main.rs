@@ -1,10 +1,10 @@
 //! `oxloop-bench`: echo benchmarks of oxloop's protocol layer.
 //!
 //! ```text
-//! oxloop-bench echo [--duration SECS] [--servers oxloop,raw-epoll,tokio] [--quick]
+//! oxloop-bench echo [--duration SECS] [--servers oxloop,raw-epoll,tokio,async] [--quick]
 //!                   [--connections 1,100] [--sizes 64,1024,16384] [--depths 1,16]
 //! oxloop-bench idle [--connections N] [--servers ...]
-//! oxloop-bench serve <oxloop|raw-epoll|tokio> <ip:port> [--cpu N] [--exit-after N]
+//! oxloop-bench serve <oxloop|raw-epoll|tokio|async> <ip:port> [--cpu N] [--exit-after N]
 //! oxloop-bench load <ip:port> [--connections N] [--size N] [--depth N]
 //!                             [--duration SECS | --messages N] [--cpu N]
 //! ```
@@ -20,9 +20,9 @@ use std::time::Duration;
 
 fn usage() -> ! {
     eprintln!(
-        "usage:\n  oxloop-bench echo [--duration SECS] [--servers oxloop,raw-epoll,tokio] [--quick] [--connections 1,100] [--sizes 64,1024,16384] [--depths 1,16]\n  \
+        "usage:\n  oxloop-bench echo [--duration SECS] [--servers oxloop,raw-epoll,tokio,async] [--quick] [--connections 1,100] [--sizes 64,1024,16384] [--depths 1,16]\n  \
          oxloop-bench idle [--connections N] [--servers ...]\n  \
-         oxloop-bench serve <oxloop|raw-epoll|tokio> <ip:port> [--cpu N] [--exit-after N]\n  \
+         oxloop-bench serve <oxloop|raw-epoll|tokio|async> <ip:port> [--cpu N] [--exit-after N]\n  \
          oxloop-bench load <ip:port> [--connections N] [--size N] [--depth N] [--duration SECS | --messages N] [--cpu N]"
     );
     std::process::exit(2)
@@ -202,9 +202,9 @@ fn main() {
             .unwrap_or_else(|e| fail(e));
             // Ratios against the other servers, per case.
             println!(
-                "\n| conns | size | in flight | user CPU oxloop/raw | user CPU oxloop/tokio |"
+                "\n| conns | size | in flight | user CPU oxloop/raw | user CPU oxloop/tokio | user CPU async/tokio |"
             );
-            println!("|---|---|---|---|---|");
+            println!("|---|---|---|---|---|---|");
             for case in &cases {
                 let find = |k: ServerKind| {
                     results
@@ -212,17 +212,19 @@ fn main() {
                         .find(|m| m.kind == k && m.case == *case)
                         .map(|m| m.user_ns_per_message())
                 };
-                if let Some(ox) = find(ServerKind::Oxloop) {
-                    let ratio = |k| find(k).map_or("-".to_string(), |v| format!("{:.2}", ox / v));
-                    println!(
-                        "| {} | {} | {} | {} | {} |",
-                        case.connections,
-                        case.size,
-                        case.depth,
-                        ratio(ServerKind::RawEpoll),
-                        ratio(ServerKind::Tokio)
-                    );
-                }
+                let ratio = |a, b| match (find(a), find(b)) {
+                    (Some(a), Some(b)) => format!("{:.2}", a / b),
+                    _ => "-".to_string(),
+                };
+                println!(
+                    "| {} | {} | {} | {} | {} | {} |",
+                    case.connections,
+                    case.size,
+                    case.depth,
+                    ratio(ServerKind::Oxloop, ServerKind::RawEpoll),
+                    ratio(ServerKind::Oxloop, ServerKind::Tokio),
+                    ratio(ServerKind::Async, ServerKind::Tokio)
+                );
             }
         }
         "idle" => {

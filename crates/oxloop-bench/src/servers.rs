@@ -21,11 +21,17 @@ pub enum ServerKind {
     RawEpoll,
     /// tokio's `current_thread` runtime, one task per connection.
     Tokio,
+    /// oxloop's tasks and async sockets, one task per connection (the tokio server's
+    /// code on oxloop).
+    Async,
     /// smol (async-io) on one thread: a `LocalExecutor`, one task per connection.
     Smol,
     /// libuv, in C: a separate program (see [`libuv_program`]), built when libuv's
     /// headers are installed.
     Libuv,
+    /// HTTP: oxloop-http with a closure handler (what its `http_hello` example runs;
+    /// not an echo server).
+    HttpOxloop,
     /// HTTP: hyper on tokio `current_thread` (not an echo server).
     HttpHyper,
     /// HTTP: a hand-written epoll responder, the limit (not an echo server).
@@ -33,16 +39,23 @@ pub enum ServerKind {
 }
 
 impl ServerKind {
-    /// All three, in report order.
-    pub const ALL: [ServerKind; 3] = [ServerKind::Oxloop, ServerKind::RawEpoll, ServerKind::Tokio];
-
-    /// Every kind, including the peers `oxloop bench` adds.
-    pub const NAMED: [ServerKind; 7] = [
+    /// All of them, in report order.
+    pub const ALL: [ServerKind; 4] = [
         ServerKind::Oxloop,
         ServerKind::RawEpoll,
         ServerKind::Tokio,
+        ServerKind::Async,
+    ];
+
+    /// Every kind, including the peers `oxloop bench` adds.
+    pub const NAMED: [ServerKind; 9] = [
+        ServerKind::Oxloop,
+        ServerKind::RawEpoll,
+        ServerKind::Tokio,
+        ServerKind::Async,
         ServerKind::Smol,
         ServerKind::Libuv,
+        ServerKind::HttpOxloop,
         ServerKind::HttpHyper,
         ServerKind::HttpRaw,
     ];
@@ -53,8 +66,10 @@ impl ServerKind {
             ServerKind::Oxloop => "oxloop",
             ServerKind::RawEpoll => "raw-epoll",
             ServerKind::Tokio => "tokio",
+            ServerKind::Async => "async",
             ServerKind::Smol => "smol",
             ServerKind::Libuv => "libuv",
+            ServerKind::HttpOxloop => "http-oxloop",
             ServerKind::HttpHyper => "http-hyper",
             ServerKind::HttpRaw => "http-raw",
         }
@@ -112,11 +127,17 @@ pub fn bind(
             let bound = listener.local_addr()?;
             Ok((bound, Box::new(move || tokio_echo(listener, exit_after))))
         }
+        ServerKind::Async => {
+            let listener = TcpListener::bind(addr)?;
+            let bound = listener.local_addr()?;
+            Ok((bound, Box::new(move || async_echo(listener, exit_after))))
+        }
         ServerKind::Smol => {
             let listener = TcpListener::bind(addr)?;
             let bound = listener.local_addr()?;
             Ok((bound, Box::new(move || smol_echo(listener, exit_after))))
         }
+        ServerKind::HttpOxloop => crate::http::bind_oxloop(addr),
         ServerKind::HttpHyper => crate::http::bind_hyper(addr),
         ServerKind::HttpRaw => crate::http::bind_raw(addr),
         ServerKind::Libuv => Err(io::Error::new(
@@ -376,4 +397,34 @@ pub fn smol_echo(listener: TcpListener, exit_after: Option<u64>) -> io::Result<(
             .detach();
         }
     }))
+}
+
+/// oxloop's tasks: the tokio server above, line for line, on oxloop's `TcpListener`,
+/// `TcpStream` and `task::spawn`.
+pub fn async_echo(listener: TcpListener, exit_after: Option<u64>) -> io::Result<()> {
+    use oxloop::io::{AsyncReadExt, AsyncWriteExt};
+    let ev = EventLoop::new()?;
+    let closed = Rc::new(Cell::new(0u64));
+    ev.block_on(async move {
+        let listener = oxloop::net::TcpListener::from_std(listener)?;
+        loop {
+            let (mut sock, _) = listener.accept().await?;
+            sock.set_nodelay(true)?;
+            let closed = closed.clone();
+            oxloop::task::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    match sock.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if sock.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                count_close(&closed, exit_after);
+            });
+        }
+    })?
 }

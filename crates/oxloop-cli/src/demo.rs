@@ -37,6 +37,8 @@ async fn tour(ev: EventLoop, start: Instant) -> io::Result<()> {
     tcp_echo(&ev, start).await?;
     udp_echo(&ev, start).await?;
     tasks(start).await?;
+    wires(&ev, start).await?;
+    http(&ev, start).await?;
     Ok(())
 }
 
@@ -216,6 +218,66 @@ async fn tasks(start: Instant) -> io::Result<()> {
         "tasks",
         format!("two tasks finished in order {:?} (slept {total} ms in all); a third was aborted: {aborted}", log.borrow()),
     );
+    Ok(())
+}
+
+/// A wire program (the aiowire seed): `(Call(sleep 20 ms) >> Call(beep)) * 3`.
+async fn wires(ev: &EventLoop, start: Instant) -> io::Result<()> {
+    use oxloop::wire::Call;
+    let beeps = Rc::new(Cell::new(0));
+    let b = beeps.clone();
+    let prog = (Call(|| task::sleep(Duration::from_millis(20)))
+        >> Call(move || {
+            b.set(b.get() + 1);
+            say(start, "wire", format!("beep {}", b.get()));
+        }))
+        * 3;
+    say(
+        start,
+        "wire",
+        "running (Call(sleep 20 ms) >> Call(beep)) * 3",
+    );
+    ev.start(prog).await.map_err(io::Error::other)?;
+    if beeps.get() != 3 {
+        return Err(io::Error::other(
+            "the wire program did not beep three times",
+        ));
+    }
+    Ok(())
+}
+
+/// The built-in HTTP server answering a request from an async client.
+async fn http(ev: &EventLoop, start: Instant) -> io::Result<()> {
+    use oxloop_http::{Config, HttpServer, Request, Response};
+    let server = HttpServer::bind(ev, "127.0.0.1:0", Config::default(), |req: &Request| {
+        Response::text(format!(
+            "Hello from oxloop-http, you asked for {}",
+            req.path()
+        ))
+    })?;
+    let addr = server.local_addr();
+    say(start, "http", format!("server listening on http://{addr}"));
+    let mut client = TcpStream::connect(addr).await?;
+    client
+        .write_all(b"GET /demo HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut response = String::new();
+    task::timeout(Duration::from_secs(5), client.read_to_string(&mut response)).await??;
+    let status = response.lines().next().unwrap_or_default().to_string();
+    let body = response
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    say(
+        start,
+        "http",
+        format!("GET /demo -> {status:?}, body {body:?}"),
+    );
+    if !status.starts_with("HTTP/1.1 200") || !body.contains("/demo") {
+        return Err(io::Error::other("unexpected HTTP response"));
+    }
+    server.shutdown(|| {});
     Ok(())
 }
 

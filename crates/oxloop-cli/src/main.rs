@@ -1,8 +1,9 @@
 //! The `oxloop` command.
 //!
 //! ```text
-//! oxloop demo     # a ten-second tour that shows every part of oxloop working
-//! oxloop bench    # oxloop against raw epoll, tokio, smol and libuv on this machine
+//! oxloop demo                                      # every part of oxloop, working
+//! oxloop serve-http --dir DIR [--port N] [--bind ADDR]  # serve a directory over HTTP
+//! oxloop bench [--quick] [--json FILE] [--chart FILE.svg]  # oxloop against its peers
 //! ```
 
 mod bench;
@@ -21,8 +22,21 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Runs a short tour in one process and prints what happens: timers, a signal, a
-    /// cross-thread call, TCP and UDP echo, tasks.
+    /// cross-thread call, TCP and UDP echo, tasks, a wire program and an HTTP request.
     Demo,
+    /// Serves a directory over HTTP (one log line per request on standard error) until
+    /// Ctrl-C or SIGTERM, which finish the requests in progress first.
+    ServeHttp {
+        /// The directory to serve.
+        #[arg(long)]
+        dir: String,
+        /// The port to listen on.
+        #[arg(long, default_value_t = 8000)]
+        port: u16,
+        /// The address to listen on.
+        #[arg(long, default_value = "127.0.0.1")]
+        bind: String,
+    },
     /// Measures oxloop against its peers on this machine: echo servers (raw epoll,
     /// tokio, smol, libuv), idle memory, system calls, and in-process timers,
     /// call_soon and cross-thread calls against tokio.
@@ -67,6 +81,9 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo => demo::run(),
+        Command::ServeHttp { dir, port, bind } => {
+            oxloop_http::serve_dir_forever(&dir, &bind, port).map_err(std::io::Error::other)
+        }
         Command::Bench(args) => bench::run(args),
         Command::Serve {
             kind,

@@ -74,9 +74,9 @@ fn quick_bench_writes_every_scenario_as_json() {
         if let Some(rows) = s.get("throughput").and_then(|r| r.as_array()) {
             let servers: Vec<&str> = rows.iter().map(|r| r["server"].as_str().unwrap()).collect();
             let expected: &[&str] = if s["id"] == "http" {
-                &["raw-epoll", "hyper (tokio)"]
+                &["raw-epoll", "oxloop-http", "hyper (tokio)"]
             } else {
-                &["raw-epoll", "oxloop", "tokio", "smol"]
+                &["raw-epoll", "oxloop", "async", "tokio", "smol"]
             };
             for &name in expected {
                 assert!(servers.contains(&name), "{name} missing in {s}");

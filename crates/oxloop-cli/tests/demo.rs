@@ -23,6 +23,8 @@ fn demo_shows_every_part() {
         "sent \"hello\", got back \"hello\"",
         "got \"datagram\" back from",
         "a third was aborted: true",
+        "beep 3",
+        "GET /demo -> \"HTTP/1.1 200 OK\"",
         "done: every part worked",
     ] {
         assert!(

@@ -36,6 +36,7 @@
 pub mod event_loop;
 pub mod io;
 pub mod net;
+pub mod process;
 pub mod protocol;
 pub(crate) mod reactor;
 pub mod task;

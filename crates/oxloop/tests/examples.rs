@@ -49,3 +49,23 @@ fn tour_shows_timers_pipe_signal_and_thread() {
         "a cancelled timer fired:\n{out}"
     );
 }
+
+#[test]
+fn select_first_source_wins() {
+    let out = run("select", &["pipe"]);
+    assert!(
+        out.contains("pipe won: \"hello from the pipe\""),
+        "pipe run:\n{out}"
+    );
+    let out = run("select", &["udp"]);
+    assert!(
+        out.contains("udp won: \"hello over udp\" from 127.0.0.1:"),
+        "udp run:\n{out}"
+    );
+    let out = run("select", &["timeout"]);
+    assert!(out.contains("timeout won"), "timeout run:\n{out}");
+    assert!(
+        out.contains("select(): the quick sleep won"),
+        "timeout run:\n{out}"
+    );
+}

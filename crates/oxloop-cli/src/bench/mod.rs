@@ -120,7 +120,12 @@ fn case_title(c: &Case) -> String {
 
 /// The peers measured against the raw server, in run order.
 fn peers() -> Vec<ServerKind> {
-    let mut v = vec![ServerKind::Oxloop, ServerKind::Tokio, ServerKind::Smol];
+    let mut v = vec![
+        ServerKind::Oxloop,
+        ServerKind::Async,
+        ServerKind::Tokio,
+        ServerKind::Smol,
+    ];
     if servers::libuv_program().is_some() {
         v.push(ServerKind::Libuv);
     }
@@ -485,7 +490,10 @@ fn echo_scenario(
 }
 
 /// The HTTP servers compared with the raw responder.
-const HTTP_PEERS: [(ServerKind, &str); 1] = [(ServerKind::HttpHyper, "hyper (tokio)")];
+const HTTP_PEERS: [(ServerKind, &str); 2] = [
+    (ServerKind::HttpOxloop, "oxloop-http"),
+    (ServerKind::HttpHyper, "hyper (tokio)"),
+];
 
 /// One HTTP server run: what the client saw and the server's CPU time.
 struct HttpRun {

@@ -569,18 +569,18 @@ impl EventLoop {
                 continue;
             }
             // One borrow both recognises an async source and takes the reader out.
-            let (wakers, reader) = {
+            let (source, reader) = {
                 let mut state = inner.state.borrow_mut();
                 match state.watchers.source_ready(ready) {
-                    Some(wakers) => (Some(wakers), None),
+                    Some(source) => (Some(source), None),
                     None if ready.readable => {
                         (None, state.watchers.begin(ready.fd, Direction::Read))
                     }
                     None => (None, None),
                 }
             };
-            if let Some(wakers) = wakers {
-                wakers.into_iter().flatten().for_each(Waker::wake);
+            if let Some(source) = source {
+                source.wake(ready.readable, ready.writable);
                 continue;
             }
             if let Some(reader) = reader {
@@ -706,7 +706,8 @@ impl EventLoop {
                 Some(slot) if slot.generation == generation => {
                     // Cleared before polling, so a wake during the poll queues it again.
                     slot.header.begin_poll();
-                    slot.future.take().map(|f| (f, slot.waker.clone()))
+                    // Both move out (no waker clone per poll) and come back after.
+                    slot.future.take().zip(slot.waker.take())
                 }
                 _ => None,
             }
@@ -737,6 +738,7 @@ impl EventLoop {
                         Some(future)
                     } else {
                         slot.future = Some(future);
+                        slot.waker = Some(waker);
                         None
                     }
                 }
@@ -768,7 +770,7 @@ impl EventLoop {
         entry.insert(TaskSlot {
             generation,
             future: Some(future),
-            waker: Waker::from(header.clone()),
+            waker: Some(Waker::from(header.clone())),
             header,
         });
         state.ready.push_task(key, generation);

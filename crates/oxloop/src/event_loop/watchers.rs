@@ -54,6 +54,30 @@ pub(crate) struct IoSource {
     pub write_waker: Cell<Option<Waker>>,
 }
 
+impl IoSource {
+    /// Wakes the tasks waiting for the directions that just became ready. The wakers
+    /// stay registered: a task polled again with the same waker then costs no clone
+    /// (it may see a spurious wake-up if it stopped waiting meanwhile, which futures
+    /// allow).
+    pub fn wake(&self, readable: bool, writable: bool) {
+        fn wake_slot(slot: &Cell<Option<Waker>>) {
+            if let Some(waker) = slot.take() {
+                waker.wake_by_ref();
+                // Waking only queues the task, so nothing replaced the waker meanwhile;
+                // keep the newer one if something did.
+                let newer = slot.take();
+                slot.set(Some(newer.unwrap_or(waker)));
+            }
+        }
+        if readable {
+            wake_slot(&self.read_waker);
+        }
+        if writable {
+            wake_slot(&self.write_waker);
+        }
+    }
+}
+
 #[derive(Default)]
 struct FdEntry {
     reader: CallbackSlot,
@@ -268,8 +292,9 @@ impl Watchers {
     }
 
     /// Records a readiness report for an async source. `None` when `fd` is not one;
-    /// otherwise the wakers to wake (after the loop's borrow is released).
-    pub fn source_ready(&mut self, ready: Ready) -> Option<[Option<Waker>; 2]> {
+    /// otherwise the source, whose waiting tasks the caller wakes with
+    /// [`IoSource::wake`] after the loop's borrow is released.
+    pub fn source_ready(&mut self, ready: Ready) -> Option<Rc<IoSource>> {
         let Ready {
             fd,
             readable,
@@ -284,16 +309,13 @@ impl Watchers {
         if closed {
             source.closed.set(true);
         }
-        let mut wake = [None, None];
         if readable {
             source.readable.set(true);
-            wake[0] = source.read_waker.take();
         }
         if writable {
             source.writable.set(true);
-            wake[1] = source.write_waker.take();
         }
-        Some(wake)
+        Some(source.clone())
     }
 
     /// Marks whether `fd`'s watchers keep `run()` going. Returns false when `fd` is not

@@ -39,6 +39,9 @@ pub use tcp::{TcpListener, TcpStream};
 pub use udp::UdpSocket;
 pub use unix::{UnixDatagram, UnixListener, UnixStream};
 
+#[cfg(feature = "tls")]
+pub mod tls;
+
 use crate::io::Async;
 use std::io;
 use std::os::fd::AsFd;

@@ -25,6 +25,27 @@
 //! - [`sleep`], [`sleep_until`], [`timeout`] and [`yield_now`] (evergreen's `switch`)
 //!   are built on the loop's timers and ready queue.
 //! - [`spawn_blocking`] runs blocking work on a bounded thread pool and awaits it.
+//! - Waiting on several futures at once: [`select!`](macro@crate::task::select) (first
+//!   branch to finish wins, the others are dropped; each future must be fused, see
+//!   [`FutureExt::fuse`]), [`select_biased!`](macro@crate::task::select_biased),
+//!   [`join!`](macro@crate::task::join), and the functions [`select()`] (two futures, the
+//!   loser handed back in an [`Either`]) and [`select_all`]. They are `futures-util`'s,
+//!   re-exported; `examples/select.rs` races a pipe, a UDP socket and a timeout.
+//!
+//! ```
+//! use oxloop::task::{self, FutureExt};
+//! use std::time::Duration;
+//!
+//! let ev = oxloop::EventLoop::new()?;
+//! let winner = ev.block_on(async {
+//!     oxloop::task::select! {
+//!         _ = task::sleep(Duration::from_millis(50)).fuse() => "slow",
+//!         _ = task::sleep(Duration::from_millis(1)).fuse() => "fast",
+//!     }
+//! })?;
+//! assert_eq!(winner, "fast");
+//! # Ok::<(), std::io::Error>(())
+//! ```
 //!
 //! Wakers are `Send + Sync`: waking from another thread goes through the loop's
 //! thread-safe queue and wakes the loop if it sleeps.
@@ -37,6 +58,9 @@ mod time;
 pub use blocking::spawn_blocking;
 pub use join::{JoinError, JoinHandle};
 pub use time::{sleep, sleep_until, timeout, yield_now, Elapsed, Sleep, Timeout, YieldNow};
+
+pub use futures_util::future::{select, select_all, Either, FutureExt};
+pub use futures_util::{join, select, select_biased};
 
 use crate::EventLoop;
 use std::future::Future;

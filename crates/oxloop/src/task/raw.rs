@@ -25,7 +25,8 @@ pub(crate) struct TaskSlot {
     pub generation: u64,
     /// `None` while it is being polled.
     pub future: Option<TaskFuture>,
-    pub waker: Waker,
+    /// `None` while it is being polled, like `future`.
+    pub waker: Option<Waker>,
     pub header: Arc<TaskHeader>,
 }
 

@@ -144,6 +144,9 @@ impl Timers {
 
     /// The earliest pending deadline.
     pub fn next_deadline(&mut self) -> Option<u64> {
+        if self.slots.is_empty() {
+            return None;
+        }
         let is_live = liveness(&self.queue, &self.slots);
         self.queue.peek(is_live).map(|e| e.deadline)
     }

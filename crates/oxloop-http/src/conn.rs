@@ -1,0 +1,989 @@
+//! One HTTP connection: a [`Protocol`] that parses requests, calls the handler and
+//! writes responses in request order.
+//!
+//! The state lives in `Rc<RefCell<Conn>>`, shared by the protocol object (which the
+//! transport owns) and by the tasks of async handlers and streamed bodies. The rules
+//! that keep the `RefCell` from being borrowed twice:
+//!
+//! - the transport's calls into the protocol that can happen while `Conn` is borrowed
+//!   (`pause_writing` / `resume_writing`, triggered by our own `write`) never borrow
+//!   it: they set a flag or schedule a callback;
+//! - everything a task does to the connection goes through `call_soon` or
+//!   `try_borrow_mut`.
+//!
+//! # The fast path
+//!
+//! When a read holds whole requests and the handler is a closure, `data_received`
+//! parses straight from the transport's read buffer (nothing is copied unless a
+//! request is split across reads), answers every request into one output buffer and
+//! hands that to the transport in a single `write`, which usually goes straight to the
+//! socket. Sixteen pipelined requests therefore cost one `read` and one `send`.
+
+use crate::body::{RequestBody, StreamShared, STREAM_HIGH_WATER};
+use crate::date::push_date;
+use crate::parse::{parse_head, ChunkedDecoder, Framing, Reject};
+use crate::response::{push_decimal, push_hex, reason, Body, Response};
+use crate::server::Shared;
+use crate::Request;
+use oxloop::protocol::{Protocol, Transport};
+use oxloop::task::JoinHandle;
+use oxloop::Handle;
+use std::cell::{Cell, RefCell};
+use std::fs::File;
+use std::future::Future;
+use std::io::{self, Read};
+use std::pin::Pin;
+use std::rc::{Rc, Weak};
+use std::time::{Duration, Instant};
+
+/// A boxed response future (async handlers).
+pub(crate) type ResponseFuture = Pin<Box<dyn Future<Output = Response>>>;
+
+/// The application.
+pub(crate) enum Handler {
+    /// Called on the loop for every request, with the whole body.
+    Sync(Box<dyn Fn(&Request) -> Response>),
+    /// Called for every request; the future runs as an oxloop task.
+    Async(Box<dyn Fn(Request) -> ResponseFuture>),
+}
+
+/// How long a closing connection keeps reading (and discarding) before the socket
+/// is closed, so that unread input does not turn the close into a reset that could
+/// destroy the response in flight.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Which deadline is running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Deadline {
+    Idle,
+    Head,
+    Body,
+    Linger,
+}
+
+/// Where the bytes of a request body go.
+enum Sink {
+    /// Into `Request::body`, for a closure handler.
+    Buffer,
+    /// To an async handler.
+    Channel(RequestBody),
+    /// Nowhere: the handler answered without reading it.
+    Discard,
+}
+
+enum Framer {
+    Length(u64),
+    Chunked(ChunkedDecoder),
+}
+
+struct BodyIn {
+    framer: Framer,
+    sink: Sink,
+    received: u64,
+}
+
+/// A response body still being sent.
+enum Sending {
+    File(File, u64),
+    Stream(StreamShared),
+}
+
+/// What the log line of the current request needs (kept only when logging).
+struct LogInfo {
+    line: String,
+}
+
+pub(crate) struct Conn {
+    shared: Rc<Shared>,
+    me: Weak<RefCell<Conn>>,
+    key: usize,
+    transport: Option<Transport>,
+    peer: String,
+    /// Unparsed input (only used when a request is split across reads, or while a
+    /// response is in progress).
+    input: Vec<u8>,
+    /// The request being read (reused for closure handlers).
+    req: Request,
+    /// Response bytes gathered during one callback, written at its end.
+    out: Vec<u8>,
+    body: Option<BodyIn>,
+    /// An async handler, a file or a stream is producing the current response.
+    busy: bool,
+    /// Facts about the current request that outlive it (async handlers take it).
+    cur_head: bool,
+    cur_http11: bool,
+    cur_close: bool,
+    log: Option<LogInfo>,
+    sending: Option<Sending>,
+    task: Option<JoinHandle<()>>,
+    /// Close once the current response is out.
+    close_after: bool,
+    /// The write side is shut; input is read and dropped until the peer closes.
+    lingering: bool,
+    peer_eof: bool,
+    closed: bool,
+    deadline: Option<(Instant, Deadline)>,
+    timer: Option<(Instant, Handle)>,
+    pump_scheduled: Rc<Cell<bool>>,
+    /// The stream being sent is framed with chunked encoding.
+    chunked: bool,
+}
+
+/// The protocol object the transport owns.
+pub(crate) struct HttpProtocol {
+    conn: Rc<RefCell<Conn>>,
+    ev: oxloop::EventLoop,
+}
+
+impl HttpProtocol {
+    pub(crate) fn new(shared: Rc<Shared>) -> HttpProtocol {
+        let ev = shared.ev.clone();
+        let conn = Rc::new_cyclic(|me| {
+            RefCell::new(Conn {
+                shared,
+                me: me.clone(),
+                key: usize::MAX,
+                transport: None,
+                peer: String::new(),
+                input: Vec::new(),
+                req: Request::default(),
+                out: Vec::new(),
+                body: None,
+                busy: false,
+                cur_head: false,
+                cur_http11: true,
+                cur_close: false,
+                log: None,
+                sending: None,
+                task: None,
+                close_after: false,
+                lingering: false,
+                peer_eof: false,
+                closed: false,
+                deadline: None,
+                timer: None,
+                pump_scheduled: Rc::new(Cell::new(false)),
+                chunked: false,
+            })
+        });
+        HttpProtocol { conn, ev }
+    }
+}
+
+impl Protocol for HttpProtocol {
+    fn connection_made(&mut self, transport: Transport) {
+        let shared = self.conn.borrow().shared.clone();
+        let (key, over_limit) = shared.register(&self.conn);
+        let mut c = self.conn.borrow_mut();
+        c.key = key;
+        if shared.config.log_requests {
+            c.peer = transport
+                .peer_addr()
+                .map(|a| {
+                    a.as_inet()
+                        .map_or_else(|| format!("{a:?}"), |s| s.to_string())
+                })
+                .unwrap_or_default();
+        }
+        c.transport = Some(transport);
+        if shared.shutting_down.get() {
+            c.begin_close();
+        } else if over_limit {
+            c.cur_http11 = true;
+            c.reject(503);
+        } else {
+            let idle = c.shared.config.idle_timeout;
+            c.set_deadline(Deadline::Idle, idle);
+        }
+    }
+
+    fn data_received(&mut self, data: &[u8]) {
+        self.conn.borrow_mut().on_data(data);
+    }
+
+    fn eof_received(&mut self) -> bool {
+        self.conn.borrow_mut().on_eof()
+    }
+
+    fn connection_lost(&mut self, _err: Option<io::Error>) {
+        let (task, shared, key) = {
+            let mut c = self.conn.borrow_mut();
+            c.on_lost();
+            (c.task.take(), c.shared.clone(), c.key)
+        };
+        // Dropped outside the borrow: the task's future may hold the connection.
+        if let Some(task) = task {
+            task.abort();
+        }
+        shared.unregister(key);
+    }
+
+    fn resume_writing(&mut self) {
+        // Sending a file or stream stops when the transport's buffer is full; go on.
+        match self.conn.try_borrow_mut() {
+            Ok(mut c) => c.pump(),
+            Err(_) => Conn::schedule_pump(&Rc::downgrade(&self.conn), &self.ev),
+        }
+    }
+}
+
+impl Conn {
+    fn transport(&self) -> Option<&Transport> {
+        self.transport.as_ref()
+    }
+
+    // ----- timeouts ------------------------------------------------------------
+
+    /// Sets the connection's single deadline. The timer is only re-armed when the new
+    /// deadline is earlier than the one it is set for; a later deadline is picked up
+    /// when the timer fires, so the per-request cost is a clock read and a store.
+    fn set_deadline(&mut self, kind: Deadline, after: Duration) {
+        let at = self.shared.ev.time() + after;
+        self.deadline = Some((at, kind));
+        let rearm = match &self.timer {
+            Some((fires, _)) => at < *fires,
+            None => true,
+        };
+        if rearm {
+            self.arm(at, after);
+        }
+    }
+
+    fn arm(&mut self, at: Instant, after: Duration) {
+        if let Some((_, old)) = self.timer.take() {
+            old.cancel();
+        }
+        let Some(t) = self.transport() else { return };
+        let me = self.me.clone();
+        let ev = self.shared.ev.clone();
+        let handle = t.call_later(after, move || Conn::timer_fired(&me, &ev));
+        self.timer = Some((at, handle));
+    }
+
+    fn timer_fired(me: &Weak<RefCell<Conn>>, ev: &oxloop::EventLoop) {
+        let Some(conn) = me.upgrade() else { return };
+        let Ok(mut c) = conn.try_borrow_mut() else {
+            // The connection is in use further up the stack (a handler running a
+            // nested loop): look again shortly.
+            let (me, ev2) = (me.clone(), ev.clone());
+            ev.call_later(Duration::from_millis(10), move || {
+                Conn::timer_fired(&me, &ev2)
+            });
+            return;
+        };
+        c.on_timer();
+    }
+
+    fn on_timer(&mut self) {
+        self.timer = None;
+        let Some((at, kind)) = self.deadline else {
+            return;
+        };
+        let now = Instant::now();
+        if now < at {
+            self.arm(at, at - now);
+            return;
+        }
+        let handler_is_slow = self
+            .body
+            .as_ref()
+            .is_some_and(|b| matches!(b.sink, Sink::Channel(_)))
+            && self.transport().is_some_and(|t| !t.is_reading());
+        if kind == Deadline::Body && handler_is_slow {
+            // Reading is paused because the async handler has not taken what arrived:
+            // the client is not the slow one. Look again later.
+            let limit = self.shared.config.body_timeout;
+            self.set_deadline(Deadline::Body, limit);
+            return;
+        }
+        self.deadline = None;
+        match kind {
+            // A quiet keep-alive connection ends with a FIN, like any other close.
+            Deadline::Idle => self.begin_close(),
+            Deadline::Linger => {
+                if let Some(t) = self.transport() {
+                    t.abort();
+                }
+            }
+            Deadline::Head | Deadline::Body => self.reject(408),
+        }
+    }
+
+    // ----- input -----------------------------------------------------------------
+
+    fn on_data(&mut self, data: &[u8]) {
+        if self.closed {
+            return;
+        }
+        if self.lingering {
+            return; // discarded
+        }
+        if self.input.is_empty() {
+            let used = self.consume(data);
+            if used < data.len() && !self.lingering && !self.closed {
+                self.input.extend_from_slice(&data[used..]);
+            }
+        } else {
+            self.input.extend_from_slice(data);
+            self.consume_buffered();
+        }
+        self.after_input();
+    }
+
+    /// Parses what is buffered in `input`.
+    fn consume_buffered(&mut self) {
+        let input = std::mem::take(&mut self.input);
+        let used = self.consume(&input);
+        self.input = input;
+        if self.lingering || self.closed {
+            self.input = Vec::new();
+        } else {
+            self.input.drain(..used);
+            if self.input.is_empty() && self.input.capacity() > 64 * 1024 {
+                self.input = Vec::new();
+            }
+        }
+    }
+
+    /// Writes what the callback produced, then applies the input limits.
+    fn after_input(&mut self) {
+        self.flush();
+        if self.close_after && !self.busy && !self.lingering {
+            self.begin_close();
+            return;
+        }
+        if self.lingering || self.closed {
+            return;
+        }
+        let limit = self.shared.config.max_head_bytes;
+        if self.busy || self.body.is_some() {
+            // Pipelined input waiting behind a response in progress: stop reading
+            // rather than buffer without bound.
+            if self.input.len() > limit {
+                if let Some(t) = self.transport() {
+                    t.pause_reading();
+                }
+            }
+        } else if self.input.len() > limit {
+            self.reject(431);
+            self.flush();
+        }
+    }
+
+    /// Handles requests at the start of `buf`; returns the bytes used. Stops at an
+    /// incomplete request, while a response is in progress, or after a rejection.
+    fn consume(&mut self, buf: &[u8]) -> usize {
+        let mut pos = 0;
+        loop {
+            if self.closed || self.lingering || self.close_after {
+                return pos;
+            }
+            if self.body.is_some() {
+                pos += self.feed_body(&buf[pos..]);
+                if self.body.is_some() {
+                    return pos;
+                }
+                continue;
+            }
+            if self.busy {
+                return pos;
+            }
+            if pos == buf.len() {
+                let idle = self.shared.config.idle_timeout;
+                self.set_deadline(Deadline::Idle, idle);
+                return pos;
+            }
+            let rest = &buf[pos..];
+            match parse_head(rest, &mut self.req) {
+                Err(Reject(status)) => {
+                    self.reject(status);
+                    return pos;
+                }
+                Ok(None) => {
+                    if rest.len() > self.shared.config.max_head_bytes {
+                        self.reject(431);
+                    } else if !matches!(self.deadline, Some((_, Deadline::Head))) {
+                        let limit = self.shared.config.head_timeout;
+                        self.set_deadline(Deadline::Head, limit);
+                    }
+                    return pos;
+                }
+                Ok(Some(head)) => {
+                    if head.len > self.shared.config.max_head_bytes {
+                        self.reject(431);
+                        return pos;
+                    }
+                    pos += head.len;
+                    self.start_request(head.framing, head.expect_continue);
+                }
+            }
+        }
+    }
+
+    /// A head was parsed into `self.req`: read its body or answer it.
+    fn start_request(&mut self, framing: Framing, expect_continue: bool) {
+        self.cur_head = self.req.method_bytes() == b"HEAD";
+        self.cur_http11 = self.req.http11;
+        self.cur_close = self.req.close;
+        self.deadline = None;
+        if self.shared.config.log_requests {
+            let version = if self.req.http11 { "1.1" } else { "1.0" };
+            self.log = Some(LogInfo {
+                line: format!(
+                    "{} \"{} {} HTTP/{version}\"",
+                    self.peer,
+                    self.req.method(),
+                    self.req.target().escape_debug()
+                ),
+            });
+        }
+        let framer = match framing {
+            Framing::None => None,
+            Framing::Length(n) if n > self.shared.config.max_body_bytes => {
+                self.reject(413);
+                return;
+            }
+            Framing::Length(n) => Some(Framer::Length(n)),
+            Framing::Chunked => Some(Framer::Chunked(ChunkedDecoder::new(
+                self.shared.config.max_head_bytes,
+            ))),
+        };
+        if expect_continue {
+            self.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+        }
+        let is_async = matches!(self.shared.handler, Handler::Async(_));
+        match framer {
+            None => self.dispatch(),
+            Some(framer) if is_async => {
+                let channel = RequestBody::new();
+                self.req.stream = Some(channel.clone());
+                self.body = Some(BodyIn {
+                    framer,
+                    sink: Sink::Channel(channel),
+                    received: 0,
+                });
+                let limit = self.shared.config.body_timeout;
+                self.set_deadline(Deadline::Body, limit);
+                self.dispatch();
+            }
+            Some(framer) => {
+                self.body = Some(BodyIn {
+                    framer,
+                    sink: Sink::Buffer,
+                    received: 0,
+                });
+                let limit = self.shared.config.body_timeout;
+                self.set_deadline(Deadline::Body, limit);
+            }
+        }
+    }
+
+    /// Feeds body bytes; returns how many belonged to the body.
+    fn feed_body(&mut self, input: &[u8]) -> usize {
+        let Some(mut body) = self.body.take() else {
+            return 0;
+        };
+        let max = self.shared.config.max_body_bytes;
+        let transport = self.transport.clone();
+        let req_body = &mut self.req.body;
+        let mut too_large = false;
+        let mut deliver = |data: &[u8], body_sink: &Sink, received: &mut u64| {
+            *received += data.len() as u64;
+            if *received > max {
+                too_large = true;
+                return;
+            }
+            match body_sink {
+                Sink::Buffer => req_body.extend_from_slice(data),
+                Sink::Channel(ch) => {
+                    if let Some(t) = &transport {
+                        ch.push(data, t);
+                    }
+                }
+                Sink::Discard => {}
+            }
+        };
+        let (used, done, error) = match &mut body.framer {
+            Framer::Length(left) => {
+                let n = input
+                    .len()
+                    .min(usize::try_from(*left).unwrap_or(usize::MAX));
+                deliver(&input[..n], &body.sink, &mut body.received);
+                *left -= n as u64;
+                (n, *left == 0, None)
+            }
+            Framer::Chunked(dec) => {
+                let sink = &body.sink;
+                let received = &mut body.received;
+                match dec.feed(input, &mut |d| deliver(d, sink, received)) {
+                    Ok(n) => (n, dec.is_done(), None),
+                    Err(Reject(status)) => (input.len(), false, Some(status)),
+                }
+            }
+        };
+        let error = if too_large { Some(413) } else { error };
+        if let Some(status) = error {
+            if let Sink::Channel(ch) = &body.sink {
+                ch.finish(Some(io::ErrorKind::InvalidData));
+            }
+            self.reject(status);
+            return used;
+        }
+        if !done {
+            if !input.is_empty() {
+                let limit = self.shared.config.body_timeout;
+                self.set_deadline(Deadline::Body, limit);
+            }
+            self.body = Some(body);
+            return used;
+        }
+        self.deadline = None;
+        match body.sink {
+            Sink::Buffer => self.dispatch(),
+            Sink::Channel(ch) => ch.finish(None),
+            Sink::Discard => {}
+        }
+        used
+    }
+
+    fn on_eof(&mut self) -> bool {
+        self.peer_eof = true;
+        if self.lingering || self.closed {
+            return false;
+        }
+        if let Some(body) = self.body.take() {
+            // The request was cut short.
+            if let Sink::Channel(ch) = body.sink {
+                ch.finish(Some(io::ErrorKind::UnexpectedEof));
+            }
+            return false;
+        }
+        if self.busy {
+            // Finish the response, then close.
+            self.close_after = true;
+            return true;
+        }
+        false
+    }
+
+    fn on_lost(&mut self) {
+        self.closed = true;
+        self.deadline = None;
+        self.timer = None;
+        if let Some(body) = self.body.take() {
+            if let Sink::Channel(ch) = body.sink {
+                ch.finish(Some(io::ErrorKind::ConnectionReset));
+            }
+        }
+        if let Some(Sending::Stream(s)) = self.sending.take() {
+            let waker = {
+                let mut s = s.borrow_mut();
+                s.broken = true;
+                s.notify = None;
+                s.waker.take()
+            };
+            if let Some(w) = waker {
+                w.wake();
+            }
+        }
+        self.transport = None;
+    }
+
+    // ----- answering ---------------------------------------------------------------
+
+    /// Calls the handler for the request in `self.req`.
+    fn dispatch(&mut self) {
+        match &self.shared.handler {
+            Handler::Sync(handler) => {
+                // A panicking handler costs its connection a 500, not the server.
+                let call = std::panic::AssertUnwindSafe(|| handler(&self.req));
+                match std::panic::catch_unwind(call) {
+                    Ok(response) => self.respond(response),
+                    Err(_) => {
+                        self.cur_close = true;
+                        self.respond(Response::error(500).close());
+                    }
+                }
+            }
+            Handler::Async(handler) => {
+                let req = std::mem::take(&mut self.req);
+                let future = handler(req);
+                self.busy = true;
+                let me = self.me.clone();
+                let task = self.shared.ev.spawn(async move {
+                    let response = CatchPanic(future)
+                        .await
+                        .unwrap_or_else(|| Response::error(500).close());
+                    if let Some(conn) = me.upgrade() {
+                        Conn::async_done(&conn, response);
+                    }
+                });
+                self.task = Some(task);
+            }
+        }
+    }
+
+    /// An async handler finished: write its response and go on with the input.
+    fn async_done(conn: &Rc<RefCell<Conn>>, response: Response) {
+        let Ok(mut c) = conn.try_borrow_mut() else {
+            // Cannot happen from a task; be safe anyway.
+            return;
+        };
+        c.task = None;
+        c.busy = false;
+        if c.closed {
+            return;
+        }
+        if let Some(body) = &mut c.body {
+            // The handler answered without reading the whole body: skip the rest.
+            if let Sink::Channel(ch) = &body.sink {
+                ch.finish(Some(io::ErrorKind::Other));
+            }
+            body.sink = Sink::Discard;
+        }
+        c.respond(response);
+        c.continue_input();
+    }
+
+    /// After a response in progress finished: parse what waited, resume reading.
+    fn continue_input(&mut self) {
+        if self.busy || self.closed {
+            return;
+        }
+        if !self.input.is_empty() && !self.lingering {
+            self.consume_buffered();
+        }
+        if let Some(t) = self.transport() {
+            if !self.busy && !self.lingering && !self.peer_eof {
+                t.resume_reading();
+            }
+        }
+        self.after_input();
+        if self.peer_eof && !self.busy && !self.lingering && !self.closed {
+            self.begin_close();
+        }
+    }
+
+    /// Appends the head (and a small body) of `response` to `out`.
+    fn respond(&mut self, response: Response) {
+        let Response {
+            status,
+            content_type,
+            headers,
+            body,
+            close,
+        } = response;
+        let keep_alive = !(self.cur_close
+            || close
+            || self.peer_eof
+            || self.close_after
+            || self.shared.shutting_down.get());
+        let out = &mut self.out;
+        match (self.cur_http11, status) {
+            (true, 200) => out.extend_from_slice(b"HTTP/1.1 200 OK\r\n"),
+            (http11, _) => {
+                out.extend_from_slice(if http11 { b"HTTP/1.1 " } else { b"HTTP/1.0 " });
+                push_decimal(out, u64::from(status));
+                out.push(b' ');
+                out.extend_from_slice(reason(status).as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+        out.extend_from_slice(&self.shared.server_header);
+        out.extend_from_slice(b"Date: ");
+        push_date(out, self.shared.ev.time());
+        out.extend_from_slice(b"\r\n");
+        if let Some(ct) = &content_type {
+            out.extend_from_slice(b"Content-Type: ");
+            out.extend_from_slice(ct.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        for (name, value) in &headers {
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        let no_body = status < 200 || status == 204 || status == 304;
+        let mut keep_alive = keep_alive;
+        let mut chunked = false;
+        let length = match &body {
+            Body::Bytes(b) => Some(b.len() as u64),
+            Body::File(_, len) => Some(*len),
+            Body::Stream(_) => None,
+        };
+        if !no_body {
+            match length {
+                Some(n) => {
+                    out.extend_from_slice(b"Content-Length: ");
+                    push_decimal(out, n);
+                    out.extend_from_slice(b"\r\n");
+                }
+                None if self.cur_http11 => {
+                    out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+                    chunked = true;
+                }
+                // HTTP/1.0: the end of the body is the end of the connection.
+                None => keep_alive = false,
+            }
+        }
+        if !keep_alive {
+            out.extend_from_slice(b"Connection: close\r\n");
+            self.close_after = true;
+        } else if !self.cur_http11 {
+            out.extend_from_slice(b"Connection: keep-alive\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        if let Some(log) = self.log.take() {
+            eprintln!("{} {status} {}", log.line, length.unwrap_or(0));
+        }
+        let send_body = !(no_body || self.cur_head);
+        match body {
+            Body::Bytes(bytes) => {
+                if send_body {
+                    if bytes.len() > 16 * 1024 {
+                        // Large: no copy into `out`.
+                        self.flush();
+                        if let Some(t) = self.transport() {
+                            let _ = t.write(&bytes);
+                        }
+                    } else {
+                        self.out.extend_from_slice(&bytes);
+                    }
+                }
+            }
+            Body::File(file, len) => {
+                if send_body && len > 0 {
+                    self.start_sending(Sending::File(file, len));
+                }
+            }
+            Body::Stream(stream) => {
+                if send_body {
+                    self.chunked = chunked;
+                    self.start_sending(Sending::Stream(stream));
+                } else {
+                    stream.borrow_mut().broken = true;
+                }
+            }
+        }
+    }
+
+    fn start_sending(&mut self, sending: Sending) {
+        if let Sending::Stream(s) = &sending {
+            let me = self.me.clone();
+            let ev = self.shared.ev.clone();
+            let scheduled = self.pump_scheduled.clone();
+            let notify: Rc<dyn Fn()> = Rc::new(move || {
+                if !scheduled.replace(true) {
+                    Conn::schedule_pump(&me, &ev);
+                }
+            });
+            s.borrow_mut().notify = Some(notify);
+        }
+        self.sending = Some(sending);
+        self.busy = true;
+        self.flush();
+        self.pump();
+    }
+
+    /// Runs `pump` in a loop callback of its own (from places where the connection
+    /// may be borrowed).
+    fn schedule_pump(me: &Weak<RefCell<Conn>>, ev: &oxloop::EventLoop) {
+        let me = me.clone();
+        ev.call_soon(move || {
+            if let Some(conn) = me.upgrade() {
+                if let Ok(mut c) = conn.try_borrow_mut() {
+                    c.pump_scheduled.set(false);
+                    c.pump();
+                }
+            }
+        });
+    }
+
+    /// Sends more of a file or stream body while the transport takes it.
+    fn pump(&mut self) {
+        let Some(t) = self.transport.clone() else {
+            return;
+        };
+        let mut finished = false;
+        match &mut self.sending {
+            None => return,
+            Some(Sending::File(file, left)) => {
+                let mut chunk = vec![0u8; 64 * 1024];
+                while *left > 0 && t.write_buffer_size() <= STREAM_HIGH_WATER {
+                    let want = chunk
+                        .len()
+                        .min(usize::try_from(*left).unwrap_or(usize::MAX));
+                    match file.read(&mut chunk[..want]) {
+                        Ok(0) | Err(_) => {
+                            // The file shrank or failed: the promised length cannot be
+                            // kept, so the connection must end.
+                            t.abort();
+                            return;
+                        }
+                        Ok(n) => {
+                            *left -= n as u64;
+                            if t.write(&chunk[..n]).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+                finished = *left == 0;
+            }
+            Some(Sending::Stream(stream)) => {
+                let stream = stream.clone();
+                // Move queued pieces to the transport until it is full (then
+                // `resume_writing` calls us again) or the queue is empty (then the
+                // writer's next `send` or its drop does).
+                while !t.is_closing() && t.write_buffer_size() <= STREAM_HIGH_WATER {
+                    let mut s = stream.borrow_mut();
+                    let mut took = false;
+                    while let Some(chunk) = s.chunks.pop_front() {
+                        took = true;
+                        s.queued -= chunk.len();
+                        if self.chunked {
+                            push_hex(&mut self.out, chunk.len() as u64);
+                            self.out.extend_from_slice(b"\r\n");
+                            self.out.extend_from_slice(&chunk);
+                            self.out.extend_from_slice(b"\r\n");
+                        } else {
+                            self.out.extend_from_slice(&chunk);
+                        }
+                        if self.out.len() >= STREAM_HIGH_WATER {
+                            break;
+                        }
+                    }
+                    if s.finished && s.chunks.is_empty() {
+                        finished = true;
+                        if self.chunked {
+                            self.out.extend_from_slice(b"0\r\n\r\n");
+                        }
+                        s.notify = None;
+                    }
+                    let waker = if s.queued < STREAM_HIGH_WATER {
+                        s.waker.take()
+                    } else {
+                        None
+                    };
+                    drop(s);
+                    if let Some(w) = waker {
+                        w.wake();
+                    }
+                    self.flush();
+                    if finished || !took {
+                        break;
+                    }
+                }
+            }
+        }
+        if finished {
+            self.sending = None;
+            self.busy = false;
+            self.chunked = false;
+            if self.task.is_none() {
+                self.continue_input();
+            }
+        }
+    }
+
+    /// Answers `status` with a short error page and closes the connection.
+    fn reject(&mut self, status: u16) {
+        if self.closed || self.lingering {
+            return;
+        }
+        if self.busy {
+            // A response is already being produced for this connection; an error
+            // page cannot be put in front of it.
+            if let Some(t) = self.transport() {
+                t.abort();
+            }
+            return;
+        }
+        if let Some(body) = self.body.take() {
+            if let Sink::Channel(ch) = body.sink {
+                ch.finish(Some(io::ErrorKind::InvalidData));
+            }
+        }
+        if self.shared.config.log_requests && self.log.is_none() {
+            self.log = Some(LogInfo {
+                line: format!("{} \"-\"", self.peer),
+            });
+        }
+        self.cur_head = false;
+        self.cur_close = true;
+        self.respond(Response::error(status).close());
+        self.close_after = true;
+        self.flush();
+        self.begin_close();
+    }
+
+    /// Writes `out` to the transport.
+    fn flush(&mut self) {
+        if self.out.is_empty() {
+            return;
+        }
+        if let Some(t) = &self.transport {
+            let _ = t.write(&self.out);
+        }
+        self.out.clear();
+        if self.out.capacity() > 256 * 1024 {
+            self.out = Vec::new();
+        }
+    }
+
+    /// Ends the connection politely: sends what is buffered, shuts the write side
+    /// (the client sees the end of the response), then reads and drops input until the
+    /// client closes or [`LINGER`] passes.
+    fn begin_close(&mut self) {
+        if self.lingering || self.closed {
+            return;
+        }
+        self.flush();
+        self.lingering = true;
+        self.input = Vec::new();
+        let Some(t) = self.transport.clone() else {
+            return;
+        };
+        if self.peer_eof {
+            t.close();
+            return;
+        }
+        t.write_eof();
+        t.resume_reading();
+        self.set_deadline(Deadline::Linger, LINGER);
+    }
+
+    /// Graceful shutdown: idle connections close now, busy ones after their
+    /// response.
+    pub(crate) fn shutdown(&mut self) {
+        if self.closed {
+            return;
+        }
+        if !self.busy && self.body.is_none() && self.input.is_empty() {
+            self.begin_close();
+        } else {
+            self.close_after = true;
+        }
+    }
+}
+
+/// Polls a response future, turning a panic into `None` (the client then gets a 500
+/// instead of a connection that hangs).
+struct CatchPanic(ResponseFuture);
+
+impl Future for CatchPanic {
+    type Output = Option<Response>;
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Response>> {
+        let future = &mut self.0;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| future.as_mut().poll(cx))) {
+            Ok(std::task::Poll::Ready(r)) => std::task::Poll::Ready(Some(r)),
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Err(_) => std::task::Poll::Ready(None),
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! The response a handler returns, and how it is written out.
+
+use crate::body::{BodyWriter, StreamShared, StreamState};
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::fs::File;
+use std::rc::Rc;
+
+/// What follows the response head.
+pub(crate) enum Body {
+    /// Bytes known up front (`Content-Length`).
+    Bytes(Cow<'static, [u8]>),
+    /// A file of known length, read in pieces as the socket drains.
+    File(File, u64),
+    /// Pieces from a [`BodyWriter`]: chunked for HTTP/1.1.
+    Stream(StreamShared),
+}
+
+/// An HTTP response: status, headers and body.
+///
+/// ```
+/// use oxloop_http::Response;
+/// let r = Response::text("Hello, World!").header("Cache-Control", "no-store");
+/// assert_eq!(r.status(), 200);
+/// ```
+pub struct Response {
+    pub(crate) status: u16,
+    pub(crate) content_type: Option<Cow<'static, str>>,
+    pub(crate) headers: Vec<(Cow<'static, str>, Cow<'static, str>)>,
+    pub(crate) body: Body,
+    pub(crate) close: bool,
+}
+
+impl std::fmt::Debug for Response {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Response")
+            .field("status", &self.status)
+            .field("headers", &self.headers)
+            .finish()
+    }
+}
+
+impl Response {
+    /// An empty response with `status`.
+    pub fn new(status: u16) -> Response {
+        Response {
+            status,
+            content_type: None,
+            headers: Vec::new(),
+            body: Body::Bytes(Cow::Borrowed(b"")),
+            close: false,
+        }
+    }
+
+    /// 200 with a `text/plain; charset=utf-8` body. A `&'static str` is not copied.
+    pub fn text(body: impl Into<Cow<'static, str>>) -> Response {
+        let body = match body.into() {
+            Cow::Borrowed(s) => Cow::Borrowed(s.as_bytes()),
+            Cow::Owned(s) => Cow::Owned(s.into_bytes()),
+        };
+        Response::new(200)
+            .content_type("text/plain; charset=utf-8")
+            .body(body)
+    }
+
+    /// 200 with a body of `content_type`.
+    pub fn bytes(
+        content_type: impl Into<Cow<'static, str>>,
+        body: impl Into<Cow<'static, [u8]>>,
+    ) -> Response {
+        Response::new(200).content_type(content_type).body(body)
+    }
+
+    /// A short plain-text error page for `status` (its reason phrase).
+    pub fn error(status: u16) -> Response {
+        let mut text = String::with_capacity(32);
+        text.push_str(reason(status));
+        text.push('\n');
+        Response::text(text).status_code(status)
+    }
+
+    /// A response whose body is written later through the returned [`BodyWriter`]
+    /// (from a task: `oxloop::task::spawn`). HTTP/1.1 clients get it chunked.
+    pub fn stream(status: u16) -> (Response, BodyWriter) {
+        let shared: StreamShared = Rc::new(RefCell::new(StreamState::default()));
+        let mut r = Response::new(status);
+        r.body = Body::Stream(shared.clone());
+        (r, BodyWriter { shared })
+    }
+
+    /// A response sending `len` bytes of `file` from its current position.
+    pub fn file(file: File, len: u64) -> Response {
+        let mut r = Response::new(200);
+        r.body = Body::File(file, len);
+        r
+    }
+
+    /// Sets the status code.
+    pub fn status_code(mut self, status: u16) -> Response {
+        self.status = status;
+        self
+    }
+
+    /// The status code.
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// Sets `Content-Type`.
+    pub fn content_type(mut self, value: impl Into<Cow<'static, str>>) -> Response {
+        self.content_type = Some(value.into());
+        self
+    }
+
+    /// Replaces the body with these bytes.
+    pub fn body(mut self, body: impl Into<Cow<'static, [u8]>>) -> Response {
+        self.body = Body::Bytes(body.into());
+        self
+    }
+
+    /// Adds a header. `Content-Length`, `Transfer-Encoding`, `Date`, `Server` and
+    /// `Connection` are written by the server and ignored here (use
+    /// [`close`](Response::close) to end the connection). Values containing CR or LF
+    /// are dropped, so a handler cannot split the response.
+    pub fn header(
+        mut self,
+        name: impl Into<Cow<'static, str>>,
+        value: impl Into<Cow<'static, str>>,
+    ) -> Response {
+        let (name, value) = (name.into(), value.into());
+        let reserved = [
+            "content-length",
+            "transfer-encoding",
+            "date",
+            "server",
+            "connection",
+        ]
+        .iter()
+        .any(|r| name.eq_ignore_ascii_case(r));
+        let unsafe_text = |s: &str| s.bytes().any(|b| b == b'\r' || b == b'\n');
+        let bad_name = name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !reserved && !bad_name && !unsafe_text(&value) {
+            self.headers.push((name, value));
+        }
+        self
+    }
+
+    /// Closes the connection after this response (`Connection: close`).
+    pub fn close(mut self) -> Response {
+        self.close = true;
+        self
+    }
+}
+
+/// The reason phrase for a status code.
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        206 => "Partial Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        304 => "Not Modified",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        417 => "Expectation Failed",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
+        505 => "HTTP Version Not Supported",
+        _ => "Unknown",
+    }
+}
+
+/// Appends the decimal form of `n`.
+pub(crate) fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// Appends `n` in hexadecimal (chunk sizes).
+pub(crate) fn push_hex(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 16];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b"0123456789abcdef"[(n % 16) as usize];
+        n /= 16;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
