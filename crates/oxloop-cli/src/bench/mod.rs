@@ -41,7 +41,7 @@ pub struct BenchArgs {
     /// Short cases and smaller workloads: the whole run takes under a minute.
     #[arg(long)]
     pub quick: bool,
-    /// Time per case and server: `2s`, `200ms` or plain seconds (default 2 s; 0.25 s
+    /// Time per case and server: `2s`, `200ms` or plain seconds (default 2 s; 0.15 s
     /// with --quick).
     #[arg(long, value_name = "D", value_parser = parse_duration)]
     pub duration: Option<Duration>,
@@ -161,7 +161,7 @@ pub fn run(args: BenchArgs) -> io::Result<()> {
     let quick = args.quick;
     let duration = args
         .duration
-        .unwrap_or(Duration::from_millis(if quick { 250 } else { 2000 }))
+        .unwrap_or(Duration::from_millis(if quick { 150 } else { 2000 }))
         .max(Duration::from_millis(10));
     let idle_count = args
         .idle_connections
@@ -354,7 +354,7 @@ pub fn run(args: BenchArgs) -> io::Result<()> {
     rep.elapsed_s = started.elapsed().as_secs_f64();
 
     println!(
-        "oxloop bench — {} — {} CPUs, Linux {}, {}; load average {:.2} {:.2} {:.2} at the start, {:.2} {:.2} {:.2} at the end; {:.1} s per case; {:.0} s in all\n",
+        "oxloop bench — {} — {} CPUs, Linux {}, {}; load average {:.2} {:.2} {:.2} at the start, {:.2} {:.2} {:.2} at the end; {:.2} s per case; {:.0} s in all\n",
         rep.date,
         rep.machine.cpus,
         rep.machine.kernel,
