@@ -260,23 +260,6 @@ pub(crate) fn content_type(path: &Path) -> &'static str {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn decoding_and_types() {
-        assert_eq!(percent_decode(b"/a%2e%2E/b").unwrap(), b"/a../b");
-        assert!(percent_decode(b"/%2").is_none());
-        assert!(percent_decode(b"/%zz").is_none());
-        assert_eq!(
-            content_type(Path::new("x.HTML")),
-            "text/html; charset=utf-8"
-        );
-        assert_eq!(content_type(Path::new("x")), "application/octet-stream");
-    }
-}
-
 /// Serves `dir` on `bind:port` with one log line per request on standard error, until
 /// SIGINT or SIGTERM: the first shuts down gracefully after the requests in progress,
 /// a second exits at once. This is `serve-http` of the `oxloop` and `oxloop-http`
@@ -310,4 +293,21 @@ pub fn serve_dir_forever(dir: &str, bind: &str, port: u16) -> Result<(), String>
         .map_err(|e| e.to_string())?;
     }
     ev.run_forever().map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decoding_and_types() {
+        assert_eq!(percent_decode(b"/a%2e%2E/b").unwrap(), b"/a../b");
+        assert!(percent_decode(b"/%2").is_none());
+        assert!(percent_decode(b"/%zz").is_none());
+        assert_eq!(
+            content_type(Path::new("x.HTML")),
+            "text/html; charset=utf-8"
+        );
+        assert_eq!(content_type(Path::new("x")), "application/octet-stream");
+    }
 }
