@@ -44,7 +44,8 @@ use self::ready::{Entry, ReadyQueue};
 use self::remote::SendCallback;
 pub(crate) use self::remote::Shared;
 use self::signals::SignalHandlers;
-use self::watchers::{Direction, FdCallback, Watchers};
+pub(crate) use self::watchers::Direction;
+use self::watchers::{FdCallback, Watchers};
 use crate::reactor::{Events, Interest, Mode, Poller, Waker as FdWaker};
 use crate::task::raw::{TaskFuture, TaskHeader, TaskSlot};
 use crate::timers::Timers;
@@ -279,15 +280,23 @@ impl EventLoop {
     /// Adding again replaces the callback. An fd that cannot be watched (closed, a
     /// regular file) is an error.
     pub fn add_reader(&self, fd: impl AsRawFd, f: impl FnMut() + 'static) -> io::Result<()> {
-        self.add_watcher(fd.as_raw_fd(), Direction::Read, Box::new(f))
+        self.add_watcher(fd.as_raw_fd(), Direction::Read, Mode::Level, Box::new(f))
     }
 
     /// Runs `f` every iteration while `fd` is writable. See [`EventLoop::add_reader`].
     pub fn add_writer(&self, fd: impl AsRawFd, f: impl FnMut() + 'static) -> io::Result<()> {
-        self.add_watcher(fd.as_raw_fd(), Direction::Write, Box::new(f))
+        self.add_watcher(fd.as_raw_fd(), Direction::Write, Mode::Level, Box::new(f))
     }
 
-    fn add_watcher(&self, fd: RawFd, dir: Direction, f: FdCallback) -> io::Result<()> {
+    /// `add_reader`/`add_writer` with a trigger mode; the hook `crate::source` uses.
+    /// Both sides of one fd share the mode last given.
+    pub(crate) fn add_watcher(
+        &self,
+        fd: RawFd,
+        dir: Direction,
+        mode: Mode,
+        f: FdCallback,
+    ) -> io::Result<()> {
         if fd == self.inner.waker_fd {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -299,7 +308,7 @@ impl EventLoop {
             if state.destroyed {
                 Err(destroyed_error())
             } else {
-                state.watchers.register(&self.inner.poller, fd, dir)
+                state.watchers.register(&self.inner.poller, fd, dir, mode)
             }
         };
         // On error `f` is dropped when this function returns, outside the borrow.
