@@ -86,3 +86,18 @@ pub(crate) struct Ready {
     /// the stream, so a short read must not be taken as "drained".
     pub closed: bool,
 }
+
+/// Registers an owned fd with the current tokio runtime's reactor (for
+/// `crate::source::tokio`).
+#[cfg(feature = "tokio")]
+pub(crate) fn tokio_async_fd(
+    fd: std::os::fd::OwnedFd,
+) -> std::io::Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
+    // SAFETY: the `AsyncFd` takes ownership of the `OwnedFd`, so the fd stays open and
+    // refers to the same file description until the `AsyncFd` is dropped, and
+    // `OwnedFd::as_raw_fd` always returns that same number.
+    let registered = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+    };
+    Ok(registered?)
+}

@@ -76,6 +76,10 @@ mod nested;
 mod ping;
 mod timer;
 
+#[cfg(feature = "calloop")]
+pub mod calloop;
+#[cfg(feature = "tokio")]
+pub mod tokio;
 
 pub use channel::{channel, Channel, ChannelEvent, Sender};
 #[cfg(target_os = "linux")]
