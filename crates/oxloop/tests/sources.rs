@@ -335,3 +335,30 @@ fn prepare_wait_lets_other_threads_wake_the_fd() {
     assert!(ran.load(std::sync::atomic::Ordering::SeqCst));
     drop(keep);
 }
+
+#[test]
+fn an_unreferenced_source_does_not_keep_run_going() {
+    let ev = EventLoop::new().unwrap();
+    let (_a, b) = UnixStream::pair().unwrap();
+    let handle = ev
+        .insert_source(Generic::new(b, Interest::READ, Mode::Level, |_, _| {
+            PostAction::Continue
+        }))
+        .unwrap();
+    let timer = ev
+        .insert_source(Timer::after(Duration::from_secs(60), |_| {
+            TimeoutAction::Drop
+        }))
+        .unwrap();
+    assert!(ev.has_work());
+    handle.set_ref(false);
+    timer.set_ref(false);
+    assert!(!ev.has_work());
+    let start = Instant::now();
+    ev.run().unwrap();
+    assert!(start.elapsed() < Duration::from_secs(5));
+    // Still inserted, and still unreferenced after registering again.
+    handle.disable();
+    handle.enable().unwrap();
+    assert!(handle.is_inserted() && !ev.has_work());
+}

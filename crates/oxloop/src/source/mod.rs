@@ -188,6 +188,8 @@ struct Slot<S> {
     /// The deadline timer, if one is set, and its instant.
     timer: Option<(Instant, Handle)>,
     enabled: bool,
+    /// Whether the source keeps `run()` going.
+    referenced: bool,
     removed: bool,
     /// Asked to be removed while it was being dispatched.
     remove_after_dispatch: bool,
@@ -234,6 +236,7 @@ impl EventLoop {
                 watches: Vec::new(),
                 timer: None,
                 enabled: true,
+                referenced: true,
                 removed: false,
                 remove_after_dispatch: false,
             })),
@@ -262,6 +265,23 @@ impl<S: EventSource> SourceHandle<S> {
     pub fn is_enabled(&self) -> bool {
         let slot = self.slot.borrow();
         !slot.removed && slot.enabled
+    }
+
+    /// Sets whether the source keeps [`EventLoop::run`] (and the tokio driver) going;
+    /// the default is `true`. An unreferenced source still runs while the loop runs for
+    /// other reasons, like a foreign loop riding along.
+    pub fn set_ref(&self, referenced: bool) {
+        let ev = self.event_loop();
+        let slot = &mut *self.slot.borrow_mut();
+        slot.referenced = referenced;
+        if let Some(ev) = ev {
+            for watch in &slot.watches {
+                ev.set_fd_ref(watch.fd, referenced);
+            }
+        }
+        if let Some((_, handle)) = &slot.timer {
+            handle.set_ref(referenced);
+        }
     }
 
     /// Stops watching the source's fds and deadline until [`enable`](Self::enable).
@@ -375,6 +395,9 @@ impl<S: EventSource> SourceHandle<S> {
                     self.disarm(ev);
                     return Err(e);
                 }
+                if !self.slot.borrow().referenced {
+                    ev.set_fd_ref(watch.fd, false);
+                }
                 self.slot.borrow_mut().watches.push(Watch {
                     fd: watch.fd,
                     interest: match dir {
@@ -406,7 +429,11 @@ impl<S: EventSource> SourceHandle<S> {
                 this.slot.borrow_mut().timer = None;
                 this.dispatch_now(Event::Deadline);
             });
-            self.slot.borrow_mut().timer = Some((when, handle));
+            let mut slot = self.slot.borrow_mut();
+            if !slot.referenced {
+                handle.set_ref(false);
+            }
+            slot.timer = Some((when, handle));
         }
     }
 
