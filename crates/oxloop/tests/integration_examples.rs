@@ -31,6 +31,7 @@ fn run(name: &str) -> String {
 }
 
 #[test]
+#[cfg(all(feature = "tokio", feature = "calloop"))]
 fn three_loops_delivers_every_event_and_shuts_down() {
     let out = run("three_loops");
     for line in [
@@ -46,6 +47,20 @@ fn three_loops_delivers_every_event_and_shuts_down() {
         "all 9 events in",
         "calloop handed back and dropped",
         "oxloop destroyed, tokio runtime dropped",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+}
+
+#[test]
+fn embed_in_epoll_drives_oxloop_from_a_raw_epoll_host() {
+    let out = run("embed_in_epoll");
+    for line in [
+        "host: read \"hello host\"",
+        "oxloop: timer fired",
+        "oxloop: task read \"hello oxloop\"",
+        "oxloop: call from another thread",
+        "host: oxloop finished its work in",
     ] {
         assert!(out.contains(line), "missing {line:?} in:\n{out}");
     }
