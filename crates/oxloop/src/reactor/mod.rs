@@ -21,6 +21,8 @@ mod portable;
 #[cfg(not(target_os = "linux"))]
 pub(crate) use portable::{Events, Poller};
 
+#[cfg(feature = "glib")]
+pub(crate) mod glib;
 pub(crate) mod signal;
 mod waker;
 pub(crate) use waker::Waker;

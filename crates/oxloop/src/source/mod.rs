@@ -49,8 +49,8 @@
 //! (a wake-up from anywhere), [`ChildExit`] (a child process ended; Linux), [`Generic`]
 //! (any fd with a callback) and [`Nested`] (a second oxloop loop, on its own thread,
 //! stepped by this one). Behind cargo features: `calloop` (a calloop loop inside
-//! oxloop) and `tokio` (oxloop inside a tokio runtime, and tokio-only futures awaited
-//! from oxloop).
+//! oxloop), `glib` (a GLib main context inside oxloop, and oxloop inside GLib) and
+//! `tokio` (oxloop inside a tokio runtime, and tokio-only futures awaited from oxloop).
 //!
 //! # How a source is driven
 //!
@@ -78,6 +78,8 @@ mod timer;
 
 #[cfg(feature = "calloop")]
 pub mod calloop;
+#[cfg(feature = "glib")]
+pub mod glib;
 #[cfg(feature = "tokio")]
 pub mod tokio;
 
