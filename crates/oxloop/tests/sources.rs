@@ -2,7 +2,7 @@
 
 use oxloop::source::{
     channel, ping, ChannelEvent, ChildExit, Event, EventSource, Generic, Nested, PostAction,
-    Registration, TimeoutAction, Timer,
+    Registration, Signal, TimeoutAction, Timer,
 };
 use oxloop::{EventLoop, Interest, Mode};
 use rustix::event::{PollFd, PollFlags};
@@ -361,4 +361,38 @@ fn an_unreferenced_source_does_not_keep_run_going() {
     handle.disable();
     handle.enable().unwrap();
     assert!(handle.is_inserted() && !ev.has_work());
+}
+
+#[test]
+fn signal_source_runs_on_the_loop_and_restores_on_drop() {
+    let ev = EventLoop::new().unwrap();
+    let count = Rc::new(Cell::new(0));
+    let c = count.clone();
+    let stop = ev.clone();
+    let handle = ev
+        .insert_source(
+            Signal::new(&ev, libc::SIGUSR2, move || {
+                c.set(c.get() + 1);
+                stop.stop();
+            })
+            .unwrap(),
+        )
+        .unwrap();
+    let pid = std::process::id().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-USR2", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let start = Instant::now();
+    ev.run_forever().unwrap();
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert_eq!(count.get(), 1);
+    let signal = handle.remove().unwrap();
+    assert_eq!(signal.signum(), libc::SIGUSR2);
+    drop(signal);
+    assert!(
+        !ev.has_work(),
+        "the loop's signal handler went with the source"
+    );
 }

@@ -46,7 +46,8 @@
 //! ```
 //!
 //! Ready-made sources: [`channel`] (messages from other threads), [`Timer`], [`ping`]
-//! (a wake-up from anywhere), [`ChildExit`] (a child process ended; Linux), [`Generic`]
+//! (a wake-up from anywhere), [`Signal`], [`ChildExit`] (a child process ended; Linux),
+//! [`Generic`]
 //! (any fd with a callback) and [`Nested`] (a second oxloop loop, on its own thread,
 //! stepped by this one). Behind cargo features: `calloop` (a calloop loop inside
 //! oxloop), `glib` (a GLib main context inside oxloop, and oxloop inside GLib) and
@@ -74,6 +75,7 @@ mod child;
 mod generic;
 mod nested;
 mod ping;
+mod signal;
 mod timer;
 
 #[cfg(feature = "calloop")]
@@ -89,6 +91,7 @@ pub use child::ChildExit;
 pub use generic::Generic;
 pub use nested::Nested;
 pub use ping::{ping, Ping, PingSender};
+pub use signal::Signal;
 pub use timer::{TimeoutAction, Timer};
 
 use crate::event_loop::{Direction, Inner};
