@@ -59,7 +59,7 @@
 //! [`EventLoop::add_reader`] uses, but with the source's trigger mode), and its deadline
 //! a loop timer. So a source costs nothing extra per iteration: a ready fd is one index
 //! into the fd table, as for any watcher. While a source is inserted and enabled, it
-//! keeps [`EventLoop::run`] going.
+//! keeps [`EventLoop::run`] going, unless [`SourceHandle::set_ref`] says otherwise.
 //!
 //! - An fd watched for reading and writing that becomes both at once is dispatched
 //!   twice, once per direction (readers first).
