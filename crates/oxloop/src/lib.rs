@@ -29,6 +29,8 @@
 //! - [`event_loop`]: the loop, its handles, the cross-thread remote;
 //! - `reactor`: the poller backends (epoll on Linux, `polling` elsewhere), the
 //!   waker and the signal plumbing: the only `unsafe` code in the crate;
+//! - [`source`]: event sources (one interface for fds, timers, channels, child
+//!   processes and foreign loops), and the adapters that embed oxloop in other loops;
 //! - `timers`: the timer queue.
 
 #![warn(missing_docs)]
@@ -39,6 +41,7 @@ pub mod net;
 pub mod process;
 pub mod protocol;
 pub(crate) mod reactor;
+pub mod source;
 pub mod task;
 pub(crate) mod timers;
 pub mod wire;

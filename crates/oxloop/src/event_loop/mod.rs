@@ -47,7 +47,8 @@ use self::ready::{Entry, ReadyQueue};
 use self::remote::SendCallback;
 pub(crate) use self::remote::Shared;
 use self::signals::SignalHandlers;
-use self::watchers::{Direction, FdCallback, Watchers};
+pub(crate) use self::watchers::Direction;
+use self::watchers::{FdCallback, Watchers};
 use crate::reactor::{Events, Interest, Mode, Poller, Waker as FdWaker};
 use crate::task::raw::{TaskFuture, TaskHeader, TaskSlot};
 use crate::timers::Timers;
@@ -300,16 +301,34 @@ impl EventLoop {
     /// regular file) is an error.
     #[track_caller]
     pub fn add_reader(&self, fd: impl AsRawFd, f: impl FnMut() + 'static) -> io::Result<()> {
-        self.add_watcher(fd.as_raw_fd(), Direction::Read, self.traced_mut(f))
+        self.add_watcher(
+            fd.as_raw_fd(),
+            Direction::Read,
+            Mode::Level,
+            self.traced_mut(f),
+        )
     }
 
     /// Runs `f` every iteration while `fd` is writable. See [`EventLoop::add_reader`].
     #[track_caller]
     pub fn add_writer(&self, fd: impl AsRawFd, f: impl FnMut() + 'static) -> io::Result<()> {
-        self.add_watcher(fd.as_raw_fd(), Direction::Write, self.traced_mut(f))
+        self.add_watcher(
+            fd.as_raw_fd(),
+            Direction::Write,
+            Mode::Level,
+            self.traced_mut(f),
+        )
     }
 
-    fn add_watcher(&self, fd: RawFd, dir: Direction, f: FdCallback) -> io::Result<()> {
+    /// `add_reader`/`add_writer` with a trigger mode; the hook `crate::source` uses.
+    /// Both sides of one fd share the mode last given.
+    pub(crate) fn add_watcher(
+        &self,
+        fd: RawFd,
+        dir: Direction,
+        mode: Mode,
+        f: FdCallback,
+    ) -> io::Result<()> {
         if fd == self.inner.waker_fd {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -321,7 +340,7 @@ impl EventLoop {
             if state.destroyed {
                 Err(destroyed_error())
             } else {
-                state.watchers.register(&self.inner.poller, fd, dir)
+                state.watchers.register(&self.inner.poller, fd, dir, mode)
             }
         };
         // On error `f` is dropped when this function returns, outside the borrow.

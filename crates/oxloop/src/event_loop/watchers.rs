@@ -85,6 +85,8 @@ struct FdEntry {
     source: Option<Rc<IoSource>>,
     /// What the poller currently watches this fd for.
     registered: Interest,
+    /// How: level-triggered for `add_reader`/`add_writer`, any mode for event sources.
+    mode: Mode,
     unreferenced: bool,
 }
 
@@ -133,7 +135,13 @@ fn check_fd(fd: RawFd) -> io::Result<usize> {
 impl Watchers {
     /// Makes sure the poller watches `fd` for `dir`; the first step of adding a watcher,
     /// done before the callback is stored so that a refused fd leaves nothing behind.
-    pub fn register(&mut self, poller: &Poller, fd: RawFd, dir: Direction) -> io::Result<()> {
+    pub fn register(
+        &mut self,
+        poller: &Poller,
+        fd: RawFd,
+        dir: Direction,
+        mode: Mode,
+    ) -> io::Result<()> {
         let index = check_fd(fd)?;
         if index >= self.entries.len() {
             self.entries.resize_with(index + 1, FdEntry::default);
@@ -151,11 +159,12 @@ impl Watchers {
         // been closed and its number reused behind the loop's back, and then the kernel
         // no longer knows it (`modify` falls back to adding it).
         if entry.registered.is_empty() {
-            poller.add(fd, wanted, Mode::Level)?;
+            poller.add(fd, wanted, mode)?;
         } else {
-            poller.modify(fd, wanted, Mode::Level)?;
+            poller.modify(fd, wanted, mode)?;
         }
         entry.registered = wanted;
+        entry.mode = mode;
         Ok(())
     }
 
@@ -212,7 +221,7 @@ impl Watchers {
         } else {
             // Narrowing the interest cannot fail on a live fd; if the fd is gone the
             // kernel dropped it from the poller already.
-            let _ = poller.modify(fd, wanted, Mode::Level);
+            let _ = poller.modify(fd, wanted, entry.mode);
         }
         entry.registered = wanted;
         (true, callback)

@@ -21,6 +21,8 @@ mod portable;
 #[cfg(not(target_os = "linux"))]
 pub(crate) use portable::{Events, Poller};
 
+#[cfg(feature = "glib")]
+pub(crate) mod glib;
 pub(crate) mod signal;
 mod waker;
 pub(crate) use waker::Waker;
@@ -85,4 +87,19 @@ pub(crate) struct Ready {
     /// The peer hung up or the fd has an error: no later edge will announce the end of
     /// the stream, so a short read must not be taken as "drained".
     pub closed: bool,
+}
+
+/// Registers an owned fd with the current tokio runtime's reactor (for
+/// `crate::source::tokio`).
+#[cfg(feature = "tokio")]
+pub(crate) fn tokio_async_fd(
+    fd: std::os::fd::OwnedFd,
+) -> std::io::Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
+    // SAFETY: the `AsyncFd` takes ownership of the `OwnedFd`, so the fd stays open and
+    // refers to the same file description until the `AsyncFd` is dropped, and
+    // `OwnedFd::as_raw_fd` always returns that same number.
+    let registered = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+    };
+    Ok(registered?)
 }

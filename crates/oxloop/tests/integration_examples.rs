@@ -1,0 +1,67 @@
+//! The loop-integration examples run and print what they promise.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// The examples are built by `cargo test` next to the test binaries.
+fn example(name: &str) -> PathBuf {
+    let mut dir = std::env::current_exe().unwrap();
+    dir.pop();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir.join("examples").join(name)
+}
+
+fn run(name: &str) -> String {
+    let start = Instant::now();
+    let out = Command::new(example(name))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run example {name}: {e}"));
+    assert!(start.elapsed() < Duration::from_secs(20));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{name} failed: {:?}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+#[cfg(all(feature = "tokio", feature = "calloop"))]
+fn three_loops_delivers_every_event_and_shuts_down() {
+    let out = run("three_loops");
+    for line in [
+        "oxloop: timer",
+        "oxloop: socket got \"from tokio\"",
+        "oxloop: channel got \"hello oxloop\"",
+        "calloop: timer",
+        "calloop: socket got \"from oxloop\"",
+        "calloop: channel got \"hello calloop\"",
+        "tokio: timer",
+        "tokio: socket got \"from calloop\"",
+        "tokio: channel got \"hello tokio\"",
+        "all 9 events in",
+        "calloop handed back and dropped",
+        "oxloop destroyed, tokio runtime dropped",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+}
+
+#[test]
+fn embed_in_epoll_drives_oxloop_from_a_raw_epoll_host() {
+    let out = run("embed_in_epoll");
+    for line in [
+        "host: read \"hello host\"",
+        "oxloop: timer fired",
+        "oxloop: task read \"hello oxloop\"",
+        "oxloop: call from another thread",
+        "host: oxloop finished its work in",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+}
