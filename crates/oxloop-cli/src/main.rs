@@ -37,8 +37,9 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1")]
         bind: String,
     },
-    /// Measures oxloop against its peers on this machine: echo servers (raw epoll,
-    /// tokio, smol, libuv), idle memory, system calls, and in-process timers,
+    /// Measures oxloop against its peers on this machine: echo servers (oxloop's
+    /// protocol and async APIs against raw epoll, tokio, smol, libuv), HTTP
+    /// (oxloop-http against hyper), idle memory, system calls, and in-process timers,
     /// call_soon and cross-thread calls against tokio.
     Bench(bench::BenchArgs),
     /// Serves one benchmark echo server (used by `oxloop bench`).

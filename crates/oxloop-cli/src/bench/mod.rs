@@ -1,7 +1,8 @@
 //! `oxloop bench`: oxloop against its peers, on this machine, in one run.
 //!
-//! Echo servers (oxloop's protocol API, tokio `current_thread`, smol, libuv in C when
-//! it was built, and a hand-written raw epoll server as the limit) run as child
+//! Echo servers (oxloop's protocol API and its async tasks, tokio `current_thread`,
+//! smol, libuv in C when it was built, and a hand-written raw epoll server as the
+//! limit) and HTTP servers (oxloop-http, hyper, a raw responder) run as child
 //! processes of this program (`oxloop serve`, hidden) pinned to CPU 0; the verifying
 //! load generator runs here, pinned to CPU 1. For every load, the raw server is
 //! measured before and after each peer, so drift shows and each peer is compared
