@@ -12,6 +12,7 @@
 //! byte is back) goes into a [`Histogram`].
 
 use crate::latency::Histogram;
+use crate::sys::Epoll;
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -91,58 +92,6 @@ fn pattern() -> Vec<u8> {
     (0..PERIOD + CHUNK).map(|i| period[i % PERIOD]).collect()
 }
 
-struct Epoll {
-    fd: i32,
-}
-
-impl Epoll {
-    fn new() -> io::Result<Epoll> {
-        // SAFETY: plain syscall; the fd is owned by the returned value.
-        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Epoll { fd })
-    }
-
-    fn ctl(&self, op: i32, fd: i32, events: u32, token: u64) -> io::Result<()> {
-        let mut ev = libc::epoll_event { events, u64: token };
-        // SAFETY: `ev` is a valid epoll_event for the duration of the call.
-        let rc = unsafe { libc::epoll_ctl(self.fd, op, fd, &mut ev) };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
-    fn wait(&self, events: &mut [libc::epoll_event], timeout_ms: i32) -> io::Result<usize> {
-        // SAFETY: the buffer pointer and length describe `events`.
-        let n = unsafe {
-            libc::epoll_wait(
-                self.fd,
-                events.as_mut_ptr(),
-                events.len() as i32,
-                timeout_ms,
-            )
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                return Ok(0);
-            }
-            return Err(e);
-        }
-        Ok(n as usize)
-    }
-}
-
-impl Drop for Epoll {
-    fn drop(&mut self) {
-        // SAFETY: we own the fd.
-        unsafe { libc::close(self.fd) };
-    }
-}
-
 /// Runs the load described by `cfg`; fails on a connection error or on any echoed
 /// byte that differs from the one sent.
 pub fn run(cfg: &LoadConfig) -> io::Result<LoadResult> {
@@ -168,12 +117,7 @@ pub fn run(cfg: &LoadConfig) -> io::Result<LoadResult> {
         let stream = TcpStream::connect(cfg.addr)?;
         stream.set_nodelay(true)?;
         stream.set_nonblocking(true)?;
-        epoll.ctl(
-            libc::EPOLL_CTL_ADD,
-            stream.as_raw_fd(),
-            libc::EPOLLIN as u32,
-            i as u64,
-        )?;
+        epoll.add(stream.as_raw_fd(), libc::EPOLLIN as u32, i as u64)?;
         conns.push(Conn {
             stream,
             offset: (i * 7919) % PERIOD,
@@ -306,12 +250,7 @@ fn flush(epoll: &Epoll, c: &mut Conn, token: usize, pat: &[u8]) -> io::Result<()
     if want != c.want_write {
         c.want_write = want;
         let events = libc::EPOLLIN as u32 | if want { libc::EPOLLOUT as u32 } else { 0 };
-        epoll.ctl(
-            libc::EPOLL_CTL_MOD,
-            c.stream.as_raw_fd(),
-            events,
-            token as u64,
-        )?;
+        epoll.modify(c.stream.as_raw_fd(), events, token as u64)?;
     }
     Ok(())
 }

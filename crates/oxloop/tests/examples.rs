@@ -1,17 +1,9 @@
 //! Every example runs and prints what it promises.
 
-use std::path::PathBuf;
-use std::process::Command;
+mod support;
+use support::example;
 
-/// The examples are built by `cargo test` next to the test binaries.
-fn example(name: &str) -> PathBuf {
-    let mut dir = std::env::current_exe().unwrap();
-    dir.pop(); // the test binary
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    dir.join("examples").join(name)
-}
+use std::process::Command;
 
 fn run(name: &str, args: &[&str]) -> String {
     let out = Command::new(example(name))

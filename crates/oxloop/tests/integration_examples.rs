@@ -1,18 +1,10 @@
 //! The loop-integration examples run and print what they promise.
 
-use std::path::PathBuf;
+mod support;
+use support::example;
+
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// The examples are built by `cargo test` next to the test binaries.
-fn example(name: &str) -> PathBuf {
-    let mut dir = std::env::current_exe().unwrap();
-    dir.pop();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    dir.join("examples").join(name)
-}
 
 fn run(name: &str) -> String {
     let start = Instant::now();

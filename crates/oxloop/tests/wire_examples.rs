@@ -1,18 +1,10 @@
 //! The wire examples run and print what they promise.
 
-use std::path::PathBuf;
+mod support;
+use support::example;
+
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// The examples are built by `cargo test` next to the test binaries.
-fn example(name: &str) -> PathBuf {
-    let mut dir = std::env::current_exe().unwrap();
-    dir.pop(); // the test binary
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    dir.join("examples").join(name)
-}
 
 /// Runs an example; its stdout and how long it took.
 fn run(name: &str) -> (String, Duration) {
