@@ -462,7 +462,10 @@ impl EventLoop {
 
     /// Runs exactly one iteration, blocking at most `timeout` (`None`: until something
     /// happens) for I/O, but never past the earliest timer, and not at all when callbacks
-    /// are ready. For driving the loop from another loop; see [`EventLoop::next_timeout`].
+    /// are ready. For driving the loop from another loop: before blocking on the loop's
+    /// fd, a host calls [`EventLoop::prepare_wait`] (not just
+    /// [`next_timeout`](EventLoop::next_timeout)), which also arms the cross-thread
+    /// wake-up so that a `LoopRemote` call makes the fd readable.
     pub fn run_once(&self, timeout: Option<Duration>) -> io::Result<()> {
         let _running = self.enter()?;
         let result = self.iterate(timeout);
