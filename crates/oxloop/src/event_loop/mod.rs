@@ -8,7 +8,7 @@
 //!
 //! 1. works out how long it may block: zero if callbacks are ready or a stop was asked
 //!    for, otherwise until the earliest timer (or for ever);
-//! 2. waits in the poller ([`crate::reactor`]); another thread can cut the wait short
+//! 2. waits in the poller (the `reactor` module); another thread can cut the wait short
 //!    through a [`LoopRemote`], a signal through the waker;
 //! 3. caches the clock ([`EventLoop::time`]);
 //! 4. runs the callbacks of the fds that are ready, readers before writers;

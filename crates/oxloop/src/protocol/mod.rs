@@ -8,7 +8,7 @@
 //! writes that go straight to the socket when it accepts them.
 //!
 //! The loop's networking entry points come from the [`LoopNetExt`] extension trait,
-//! implemented for [`EventLoop`](crate::EventLoop) (bring it into scope with
+//! implemented for [`EventLoop`] (bring it into scope with
 //! `use oxloop::protocol::LoopNetExt`):
 //!
 //! | method | what it does |
