@@ -2,6 +2,7 @@
 
 use super::address::Address;
 use super::buffer::ReadBuffer;
+use super::slot::ProtocolSlot;
 use super::stream::{closed_error, DEFAULT_HIGH_WATER};
 use crate::EventLoop;
 use std::cell::RefCell;
@@ -111,8 +112,6 @@ struct State {
     writing: bool,
     closing: bool,
     closed: bool,
-    write_paused: bool,
-    told_paused: bool,
     /// A socket file this endpoint bound, removed on close if still ours.
     owned_path: Option<(PathBuf, u64, u64)>,
 }
@@ -122,7 +121,7 @@ struct Inner {
     fd: RawFd,
     read_buf: Rc<ReadBuffer>,
     state: RefCell<State>,
-    protocol: RefCell<Option<Box<dyn DatagramProtocol>>>,
+    protocol: ProtocolSlot<dyn DatagramProtocol>,
 }
 
 /// A datagram socket driven by the loop, handed to
@@ -219,11 +218,9 @@ impl DatagramTransport {
                     writing: false,
                     closing: false,
                     closed: false,
-                    write_paused: false,
-                    told_paused: false,
                     owned_path,
                 }),
-                protocol: RefCell::new(Some(protocol)),
+                protocol: ProtocolSlot::new(protocol),
             }),
         };
         let me = transport.clone();
@@ -237,35 +234,11 @@ impl DatagramTransport {
     }
 
     fn call_protocol(&self, f: impl FnOnce(&mut dyn DatagramProtocol)) {
-        if let Ok(mut guard) = self.inner.protocol.try_borrow_mut() {
-            if let Some(p) = guard.as_mut() {
-                f(&mut **p);
-            }
-        }
-        self.sync_flow();
+        self.inner.protocol.call(|p| f(p));
     }
 
     fn sync_flow(&self) {
-        loop {
-            let pause = {
-                let state = self.inner.state.borrow();
-                if state.write_paused == state.told_paused {
-                    return;
-                }
-                state.write_paused
-            };
-            let Ok(mut guard) = self.inner.protocol.try_borrow_mut() else {
-                return;
-            };
-            self.inner.state.borrow_mut().told_paused = pause;
-            if let Some(p) = guard.as_mut() {
-                if pause {
-                    p.pause_writing();
-                } else {
-                    p.resume_writing();
-                }
-            }
-        }
+        self.inner.protocol.sync();
     }
 
     fn on_readable(&self) {
@@ -316,7 +289,7 @@ impl DatagramTransport {
         state.queue.push_back((data.to_vec(), addr.cloned()));
         state.queued_bytes += data.len();
         if state.queued_bytes > DEFAULT_HIGH_WATER {
-            state.write_paused = true;
+            self.inner.protocol.set_paused(true);
         }
         let need_writer = !state.writing;
         state.writing = true;
@@ -358,8 +331,10 @@ impl DatagramTransport {
                     if let Some((data, _)) = state.queue.pop_front() {
                         state.queued_bytes -= data.len();
                     }
-                    if state.write_paused && state.queued_bytes <= DEFAULT_HIGH_WATER / 4 {
-                        state.write_paused = false;
+                    if self.inner.protocol.is_paused()
+                        && state.queued_bytes <= DEFAULT_HIGH_WATER / 4
+                    {
+                        self.inner.protocol.set_paused(false);
                     }
                     drop(state);
                     if let Err(e) = result {
@@ -434,13 +409,24 @@ impl DatagramTransport {
             }
         }
         let me = self.clone();
-        self.inner.ev.call_soon(move || {
-            let protocol = me.inner.protocol.borrow_mut().take();
-            if let Some(mut protocol) = protocol {
-                protocol.connection_lost(err);
-                drop(protocol);
+        self.inner.ev.call_soon(move || me.deliver_lost(err));
+    }
+
+    fn deliver_lost(&self, err: Option<io::Error>) {
+        let protocol = match self.inner.protocol.try_take() {
+            Ok(protocol) => protocol,
+            Err(()) => {
+                // The protocol is running further up the stack (a nested loop): retry.
+                let me = self.clone();
+                self.inner.ev.call_soon(move || me.deliver_lost(err));
+                return;
             }
-        });
+        };
+        if let Some(mut protocol) = protocol {
+            protocol.connection_lost(err);
+            // Dropped here, outside every borrow: its captures may use the transport.
+            drop(protocol);
+        }
     }
 
     /// Whether `close` or `abort` was called.

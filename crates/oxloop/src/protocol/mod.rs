@@ -67,6 +67,7 @@ mod buffer;
 mod connect;
 mod datagram;
 mod server;
+mod slot;
 mod stream;
 
 pub use address::Address;

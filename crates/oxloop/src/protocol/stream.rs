@@ -2,6 +2,7 @@
 
 use super::address::Address;
 use super::buffer::{ReadBuffer, WriteBuffer, MAX_IOVECS};
+use super::slot::ProtocolSlot;
 use super::Protocol;
 use crate::{EventLoop, Handle};
 use socket2::Socket;
@@ -64,10 +65,6 @@ struct State {
     eof_sent: bool,
     high: usize,
     low: usize,
-    /// Whether the buffer is above the high-water mark (what the protocol should know).
-    write_paused: bool,
-    /// What the protocol was last told.
-    told_paused: bool,
     timeouts: Vec<Handle>,
     prune_at: usize,
 }
@@ -77,7 +74,7 @@ struct Inner {
     fd: RawFd,
     read_buf: Rc<ReadBuffer>,
     state: RefCell<State>,
-    protocol: RefCell<Option<Box<dyn Protocol>>>,
+    protocol: ProtocolSlot<dyn Protocol>,
 }
 
 /// The writing end and control of a stream connection, handed to
@@ -133,12 +130,10 @@ impl Transport {
                 eof_sent: false,
                 high: DEFAULT_HIGH_WATER,
                 low: DEFAULT_HIGH_WATER / 4,
-                write_paused: false,
-                told_paused: false,
                 timeouts: Vec::new(),
                 prune_at: 8,
             }),
-            protocol: RefCell::new(Some(protocol)),
+            protocol: ProtocolSlot::new(protocol),
         });
         let transport = Transport { inner };
         transport.install_reader()?;
@@ -191,40 +186,12 @@ impl Transport {
         }
     }
 
-    /// Calls the protocol (unless it is already running further up the stack, or gone),
-    /// then tells it about any flow-control change its call caused.
     fn call_protocol(&self, f: impl FnOnce(&mut dyn Protocol)) {
-        if let Ok(mut guard) = self.inner.protocol.try_borrow_mut() {
-            if let Some(p) = guard.as_mut() {
-                f(&mut **p);
-            }
-        }
-        self.sync_flow();
+        self.inner.protocol.call(|p| f(p));
     }
 
-    /// Tells the protocol to pause or resume writing if that changed since it was last
-    /// told. Deferred while the protocol is running (it is told when its call returns).
     fn sync_flow(&self) {
-        loop {
-            let pause = {
-                let state = self.inner.state.borrow();
-                if state.write_paused == state.told_paused {
-                    return;
-                }
-                state.write_paused
-            };
-            let Ok(mut guard) = self.inner.protocol.try_borrow_mut() else {
-                return;
-            };
-            self.inner.state.borrow_mut().told_paused = pause;
-            if let Some(p) = guard.as_mut() {
-                if pause {
-                    p.pause_writing();
-                } else {
-                    p.resume_writing();
-                }
-            }
-        }
+        self.inner.protocol.sync();
     }
 
     /// Sends `data`, or as much as the socket takes now and buffers the rest; never
@@ -306,7 +273,7 @@ impl Transport {
         state.buf.push(rest);
         let need_writer = !state.writing;
         if state.buf.len() > state.high {
-            state.write_paused = true;
+            self.inner.protocol.set_paused(true);
         }
         drop(state);
         if need_writer {
@@ -360,8 +327,8 @@ impl Transport {
                 return;
             }
         }
-        if state.write_paused && state.buf.len() <= state.low {
-            state.write_paused = false;
+        if self.inner.protocol.is_paused() && state.buf.len() <= state.low {
+            self.inner.protocol.set_paused(false);
         }
         if !state.buf.is_empty() {
             drop(state);
@@ -481,9 +448,9 @@ impl Transport {
     }
 
     fn deliver_lost(&self, err: Option<io::Error>) {
-        let protocol = match self.inner.protocol.try_borrow_mut() {
-            Ok(mut guard) => guard.take(),
-            Err(_) => {
+        let protocol = match self.inner.protocol.try_take() {
+            Ok(protocol) => protocol,
+            Err(()) => {
                 // The protocol is running further up the stack (a nested loop): retry.
                 let me = self.clone();
                 self.inner.ev.call_soon(move || me.deliver_lost(err));
@@ -550,9 +517,9 @@ impl Transport {
             state.low = low;
             let size = state.buf.len();
             if size > high {
-                state.write_paused = true;
+                self.inner.protocol.set_paused(true);
             } else if size <= low {
-                state.write_paused = false;
+                self.inner.protocol.set_paused(false);
             }
         }
         self.sync_flow();
