@@ -126,7 +126,20 @@ fn time_is_cached_per_iteration_and_monotonic() {
     std::thread::sleep(Duration::from_millis(2));
     assert_eq!(ev.time(), t0, "time() changed without an iteration");
     ev.run_once(Some(Duration::ZERO)).unwrap();
-    assert!(ev.time() >= t0 + Duration::from_millis(2));
+    let t1 = ev.time();
+    assert!(t1 >= t0 + Duration::from_millis(2));
+    // Read at the first use after a wait, then the same for the rest of the iteration.
+    let seen: Log<Instant> = log();
+    let (s, e) = (seen.clone(), ev.clone());
+    ev.call_soon(move || {
+        s.borrow_mut().push(e.time());
+        std::thread::sleep(Duration::from_millis(2));
+        s.borrow_mut().push(e.time());
+    });
+    ev.run_once(Some(Duration::ZERO)).unwrap();
+    let seen = seen.borrow();
+    assert_eq!(seen[0], seen[1], "time() changed within an iteration");
+    assert!(seen[0] >= t1);
 }
 
 #[test]

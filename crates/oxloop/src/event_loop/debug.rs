@@ -105,7 +105,8 @@ impl EventLoop {
 
     /// What the loop has done so far and holds now.
     pub fn stats(&self) -> LoopStats {
-        let state = self.inner.state.borrow();
+        let mut state = self.inner.state.borrow_mut();
+        let now = state.now();
         LoopStats {
             iterations: self.inner.iterations.get(),
             callbacks_run: self.inner.callbacks_run.get(),
@@ -114,8 +115,7 @@ impl EventLoop {
             fds_watched: state.watchers.len(),
             tasks_alive: state.tasks.len(),
             time_waiting: state.time_waiting,
-            time_running: state
-                .now
+            time_running: now
                 .saturating_duration_since(self.inner_epoch())
                 .saturating_sub(state.time_waiting),
         }

@@ -48,7 +48,8 @@ use self::remote::SendCallback;
 pub(crate) use self::remote::Shared;
 use self::signals::SignalHandlers;
 pub(crate) use self::watchers::Direction;
-use self::watchers::{FdCallback, Watchers};
+pub(crate) use self::watchers::FdHandler;
+use self::watchers::{FdCallback, Target, Watchers};
 use crate::reactor::{Events, Interest, Mode, Poller, Waker as FdWaker};
 use crate::task::raw::{TaskFuture, TaskHeader, TaskSlot};
 use crate::timers::Timers;
@@ -131,8 +132,9 @@ struct State {
     signals: SignalHandlers,
     /// Reused buffer for the closures sent from other threads.
     remote_batch: Vec<SendCallback>,
-    /// The cached clock, updated after every wait.
+    /// The cached clock; read again at its first use after each wait.
     now: Instant,
+    now_fresh: bool,
     running: bool,
     stopping: bool,
     destroyed: bool,
@@ -149,7 +151,7 @@ type Leftovers = (
     Vec<TaskFuture>,
     Vec<ready::Callback>,
     Vec<crate::timers::TimerCallback>,
-    Vec<FdCallback>,
+    (Vec<FdCallback>, Vec<Rc<dyn FdHandler>>),
     Vec<FdCallback>,
     Vec<SendCallback>,
     Option<PanicHandler>,
@@ -188,6 +190,7 @@ impl EventLoop {
                     signals: SignalHandlers::default(),
                     remote_batch: Vec::new(),
                     now,
+                    now_fresh: true,
                     running: false,
                     stopping: false,
                     destroyed: false,
@@ -249,10 +252,11 @@ impl EventLoop {
         }
     }
 
-    /// The loop's clock: a monotonic instant cached once per iteration (after the wait).
-    /// Cheap to call; use `Instant::now()` when the exact time matters.
+    /// The loop's clock: a monotonic instant cached once per iteration (read at its
+    /// first use after the wait, so an iteration that never asks pays nothing). Cheap
+    /// to call; use `Instant::now()` when the exact time matters.
     pub fn time(&self) -> Instant {
-        self.inner.state.borrow().now
+        self.inner.state.borrow_mut().now()
     }
 
     /// Runs `f` in the next iteration. Callbacks run in the order they were scheduled.
@@ -576,11 +580,10 @@ impl EventLoop {
                 (state.track_wait_time && timeout != Some(Duration::ZERO)).then(Instant::now);
             let result = inner.poller.wait(&mut events, timeout);
             let notified = inner.shared.after_wake();
-            let after = Instant::now();
             if let Some(before) = before {
-                state.time_waiting += after - before;
+                state.time_waiting += before.elapsed();
             }
-            state.now = after;
+            state.now_fresh = false;
             result?;
             notified
         };
@@ -590,26 +593,17 @@ impl EventLoop {
                 inner.shared.waker.drain();
                 continue;
             }
-            // One borrow both recognises an async source and takes the reader out.
-            let (source, reader) = {
-                let mut state = inner.state.borrow_mut();
-                match state.watchers.source_ready(ready) {
-                    Some(source) => (Some(source), None),
-                    None if ready.readable => {
-                        (None, state.watchers.begin(ready.fd, Direction::Read))
+            let target = inner.state.borrow_mut().watchers.target(ready);
+            match target {
+                Target::Handler(handler) => self.guarded(move || handler.on_ready(ready)),
+                Target::Reader(reader) => {
+                    self.run_fd_callback(ready.fd, Direction::Read, reader);
+                    if ready.writable {
+                        self.dispatch_fd(ready.fd, Direction::Write);
                     }
-                    None => (None, None),
                 }
-            };
-            if let Some(source) = source {
-                source.wake(ready.readable, ready.writable);
-                continue;
-            }
-            if let Some(reader) = reader {
-                self.run_fd_callback(ready.fd, Direction::Read, reader);
-            }
-            if ready.writable {
-                self.dispatch_fd(ready.fd, Direction::Write);
+                Target::Writer => self.dispatch_fd(ready.fd, Direction::Write),
+                Target::Nothing => {}
             }
         }
         drop(events);
@@ -689,8 +683,8 @@ impl EventLoop {
 
     fn run_timers(&self) {
         let (now, before) = {
-            let state = self.inner.state.borrow();
-            (self.inner.nanos(state.now), state.timers.next_seq())
+            let mut state = self.inner.state.borrow_mut();
+            (self.inner.nanos(state.now()), state.timers.next_seq())
         };
         loop {
             let expired = self
@@ -866,24 +860,65 @@ impl EventLoop {
         }
     }
 
-    /// Registers `fd` as an async source (edge-triggered readiness with wakers).
-    pub(crate) fn add_source(&self, fd: RawFd) -> io::Result<Rc<watchers::IoSource>> {
+    /// Makes `handler` receive every readiness report for `fd`, watched for `interest`
+    /// in `mode`. `counts`: whether it keeps `run()` going while its interest is not
+    /// empty.
+    pub(crate) fn add_handler(
+        &self,
+        fd: RawFd,
+        handler: Rc<dyn FdHandler>,
+        interest: Interest,
+        mode: Mode,
+        counts: bool,
+    ) -> io::Result<()> {
+        let result = {
+            let mut state = self.inner.state.borrow_mut();
+            if state.destroyed {
+                return Err(destroyed_error());
+            }
+            state
+                .watchers
+                .add_handler(&self.inner.poller, fd, handler, interest, mode, counts)
+        };
+        result
+    }
+
+    /// Changes what a handler's fd is watched for.
+    pub(crate) fn set_interest(&self, fd: RawFd, interest: Interest) -> io::Result<()> {
         let mut state = self.inner.state.borrow_mut();
         if state.destroyed {
             return Err(destroyed_error());
         }
-        state.watchers.add_source(&self.inner.poller, fd)
+        state
+            .watchers
+            .set_interest(&self.inner.poller, fd, interest)
+    }
+
+    /// Takes a handler out of the loop; its fd is no longer watched.
+    pub(crate) fn remove_handler(&self, fd: RawFd) {
+        let handler = match self.inner.state.try_borrow_mut() {
+            Ok(mut state) => state.watchers.remove_handler(&self.inner.poller, fd),
+            Err(_) => None,
+        };
+        drop(handler);
+    }
+
+    /// Registers `fd` as an async source (edge-triggered readiness with wakers).
+    pub(crate) fn add_source(&self, fd: RawFd) -> io::Result<Rc<watchers::IoSource>> {
+        // Optimistic: the first operation tries the syscall; a would-block clears it.
+        let source = Rc::new(watchers::IoSource {
+            readable: Cell::new(true),
+            writable: Cell::new(true),
+            ..watchers::IoSource::default()
+        });
+        self.add_handler(fd, source.clone(), Interest::BOTH, Mode::Edge, false)?;
+        Ok(source)
     }
 
     /// Deregisters an async source, waking the tasks waiting on it.
-    pub(crate) fn remove_source(&self, fd: RawFd) {
-        let wakers = {
-            let Ok(mut state) = self.inner.state.try_borrow_mut() else {
-                return;
-            };
-            let state = &mut *state;
-            state.watchers.remove_source(&self.inner.poller, fd)
-        };
+    pub(crate) fn remove_source(&self, fd: RawFd, source: &watchers::IoSource) {
+        self.remove_handler(fd);
+        let wakers = [source.read_waker.take(), source.write_waker.take()];
         wakers.into_iter().flatten().for_each(Waker::wake);
     }
 
@@ -930,6 +965,17 @@ impl EventLoop {
         if state.panic_handler.is_none() && !state.destroyed {
             state.panic_handler = handler;
         }
+    }
+}
+
+impl State {
+    /// The cached clock, read now if this is its first use since the last wait.
+    fn now(&mut self) -> Instant {
+        if !self.now_fresh {
+            self.now = Instant::now();
+            self.now_fresh = true;
+        }
+        self.now
     }
 }
 

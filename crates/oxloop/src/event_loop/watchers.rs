@@ -1,5 +1,5 @@
 //! The fd table: which callback runs when an fd becomes readable or writable, or which
-//! async source learns about it.
+//! handler learns about it.
 //!
 //! Indexed by fd number (like Redis's `ae.c`), so dispatching a readiness report is one
 //! index. Two kinds of entry share the table:
@@ -7,9 +7,13 @@
 //! - callback watchers (`add_reader`/`add_writer`), level-triggered. A callback is taken
 //!   out of its slot while it runs, so it may add, replace or remove watchers (its own
 //!   included) without aliasing the table;
-//! - async sources (`crate::io::Async`), registered once, edge-triggered, for both
-//!   directions. A report sets the source's readiness flags and hands back the wakers
-//!   of the tasks waiting on it; the source clears a flag when an operation would block.
+//! - handlers ([`FdHandler`]): one shared object per fd that gets every report for it.
+//!   The loop clones the `Rc` out of the table and calls it, so the handler may change
+//!   its own registration freely. The protocol layer's transports are handlers
+//!   (level-triggered, interest changed as they need), and so are async sources
+//!   (`crate::io::Async`: registered once, edge-triggered, both directions; a report
+//!   sets the source's readiness flags and wakes the tasks waiting on it, and the
+//!   source clears a flag when an operation would block).
 
 use crate::reactor::{Interest, Mode, Poller, Ready};
 use std::cell::Cell;
@@ -43,6 +47,13 @@ impl CallbackSlot {
     }
 }
 
+/// An object the loop calls for every readiness report of its fd.
+pub(crate) trait FdHandler {
+    /// The fd is ready as `ready` says. Runs outside the loop's borrow, so it may call
+    /// any method of the loop, including changing or removing its own registration.
+    fn on_ready(self: Rc<Self>, ready: Ready);
+}
+
 /// Readiness of an fd owned by an async source, and the tasks waiting on it.
 #[derive(Default)]
 pub(crate) struct IoSource {
@@ -59,7 +70,7 @@ impl IoSource {
     /// stay registered: a task polled again with the same waker then costs no clone
     /// (it may see a spurious wake-up if it stopped waiting meanwhile, which futures
     /// allow).
-    pub fn wake(&self, readable: bool, writable: bool) {
+    fn wake(&self, readable: bool, writable: bool) {
         fn wake_slot(slot: &Cell<Option<Waker>>) {
             if let Some(waker) = slot.take() {
                 waker.wake_by_ref();
@@ -78,14 +89,31 @@ impl IoSource {
     }
 }
 
+impl FdHandler for IoSource {
+    fn on_ready(self: Rc<Self>, ready: Ready) {
+        if ready.closed {
+            self.closed.set(true);
+        }
+        if ready.readable {
+            self.readable.set(true);
+        }
+        if ready.writable {
+            self.writable.set(true);
+        }
+        self.wake(ready.readable, ready.writable);
+    }
+}
+
 #[derive(Default)]
 struct FdEntry {
     reader: CallbackSlot,
     writer: CallbackSlot,
-    source: Option<Rc<IoSource>>,
+    handler: Option<Rc<dyn FdHandler>>,
+    /// Whether the handler keeps `run()` going while it watches something.
+    handler_counts: bool,
     /// What the poller currently watches this fd for.
     registered: Interest,
-    /// How: level-triggered for `add_reader`/`add_writer`, any mode for event sources.
+    /// How: level-triggered for `add_reader`/`add_writer`, any mode for handlers.
     mode: Mode,
     unreferenced: bool,
 }
@@ -104,6 +132,24 @@ impl FdEntry {
             write: self.writer.is_set(),
         }
     }
+
+    /// Whether this fd counts as watched (keeps `run()` going unless unreferenced).
+    fn counted(&self) -> bool {
+        match self.handler {
+            Some(_) => self.handler_counts && !self.registered.is_empty(),
+            None => !self.wanted().is_empty(),
+        }
+    }
+}
+
+/// What a readiness report leads to, taken out of the table under the loop's borrow
+/// and run after it is released.
+pub(crate) enum Target {
+    Nothing,
+    Handler(Rc<dyn FdHandler>),
+    /// The reader callback (the writer, if also ready, is looked up after it ran).
+    Reader(FdCallback),
+    Writer,
 }
 
 /// Every fd watched by one loop.
@@ -147,7 +193,7 @@ impl Watchers {
             self.entries.resize_with(index + 1, FdEntry::default);
         }
         let entry = &mut self.entries[index];
-        if entry.source.is_some() {
+        if entry.handler.is_some() {
             return Err(in_use(fd));
         }
         let mut wanted = entry.wanted();
@@ -177,15 +223,34 @@ impl Watchers {
         callback: FdCallback,
     ) -> Option<FdCallback> {
         let entry = &mut self.entries[fd as usize];
-        if entry.wanted().is_empty() {
+        let before = entry.counted();
+        let old = std::mem::replace(entry.side(dir), CallbackSlot::Idle(callback));
+        self.recount(fd as usize, before);
+        match old {
+            CallbackSlot::Idle(old) => Some(old),
+            _ => None,
+        }
+    }
+
+    /// Keeps `watched` and `unreferenced` right after entry `index` changed; `before`
+    /// is whether it counted before the change.
+    fn recount(&mut self, index: usize, before: bool) {
+        let entry = &mut self.entries[index];
+        let after = entry.counted();
+        if before == after {
+            return;
+        }
+        if after {
             self.watched += 1;
             if entry.unreferenced {
                 self.unreferenced += 1;
             }
-        }
-        match std::mem::replace(entry.side(dir), CallbackSlot::Idle(callback)) {
-            CallbackSlot::Idle(old) => Some(old),
-            _ => None,
+        } else {
+            self.watched -= 1;
+            if entry.unreferenced {
+                self.unreferenced -= 1;
+            }
+            entry.unreferenced = false;
         }
     }
 
@@ -203,6 +268,10 @@ impl Watchers {
         else {
             return (false, None);
         };
+        if entry.handler.is_some() {
+            return (false, None);
+        }
+        let before = entry.counted();
         let old = std::mem::take(entry.side(dir));
         let callback = match old {
             CallbackSlot::Empty => return (false, None),
@@ -213,18 +282,38 @@ impl Watchers {
         if wanted.is_empty() {
             // The fd may already be closed; the poller treats that as done.
             let _ = poller.delete(fd);
-            self.watched -= 1;
-            if entry.unreferenced {
-                self.unreferenced -= 1;
-            }
-            entry.unreferenced = false;
         } else {
             // Narrowing the interest cannot fail on a live fd; if the fd is gone the
             // kernel dropped it from the poller already.
             let _ = poller.modify(fd, wanted, entry.mode);
         }
         entry.registered = wanted;
+        self.recount(fd as usize, before);
         (true, callback)
+    }
+
+    /// What a readiness report for `ready.fd` runs.
+    #[inline]
+    pub fn target(&mut self, ready: Ready) -> Target {
+        let Some(entry) = self.entries.get_mut(ready.fd as usize) else {
+            return Target::Nothing;
+        };
+        if let Some(handler) = &entry.handler {
+            return Target::Handler(handler.clone());
+        }
+        if ready.readable {
+            if let CallbackSlot::Idle(_) = entry.reader {
+                if let CallbackSlot::Idle(cb) =
+                    std::mem::replace(&mut entry.reader, CallbackSlot::Running)
+                {
+                    return Target::Reader(cb);
+                }
+            }
+        }
+        if ready.writable && entry.writer.is_set() {
+            return Target::Writer;
+        }
+        Target::Nothing
     }
 
     /// Takes the callback of one side of `fd` out to run it.
@@ -258,73 +347,86 @@ impl Watchers {
         }
     }
 
-    /// Registers `fd` as an async source (edge-triggered, both directions).
-    pub fn add_source(&mut self, poller: &Poller, fd: RawFd) -> io::Result<Rc<IoSource>> {
+    /// Makes `handler` receive every report for `fd`, watched for `interest` in `mode`.
+    /// `counts`: whether it keeps `run()` going while its interest is not empty.
+    pub fn add_handler(
+        &mut self,
+        poller: &Poller,
+        fd: RawFd,
+        handler: Rc<dyn FdHandler>,
+        interest: Interest,
+        mode: Mode,
+        counts: bool,
+    ) -> io::Result<()> {
         let index = check_fd(fd)?;
         if index >= self.entries.len() {
             self.entries.resize_with(index + 1, FdEntry::default);
         }
         let entry = &mut self.entries[index];
-        if entry.source.is_some() || !entry.wanted().is_empty() {
+        if entry.handler.is_some() || !entry.wanted().is_empty() {
             return Err(in_use(fd));
         }
-        if entry.registered.is_empty() {
-            poller.add(fd, Interest::BOTH, Mode::Edge)?;
+        if !interest.is_empty() {
+            if entry.registered.is_empty() {
+                poller.add(fd, interest, mode)?;
+            } else {
+                poller.modify(fd, interest, mode)?;
+            }
+        } else if !entry.registered.is_empty() {
+            let _ = poller.delete(fd);
+        }
+        let before = entry.counted();
+        entry.registered = interest;
+        entry.mode = mode;
+        entry.handler = Some(handler);
+        entry.handler_counts = counts;
+        self.recount(index, before);
+        Ok(())
+    }
+
+    /// Changes what a handler's fd is watched for. An empty interest takes the fd out
+    /// of the poller (a hang-up would otherwise be reported forever).
+    pub fn set_interest(
+        &mut self,
+        poller: &Poller,
+        fd: RawFd,
+        interest: Interest,
+    ) -> io::Result<()> {
+        let Some(entry) = self.entries.get_mut(fd as usize) else {
+            return Err(in_use(fd));
+        };
+        if entry.handler.is_none() {
+            return Err(in_use(fd));
+        }
+        if entry.registered == interest {
+            return Ok(());
+        }
+        if interest.is_empty() {
+            let _ = poller.delete(fd);
+        } else if entry.registered.is_empty() {
+            poller.add(fd, interest, entry.mode)?;
         } else {
-            poller.modify(fd, Interest::BOTH, Mode::Edge)?;
+            poller.modify(fd, interest, entry.mode)?;
         }
-        entry.registered = Interest::BOTH;
-        // Optimistic: the first operation tries the syscall; a would-block clears it.
-        let source = Rc::new(IoSource {
-            readable: Cell::new(true),
-            writable: Cell::new(true),
-            ..IoSource::default()
-        });
-        entry.source = Some(source.clone());
-        Ok(source)
+        let before = entry.counted();
+        entry.registered = interest;
+        self.recount(fd as usize, before);
+        Ok(())
     }
 
-    /// Deregisters an async source; its waiting tasks are handed back to be woken.
-    pub fn remove_source(&mut self, poller: &Poller, fd: RawFd) -> [Option<Waker>; 2] {
-        let Some(entry) = usize::try_from(fd)
-            .ok()
-            .and_then(|i| self.entries.get_mut(i))
-        else {
-            return [None, None];
-        };
-        let Some(source) = entry.source.take() else {
-            return [None, None];
-        };
-        let _ = poller.delete(fd);
+    /// Takes `fd`'s handler out of the table and the poller; handed back to be
+    /// dropped outside the loop's borrow.
+    pub fn remove_handler(&mut self, poller: &Poller, fd: RawFd) -> Option<Rc<dyn FdHandler>> {
+        let entry = self.entries.get_mut(usize::try_from(fd).ok()?)?;
+        entry.handler.as_ref()?;
+        let before = entry.counted();
+        if !entry.registered.is_empty() {
+            let _ = poller.delete(fd);
+        }
         entry.registered = Interest::NONE;
-        [source.read_waker.take(), source.write_waker.take()]
-    }
-
-    /// Records a readiness report for an async source. `None` when `fd` is not one;
-    /// otherwise the source, whose waiting tasks the caller wakes with
-    /// [`IoSource::wake`] after the loop's borrow is released.
-    pub fn source_ready(&mut self, ready: Ready) -> Option<Rc<IoSource>> {
-        let Ready {
-            fd,
-            readable,
-            writable,
-            closed,
-        } = ready;
-        let source = self
-            .entries
-            .get(usize::try_from(fd).ok()?)?
-            .source
-            .as_ref()?;
-        if closed {
-            source.closed.set(true);
-        }
-        if readable {
-            source.readable.set(true);
-        }
-        if writable {
-            source.writable.set(true);
-        }
-        Some(source.clone())
+        let handler = entry.handler.take();
+        self.recount(fd as usize, before);
+        handler
     }
 
     /// Marks whether `fd`'s watchers keep `run()` going. Returns false when `fd` is not
@@ -336,7 +438,7 @@ impl Watchers {
         else {
             return false;
         };
-        if entry.wanted().is_empty() {
+        if !entry.counted() {
             return false;
         }
         if entry.unreferenced == referenced {
@@ -360,11 +462,13 @@ impl Watchers {
         self.watched - self.unreferenced
     }
 
-    /// Removes every watcher, deregistering it, and hands back the callbacks to drop.
-    pub fn take_all(&mut self, poller: &Poller) -> Vec<FdCallback> {
+    /// Removes every watcher, deregistering it, and hands back the callbacks and
+    /// handlers to drop.
+    pub fn take_all(&mut self, poller: &Poller) -> (Vec<FdCallback>, Vec<Rc<dyn FdHandler>>) {
         let mut dropped = Vec::new();
+        let mut handlers = Vec::new();
         for (fd, entry) in self.entries.iter_mut().enumerate() {
-            entry.source = None;
+            handlers.extend(entry.handler.take());
             if !entry.registered.is_empty() {
                 let _ = poller.delete(fd as RawFd);
             }
@@ -377,6 +481,6 @@ impl Watchers {
         self.entries = Vec::new();
         self.watched = 0;
         self.unreferenced = 0;
-        dropped
+        (dropped, handlers)
     }
 }

@@ -82,7 +82,7 @@ impl<T: AsFd> Async<T> {
 
     fn deregister(&self) {
         if let Some(ev) = EventLoop::upgrade(&self.owner) {
-            ev.remove_source(self.fd);
+            ev.remove_source(self.fd, &self.source);
         }
     }
 

@@ -4,13 +4,17 @@ use super::address::Address;
 use super::buffer::{ReadBuffer, WriteBuffer, MAX_IOVECS};
 use super::slot::ProtocolSlot;
 use super::Protocol;
+use crate::event_loop::FdHandler;
+use crate::reactor::{Interest, Mode, Ready};
 use crate::{EventLoop, Handle};
-use socket2::Socket;
+use rustix::io::Errno;
+use rustix::net::{RecvFlags, SendFlags};
+use socket2::{SockRef, Socket};
 use std::cell::RefCell;
 use std::fmt;
-use std::io::{self, IoSlice, Read};
+use std::io::{self, IoSlice};
 use std::net::Shutdown;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
@@ -20,6 +24,13 @@ use std::time::Duration;
 pub(crate) const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
 #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
 pub(crate) const SEND_FLAGS: libc::c_int = 0;
+
+/// [`SEND_FLAGS`] for the direct system calls of the hot path (elsewhere
+/// `SO_NOSIGPIPE`, set by [`prepare_stream`], does the job).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const FAST_SEND_FLAGS: SendFlags = SendFlags::NOSIGNAL;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const FAST_SEND_FLAGS: SendFlags = SendFlags::empty();
 
 /// Default high-water mark of the write buffer (asyncio's).
 pub(crate) const DEFAULT_HIGH_WATER: usize = 64 * 1024;
@@ -49,16 +60,18 @@ enum Phase {
 }
 
 struct State {
-    sock: Option<Socket>,
+    /// The socket. An `OwnedFd` rather than a `socket2::Socket` so the hot path's
+    /// system calls borrow it inline; other operations go through a `SockRef`.
+    sock: Option<OwnedFd>,
     phase: Phase,
     buf: WriteBuffer,
-    /// The reader is installed in the loop.
+    /// Reading is on: the loop watches the fd for readability.
     reading: bool,
     /// `pause_reading()` is in effect.
     read_paused: bool,
     /// End of stream seen: reading is over for good.
     eof_seen: bool,
-    /// The writer is installed in the loop.
+    /// Data waits to be sent: the loop watches the fd for writability.
     writing: bool,
     /// `write_eof()` was called; the shutdown happens once the buffer is empty.
     eof_requested: bool,
@@ -119,7 +132,7 @@ impl Transport {
             fd,
             read_buf: ReadBuffer::shared(),
             state: RefCell::new(State {
-                sock: Some(sock),
+                sock: Some(sock.into()),
                 phase: Phase::Open,
                 buf: WriteBuffer::default(),
                 reading: false,
@@ -135,20 +148,27 @@ impl Transport {
             }),
             protocol: ProtocolSlot::new(protocol),
         });
+        ev.add_handler(fd, inner.clone(), Interest::READ, Mode::Level, true)?;
+        inner.state.borrow_mut().reading = true;
         let transport = Transport { inner };
-        transport.install_reader()?;
         let t = transport.clone();
         transport.call_protocol(move |p| p.connection_made(t));
         Ok(transport)
     }
 
-    fn install_reader(&self) -> io::Result<()> {
-        let me = self.clone();
-        self.inner
-            .ev
-            .add_reader(self.inner.fd, move || me.on_readable())?;
-        self.inner.state.borrow_mut().reading = true;
-        Ok(())
+    /// Tells the loop what to watch the fd for, after `reading` or `writing` changed.
+    fn sync_interest(&self) -> io::Result<()> {
+        let interest = {
+            let state = self.inner.state.borrow();
+            if state.sock.is_none() {
+                return Ok(());
+            }
+            Interest {
+                read: state.reading,
+                write: state.writing,
+            }
+        };
+        self.inner.ev.set_interest(self.inner.fd, interest)
     }
 
     fn on_readable(&self) {
@@ -156,18 +176,20 @@ impl Transport {
             let result = {
                 let state = self.inner.state.borrow();
                 match state.sock.as_ref() {
-                    Some(mut sock) => sock.read(buf),
-                    None => return,
+                    Some(sock) if state.reading => {
+                        rustix::net::recv(sock, &mut *buf, RecvFlags::empty())
+                    }
+                    _ => return,
                 }
             };
             match result {
-                Ok(0) => self.on_eof(),
-                Ok(n) => {
+                Ok((0, _)) => self.on_eof(),
+                Ok((n, _)) => {
                     let data = &buf[..n];
                     self.call_protocol(|p| p.data_received(data));
                 }
-                Err(e) if is_transient(&e) => {}
-                Err(e) => self.fail(e),
+                Err(Errno::AGAIN | Errno::INTR) => {}
+                Err(e) => self.fail(e.into()),
             }
         });
     }
@@ -178,7 +200,10 @@ impl Transport {
             state.eof_seen = true;
             state.reading = false;
         }
-        self.inner.ev.remove_reader(self.inner.fd);
+        if let Err(e) = self.sync_interest() {
+            self.fail(e);
+            return;
+        }
         let mut keep_open = false;
         self.call_protocol(|p| keep_open = p.eof_received());
         if !keep_open {
@@ -212,13 +237,13 @@ impl Transport {
             && !data.is_empty()
         {
             if let Some(sock) = &state.sock {
-                match sock.send_with_flags(data, SEND_FLAGS) {
+                match rustix::net::send(sock, data, FAST_SEND_FLAGS) {
                     Ok(n) if n == data.len() => return Ok(()),
                     Ok(n) => {
                         drop(state);
                         return self.write_slow(&data[n..], false);
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    Err(Errno::AGAIN) => {
                         drop(state);
                         return self.write_slow(data, false);
                     }
@@ -251,7 +276,7 @@ impl Transport {
         }
         let mut rest = data;
         if state.buf.is_empty() && try_send {
-            let sock = state.sock.as_ref().expect("an open transport has a socket");
+            let sock = SockRef::from(state.sock.as_ref().expect("an open transport has a socket"));
             loop {
                 match sock.send_with_flags(rest, SEND_FLAGS) {
                     Ok(n) if n == rest.len() => return Ok(()),
@@ -272,12 +297,13 @@ impl Transport {
         }
         state.buf.push(rest);
         let need_writer = !state.writing;
+        state.writing = true;
         if state.buf.len() > state.high {
             self.inner.protocol.set_paused(true);
         }
         drop(state);
         if need_writer {
-            if let Err(e) = self.install_writer() {
+            if let Err(e) = self.sync_interest() {
                 let returned = io::Error::new(e.kind(), e.to_string());
                 self.fail(e);
                 return Err(returned);
@@ -295,19 +321,13 @@ impl Transport {
         Ok(())
     }
 
-    fn install_writer(&self) -> io::Result<()> {
-        let me = self.clone();
-        self.inner
-            .ev
-            .add_writer(self.inner.fd, move || me.on_writable())?;
-        self.inner.state.borrow_mut().writing = true;
-        Ok(())
-    }
-
     fn on_writable(&self) {
         let mut state = self.inner.state.borrow_mut();
+        if !state.writing {
+            return;
+        }
         let result = {
-            let Some(sock) = state.sock.as_ref() else {
+            let Some(sock) = state.sock.as_ref().map(SockRef::from) else {
                 return;
             };
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
@@ -341,13 +361,14 @@ impl Transport {
         if !closing && state.eof_requested && !state.eof_sent {
             state.eof_sent = true;
             if let Some(sock) = &state.sock {
-                shutdown_result = sock.shutdown(Shutdown::Write);
+                shutdown_result = SockRef::from(sock).shutdown(Shutdown::Write);
             }
         }
         drop(state);
-        self.inner.ev.remove_writer(self.inner.fd);
         if closing {
             self.finish(None);
+        } else if let Err(e) = self.sync_interest() {
+            self.fail(e);
         } else if let Err(e) = shutdown_result {
             self.fail(e);
         } else {
@@ -368,7 +389,7 @@ impl Transport {
         }
         state.eof_sent = true;
         let result = match &state.sock {
-            Some(sock) => sock.shutdown(Shutdown::Write),
+            Some(sock) => SockRef::from(sock).shutdown(Shutdown::Write),
             None => Ok(()),
         };
         drop(state);
@@ -398,7 +419,9 @@ impl Transport {
         state.phase = Phase::Closing;
         drop(state);
         if was_reading {
-            self.inner.ev.remove_reader(self.inner.fd);
+            if let Err(e) = self.sync_interest() {
+                self.fail(e);
+            }
         }
     }
 
@@ -417,26 +440,23 @@ impl Transport {
     /// Tears the connection down: watchers off, socket closed, owned timeouts cancelled,
     /// `connection_lost` scheduled. Idempotent.
     fn finish(&self, err: Option<io::Error>) {
-        let (sock, timeouts, reading, writing, buffer) = {
+        let (sock, timeouts, buffer) = {
             let mut state = self.inner.state.borrow_mut();
             if state.phase == Phase::Closed {
                 return;
             }
             state.phase = Phase::Closed;
+            state.reading = false;
+            state.writing = false;
             (
                 state.sock.take(),
                 std::mem::take(&mut state.timeouts),
-                std::mem::replace(&mut state.reading, false),
-                std::mem::replace(&mut state.writing, false),
                 std::mem::take(&mut state.buf),
             )
         };
-        if reading {
-            self.inner.ev.remove_reader(self.inner.fd);
-        }
-        if writing {
-            self.inner.ev.remove_writer(self.inner.fd);
-        }
+        // Out of the loop before the fd is closed, so a new socket given the same
+        // number never meets this transport.
+        self.inner.ev.remove_handler(self.inner.fd);
         drop(sock);
         drop(buffer);
         for timeout in &timeouts {
@@ -476,7 +496,9 @@ impl Transport {
         let was_reading = std::mem::replace(&mut state.reading, false);
         drop(state);
         if was_reading {
-            self.inner.ev.remove_reader(self.inner.fd);
+            if let Err(e) = self.sync_interest() {
+                self.fail(e);
+            }
         }
     }
 
@@ -488,9 +510,10 @@ impl Transport {
         }
         state.read_paused = false;
         let start = !state.eof_seen && !state.reading;
+        state.reading |= start;
         drop(state);
         if start {
-            if let Err(e) = self.install_reader() {
+            if let Err(e) = self.sync_interest() {
                 self.fail(e);
             }
         }
@@ -547,14 +570,14 @@ impl Transport {
     pub fn peer_addr(&self) -> io::Result<Address> {
         let state = self.inner.state.borrow();
         let sock = state.sock.as_ref().ok_or_else(closed_error)?;
-        Ok(Address::from_sockaddr(&sock.peer_addr()?))
+        Ok(Address::from_sockaddr(&SockRef::from(sock).peer_addr()?))
     }
 
     /// The local address of the socket.
     pub fn local_addr(&self) -> io::Result<Address> {
         let state = self.inner.state.borrow();
         let sock = state.sock.as_ref().ok_or_else(closed_error)?;
-        Ok(Address::from_sockaddr(&sock.local_addr()?))
+        Ok(Address::from_sockaddr(&SockRef::from(sock).local_addr()?))
     }
 
     /// The socket's fd, while the connection is open (for socket options).
@@ -591,6 +614,18 @@ impl Transport {
     /// Whether two handles are the same connection.
     pub fn ptr_eq(&self, other: &Transport) -> bool {
         Rc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+impl FdHandler for Inner {
+    fn on_ready(self: Rc<Self>, ready: Ready) {
+        let transport = Transport { inner: self };
+        if ready.readable {
+            transport.on_readable();
+        }
+        if ready.writable {
+            transport.on_writable();
+        }
     }
 }
 
