@@ -20,7 +20,6 @@
 //! socket. Sixteen pipelined requests therefore cost one `read` and one `send`.
 
 use crate::body::{RequestBody, StreamShared, STREAM_HIGH_WATER};
-use crate::date::push_date;
 use crate::parse::{parse_head, ChunkedDecoder, Framing, Reject};
 use crate::response::{push_decimal, push_hex, reason, Body, Response};
 use crate::server::Shared;
@@ -679,20 +678,18 @@ impl Conn {
             || self.close_after
             || self.shared.shutting_down.get());
         let out = &mut self.out;
+        let now = self.shared.ev.time();
         match (self.cur_http11, status) {
-            (true, 200) => out.extend_from_slice(b"HTTP/1.1 200 OK\r\n"),
+            (true, 200) => self.shared.response_start.push_ok_head(out, now),
             (http11, _) => {
                 out.extend_from_slice(if http11 { b"HTTP/1.1 " } else { b"HTTP/1.0 " });
                 push_decimal(out, u64::from(status));
                 out.push(b' ');
                 out.extend_from_slice(reason(status).as_bytes());
                 out.extend_from_slice(b"\r\n");
+                self.shared.response_start.push_headers(out, now);
             }
         }
-        out.extend_from_slice(&self.shared.server_header);
-        out.extend_from_slice(b"Date: ");
-        push_date(out, self.shared.ev.time());
-        out.extend_from_slice(b"\r\n");
         if let Some(ct) = &content_type {
             out.extend_from_slice(b"Content-Type: ");
             out.extend_from_slice(ct.as_bytes());

@@ -2,6 +2,7 @@
 //! shutdown.
 
 use crate::conn::{Conn, Handler, HttpProtocol};
+use crate::date::ResponseStart;
 use crate::{Config, Request, Response};
 use oxloop::protocol::{LoopNetExt, Server, ServerOptions};
 use oxloop::EventLoop;
@@ -18,7 +19,8 @@ pub(crate) struct Shared {
     pub config: Config,
     pub handler: Handler,
     /// `Server: <name>\r\n`, or empty.
-    pub server_header: Vec<u8>,
+    /// The `Server` and `Date` headers every response starts with.
+    pub response_start: ResponseStart,
     conns: RefCell<Slab<Weak<RefCell<Conn>>>>,
     pub shutting_down: Cell<bool>,
     listener: RefCell<Option<Server>>,
@@ -148,7 +150,7 @@ impl HttpServer {
             ev: ev.clone(),
             config,
             handler,
-            server_header,
+            response_start: ResponseStart::new(server_header),
             conns: RefCell::new(Slab::new()),
             shutting_down: Cell::new(false),
             listener: RefCell::new(None),

@@ -598,7 +598,7 @@ impl EventLoop {
                 Target::Handler(handler) => self.guarded(move || handler.on_ready(ready)),
                 Target::Reader(reader) => {
                     self.run_fd_callback(ready.fd, Direction::Read, reader);
-                    if ready.writable {
+                    if ready.writable() {
                         self.dispatch_fd(ready.fd, Direction::Write);
                     }
                 }

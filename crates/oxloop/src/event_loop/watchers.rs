@@ -91,16 +91,16 @@ impl IoSource {
 
 impl FdHandler for IoSource {
     fn on_ready(self: Rc<Self>, ready: Ready) {
-        if ready.closed {
+        if ready.closed() {
             self.closed.set(true);
         }
-        if ready.readable {
+        if ready.readable() {
             self.readable.set(true);
         }
-        if ready.writable {
+        if ready.writable() {
             self.writable.set(true);
         }
-        self.wake(ready.readable, ready.writable);
+        self.wake(ready.readable(), ready.writable());
     }
 }
 
@@ -301,7 +301,7 @@ impl Watchers {
         if let Some(handler) = &entry.handler {
             return Target::Handler(handler.clone());
         }
-        if ready.readable {
+        if ready.readable() {
             if let CallbackSlot::Idle(_) = entry.reader {
                 if let CallbackSlot::Idle(cb) =
                     std::mem::replace(&mut entry.reader, CallbackSlot::Running)
@@ -310,7 +310,7 @@ impl Watchers {
                 }
             }
         }
-        if ready.writable && entry.writer.is_set() {
+        if ready.writable() && entry.writer.is_set() {
             return Target::Writer;
         }
         Target::Nothing

@@ -620,10 +620,10 @@ impl Transport {
 impl FdHandler for Inner {
     fn on_ready(self: Rc<Self>, ready: Ready) {
         let transport = Transport { inner: self };
-        if ready.readable {
+        if ready.readable() {
             transport.on_readable();
         }
-        if ready.writable {
+        if ready.writable() {
             transport.on_writable();
         }
     }

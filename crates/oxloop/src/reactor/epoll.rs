@@ -35,14 +35,8 @@ impl Events {
     /// The reports of the last wait.
     pub fn iter(&self) -> impl Iterator<Item = Ready> + '_ {
         self.list.iter().map(|ev| {
-            let flags = ev.flags;
-            use epoll::EventFlags as F;
-            Ready {
-                fd: ev.data.u64() as RawFd,
-                readable: flags.intersects(F::IN | F::PRI | F::HUP | F::ERR | F::RDHUP),
-                writable: flags.intersects(F::OUT | F::HUP | F::ERR),
-                closed: flags.intersects(F::HUP | F::RDHUP | F::ERR),
-            }
+            let flags = ev.flags; // a copy: the kernel's struct is packed
+            Ready::from_epoll(ev.data.u64() as RawFd, flags.bits())
         })
     }
 }

@@ -79,14 +79,66 @@ pub enum Mode {
 }
 
 /// One readiness report, in the backend-neutral form the loop dispatches.
+///
+/// The bits use epoll's layout (a fixed Linux ABI), so the Linux backend copies them
+/// as they come and each handler tests only what it needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Ready {
     pub fd: RawFd,
-    pub readable: bool,
-    pub writable: bool,
+    bits: u32,
+}
+
+impl Ready {
+    const IN: u32 = 0x001;
+    const PRI: u32 = 0x002;
+    const OUT: u32 = 0x004;
+    const ERR: u32 = 0x008;
+    const HUP: u32 = 0x010;
+    const RDHUP: u32 = 0x2000;
+    /// Not an epoll bit: "closed" without implying readable or writable (the portable
+    /// backend's reports).
+    const CLOSED: u32 = 1 << 27;
+
+    /// A report from epoll's event flags.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub fn from_epoll(fd: RawFd, flags: u32) -> Ready {
+        Ready { fd, bits: flags }
+    }
+
+    /// A report from its three facts.
+    #[cfg_attr(target_os = "linux", allow(dead_code))]
+    pub fn new(fd: RawFd, readable: bool, writable: bool, closed: bool) -> Ready {
+        let mut bits = 0;
+        if readable {
+            bits |= Ready::IN;
+        }
+        if writable {
+            bits |= Ready::OUT;
+        }
+        if closed {
+            bits |= Ready::CLOSED;
+        }
+        Ready { fd, bits }
+    }
+
+    /// Readable, or at end of stream, hung up or in error (a read will not block).
+    #[inline]
+    pub fn readable(self) -> bool {
+        self.bits & (Ready::IN | Ready::PRI | Ready::HUP | Ready::ERR | Ready::RDHUP) != 0
+    }
+
+    /// Writable, or hung up or in error (a write will not block).
+    #[inline]
+    pub fn writable(self) -> bool {
+        self.bits & (Ready::OUT | Ready::HUP | Ready::ERR) != 0
+    }
+
     /// The peer hung up or the fd has an error: no later edge will announce the end of
     /// the stream, so a short read must not be taken as "drained".
-    pub closed: bool,
+    #[inline]
+    pub fn closed(self) -> bool {
+        self.bits & (Ready::HUP | Ready::RDHUP | Ready::ERR | Ready::CLOSED) != 0
+    }
 }
 
 /// Registers an owned fd with the current tokio runtime's reactor (for

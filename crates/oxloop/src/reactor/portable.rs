@@ -26,13 +26,11 @@ impl Events {
 
     /// The reports of the last wait.
     pub fn iter(&self) -> impl Iterator<Item = Ready> + '_ {
-        self.list.iter().map(|ev| Ready {
-            fd: ev.key as RawFd,
-            readable: ev.readable,
-            writable: ev.writable,
-            // `polling` does not say; assume the worst so short reads are not trusted.
-            closed: true,
-        })
+        // `polling` does not report hang-ups; assume the worst so short reads are not
+        // trusted.
+        self.list
+            .iter()
+            .map(|ev| Ready::new(ev.key as RawFd, ev.readable, ev.writable, true))
     }
 }
 
