@@ -679,18 +679,24 @@ impl Conn {
             || self.shared.shutting_down.get());
         let out = &mut self.out;
         let now = self.shared.ev.time();
-        match (self.cur_http11, status) {
-            (true, 200) => self.shared.response_start.push_ok_head(out, now),
-            (http11, _) => {
+        let start = &self.shared.response_start;
+        let mut typed = false;
+        match (self.cur_http11, status, &content_type) {
+            (true, 200, Some(ct)) => {
+                start.push_ok_head_typed(out, now, ct);
+                typed = true;
+            }
+            (true, 200, None) => start.push_ok_head(out, now),
+            (http11, _, _) => {
                 out.extend_from_slice(if http11 { b"HTTP/1.1 " } else { b"HTTP/1.0 " });
                 push_decimal(out, u64::from(status));
                 out.push(b' ');
                 out.extend_from_slice(reason(status).as_bytes());
                 out.extend_from_slice(b"\r\n");
-                self.shared.response_start.push_headers(out, now);
+                start.push_headers(out, now);
             }
         }
-        if let Some(ct) = &content_type {
+        if let Some(ct) = content_type.as_ref().filter(|_| !typed) {
             out.extend_from_slice(b"Content-Type: ");
             out.extend_from_slice(ct.as_bytes());
             out.extend_from_slice(b"\r\n");
