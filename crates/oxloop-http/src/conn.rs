@@ -28,9 +28,8 @@ use oxloop::protocol::{Protocol, Transport};
 use oxloop::task::JoinHandle;
 use oxloop::Handle;
 use std::cell::{Cell, RefCell};
-use std::fs::File;
 use std::future::Future;
-use std::io::{self, Read};
+use std::io::{self, Seek};
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
@@ -81,12 +80,6 @@ struct BodyIn {
     received: u64,
 }
 
-/// A response body still being sent.
-enum Sending {
-    File(File, u64),
-    Stream(StreamShared),
-}
-
 /// What the log line of the current request needs (kept only when logging).
 struct LogInfo {
     line: String,
@@ -113,7 +106,8 @@ pub(crate) struct Conn {
     cur_http11: bool,
     cur_close: bool,
     log: Option<LogInfo>,
-    sending: Option<Sending>,
+    /// A streamed response body still being produced.
+    sending: Option<StreamShared>,
     task: Option<JoinHandle<()>>,
     /// Close once the current response is out.
     close_after: bool,
@@ -218,7 +212,8 @@ impl Protocol for HttpProtocol {
     }
 
     fn resume_writing(&mut self) {
-        // Sending a file or stream stops when the transport's buffer is full; go on.
+        // Sending a stream, and answering pipelined requests, stop while the
+        // transport's buffer is above its high-water mark; go on.
         match self.conn.try_borrow_mut() {
             Ok(mut c) => c.pump(),
             Err(_) => Conn::schedule_pump(&Rc::downgrade(&self.conn), &self.ev),
@@ -355,7 +350,7 @@ impl Conn {
             return;
         }
         let limit = self.shared.config.max_head_bytes;
-        if self.busy || self.body.is_some() {
+        if self.busy || self.body.is_some() || self.output_full() {
             // Pipelined input waiting behind a response in progress: stop reading
             // rather than buffer without bound.
             if self.input.len() > limit {
@@ -384,7 +379,7 @@ impl Conn {
                 }
                 continue;
             }
-            if self.busy {
+            if self.busy || self.output_full() {
                 return pos;
             }
             if pos == buf.len() {
@@ -574,7 +569,7 @@ impl Conn {
                 ch.finish(Some(io::ErrorKind::ConnectionReset));
             }
         }
-        if let Some(Sending::Stream(s)) = self.sending.take() {
+        if let Some(s) = self.sending.take() {
             let waker = {
                 let mut s = s.borrow_mut();
                 s.broken = true;
@@ -755,15 +750,25 @@ impl Conn {
                     }
                 }
             }
-            Body::File(file, len) => {
+            Body::File(mut file, len) => {
                 if send_body && len > 0 {
-                    self.start_sending(Sending::File(file, len));
+                    // Zero-copy: the transport sends the range after the head (and
+                    // after any earlier response), with sendfile(2) where available.
+                    self.flush();
+                    let Some(t) = self.transport.clone() else {
+                        return;
+                    };
+                    match file.stream_position() {
+                        // An error closes the connection and is reported there.
+                        Ok(offset) => drop(t.send_file(file, offset, len)),
+                        Err(_) => t.abort(),
+                    }
                 }
             }
             Body::Stream(stream) => {
                 if send_body {
                     self.chunked = chunked;
-                    self.start_sending(Sending::Stream(stream));
+                    self.start_sending(stream);
                 } else {
                     stream.borrow_mut().broken = true;
                 }
@@ -771,19 +776,17 @@ impl Conn {
         }
     }
 
-    fn start_sending(&mut self, sending: Sending) {
-        if let Sending::Stream(s) = &sending {
-            let me = self.me.clone();
-            let ev = self.shared.ev.clone();
-            let scheduled = self.pump_scheduled.clone();
-            let notify: Rc<dyn Fn()> = Rc::new(move || {
-                if !scheduled.replace(true) {
-                    Conn::schedule_pump(&me, &ev);
-                }
-            });
-            s.borrow_mut().notify = Some(notify);
-        }
-        self.sending = Some(sending);
+    fn start_sending(&mut self, stream: StreamShared) {
+        let me = self.me.clone();
+        let ev = self.shared.ev.clone();
+        let scheduled = self.pump_scheduled.clone();
+        let notify: Rc<dyn Fn()> = Rc::new(move || {
+            if !scheduled.replace(true) {
+                Conn::schedule_pump(&me, &ev);
+            }
+        });
+        stream.borrow_mut().notify = Some(notify);
+        self.sending = Some(stream);
         self.busy = true;
         self.flush();
         self.pump();
@@ -803,38 +806,16 @@ impl Conn {
         });
     }
 
-    /// Sends more of a file or stream body while the transport takes it.
+    /// Sends more of a streamed body while the transport takes it, then answers
+    /// pipelined requests that waited.
     fn pump(&mut self) {
         let Some(t) = self.transport.clone() else {
             return;
         };
         let mut finished = false;
         match &mut self.sending {
-            None => return,
-            Some(Sending::File(file, left)) => {
-                let mut chunk = vec![0u8; 64 * 1024];
-                while *left > 0 && t.write_buffer_size() <= STREAM_HIGH_WATER {
-                    let want = chunk
-                        .len()
-                        .min(usize::try_from(*left).unwrap_or(usize::MAX));
-                    match file.read(&mut chunk[..want]) {
-                        Ok(0) | Err(_) => {
-                            // The file shrank or failed: the promised length cannot be
-                            // kept, so the connection must end.
-                            t.abort();
-                            return;
-                        }
-                        Ok(n) => {
-                            *left -= n as u64;
-                            if t.write(&chunk[..n]).is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-                finished = *left == 0;
-            }
-            Some(Sending::Stream(stream)) => {
+            None => {}
+            Some(stream) => {
                 let stream = stream.clone();
                 // Move queued pieces to the transport until it is full (then
                 // `resume_writing` calls us again) or the queue is empty (then the
@@ -884,10 +865,22 @@ impl Conn {
             self.sending = None;
             self.busy = false;
             self.chunked = false;
-            if self.task.is_none() {
-                self.continue_input();
-            }
         }
+        if self.sending.is_none() && self.task.is_none() {
+            // Also what answers pipelined requests that waited for the transport's
+            // buffer to drain (`output_full`).
+            self.continue_input();
+        }
+    }
+
+    /// Whether the transport holds more than its high-water mark: answering more
+    /// pipelined requests waits until it drains (the transport then calls
+    /// `resume_writing`), so a client that sends without reading cannot make the
+    /// server buffer responses (or hold files open) without bound.
+    fn output_full(&self) -> bool {
+        self.transport
+            .as_ref()
+            .is_some_and(|t| t.write_buffer_size() > t.write_buffer_limits().0)
     }
 
     /// Answers `status` with a short error page and closes the connection.

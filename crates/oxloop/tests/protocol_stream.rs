@@ -813,3 +813,76 @@ fn server_close_clients_shuts_down_gracefully() {
         assert_eq!(c.join().unwrap(), 2 << 20);
     }
 }
+
+/// `send_file` puts a file range between writes, in order, through a reader slower
+/// than the socket buffers; a file shorter than promised ends the connection with
+/// `UnexpectedEof` after what it had.
+#[test]
+fn send_file_keeps_write_order_and_reports_a_short_file() {
+    struct Sender {
+        path: std::path::PathBuf,
+        /// Bytes promised beyond the file's end (0: the range fits).
+        over: u64,
+        log: Log,
+    }
+    impl Protocol for Sender {
+        fn connection_made(&mut self, t: Transport) {
+            let file = std::fs::File::open(&self.path).unwrap();
+            let size = file.metadata().unwrap().len();
+            t.write(b"head:").unwrap();
+            // From offset 3 to the end (plus `over` bytes that do not exist).
+            t.send_file(file, 3, size - 3 + self.over).unwrap();
+            t.write(b":tail").unwrap();
+            if self.over == 0 {
+                assert!(t.write_buffer_size() > 0, "8 MiB went out at once?");
+                t.close();
+            }
+        }
+        fn data_received(&mut self, _data: &[u8]) {}
+        fn connection_lost(&mut self, err: Option<io::Error>) {
+            self.log
+                .borrow_mut()
+                .push(format!("lost {:?}", err.map(|e| e.kind())));
+        }
+    }
+    let path = std::env::temp_dir().join(format!("oxloop-send-file-{}", std::process::id()));
+    let content = pattern(8 << 20);
+    std::fs::write(&path, &content).unwrap();
+    for over in [0, 1000] {
+        let ev = EventLoop::new().unwrap();
+        let log = log();
+        let (p, l) = (path.clone(), log.clone());
+        let server = ev
+            .create_server("127.0.0.1:0", move || Sender {
+                path: p.clone(),
+                over,
+                log: l.clone(),
+            })
+            .unwrap();
+        let addr = server.socket_addrs()[0];
+        let client = std::thread::spawn(move || {
+            let mut s = TcpStream::connect(addr).unwrap();
+            std::thread::sleep(Duration::from_millis(100)); // let the buffers fill
+            let mut all = Vec::new();
+            let _ = s.read_to_end(&mut all);
+            all
+        });
+        let s = server.clone();
+        ev.call_later(Duration::from_millis(50), move || s.close());
+        run(&ev);
+        ev.destroy(); // the next round makes a new loop on this thread
+        let all = client.join().unwrap();
+        let mut expected = b"head:".to_vec();
+        expected.extend_from_slice(&content[3..]);
+        if over == 0 {
+            expected.extend_from_slice(b":tail");
+            assert!(all == expected, "{} bytes", all.len());
+            assert_eq!(*log.borrow(), vec!["lost None"]);
+        } else {
+            // Everything the file had, then the close: never the bytes written after.
+            assert!(all == expected, "{} bytes", all.len());
+            assert_eq!(*log.borrow(), vec!["lost Some(UnexpectedEof)"]);
+        }
+    }
+    std::fs::remove_file(&path).unwrap();
+}

@@ -2,7 +2,9 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::io::IoSlice;
+use std::fs::File;
+use std::io::{self, IoSlice};
+use std::os::fd::OwnedFd;
 use std::rc::{Rc, Weak};
 
 /// Size of the read buffer shared by every transport of a thread.
@@ -52,16 +54,30 @@ const COALESCE_LIMIT: usize = 16 * 1024;
 /// The most `iovec`s handed to one `sendmsg`.
 pub(crate) const MAX_IOVECS: usize = 64;
 
-/// Bytes accepted by a transport but not yet taken by the kernel.
+/// One piece of pending output.
+enum Chunk {
+    Bytes(Vec<u8>),
+    /// `left` bytes of `file` from `offset`, sent with `sendfile(2)` where available.
+    File {
+        file: File,
+        offset: u64,
+        left: u64,
+    },
+}
+
+/// Output accepted by a transport but not yet taken by the kernel: bytes, and file
+/// ranges sent without passing through user space, in the order they were written.
 #[derive(Default)]
 pub(crate) struct WriteBuffer {
-    chunks: VecDeque<Vec<u8>>,
-    /// Bytes of the front chunk already sent.
+    chunks: VecDeque<Chunk>,
+    /// Bytes of the front chunk already sent (a bytes chunk; a file chunk keeps its own
+    /// offset).
     offset: usize,
     len: usize,
 }
 
 impl WriteBuffer {
+    /// Pending bytes, file ranges included.
     pub fn len(&self) -> usize {
         self.len
     }
@@ -75,24 +91,49 @@ impl WriteBuffer {
             return;
         }
         self.len += data.len();
-        if let Some(last) = self.chunks.back_mut() {
+        if let Some(Chunk::Bytes(last)) = self.chunks.back_mut() {
             if last.len() + data.len() <= COALESCE_LIMIT.max(last.capacity()) {
                 last.extend_from_slice(data);
                 return;
             }
         }
-        self.chunks.push_back(data.to_vec());
+        self.chunks.push_back(Chunk::Bytes(data.to_vec()));
     }
 
-    /// Fills `slices` with the pending bytes, front first; returns how many were set.
+    /// Queues `len` bytes of `file` from `offset`.
+    pub fn push_file(&mut self, file: File, offset: u64, len: u64) {
+        if len == 0 {
+            return;
+        }
+        self.len = self
+            .len
+            .saturating_add(usize::try_from(len).unwrap_or(usize::MAX));
+        self.chunks.push_back(Chunk::File {
+            file,
+            offset,
+            left: len,
+        });
+    }
+
+    /// The file range at the front, if the front is one: `(file, offset, bytes left)`.
+    pub fn front_file(&self) -> Option<(&File, u64, u64)> {
+        match self.chunks.front()? {
+            Chunk::File { file, offset, left } => Some((file, *offset, *left)),
+            Chunk::Bytes(_) => None,
+        }
+    }
+
+    /// Fills `slices` with the pending bytes up to the first file range, front first;
+    /// returns how many were set.
     pub fn slices<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> usize {
         let mut n = 0;
         for (i, chunk) in self.chunks.iter().enumerate() {
             if n == slices.len() {
                 break;
             }
+            let Chunk::Bytes(bytes) = chunk else { break };
             let start = if i == 0 { self.offset } else { 0 };
-            slices[n] = IoSlice::new(&chunk[start..]);
+            slices[n] = IoSlice::new(&bytes[start..]);
             n += 1;
         }
         n
@@ -103,15 +144,31 @@ impl WriteBuffer {
         debug_assert!(n <= self.len);
         self.len -= n;
         while n > 0 {
-            let front = self.chunks.front().expect("consumed more than buffered");
-            let left = front.len() - self.offset;
-            if n >= left {
-                n -= left;
-                self.offset = 0;
-                self.chunks.pop_front();
-            } else {
-                self.offset += n;
-                n = 0;
+            let front = self
+                .chunks
+                .front_mut()
+                .expect("consumed more than buffered");
+            match front {
+                Chunk::Bytes(bytes) => {
+                    let left = bytes.len() - self.offset;
+                    if n >= left {
+                        n -= left;
+                        self.offset = 0;
+                        self.chunks.pop_front();
+                    } else {
+                        self.offset += n;
+                        n = 0;
+                    }
+                }
+                Chunk::File { offset, left, .. } => {
+                    let sent = (n as u64).min(*left);
+                    *offset += sent;
+                    *left -= sent;
+                    n -= sent as usize;
+                    if *left == 0 {
+                        self.chunks.pop_front();
+                    }
+                }
             }
         }
         if self.chunks.is_empty() {
@@ -121,9 +178,56 @@ impl WriteBuffer {
     }
 }
 
+/// Sends up to `left` bytes of `file` from `offset` on `sock` without blocking:
+/// `sendfile(2)` on Linux, a positioned read and a send elsewhere. `Ok(0)` means the
+/// file ended before `offset + left`.
+pub(crate) fn send_file(sock: &OwnedFd, file: &File, offset: u64, left: u64) -> io::Result<usize> {
+    // At most 1 GiB per call, well below every kernel's limit.
+    let count = usize::try_from(left.min(1 << 30)).unwrap_or(1 << 30);
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let offset = usize::try_from(offset).map_err(|_| io::ErrorKind::InvalidInput)?;
+        socket2::SockRef::from(sock).sendfile(file, offset, std::num::NonZeroUsize::new(count))
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        use std::os::unix::fs::FileExt;
+        let mut chunk = vec![0u8; count.min(64 * 1024)];
+        let n = file.read_at(&mut chunk, offset)?;
+        if n == 0 {
+            return Ok(0);
+        }
+        socket2::SockRef::from(sock).send_with_flags(&chunk[..n], super::stream::SEND_FLAGS)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_ranges_keep_their_place() {
+        let path = std::env::temp_dir().join(format!("oxloop-buffer-{}", std::process::id()));
+        std::fs::write(&path, b"0123456789").unwrap();
+        let mut buf = WriteBuffer::default();
+        buf.push(b"ab");
+        buf.push_file(File::open(&path).unwrap(), 3, 4);
+        buf.push(b"cd");
+        assert_eq!(buf.len(), 8);
+        assert_eq!(flatten(&buf), b"ab", "bytes stop at the file range");
+        assert!(buf.front_file().is_none());
+        buf.consume(2);
+        assert_eq!(buf.front_file().map(|(_, o, l)| (o, l)), Some((3, 4)));
+        assert_eq!(flatten(&buf), b"");
+        buf.consume(3);
+        assert_eq!(buf.front_file().map(|(_, o, l)| (o, l)), Some((6, 1)));
+        buf.consume(1);
+        assert!(buf.front_file().is_none());
+        assert_eq!(flatten(&buf), b"cd");
+        buf.consume(2);
+        assert!(buf.is_empty());
+        std::fs::remove_file(&path).unwrap();
+    }
 
     fn flatten(buf: &WriteBuffer) -> Vec<u8> {
         let mut slices = [IoSlice::new(&[]); MAX_IOVECS];

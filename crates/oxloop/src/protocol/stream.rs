@@ -1,7 +1,7 @@
 //! The stream transport (TCP and Unix stream sockets).
 
 use super::address::Address;
-use super::buffer::{ReadBuffer, WriteBuffer, MAX_IOVECS};
+use super::buffer::{send_file, ReadBuffer, WriteBuffer, MAX_IOVECS};
 use super::slot::ProtocolSlot;
 use super::Protocol;
 use crate::event_loop::FdHandler;
@@ -12,6 +12,7 @@ use rustix::net::{RecvFlags, SendFlags};
 use socket2::{SockRef, Socket};
 use std::cell::RefCell;
 use std::fmt;
+use std::fs::File;
 use std::io::{self, IoSlice};
 use std::net::Shutdown;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -313,6 +314,73 @@ impl Transport {
         Ok(())
     }
 
+    /// Sends `len` bytes of `file`, starting at `offset`, after everything written
+    /// before; later writes go after it. The bytes do not pass through user space:
+    /// `sendfile(2)` on Linux (a positioned read and a send elsewhere). The transport
+    /// owns the file until its range is sent, sends it as the socket takes it, and
+    /// counts it in [`write_buffer_size`](Self::write_buffer_size) (so flow control
+    /// applies). If the file turns out shorter than `offset + len`, the promised bytes
+    /// cannot be delivered: the connection is closed and the protocol gets
+    /// `connection_lost` with an [`io::ErrorKind::UnexpectedEof`] error.
+    ///
+    /// Fails like [`write`](Self::write) on a closing transport or after
+    /// [`write_eof`](Self::write_eof).
+    pub fn send_file(&self, file: File, offset: u64, len: u64) -> io::Result<()> {
+        let mut state = self.inner.state.borrow_mut();
+        if state.phase != Phase::Open {
+            return Err(closed_error());
+        }
+        if state.eof_requested {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "send_file after write_eof()",
+            ));
+        }
+        let (mut offset, mut left) = (offset, len);
+        if left > 0 && state.buf.is_empty() {
+            // One attempt now; the writer sends the rest as the socket drains, one
+            // call per readiness report, so a large file does not hold up the loop.
+            let sock = state.sock.as_ref().expect("an open transport has a socket");
+            match send_file(sock, &file, offset, left) {
+                Ok(0) => {
+                    drop(state);
+                    self.fail(file_ended());
+                    return Err(file_ended());
+                }
+                Ok(n) => {
+                    offset += n as u64;
+                    left -= n as u64;
+                }
+                Err(e) if is_transient(&e) => {}
+                Err(e) => {
+                    drop(state);
+                    let returned = io::Error::new(e.kind(), e.to_string());
+                    self.fail(e);
+                    return Err(returned);
+                }
+            }
+        }
+        if left == 0 {
+            return Ok(());
+        }
+        state.buf.push_file(file, offset, left);
+        let need_writer = !state.writing;
+        state.writing = true;
+        if state.buf.len() > state.high {
+            self.inner.protocol.set_paused(true);
+        }
+        drop(state);
+        if need_writer {
+            if let Err(e) = self.sync_interest() {
+                let returned = io::Error::new(e.kind(), e.to_string());
+                self.fail(e);
+                return Err(returned);
+            }
+        }
+        self.sync_flow();
+        Ok(())
+    }
+
     /// Writes every buffer in `parts` in order, as one [`write`](Self::write) would.
     pub fn writelines<'a>(&self, parts: impl IntoIterator<Item = &'a [u8]>) -> io::Result<()> {
         for part in parts {
@@ -327,15 +395,23 @@ impl Transport {
             return;
         }
         let result = {
-            let Some(sock) = state.sock.as_ref().map(SockRef::from) else {
+            let Some(fd) = state.sock.as_ref() else {
                 return;
             };
-            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-            let n = state.buf.slices(&mut slices);
-            match n {
-                0 => Ok(0),
-                1 => sock.send_with_flags(&slices[0], SEND_FLAGS),
-                _ => sock.send_vectored_with_flags(&slices[..n], SEND_FLAGS),
+            if let Some((file, offset, left)) = state.buf.front_file() {
+                match send_file(fd, file, offset, left) {
+                    Ok(0) => Err(file_ended()),
+                    other => other,
+                }
+            } else {
+                let sock = SockRef::from(fd);
+                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+                let n = state.buf.slices(&mut slices);
+                match n {
+                    0 => Ok(0),
+                    1 => sock.send_with_flags(&slices[0], SEND_FLAGS),
+                    _ => sock.send_vectored_with_flags(&slices[..n], SEND_FLAGS),
+                }
             }
         };
         match result {
@@ -627,6 +703,13 @@ impl FdHandler for Inner {
             transport.on_writable();
         }
     }
+}
+
+fn file_ended() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "the file ended before the range given to send_file",
+    )
 }
 
 fn is_transient(e: &io::Error) -> bool {
