@@ -73,8 +73,10 @@
 //! `max_head_bytes` wait). Timeouts are the transport's own `call_later` timeouts,
 //! one per connection, re-armed only when a deadline moves earlier.
 //!
-//! Files are read and written in 64 KiB pieces rather than with `sendfile`: see
-//! [`StaticFiles`] for why.
+//! Large files go out with `sendfile(2)` through the transport's write buffer, so they
+//! keep their place among the responses; see [`StaticFiles`]. While a connection's
+//! output is above the transport's high-water mark, its pipelined requests wait, so a
+//! client that sends without reading holds neither unbounded memory nor open files.
 
 #![warn(missing_docs)]
 
