@@ -871,16 +871,13 @@ impl EventLoop {
         mode: Mode,
         counts: bool,
     ) -> io::Result<()> {
-        let result = {
-            let mut state = self.inner.state.borrow_mut();
-            if state.destroyed {
-                return Err(destroyed_error());
-            }
-            state
-                .watchers
-                .add_handler(&self.inner.poller, fd, handler, interest, mode, counts)
-        };
-        result
+        let mut state = self.inner.state.borrow_mut();
+        if state.destroyed {
+            return Err(destroyed_error());
+        }
+        state
+            .watchers
+            .add_handler(&self.inner.poller, fd, handler, interest, mode, counts)
     }
 
     /// Changes what a handler's fd is watched for.

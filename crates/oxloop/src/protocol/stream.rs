@@ -10,7 +10,7 @@ use crate::{EventLoop, Handle};
 use rustix::io::Errno;
 use rustix::net::{RecvFlags, SendFlags};
 use socket2::{SockRef, Socket};
-use std::cell::RefCell;
+use std::cell::{RefCell, RefMut};
 use std::fmt;
 use std::fs::File;
 use std::io::{self, IoSlice};
@@ -262,16 +262,7 @@ impl Transport {
     /// send first (false when the socket just refused more).
     #[inline(never)]
     fn write_slow(&self, data: &[u8], try_send: bool) -> io::Result<()> {
-        let mut state = self.inner.state.borrow_mut();
-        if state.phase != Phase::Open {
-            return Err(closed_error());
-        }
-        if state.eof_requested {
-            return Err(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "write after write_eof()",
-            ));
-        }
+        let mut state = self.open_for_output("write")?;
         if data.is_empty() {
             return Ok(());
         }
@@ -289,29 +280,13 @@ impl Transport {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) => {
                         drop(state);
-                        let returned = io::Error::new(e.kind(), e.to_string());
-                        self.fail(e);
-                        return Err(returned);
+                        return Err(self.fail_with(e));
                     }
                 }
             }
         }
         state.buf.push(rest);
-        let need_writer = !state.writing;
-        state.writing = true;
-        if state.buf.len() > state.high {
-            self.inner.protocol.set_paused(true);
-        }
-        drop(state);
-        if need_writer {
-            if let Err(e) = self.sync_interest() {
-                let returned = io::Error::new(e.kind(), e.to_string());
-                self.fail(e);
-                return Err(returned);
-            }
-        }
-        self.sync_flow();
-        Ok(())
+        self.buffered(state)
     }
 
     /// Sends `len` bytes of `file`, starting at `offset`, after everything written
@@ -326,16 +301,7 @@ impl Transport {
     /// Fails like [`write`](Self::write) on a closing transport or after
     /// [`write_eof`](Self::write_eof).
     pub fn send_file(&self, file: File, offset: u64, len: u64) -> io::Result<()> {
-        let mut state = self.inner.state.borrow_mut();
-        if state.phase != Phase::Open {
-            return Err(closed_error());
-        }
-        if state.eof_requested {
-            return Err(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "send_file after write_eof()",
-            ));
-        }
+        let mut state = self.open_for_output("send_file")?;
         let (mut offset, mut left) = (offset, len);
         if left > 0 && state.buf.is_empty() {
             // One attempt now; the writer sends the rest as the socket drains, one
@@ -354,9 +320,7 @@ impl Transport {
                 Err(e) if is_transient(&e) => {}
                 Err(e) => {
                     drop(state);
-                    let returned = io::Error::new(e.kind(), e.to_string());
-                    self.fail(e);
-                    return Err(returned);
+                    return Err(self.fail_with(e));
                 }
             }
         }
@@ -364,6 +328,28 @@ impl Transport {
             return Ok(());
         }
         state.buf.push_file(file, offset, left);
+        self.buffered(state)
+    }
+
+    /// The state, if more output may be queued: open, and no `write_eof` yet (`what`
+    /// names the call in the error).
+    fn open_for_output(&self, what: &str) -> io::Result<RefMut<'_, State>> {
+        let state = self.inner.state.borrow_mut();
+        if state.phase != Phase::Open {
+            return Err(closed_error());
+        }
+        if state.eof_requested {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                format!("{what} after write_eof()"),
+            ));
+        }
+        Ok(state)
+    }
+
+    /// After something was added to the write buffer: watch for writability and apply
+    /// the high-water mark.
+    fn buffered(&self, mut state: RefMut<'_, State>) -> io::Result<()> {
         let need_writer = !state.writing;
         state.writing = true;
         if state.buf.len() > state.high {
@@ -371,14 +357,18 @@ impl Transport {
         }
         drop(state);
         if need_writer {
-            if let Err(e) = self.sync_interest() {
-                let returned = io::Error::new(e.kind(), e.to_string());
-                self.fail(e);
-                return Err(returned);
-            }
+            self.sync_interest().map_err(|e| self.fail_with(e))?;
         }
         self.sync_flow();
         Ok(())
+    }
+
+    /// Closes because of `err` (see [`fail`](Self::fail)) and hands back a copy of it
+    /// for the caller.
+    fn fail_with(&self, err: io::Error) -> io::Error {
+        let returned = io::Error::new(err.kind(), err.to_string());
+        self.fail(err);
+        returned
     }
 
     /// Writes every buffer in `parts` in order, as one [`write`](Self::write) would.
