@@ -50,6 +50,10 @@ pub(crate) enum Handler {
 /// destroy the response in flight.
 const LINGER: Duration = Duration::from_secs(2);
 
+/// Responses collected for one read are handed to the transport once they pass this
+/// size (and at the end of the read).
+const OUT_FLUSH: usize = 64 * 1024;
+
 /// Which deadline is running.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Deadline {
@@ -57,6 +61,9 @@ enum Deadline {
     Head,
     Body,
     Linger,
+    /// Answering waits for the output to drain (`output_full`); the client must keep
+    /// reading: no progress within `idle_timeout` closes the connection.
+    Send,
 }
 
 /// Where the bytes of a request body go.
@@ -116,6 +123,8 @@ pub(crate) struct Conn {
     peer_eof: bool,
     closed: bool,
     deadline: Option<(Instant, Deadline)>,
+    /// The transport's buffered output when the `Send` deadline was (re)armed.
+    send_mark: usize,
     timer: Option<(Instant, Handle)>,
     pump_scheduled: Rc<Cell<bool>>,
     /// The stream being sent is framed with chunked encoding.
@@ -154,6 +163,7 @@ impl HttpProtocol {
                 peer_eof: false,
                 closed: false,
                 deadline: None,
+                send_mark: 0,
                 timer: None,
                 pump_scheduled: Rc::new(Cell::new(false)),
                 chunked: false,
@@ -300,6 +310,21 @@ impl Conn {
                 }
             }
             Deadline::Head | Deadline::Body => self.reject(408),
+            Deadline::Send => {
+                let Some(t) = self.transport.clone() else {
+                    return;
+                };
+                let left = t.write_buffer_size();
+                if left < self.send_mark {
+                    // The client is reading, slowly: give it another period.
+                    self.send_mark = left;
+                    let limit = self.shared.config.idle_timeout;
+                    self.set_deadline(Deadline::Send, limit);
+                } else {
+                    // It stopped reading: what is buffered cannot be delivered.
+                    t.abort();
+                }
+            }
         }
     }
 
@@ -379,7 +404,16 @@ impl Conn {
                 }
                 continue;
             }
-            if self.busy || self.output_full() {
+            if self.out.len() > OUT_FLUSH {
+                // Many small responses to one read: hand them over now, so the
+                // transport's water marks see them.
+                self.flush();
+            }
+            if self.busy {
+                return pos;
+            }
+            if self.output_full() {
+                self.wait_for_output();
                 return pos;
             }
             if pos == buf.len() {
@@ -552,9 +586,10 @@ impl Conn {
             }
             return false;
         }
-        if self.busy {
-            // Finish the response, then close.
-            self.close_after = true;
+        if self.busy || self.output_full() {
+            // Finish the response in progress and answer the complete requests that
+            // wait behind it; `continue_input` closes once nothing is left. (Without
+            // either, anything left in `input` is an incomplete request.)
             return true;
         }
         false
@@ -653,7 +688,7 @@ impl Conn {
             }
         }
         self.after_input();
-        if self.peer_eof && !self.busy && !self.lingering && !self.closed {
+        if self.peer_eof && !self.busy && !self.lingering && !self.closed && !self.output_full() {
             self.begin_close();
         }
     }
@@ -667,11 +702,10 @@ impl Conn {
             body,
             close,
         } = response;
-        let keep_alive = !(self.cur_close
-            || close
-            || self.peer_eof
-            || self.close_after
-            || self.shared.shutting_down.get());
+        // A peer that half-closed still gets every answer it asked for; the connection
+        // closes once idle (`continue_input`), so its end does not decide keep-alive.
+        let keep_alive =
+            !(self.cur_close || close || self.close_after || self.shared.shutting_down.get());
         let out = &mut self.out;
         let now = self.shared.ev.time();
         let start = &self.shared.response_start;
@@ -871,6 +905,17 @@ impl Conn {
             // buffer to drain (`output_full`).
             self.continue_input();
         }
+    }
+
+    /// Answering waits for the output to drain; the client has `idle_timeout` to make
+    /// progress reading it.
+    fn wait_for_output(&mut self) {
+        if matches!(self.deadline, Some((_, Deadline::Send))) {
+            return;
+        }
+        self.send_mark = self.transport.as_ref().map_or(0, |t| t.write_buffer_size());
+        let limit = self.shared.config.idle_timeout;
+        self.set_deadline(Deadline::Send, limit);
     }
 
     /// Whether the transport holds more than its high-water mark: answering more

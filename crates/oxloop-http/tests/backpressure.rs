@@ -1,14 +1,40 @@
 //! A client that pipelines many requests without reading: the server stops answering
 //! while the connection's output is above its high-water mark, so it neither buffers
 //! responses nor holds files open without bound; everything arrives once the client
-//! reads. (Its own test binary: it counts the process's open fds.)
+//! reads, a client that half-closes still gets every answer, and one that stops
+//! reading altogether is cut off. (Its own test binary, the tests one at a time: they
+//! count the process's open fds and memory.)
 
 mod common;
 
 use common::*;
-use oxloop_http::{serve_dir, Config};
-use std::io::Write;
-use std::time::Duration;
+use oxloop_http::{serve_dir, Config, HttpServer, Response};
+use std::io::{Read, Write};
+use std::net::Shutdown;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn resident_bytes() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: usize = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+/// A server answering every request with `body_len` bytes of text.
+fn sized_server(body_len: usize, config: Config) -> TestServer {
+    TestServer::start(move |ev| {
+        let body = "x".repeat(body_len);
+        HttpServer::bind(ev, "127.0.0.1:0", config, move |_req| {
+            Response::text(body.clone())
+        })
+    })
+}
 
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
@@ -16,6 +42,7 @@ fn open_fds() -> usize {
 
 #[test]
 fn pipelined_large_files_hold_bounded_resources() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let base =
         std::env::temp_dir().join(format!("oxloop-http-backpressure-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&base);
@@ -50,4 +77,74 @@ fn pipelined_large_files_hold_bounded_resources() {
     drop(s);
     drop(srv);
     let _ = std::fs::remove_dir_all(&base);
+}
+
+#[test]
+fn many_small_pipelined_responses_are_bounded_too() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let srv = sized_server(16 * 1024, Config::default());
+    let mut s = connect(srv.addr);
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    const N: usize = 2000; // 32 MB of responses to one read's worth of requests
+    let before = resident_bytes();
+    s.write_all("GET / HTTP/1.1\r\nHost: t\r\n\r\n".repeat(N).as_bytes())
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let grown = resident_bytes().saturating_sub(before);
+    assert!(
+        grown < 12 << 20,
+        "{grown} bytes more resident while the client does not read"
+    );
+    let mut pending = Vec::new();
+    for i in 0..N {
+        let r = read_response(&mut s, &mut pending, false)
+            .unwrap_or_else(|| panic!("response {i} missing"));
+        assert_eq!((r.status, r.body.len()), (200, 16 * 1024));
+    }
+}
+
+#[test]
+fn half_closed_client_gets_every_pipelined_answer() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let srv = sized_server(4 << 20, Config::default());
+    let mut s = connect(srv.addr);
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all("GET / HTTP/1.1\r\nHost: t\r\n\r\n".repeat(6).as_bytes())
+        .unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    std::thread::sleep(Duration::from_millis(200)); // the answers back up meanwhile
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).unwrap(); // ends when the server closes
+    let answers = parse_all(&all);
+    assert_eq!(answers.len(), 6);
+    assert!(answers
+        .iter()
+        .all(|r| r.status == 200 && r.body.len() == 4 << 20));
+}
+
+#[test]
+fn a_client_that_stops_reading_is_cut_off() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let config = Config::default().idle_timeout(Duration::from_millis(300));
+    let srv = sized_server(16 << 20, config);
+    let mut s = connect(srv.addr);
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(1500)); // not reading
+    let started = Instant::now();
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    assert!(
+        got < 16 << 20,
+        "the whole response arrived: the connection was kept"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the read did not end"
+    );
 }

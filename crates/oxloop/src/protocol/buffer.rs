@@ -1,5 +1,6 @@
 //! The shared read buffer and the per-connection write buffer.
 
+use socket2::SockRef;
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fs::File;
@@ -179,26 +180,33 @@ impl WriteBuffer {
 }
 
 /// Sends up to `left` bytes of `file` from `offset` on `sock` without blocking:
-/// `sendfile(2)` on Linux, a positioned read and a send elsewhere. `Ok(0)` means the
-/// file ended before `offset + left`.
+/// `sendfile(2)` on Linux, a positioned read and a send elsewhere or for files
+/// `sendfile` refuses (some special file systems). `Ok(0)` means the file ended
+/// before `offset + left`.
 pub(crate) fn send_file(sock: &OwnedFd, file: &File, offset: u64, left: u64) -> io::Result<usize> {
     // At most 1 GiB per call, well below every kernel's limit.
     let count = usize::try_from(left.min(1 << 30)).unwrap_or(1 << 30);
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
-        let offset = usize::try_from(offset).map_err(|_| io::ErrorKind::InvalidInput)?;
-        socket2::SockRef::from(sock).sendfile(file, offset, std::num::NonZeroUsize::new(count))
-    }
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    {
-        use std::os::unix::fs::FileExt;
-        let mut chunk = vec![0u8; count.min(64 * 1024)];
-        let n = file.read_at(&mut chunk, offset)?;
-        if n == 0 {
-            return Ok(0);
+        let start = usize::try_from(offset).map_err(|_| io::ErrorKind::InvalidInput)?;
+        let sent = SockRef::from(sock).sendfile(file, start, std::num::NonZeroUsize::new(count));
+        match sent {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) => {}
+            other => return other,
         }
-        socket2::SockRef::from(sock).send_with_flags(&chunk[..n], super::stream::SEND_FLAGS)
     }
+    send_file_by_copy(sock, file, offset, count)
+}
+
+/// [`send_file`] without `sendfile(2)`: up to 64 KiB read at `offset`, then sent.
+fn send_file_by_copy(sock: &OwnedFd, file: &File, offset: u64, count: usize) -> io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut chunk = vec![0u8; count.min(64 * 1024)];
+    let n = file.read_at(&mut chunk, offset)?;
+    if n == 0 {
+        return Ok(0);
+    }
+    SockRef::from(sock).send_with_flags(&chunk[..n], super::stream::SEND_FLAGS)
 }
 
 #[cfg(test)]
@@ -226,6 +234,29 @@ mod tests {
         assert_eq!(flatten(&buf), b"cd");
         buf.consume(2);
         assert!(buf.is_empty());
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn both_ways_of_sending_a_file_range() {
+        use std::io::Read;
+        let path = std::env::temp_dir().join(format!("oxloop-sendfile-{}", std::process::id()));
+        std::fs::write(&path, b"0123456789").unwrap();
+        let file = File::open(&path).unwrap();
+        let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let a = OwnedFd::from(a);
+        assert_eq!(send_file(&a, &file, 2, 3).unwrap(), 3);
+        assert_eq!(send_file_by_copy(&a, &file, 5, 100).unwrap(), 5);
+        assert_eq!(send_file(&a, &file, 10, 4).unwrap(), 0, "past the end");
+        assert_eq!(
+            send_file_by_copy(&a, &file, 10, 4).unwrap(),
+            0,
+            "past the end"
+        );
+        drop(a);
+        let mut got = Vec::new();
+        b.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"23456789");
         std::fs::remove_file(&path).unwrap();
     }
 
