@@ -65,7 +65,10 @@ impl Config {
         self
     }
 
-    /// How long an idle keep-alive connection stays open.
+    /// How long an idle keep-alive connection stays open; also how long a client may
+    /// go without reading any of the output that holds its pipelined requests back
+    /// (more than the transport's high-water mark buffered) before the connection is
+    /// closed.
     pub fn idle_timeout(mut self, d: Duration) -> Config {
         self.idle_timeout = d;
         self

@@ -76,7 +76,9 @@
 //! Large files go out with `sendfile(2)` through the transport's write buffer, so they
 //! keep their place among the responses; see [`StaticFiles`]. While a connection's
 //! output is above the transport's high-water mark, its pipelined requests wait, so a
-//! client that sends without reading holds neither unbounded memory nor open files.
+//! client that sends without reading holds neither unbounded memory nor open files; one
+//! that reads nothing for `idle_timeout` is disconnected. A client that half-closes
+//! after sending still gets every answer before the server closes.
 
 #![warn(missing_docs)]
 
