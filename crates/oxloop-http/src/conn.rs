@@ -918,14 +918,14 @@ impl Conn {
         self.set_deadline(Deadline::Send, limit);
     }
 
-    /// Whether the transport holds more than its high-water mark: answering more
-    /// pipelined requests waits until it drains (the transport then calls
-    /// `resume_writing`), so a client that sends without reading cannot make the
-    /// server buffer responses (or hold files open) without bound.
+    /// Whether the transport's output went above its high-water mark: answering more
+    /// pipelined requests waits until it drained to the low-water mark (the transport
+    /// then calls `resume_writing`), so a client that sends without reading cannot
+    /// make the server buffer responses (or hold files open) without bound.
     fn output_full(&self) -> bool {
         self.transport
             .as_ref()
-            .is_some_and(|t| t.write_buffer_size() > t.write_buffer_limits().0)
+            .is_some_and(Transport::is_writing_paused)
     }
 
     /// Answers `status` with a short error page and closes the connection.

@@ -218,6 +218,7 @@ fn flow_control_pauses_and_resumes_writing() {
                 // `pause_writing` is delivered when this call returns.
                 t.write(&chunk).unwrap();
                 if t.write_buffer_size() > 64 * 1024 {
+                    assert!(t.is_writing_paused());
                     break;
                 }
             }
@@ -237,6 +238,7 @@ fn flow_control_pauses_and_resumes_writing() {
         fn pause_writing(&mut self) {
             assert!(!self.paused, "two pauses in a row");
             self.paused = true;
+            assert!(self.t.as_ref().unwrap().is_writing_paused());
             let size = self.t.as_ref().unwrap().write_buffer_size();
             self.log
                 .borrow_mut()
@@ -245,6 +247,7 @@ fn flow_control_pauses_and_resumes_writing() {
         fn resume_writing(&mut self) {
             assert!(self.paused, "resume without pause");
             self.paused = false;
+            assert!(!self.t.as_ref().unwrap().is_writing_paused());
             let size = self.t.as_ref().unwrap().write_buffer_size();
             self.log
                 .borrow_mut()

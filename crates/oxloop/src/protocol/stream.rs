@@ -621,6 +621,13 @@ impl Transport {
         (state.high, state.low)
     }
 
+    /// Whether the write buffer went above its high-water mark and has not yet drained
+    /// to the low-water mark: the protocol has been (or is about to be) told
+    /// `pause_writing`, and will be told `resume_writing` when this turns false.
+    pub fn is_writing_paused(&self) -> bool {
+        self.inner.protocol.is_paused()
+    }
+
     /// Bytes accepted by [`write`](Self::write) that the kernel has not taken yet.
     pub fn write_buffer_size(&self) -> usize {
         self.inner.state.borrow().buf.len()
