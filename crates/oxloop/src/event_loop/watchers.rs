@@ -301,13 +301,11 @@ impl Watchers {
         if let Some(handler) = &entry.handler {
             return Target::Handler(handler.clone());
         }
-        if ready.readable() {
-            if let CallbackSlot::Idle(_) = entry.reader {
-                if let CallbackSlot::Idle(cb) =
-                    std::mem::replace(&mut entry.reader, CallbackSlot::Running)
-                {
-                    return Target::Reader(cb);
-                }
+        if ready.readable() && matches!(entry.reader, CallbackSlot::Idle(_)) {
+            if let CallbackSlot::Idle(cb) =
+                std::mem::replace(&mut entry.reader, CallbackSlot::Running)
+            {
+                return Target::Reader(cb);
             }
         }
         if ready.writable() && entry.writer.is_set() {
