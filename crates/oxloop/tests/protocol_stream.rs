@@ -757,6 +757,8 @@ fn write_eof_after_buffered_data_sends_everything_first() {
     let addr = server.socket_addrs()[0];
     let client = std::thread::spawn(move || {
         let mut s = TcpStream::connect(addr).unwrap();
+        // Not reading at first, so the 8 MiB cannot all fit in the kernel's buffers.
+        std::thread::sleep(Duration::from_millis(100));
         let mut all = Vec::new();
         s.read_to_end(&mut all).unwrap(); // ends at the server's FIN
         s.write_all(b"done").unwrap();
