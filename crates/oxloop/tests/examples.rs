@@ -1,23 +1,10 @@
 //! Every example runs and prints what it promises.
 
 mod support;
-use support::example;
-
-use std::process::Command;
+use support::run_example;
 
 fn run(name: &str, args: &[&str]) -> String {
-    let out = Command::new(example(name))
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run example {name}: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{name} failed: {:?}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    run_example(name, args).0
 }
 
 #[test]

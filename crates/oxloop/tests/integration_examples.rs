@@ -1,24 +1,13 @@
 //! The loop-integration examples run and print what they promise.
 
 mod support;
-use support::example;
+use support::run_example;
 
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn run(name: &str) -> String {
-    let start = Instant::now();
-    let out = Command::new(example(name))
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run example {name}: {e}"));
-    assert!(start.elapsed() < Duration::from_secs(20));
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{name} failed: {:?}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (stdout, elapsed) = run_example(name, &[]);
+    assert!(elapsed < Duration::from_secs(20));
     stdout
 }
 

@@ -1,7 +1,7 @@
 //! The protocol examples, run as programs over real sockets.
 
 mod support;
-use support::example;
+use support::{example, run_example};
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -48,23 +48,7 @@ fn start(name: &str, extra: &[&str]) -> Server {
 }
 
 fn run_client(name: &str, args: &[&str]) -> String {
-    let out = Command::new(example(name))
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run example {name} ({}): {e}",
-                example(name).display()
-            )
-        });
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{name} failed: {:?}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    run_example(name, args).0
 }
 
 #[test]

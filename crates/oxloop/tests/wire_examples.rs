@@ -1,26 +1,13 @@
 //! The wire examples run and print what they promise.
 
 mod support;
-use support::example;
+use support::run_example;
 
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Runs an example; its stdout and how long it took.
 fn run(name: &str) -> (String, Duration) {
-    let start = Instant::now();
-    let out = Command::new(example(name))
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run example {name}: {e}"));
-    let elapsed = start.elapsed();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{name} failed: {:?}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (stdout, elapsed)
+    run_example(name, &[])
 }
 
 #[test]

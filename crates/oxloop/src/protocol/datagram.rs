@@ -413,19 +413,9 @@ impl DatagramTransport {
     }
 
     fn deliver_lost(&self, err: Option<io::Error>) {
-        let protocol = match self.inner.protocol.try_take() {
-            Ok(protocol) => protocol,
-            Err(()) => {
-                // The protocol is running further up the stack (a nested loop): retry.
-                let me = self.clone();
-                self.inner.ev.call_soon(move || me.deliver_lost(err));
-                return;
-            }
-        };
-        if let Some(mut protocol) = protocol {
-            protocol.connection_lost(err);
-            // Dropped here, outside every borrow: its captures may use the transport.
-            drop(protocol);
+        if let Err(err) = self.inner.protocol.deliver_lost(err) {
+            let me = self.clone();
+            self.inner.ev.call_soon(move || me.deliver_lost(err));
         }
     }
 

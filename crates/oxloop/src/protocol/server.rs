@@ -9,7 +9,7 @@ use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -256,18 +256,19 @@ impl Server {
         Ok(server)
     }
 
+    /// The listening sockets' fds (collected, so no borrow is held while the loop is
+    /// told about them).
+    fn listener_fds(&self) -> Vec<RawFd> {
+        let listeners = self.inner.listeners.borrow();
+        listeners.iter().map(|l| l.sock.as_raw_fd()).collect()
+    }
+
     /// Installs the accept readers.
     fn watch(&self) -> io::Result<()> {
         if self.inner.watching.get() {
             return Ok(());
         }
-        let fds: Vec<_> = self
-            .inner
-            .listeners
-            .borrow()
-            .iter()
-            .map(|l| l.sock.as_raw_fd())
-            .collect();
+        let fds = self.listener_fds();
         for (index, fd) in fds.iter().enumerate() {
             let me = self.clone();
             if let Err(e) = self
@@ -289,13 +290,7 @@ impl Server {
         if !self.inner.watching.replace(false) {
             return;
         }
-        let fds: Vec<_> = self
-            .inner
-            .listeners
-            .borrow()
-            .iter()
-            .map(|l| l.sock.as_raw_fd())
-            .collect();
+        let fds = self.listener_fds();
         for fd in fds {
             self.inner.ev.remove_reader(fd);
         }

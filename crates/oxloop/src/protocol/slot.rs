@@ -5,15 +5,18 @@
 //! the stack (a transport method called from inside `data_received`, say) is skipped
 //! rather than re-entering it. Flow control is two flags: whether the write buffer is
 //! above its high-water mark (what the protocol should know) and what it was last told.
-//! A change made while the protocol runs is delivered when its call returns.
+//! A change made while the protocol runs is delivered when its call returns. At the
+//! end the slot hands the protocol its `connection_lost`, exactly once.
 
 use super::{DatagramProtocol, Protocol};
 use std::cell::{Cell, RefCell};
+use std::io;
 
-/// What flow control needs from a protocol trait.
+/// What the slot calls besides the transport-specific callbacks.
 pub(crate) trait FlowControl {
     fn pause_writing(&mut self);
     fn resume_writing(&mut self);
+    fn connection_lost(&mut self, err: Option<io::Error>);
 }
 
 impl FlowControl for dyn Protocol {
@@ -23,6 +26,9 @@ impl FlowControl for dyn Protocol {
     fn resume_writing(&mut self) {
         Protocol::resume_writing(self)
     }
+    fn connection_lost(&mut self, err: Option<io::Error>) {
+        Protocol::connection_lost(self, err)
+    }
 }
 
 impl FlowControl for dyn DatagramProtocol {
@@ -31,6 +37,9 @@ impl FlowControl for dyn DatagramProtocol {
     }
     fn resume_writing(&mut self) {
         DatagramProtocol::resume_writing(self)
+    }
+    fn connection_lost(&mut self, err: Option<io::Error>) {
+        DatagramProtocol::connection_lost(self, err)
     }
 }
 
@@ -96,12 +105,21 @@ impl<P: ?Sized + FlowControl> ProtocolSlot<P> {
         }
     }
 
-    /// Takes the protocol out for good (to deliver `connection_lost`). `Err` while it is
-    /// running further up the stack: the caller retries later.
-    pub fn try_take(&self) -> Result<Option<Box<P>>, ()> {
-        self.protocol
-            .try_borrow_mut()
-            .map(|mut guard| guard.take())
-            .map_err(|_| ())
+    /// Takes the protocol out for good and gives it `connection_lost(err)` (once: a
+    /// protocol already taken is not called again). While the protocol is running
+    /// further up the stack (a nested loop), `err` comes back for the caller to retry
+    /// from a later loop callback.
+    pub fn deliver_lost(&self, err: Option<io::Error>) -> Result<(), Option<io::Error>> {
+        let Ok(mut guard) = self.protocol.try_borrow_mut() else {
+            return Err(err);
+        };
+        let protocol = guard.take();
+        drop(guard);
+        if let Some(mut protocol) = protocol {
+            protocol.connection_lost(err);
+            // Dropped here, outside every borrow: its captures may use the transport.
+            drop(protocol);
+        }
+        Ok(())
     }
 }

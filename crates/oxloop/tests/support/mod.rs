@@ -1,6 +1,10 @@
 //! Shared by the tests that run the built examples.
 
+#![allow(dead_code)] // each test binary uses part of it
+
 use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
 
 /// The path of a built example: `cargo test` builds the examples next to the test
 /// binaries (`target/<profile>/examples/<name>`).
@@ -11,4 +15,28 @@ pub fn example(name: &str) -> PathBuf {
         dir.pop();
     }
     dir.join("examples").join(name)
+}
+
+/// Runs an example to completion with `args`: its stdout and how long it took. The
+/// test fails if the example cannot start or exits unsuccessfully.
+pub fn run_example(name: &str, args: &[&str]) -> (String, Duration) {
+    let start = Instant::now();
+    let out = Command::new(example(name))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run example {name} ({}): {e}",
+                example(name).display()
+            )
+        });
+    let elapsed = start.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{name} failed: {:?}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (stdout, elapsed)
 }
