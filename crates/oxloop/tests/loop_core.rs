@@ -764,3 +764,48 @@ fn the_loop_fd_becomes_readable_when_there_is_io_to_dispatch() {
         .unwrap();
     assert!(ev.next_timeout() == Some(Duration::ZERO) || poll_loop_fd(1000) == 1);
 }
+
+#[test]
+fn detached_loops_live_beside_the_current_one() {
+    let current = EventLoop::new().unwrap();
+    let a = EventLoop::new_detached().unwrap();
+    let b = EventLoop::new_detached().unwrap();
+    assert!(EventLoop::current().unwrap().ptr_eq(&current));
+    let ran = std::rc::Rc::new(std::cell::Cell::new(0));
+    for ev in [&a, &b] {
+        let ran = ran.clone();
+        ev.call_soon(move || ran.set(ran.get() + 1));
+    }
+    a.run().unwrap();
+    assert_eq!(ran.get(), 1, "running one loop runs only its own callbacks");
+    b.run().unwrap();
+    assert_eq!(ran.get(), 2);
+    a.destroy();
+    assert!(EventLoop::current().unwrap().ptr_eq(&current));
+}
+
+#[test]
+fn the_wait_wrapper_runs_around_blocking_waits_only() {
+    thread_local! {
+        static WRAPPED: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    }
+    fn wrapper(wait: &mut dyn FnMut()) {
+        WRAPPED.with(|w| w.set(w.get() + 1));
+        wait();
+    }
+    let ev = EventLoop::new_detached().unwrap();
+    ev.set_wait_wrapper(Some(wrapper));
+    ev.call_soon(|| {});
+    ev.run_once(None).unwrap();
+    assert_eq!(
+        WRAPPED.with(|w| w.get()),
+        0,
+        "a ready callback means no blocking wait"
+    );
+    ev.call_later(Duration::from_millis(5), || {});
+    ev.run().unwrap();
+    assert!(
+        WRAPPED.with(|w| w.get()) >= 1,
+        "waiting for a timer goes through the wrapper"
+    );
+}

@@ -83,6 +83,10 @@ pub(crate) fn current_loop_id() -> u64 {
 
 type PanicHandler = Box<dyn FnMut(CallbackPanic) + 'static>;
 
+/// A function that runs the loop's blocking wait, given to it as a closure (see
+/// [`EventLoop::set_wait_wrapper`]).
+pub type WaitWrapper = fn(&mut dyn FnMut());
+
 /// A handle to the event loop of the current thread.
 ///
 /// Cheap to clone (all clones are the same loop) and `!Send`: the loop belongs to the
@@ -118,6 +122,8 @@ pub(crate) struct Inner {
     iterations: Cell<u64>,
     /// Debug mode: slow-callback warnings and creation sites (see `debug.rs`).
     debug: Cell<Option<Duration>>,
+    /// Runs around a wait that may block (see [`EventLoop::set_wait_wrapper`]).
+    wait_wrapper: Cell<Option<WaitWrapper>>,
     waker_fd: RawFd,
     /// Zero of the loop's nanosecond clock.
     epoch: Instant,
@@ -174,46 +180,70 @@ impl EventLoop {
                     "this thread already has an event loop; use EventLoop::current() to get it",
                 ));
             }
-            let poller = Poller::new()?;
-            let waker = FdWaker::new()?;
-            let waker_fd = waker.read_fd();
-            poller.add(waker_fd, Interest::READ, Mode::Level)?;
-            let now = Instant::now();
-            let id = NEXT_LOOP_ID.fetch_add(1, Ordering::Relaxed);
-            let inner = Rc::new(Inner {
-                state: RefCell::new(State {
-                    ready: ReadyQueue::default(),
-                    tasks: Slab::new(),
-                    next_task_generation: 0,
-                    timers: Timers::default(),
-                    watchers: Watchers::default(),
-                    signals: SignalHandlers::default(),
-                    remote_batch: Vec::new(),
-                    now,
-                    now_fresh: true,
-                    running: false,
-                    stopping: false,
-                    destroyed: false,
-                    keep_alive: 0,
-                    panic_handler: None,
-                    propagate_panics: false,
-                    time_waiting: Duration::ZERO,
-                    track_wait_time: false,
-                }),
-                poller,
-                shared: Arc::new(Shared::new(waker)),
-                id,
-                events: RefCell::new(Events::new()),
-                callbacks_run: Cell::new(0),
-                iterations: Cell::new(0),
-                debug: Cell::new(None),
-                waker_fd,
-                epoch: now,
-            });
-            *current.borrow_mut() = Rc::downgrade(&inner);
-            CURRENT_ID.with(|c| c.set(id));
-            Ok(EventLoop { inner })
+            let ev = EventLoop::new_detached()?;
+            *current.borrow_mut() = Rc::downgrade(&ev.inner);
+            CURRENT_ID.with(|c| c.set(ev.inner.id));
+            Ok(ev)
         })
+    }
+
+    /// Creates a loop that is not the current thread's loop: [`EventLoop::current`]
+    /// does not find it, and the thread may have other loops besides it.
+    ///
+    /// For hosts that keep track of their loops themselves, such as the Python binding,
+    /// where a program may create several loops on one thread and run each in turn.
+    /// Futures and free functions that look the loop up through
+    /// [`EventLoop::current`] do not find this one; wakers from other threads reach it
+    /// through its [`LoopRemote`] as usual.
+    pub fn new_detached() -> io::Result<EventLoop> {
+        let poller = Poller::new()?;
+        let waker = FdWaker::new()?;
+        let waker_fd = waker.read_fd();
+        poller.add(waker_fd, Interest::READ, Mode::Level)?;
+        let now = Instant::now();
+        let id = NEXT_LOOP_ID.fetch_add(1, Ordering::Relaxed);
+        let inner = Rc::new(Inner {
+            state: RefCell::new(State {
+                ready: ReadyQueue::default(),
+                tasks: Slab::new(),
+                next_task_generation: 0,
+                timers: Timers::default(),
+                watchers: Watchers::default(),
+                signals: SignalHandlers::default(),
+                remote_batch: Vec::new(),
+                now,
+                now_fresh: true,
+                running: false,
+                stopping: false,
+                destroyed: false,
+                keep_alive: 0,
+                panic_handler: None,
+                propagate_panics: false,
+                time_waiting: Duration::ZERO,
+                track_wait_time: false,
+            }),
+            poller,
+            shared: Arc::new(Shared::new(waker)),
+            id,
+            events: RefCell::new(Events::new()),
+            callbacks_run: Cell::new(0),
+            iterations: Cell::new(0),
+            debug: Cell::new(None),
+            wait_wrapper: Cell::new(None),
+            waker_fd,
+            epoch: now,
+        });
+        Ok(EventLoop { inner })
+    }
+
+    /// Runs every wait of the loop that may block inside `wrapper`, which must call the
+    /// wait it is given exactly once. A wait that cannot block (callbacks are ready)
+    /// does not go through it.
+    ///
+    /// An embedder that holds a lock while callbacks run releases it there: the Python
+    /// binding lets other Python threads run while the loop sleeps.
+    pub fn set_wait_wrapper(&self, wrapper: Option<WaitWrapper>) {
+        self.inner.wait_wrapper.set(wrapper);
     }
 
     /// The event loop of the current thread.
@@ -578,7 +608,14 @@ impl EventLoop {
             // block: a clock read costs as much as the rest of an idle iteration.
             let before =
                 (state.track_wait_time && timeout != Some(Duration::ZERO)).then(Instant::now);
-            let result = inner.poller.wait(&mut events, timeout);
+            let result = match inner.wait_wrapper.get() {
+                Some(wrapper) if timeout != Some(Duration::ZERO) => {
+                    let mut result = Ok(());
+                    wrapper(&mut || result = inner.poller.wait(&mut events, timeout));
+                    result
+                }
+                _ => inner.poller.wait(&mut events, timeout),
+            };
             let notified = inner.shared.after_wake();
             if let Some(before) = before {
                 state.time_waiting += before.elapsed();

@@ -1,0 +1,49 @@
+//! The few CPython calls PyO3 has no safe wrapper for: entering a `contextvars.Context`
+//! around a call, and copying the current context. The only `unsafe` code of the
+//! extension.
+
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::PyTuple;
+
+/// `context.run(callback, *args)` without building a new argument tuple: enters the
+/// context, calls, leaves it.
+pub(crate) fn call_in_context(
+    py: Python<'_>,
+    context: &Py<PyAny>,
+    callback: &Py<PyAny>,
+    args: &Py<PyTuple>,
+) -> PyResult<()> {
+    // SAFETY: the GIL is held (`py`), and `context` is a `contextvars.Context` (checked
+    // by `copy_context_or`): `PyContext_Enter` takes a borrowed reference.
+    if unsafe { ffi::PyContext_Enter(context.as_ptr()) } != 0 {
+        return Err(PyErr::fetch(py));
+    }
+    let result = callback.bind(py).call1(args.bind(py)).map(drop);
+    // SAFETY: as above; the context was entered on this thread just before, so leaving
+    // it cannot fail (CPython only fails when the context is not the current one).
+    unsafe { ffi::PyContext_Exit(context.as_ptr()) };
+    result
+}
+
+/// The context to run a callback in: `context` itself, or a copy of the current one
+/// (as asyncio's handles do) when it is `None`.
+pub(crate) fn copy_context_or(py: Python<'_>, context: Option<Py<PyAny>>) -> PyResult<Py<PyAny>> {
+    match context {
+        Some(context) => {
+            // SAFETY: the GIL is held; `PyContext_CheckExact` only reads the type.
+            if unsafe { ffi::PyContext_CheckExact(context.as_ptr()) } == 0 {
+                return Err(pyo3::exceptions::PyTypeError::new_err(
+                    "context must be a contextvars.Context",
+                ));
+            }
+            Ok(context)
+        }
+        None => {
+            // SAFETY: the GIL is held; `PyContext_CopyCurrent` returns a new reference
+            // or NULL with an exception set, which `from_owned_ptr_or_err` handles.
+            unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent()) }
+                .map(Bound::unbind)
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! `Handle` and `TimerHandle`: asyncio's handles as small native objects.
+//!
+//! A handle keeps its callback, its argument tuple (the one the caller's `*args` built,
+//! so running it builds no tuple) and its `contextvars.Context`. The loop's core holds a
+//! reference to the handle and runs it; `cancel()` only marks it (and, for a timer,
+//! takes it out of the timer queue), as asyncio does.
+
+use crate::ffi::call_in_context;
+use crate::running::{self, LoopCell};
+use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A callback scheduled by `call_soon` (or an fd/signal callback): asyncio's
+/// `Handle`, with `cancel()`, `cancelled()` and `get_context()`.
+#[pyclass(subclass, frozen, module = "oxloop._oxloop")]
+pub struct Handle {
+    callback: Py<PyAny>,
+    args: Py<PyTuple>,
+    context: Py<PyAny>,
+    event_loop: Py<PyAny>,
+    cancelled: AtomicBool,
+    /// Where the handle was created, in debug mode (asyncio's `_source_traceback`).
+    source_traceback: Option<Py<PyAny>>,
+}
+
+impl Handle {
+    pub(crate) fn new(
+        py: Python<'_>,
+        callback: Py<PyAny>,
+        args: Py<PyTuple>,
+        event_loop: Py<PyAny>,
+        context: Option<Py<PyAny>>,
+        debug: bool,
+    ) -> PyResult<Handle> {
+        let context = crate::ffi::copy_context_or(py, context)?;
+        let source_traceback = if debug {
+            Some(source_traceback(py)?)
+        } else {
+            None
+        };
+        Ok(Handle {
+            callback,
+            args,
+            context,
+            event_loop,
+            cancelled: AtomicBool::new(false),
+            source_traceback,
+        })
+    }
+
+    /// Runs the callback unless cancelled. An exception goes to the loop's exception
+    /// handler; `KeyboardInterrupt` and `SystemExit` stop the loop and leave
+    /// `run_forever` (see `running`).
+    pub(crate) fn run(this: &Bound<'_, Handle>) {
+        let handle = this.get();
+        if handle.cancelled.load(Ordering::Relaxed) {
+            return;
+        }
+        let py = this.py();
+        let started = running::debug().then(Instant::now);
+        let result = call_in_context(py, &handle.context, &handle.callback, &handle.args);
+        if let Err(err) = result {
+            report_callback_error(this, err);
+        }
+        if let Some(started) = started {
+            running::warn_if_slow(py, this.as_any(), started);
+        }
+    }
+
+    /// Marks the handle cancelled (the loop dropped what would have run it).
+    pub(crate) fn mark_cancelled(&self) {
+        self.cancelled.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
+    }
+}
+
+/// Sends a callback's exception where asyncio sends it.
+fn report_callback_error(handle: &Bound<'_, Handle>, err: PyErr) {
+    let py = handle.py();
+    if err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py) {
+        running::stop_with(err);
+        return;
+    }
+    let reported = (|| -> PyResult<()> {
+        let context = PyDict::new(py);
+        let message = format!("Exception in callback {}", handle.repr()?);
+        context.set_item(intern!(py, "message"), message)?;
+        context.set_item(intern!(py, "exception"), err.value(py))?;
+        context.set_item(intern!(py, "handle"), handle)?;
+        if let Some(tb) = &handle.get().source_traceback {
+            context.set_item(intern!(py, "source_traceback"), tb)?;
+        }
+        handle
+            .get()
+            .event_loop
+            .bind(py)
+            .call_method1(intern!(py, "call_exception_handler"), (context,))?;
+        Ok(())
+    })();
+    if let Err(err) = reported {
+        // The exception handler itself raised: asyncio lets that leave the loop.
+        running::stop_with(err);
+    }
+}
+
+fn source_traceback(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    let sys = py.import(intern!(py, "sys"))?;
+    let frame = sys.call_method1(intern!(py, "_getframe"), (1,))?;
+    py.import(intern!(py, "asyncio.format_helpers"))?
+        .call_method1(intern!(py, "extract_stack"), (frame,))
+        .map(Bound::unbind)
+}
+
+#[pymethods]
+impl Handle {
+    /// Creates a handle as `asyncio.Handle(callback, args, loop, context=None)` does.
+    #[new]
+    #[pyo3(signature = (callback, args, event_loop, context=None))]
+    fn py_new(
+        py: Python<'_>,
+        callback: Py<PyAny>,
+        args: Py<PyTuple>,
+        event_loop: Py<PyAny>,
+        context: Option<Py<PyAny>>,
+    ) -> PyResult<Handle> {
+        Handle::new(py, callback, args, event_loop, context, running::debug())
+    }
+
+    /// Marks the handle so that its callback does not run.
+    fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether `cancel()` was called.
+    fn cancelled(&self) -> bool {
+        self.is_cancelled()
+    }
+
+    /// The `contextvars.Context` the callback runs in.
+    fn get_context(&self, py: Python<'_>) -> Py<PyAny> {
+        self.context.clone_ref(py)
+    }
+
+    /// Runs the callback now, as the loop would.
+    fn _run(slf: &Bound<'_, Self>) {
+        Handle::run(slf);
+    }
+
+    /// The callback, as asyncio's handles expose it.
+    #[getter]
+    fn _callback(&self, py: Python<'_>) -> Py<PyAny> {
+        self.callback.clone_ref(py)
+    }
+
+    /// The callback's positional arguments.
+    #[getter]
+    fn _args(&self, py: Python<'_>) -> Py<PyTuple> {
+        self.args.clone_ref(py)
+    }
+
+    /// The loop the handle belongs to.
+    #[getter]
+    fn _loop(&self, py: Python<'_>) -> Py<PyAny> {
+        self.event_loop.clone_ref(py)
+    }
+
+    /// Where the handle was created (debug mode only), else `None`.
+    #[getter]
+    fn _source_traceback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.source_traceback.as_ref().map(|tb| tb.clone_ref(py))
+    }
+
+    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
+        let name = slf.get_type().name()?;
+        describe(slf, &name.to_string(), None)
+    }
+}
+
+/// `<Handle callback(args) created at file:line>`, as asyncio writes it.
+fn describe(handle: &Bound<'_, Handle>, name: &str, when: Option<f64>) -> PyResult<String> {
+    let py = handle.py();
+    let this = handle.get();
+    let mut parts = vec![];
+    if this.is_cancelled() {
+        parts.push("cancelled".to_owned());
+    }
+    if let Some(when) = when {
+        parts.push(format!("when={when}"));
+    }
+    let source: String = py
+        .import(intern!(py, "asyncio.format_helpers"))?
+        .call_method1(
+            intern!(py, "_format_callback_source"),
+            (this.callback.bind(py), this.args.bind(py)),
+        )?
+        .extract()?;
+    parts.push(source);
+    if let Some(tb) = &this.source_traceback {
+        let tb = tb.bind(py);
+        if let Ok(frame) = tb.get_item(-1) {
+            let file: String = frame.get_item(0)?.extract()?;
+            let line: i64 = frame.get_item(1)?.extract()?;
+            parts.push(format!("created at {file}:{line}"));
+        }
+    }
+    Ok(format!("<{name} {}>", parts.join(" ")))
+}
+
+/// A callback scheduled by `call_later`/`call_at`: asyncio's `TimerHandle`, with
+/// `when()`. Cancelling it also takes it out of the loop's timer queue.
+#[pyclass(extends = Handle, frozen, module = "oxloop._oxloop")]
+pub struct TimerHandle {
+    when: f64,
+    /// The core's handle to the timer, set once it is scheduled.
+    timer: LoopCell<RefCell<Option<oxloop::Handle>>>,
+    running: Arc<running::LoopShared>,
+}
+
+impl TimerHandle {
+    pub(crate) fn new(when: f64, running: Arc<running::LoopShared>) -> TimerHandle {
+        TimerHandle {
+            when,
+            timer: LoopCell::new(RefCell::new(None)),
+            running,
+        }
+    }
+
+    /// Records the core's handle, so that `cancel()` can take the timer out.
+    pub(crate) fn set_timer(&self, py: Python<'_>, timer: oxloop::Handle) {
+        if let Ok(cell) = self.timer.get(py, &self.running) {
+            *cell.borrow_mut() = Some(timer);
+        }
+    }
+}
+
+#[pymethods]
+impl TimerHandle {
+    /// The time (on the loop's clock) at which the callback runs.
+    fn when(&self) -> f64 {
+        self.when
+    }
+
+    /// Marks the handle cancelled and takes it out of the timer queue.
+    fn cancel(slf: &Bound<'_, Self>) {
+        let py = slf.py();
+        slf.as_super().get().cancel();
+        let this = slf.get();
+        // From a thread other than the running loop's, only the mark is set: the timer
+        // then fires as a no-op.
+        if let Ok(cell) = this.timer.get(py, &this.running) {
+            if let Some(timer) = cell.borrow_mut().take() {
+                timer.cancel();
+            }
+        }
+    }
+
+    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
+        let name = slf.get_type().name()?;
+        describe(slf.as_super(), &name.to_string(), Some(slf.get().when))
+    }
+
+    fn __lt__(&self, other: PyRef<'_, TimerHandle>) -> bool {
+        self.when < other.when
+    }
+
+    fn __le__(&self, other: PyRef<'_, TimerHandle>) -> bool {
+        self.when <= other.when
+    }
+
+    fn __gt__(&self, other: PyRef<'_, TimerHandle>) -> bool {
+        self.when > other.when
+    }
+
+    fn __ge__(&self, other: PyRef<'_, TimerHandle>) -> bool {
+        self.when >= other.when
+    }
+}

@@ -1,0 +1,24 @@
+//! `oxloop._oxloop`: the native part of the Python package `oxloop`.
+//!
+//! - `LoopCore` (`loop_core.rs`): the base class of `oxloop.Loop`, an oxloop event loop
+//!   with asyncio's scheduling methods;
+//! - `Handle`, `TimerHandle` (`handle.rs`): asyncio's handles as native objects;
+//! - `running.rs`: which thread may touch a loop, the GIL around the kernel wait, and
+//!   the exception that leaves `run_forever`;
+//! - `ffi.rs`: the few CPython calls that need `unsafe`.
+
+mod ffi;
+mod handle;
+mod loop_core;
+mod running;
+
+use pyo3::prelude::*;
+
+/// The native module: `LoopCore`, `Handle`, `TimerHandle`.
+#[pymodule]
+fn _oxloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<loop_core::LoopCore>()?;
+    m.add_class::<handle::Handle>()?;
+    m.add_class::<handle::TimerHandle>()?;
+    Ok(())
+}

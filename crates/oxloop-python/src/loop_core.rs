@@ -1,0 +1,457 @@
+//! `LoopCore`: the native half of `oxloop.Loop`. Callbacks, timers, fd watchers,
+//! signal handlers and the run loop live here, on the oxloop core; the Python half
+//! (`python/oxloop/_loop.py`) adds asyncio's bookkeeping and network layer on top.
+
+use crate::handle::{Handle, TimerHandle};
+use crate::running::{self, thread_token, LoopCell, LoopShared};
+use oxloop::{EventLoop, LoopRemote};
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+use pyo3::PyClassInitializer;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The reader and writer handles of one fd.
+type FdHandles = (Option<Py<Handle>>, Option<Py<Handle>>);
+
+/// The core's state that only the loop's thread (see `running`) may touch.
+struct Core {
+    ev: EventLoop,
+    readers: RefCell<HashMap<RawFd, Py<Handle>>>,
+    writers: RefCell<HashMap<RawFd, Py<Handle>>>,
+    signals: RefCell<HashMap<i32, oxloop::Handle>>,
+}
+
+/// The native base class of `oxloop.Loop`: an oxloop event loop with asyncio's
+/// scheduling methods.
+#[pyclass(subclass, frozen, module = "oxloop._oxloop")]
+pub struct LoopCore {
+    core: LoopCell<Core>,
+    shared: Arc<LoopShared>,
+    remote: LoopRemote,
+    /// One instant of the loop's clock and the same moment in seconds of
+    /// `time.monotonic()` (both read `CLOCK_MONOTONIC`): converts between the two.
+    clock_base: (Instant, f64),
+}
+
+/// An `OSError` (or the subclass Python picks for its errno) from an I/O error.
+pub(crate) fn os_error(err: io::Error) -> PyErr {
+    match err.raw_os_error() {
+        Some(errno) => PyOSError::new_err((errno, err.to_string())),
+        None => PyOSError::new_err(err.to_string()),
+    }
+}
+
+fn closed_error() -> PyErr {
+    PyRuntimeError::new_err("Event loop is closed")
+}
+
+fn monotonic_seconds() -> f64 {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    now.tv_sec as f64 + now.tv_nsec as f64 * 1e-9
+}
+
+impl LoopCore {
+    fn core(&self, py: Python<'_>) -> PyResult<&Core> {
+        if self.shared.closed.load(Ordering::Relaxed) {
+            return Err(closed_error());
+        }
+        self.core.get(py, &self.shared)
+    }
+
+    fn new_handle(
+        slf: &Bound<'_, Self>,
+        callback: Py<PyAny>,
+        args: Py<PyTuple>,
+        context: Option<Py<PyAny>>,
+    ) -> PyResult<Handle> {
+        let py = slf.py();
+        let debug = slf.get().shared.debug.load(Ordering::Relaxed);
+        if debug {
+            check_callback(py, &callback)?;
+        }
+        Handle::new(
+            py,
+            callback,
+            args,
+            slf.clone().unbind().into_any(),
+            context,
+            debug,
+        )
+    }
+
+    /// The instant of the loop's clock at `when` seconds of `time.monotonic()`, or
+    /// `None` for a time that never comes (infinite or NaN).
+    fn instant_at(&self, when: f64) -> Option<Instant> {
+        let (base, base_seconds) = self.clock_base;
+        let offset = when - base_seconds;
+        if offset <= 0.0 {
+            return Some(base);
+        }
+        Duration::try_from_secs_f64(offset)
+            .ok()
+            .and_then(|d| base.checked_add(d))
+    }
+
+    fn schedule_timer(
+        slf: &Bound<'_, Self>,
+        when: f64,
+        callback: Py<PyAny>,
+        args: Py<PyTuple>,
+        context: Option<Py<PyAny>>,
+    ) -> PyResult<Py<TimerHandle>> {
+        let py = slf.py();
+        let this = slf.get();
+        let core = this.core(py)?;
+        let handle = LoopCore::new_handle(slf, callback, args, context)?;
+        let timer = Py::new(
+            py,
+            PyClassInitializer::from(handle)
+                .add_subclass(TimerHandle::new(when, this.shared.clone())),
+        )?;
+        if let Some(at) = this.instant_at(when) {
+            let fired = timer.clone_ref(py);
+            let core_handle = core.ev.call_at(at, move || {
+                Python::attach(|py| Handle::run(fired.bind(py).as_super()))
+            });
+            timer.get().set_timer(py, core_handle);
+        }
+        Ok(timer)
+    }
+
+    fn add_watcher(
+        slf: &Bound<'_, Self>,
+        fd: RawFd,
+        callback: Py<PyAny>,
+        args: Py<PyTuple>,
+        write: bool,
+    ) -> PyResult<Py<Handle>> {
+        let py = slf.py();
+        let core = slf.get().core(py)?;
+        let handle = Py::new(py, LoopCore::new_handle(slf, callback, args, None)?)?;
+        LoopCore::remove_watcher(core, fd, write);
+        let fired = handle.clone_ref(py);
+        let run = move || Python::attach(|py| Handle::run(fired.bind(py)));
+        let added = if write {
+            core.ev.add_writer(fd, run)
+        } else {
+            core.ev.add_reader(fd, run)
+        };
+        added.map_err(os_error)?;
+        let table = if write { &core.writers } else { &core.readers };
+        table.borrow_mut().insert(fd, handle.clone_ref(py));
+        Ok(handle)
+    }
+
+    fn remove_watcher(core: &Core, fd: RawFd, write: bool) -> bool {
+        let table = if write { &core.writers } else { &core.readers };
+        let Some(old) = table.borrow_mut().remove(&fd) else {
+            return false;
+        };
+        if write {
+            core.ev.remove_writer(fd);
+        } else {
+            core.ev.remove_reader(fd);
+        }
+        old.get().mark_cancelled();
+        true
+    }
+}
+
+/// asyncio's debug-mode check: a coroutine is not a callback.
+fn check_callback(py: Python<'_>, callback: &Py<PyAny>) -> PyResult<()> {
+    let coroutines = py.import("asyncio.coroutines")?;
+    let callback = callback.bind(py);
+    let is_coroutine = coroutines
+        .call_method1("iscoroutine", (callback,))?
+        .is_truthy()?
+        || coroutines
+            .call_method1("iscoroutinefunction", (callback,))?
+            .is_truthy()?;
+    if is_coroutine {
+        return Err(PyTypeError::new_err(
+            "coroutines cannot be used as callbacks",
+        ));
+    }
+    if !callback.is_callable() {
+        return Err(PyTypeError::new_err(format!(
+            "a callable object was expected, got {}",
+            callback.repr()?
+        )));
+    }
+    Ok(())
+}
+
+#[pymethods]
+impl LoopCore {
+    /// Creates the loop's core (an oxloop loop of its own, not tied to the thread).
+    #[new]
+    #[pyo3(signature = (*_args, **_kwargs))]
+    fn py_new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+        let ev = EventLoop::new_detached().map_err(os_error)?;
+        ev.set_wait_wrapper(Some(running::wait_without_gil));
+        let remote = ev.remote();
+        let clock_base = (Instant::now(), monotonic_seconds());
+        Ok(LoopCore {
+            core: LoopCell::new(Core {
+                ev,
+                readers: RefCell::default(),
+                writers: RefCell::default(),
+                signals: RefCell::default(),
+            }),
+            shared: Arc::new(LoopShared::new()),
+            remote,
+            clock_base,
+        })
+    }
+
+    /// The loop's clock: `time.monotonic()`.
+    fn time(&self) -> f64 {
+        let (base, base_seconds) = self.clock_base;
+        base_seconds + Instant::now().saturating_duration_since(base).as_secs_f64()
+    }
+
+    /// Schedules `callback(*args)` for the next iteration (FIFO).
+    #[pyo3(signature = (callback, *args, context=None))]
+    fn call_soon(
+        slf: &Bound<'_, Self>,
+        callback: Py<PyAny>,
+        args: Py<PyTuple>,
+        context: Option<Py<PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        let py = slf.py();
+        let this = slf.get();
+        if this.shared.closed.load(Ordering::Relaxed) {
+            return Err(closed_error());
+        }
+        let handle = Py::new(py, LoopCore::new_handle(slf, callback, args, context)?)?;
+        let fired = handle.clone_ref(py);
+        match this.core.get(py, &this.shared) {
+            Ok(core) => {
+                core.ev
+                    .call_soon(move || Python::attach(|py| Handle::run(fired.bind(py))));
+            }
+            // Called from another thread while the loop runs: not thread-safe in
+            // asyncio (debug mode says so); here it goes through the remote instead.
+            Err(err) if this.shared.debug.load(Ordering::Relaxed) => return Err(err),
+            Err(_) => this
+                .remote
+                .call_from_thread(move || Python::attach(|py| Handle::run(fired.bind(py))))
+                .map_err(|_| closed_error())?,
+        }
+        Ok(handle)
+    }
+
+    /// Schedules `callback(*args)` from any thread, waking the loop.
+    #[pyo3(signature = (callback, *args, context=None))]
+    fn call_soon_threadsafe(
+        slf: &Bound<'_, Self>,
+        callback: Py<PyAny>,
+        args: Py<PyTuple>,
+        context: Option<Py<PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        let py = slf.py();
+        let this = slf.get();
+        if this.shared.closed.load(Ordering::Relaxed) {
+            return Err(closed_error());
+        }
+        let handle = Py::new(py, LoopCore::new_handle(slf, callback, args, context)?)?;
+        let fired = handle.clone_ref(py);
+        this.remote
+            .call_from_thread(move || Python::attach(|py| Handle::run(fired.bind(py))))
+            .map_err(|_| closed_error())?;
+        Ok(handle)
+    }
+
+    /// Schedules `callback(*args)` after `delay` seconds; never earlier.
+    #[pyo3(signature = (delay, callback, *args, context=None))]
+    fn call_later(
+        slf: &Bound<'_, Self>,
+        delay: Option<f64>,
+        callback: Py<PyAny>,
+        args: Py<PyTuple>,
+        context: Option<Py<PyAny>>,
+    ) -> PyResult<Py<TimerHandle>> {
+        let delay = delay.ok_or_else(|| PyTypeError::new_err("delay must not be None"))?;
+        let when = slf.get().time() + delay;
+        LoopCore::schedule_timer(slf, when, callback, args, context)
+    }
+
+    /// Schedules `callback(*args)` at `when` on the loop's clock (`time()`).
+    #[pyo3(signature = (when, callback, *args, context=None))]
+    fn call_at(
+        slf: &Bound<'_, Self>,
+        when: Option<f64>,
+        callback: Py<PyAny>,
+        args: Py<PyTuple>,
+        context: Option<Py<PyAny>>,
+    ) -> PyResult<Py<TimerHandle>> {
+        let when = when.ok_or_else(|| PyTypeError::new_err("when cannot be None"))?;
+        LoopCore::schedule_timer(slf, when, callback, args, context)
+    }
+
+    /// Watches `fd` for reading (replacing an earlier reader); returns the handle.
+    #[pyo3(signature = (fd, callback, *args))]
+    fn _add_reader(
+        slf: &Bound<'_, Self>,
+        fd: RawFd,
+        callback: Py<PyAny>,
+        args: Py<PyTuple>,
+    ) -> PyResult<Py<Handle>> {
+        LoopCore::add_watcher(slf, fd, callback, args, false)
+    }
+
+    /// Watches `fd` for writing (replacing an earlier writer); returns the handle.
+    #[pyo3(signature = (fd, callback, *args))]
+    fn _add_writer(
+        slf: &Bound<'_, Self>,
+        fd: RawFd,
+        callback: Py<PyAny>,
+        args: Py<PyTuple>,
+    ) -> PyResult<Py<Handle>> {
+        LoopCore::add_watcher(slf, fd, callback, args, true)
+    }
+
+    /// Stops watching `fd` for reading; whether it was watched.
+    fn _remove_reader(&self, py: Python<'_>, fd: RawFd) -> PyResult<bool> {
+        match self.core(py) {
+            Ok(core) => Ok(LoopCore::remove_watcher(core, fd, false)),
+            Err(_) if self.shared.closed.load(Ordering::Relaxed) => Ok(false),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Stops watching `fd` for writing; whether it was watched.
+    fn _remove_writer(&self, py: Python<'_>, fd: RawFd) -> PyResult<bool> {
+        match self.core(py) {
+            Ok(core) => Ok(LoopCore::remove_watcher(core, fd, true)),
+            Err(_) if self.shared.closed.load(Ordering::Relaxed) => Ok(false),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// The reader and writer handles of `fd` (`None` where there is none).
+    fn _fd_handles(&self, py: Python<'_>, fd: RawFd) -> PyResult<FdHandles> {
+        let core = self.core(py)?;
+        let reader = core.readers.borrow().get(&fd).map(|h| h.clone_ref(py));
+        let writer = core.writers.borrow().get(&fd).map(|h| h.clone_ref(py));
+        Ok((reader, writer))
+    }
+
+    /// Runs `handle` whenever signal `sig` arrives (replacing an earlier handler).
+    fn _add_signal_handler(&self, py: Python<'_>, sig: i32, handle: Py<Handle>) -> PyResult<()> {
+        let core = self.core(py)?;
+        if let Some(old) = core.signals.borrow_mut().remove(&sig) {
+            old.cancel();
+        }
+        let fired = handle.clone_ref(py);
+        let added = core
+            .ev
+            .add_signal_handler(sig, move || {
+                Python::attach(|py| Handle::run(fired.bind(py)))
+            })
+            .map_err(os_error)?;
+        // asyncio's signal handlers do not keep a loop running.
+        added.unref();
+        core.signals.borrow_mut().insert(sig, added);
+        Ok(())
+    }
+
+    /// Removes the handler of signal `sig`; whether there was one.
+    fn _remove_signal_handler(&self, py: Python<'_>, sig: i32) -> PyResult<bool> {
+        let core = self.core(py)?;
+        let removed = core.signals.borrow_mut().remove(&sig);
+        Ok(removed.map(|h| h.cancel()).is_some())
+    }
+
+    /// Runs iterations until `stop()`; raises what a callback let escape
+    /// (`KeyboardInterrupt`, `SystemExit`) or Ctrl-C. `slow_callback_duration` turns on
+    /// the slow-callback warnings of debug mode.
+    #[pyo3(signature = (slow_callback_duration=None))]
+    fn _run_forever_core(
+        &self,
+        py: Python<'_>,
+        slow_callback_duration: Option<f64>,
+    ) -> PyResult<()> {
+        let core = self.core(py)?;
+        let me = thread_token();
+        if self
+            .shared
+            .running_thread
+            .compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return Err(PyRuntimeError::new_err(
+                "This event loop is already running",
+            ));
+        }
+        running::set_debug(slow_callback_duration);
+        let result = loop {
+            if let Err(err) = core.ev.run_once(None) {
+                break Err(os_error(err));
+            }
+            if running::has_pending() {
+                break Err(running::take_pending().expect("checked above"));
+            }
+            if self.shared.stopping.swap(false, Ordering::AcqRel) {
+                break Ok(());
+            }
+        };
+        running::set_debug(None);
+        self.shared.running_thread.store(0, Ordering::Release);
+        result
+    }
+
+    /// Makes `run_forever` return after the current iteration.
+    fn stop(&self, py: Python<'_>) {
+        self.shared.stopping.store(true, Ordering::Release);
+        match self.core.get(py, &self.shared) {
+            Ok(core) => core.ev.stop(),
+            // Running on another thread: wake it so that it sees the flag.
+            Err(_) => drop(self.remote.call_from_thread(|| {})),
+        }
+    }
+
+    /// Wakes the loop from any thread (asyncio's `_write_to_self`).
+    fn _write_to_self(&self) {
+        let _ = self.remote.call_from_thread(|| {});
+    }
+
+    /// Turns debug mode's checks and warnings on or off.
+    #[pyo3(signature = (enabled, slow_callback_duration))]
+    fn _set_core_debug(&self, enabled: bool, slow_callback_duration: f64) {
+        self.shared.debug.store(enabled, Ordering::Relaxed);
+        if self.shared.running_thread.load(Ordering::Acquire) == thread_token() {
+            running::set_debug(enabled.then_some(slow_callback_duration));
+        }
+    }
+
+    /// Frees the core: callbacks, timers, watchers and signal handlers are dropped.
+    fn _close_core(&self, py: Python<'_>) -> PyResult<()> {
+        if self.shared.closed.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let core = self.core.get(py, &self.shared)?;
+        self.shared.closed.store(true, Ordering::Relaxed);
+        let readers = std::mem::take(&mut *core.readers.borrow_mut());
+        let writers = std::mem::take(&mut *core.writers.borrow_mut());
+        let signals = std::mem::take(&mut *core.signals.borrow_mut());
+        for handle in signals.values() {
+            handle.cancel();
+        }
+        core.ev.destroy();
+        drop((readers, writers, signals));
+        Ok(())
+    }
+
+    /// Whether `run_forever` is running (on any thread).
+    fn _core_running(&self) -> bool {
+        self.shared.running_thread.load(Ordering::Acquire) != 0
+    }
+}

@@ -1,0 +1,175 @@
+//! What a running loop shares with Python: which thread runs it, the exception that
+//! must leave `run_forever`, debug mode, and the wait that lets other threads have the
+//! GIL.
+//!
+//! # Threads
+//!
+//! The oxloop core is single-threaded (`Rc`, `RefCell`), while Python lets any thread
+//! reach a loop object: asyncio programs create a loop on one thread and run it on
+//! another, and call `call_soon_threadsafe` from everywhere. The rule that keeps this
+//! sound: the core is touched only with the GIL held, and, while the loop runs, only by
+//! the thread that runs it. The running thread releases the GIL only inside the
+//! kernel wait ([`wait_without_gil`]), where it touches no Python object and nothing
+//! of the core but the poller. Other threads reach a running loop through its
+//! `LoopRemote` (`Send`), which is what `call_soon_threadsafe` uses.
+
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::intern;
+use pyo3::prelude::*;
+use std::cell::{Cell, RefCell};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+thread_local! {
+    /// A small number naming this thread (0: not yet assigned).
+    static THREAD_TOKEN: Cell<u64> = const { Cell::new(0) };
+    /// The exception that must leave the running loop's `run_forever`.
+    static PENDING: RefCell<Option<PyErr>> = const { RefCell::new(None) };
+    /// Debug mode of the loop running on this thread: the slow-callback threshold.
+    static SLOW_CALLBACK: Cell<Option<f64>> = const { Cell::new(None) };
+}
+
+static NEXT_THREAD_TOKEN: AtomicU64 = AtomicU64::new(1);
+
+/// This thread's token: never 0, unique for the life of the process.
+pub(crate) fn thread_token() -> u64 {
+    THREAD_TOKEN.with(|t| match t.get() {
+        0 => {
+            let token = NEXT_THREAD_TOKEN.fetch_add(1, Ordering::Relaxed);
+            t.set(token);
+            token
+        }
+        token => token,
+    })
+}
+
+/// The part of a loop that every thread may read without the core.
+pub(crate) struct LoopShared {
+    /// The token of the thread running the loop, 0 when it is not running.
+    pub(crate) running_thread: AtomicU64,
+    /// Set by `stop()`; the run loop clears it when it stops.
+    pub(crate) stopping: AtomicBool,
+    pub(crate) closed: AtomicBool,
+    pub(crate) debug: AtomicBool,
+}
+
+impl LoopShared {
+    pub(crate) fn new() -> LoopShared {
+        LoopShared {
+            running_thread: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            debug: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether this thread may touch the core now: the loop is not running, or runs here.
+    pub(crate) fn may_touch(&self) -> bool {
+        match self.running_thread.load(Ordering::Acquire) {
+            0 => true,
+            thread => thread == thread_token(),
+        }
+    }
+}
+
+/// A value of the single-threaded core, held by a Python object that any thread may
+/// reach. [`LoopCell::get`] hands it out under the rule in the module docs.
+pub(crate) struct LoopCell<T>(T);
+
+// SAFETY: the value is reached only through `get`, which takes a `Python` token (the GIL
+// is held) and refuses every thread but the running one while the loop runs; it is
+// dropped only when its Python owner is deallocated, which also holds the GIL. The GIL
+// thus serialises every access, including the `Rc` counts inside, as if all ran on one
+// thread. The running thread releases the GIL only inside the kernel wait, where it
+// touches none of these values.
+unsafe impl<T> Send for LoopCell<T> {}
+// SAFETY: as for `Send`: shared references are only used under the GIL, one thread at a
+// time.
+unsafe impl<T> Sync for LoopCell<T> {}
+
+impl<T> LoopCell<T> {
+    pub(crate) fn new(value: T) -> LoopCell<T> {
+        LoopCell(value)
+    }
+
+    /// The value, unless the loop is running on another thread.
+    pub(crate) fn get<'a>(&'a self, _py: Python<'_>, shared: &LoopShared) -> PyResult<&'a T> {
+        if shared.may_touch() {
+            Ok(&self.0)
+        } else {
+            Err(PyRuntimeError::new_err(
+                "Non-thread-safe operation invoked on an event loop other than the current one",
+            ))
+        }
+    }
+}
+
+/// Makes the running loop stop and `run_forever` raise `err` (the first one wins).
+pub(crate) fn stop_with(err: PyErr) {
+    PENDING.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.is_none() {
+            *p = Some(err);
+        }
+    });
+}
+
+/// The exception `run_forever` must raise, if any.
+pub(crate) fn take_pending() -> Option<PyErr> {
+    PENDING.with(|p| p.borrow_mut().take())
+}
+
+/// Whether a pending exception waits (cheap: checked after every iteration).
+pub(crate) fn has_pending() -> bool {
+    PENDING.with(|p| p.borrow().is_some())
+}
+
+/// Whether the loop running on this thread is in debug mode.
+pub(crate) fn debug() -> bool {
+    SLOW_CALLBACK.with(|s| s.get().is_some())
+}
+
+/// Sets the debug mode of the loop running on this thread.
+pub(crate) fn set_debug(slow_callback_duration: Option<f64>) {
+    SLOW_CALLBACK.with(|s| s.set(slow_callback_duration));
+}
+
+/// Logs a callback that ran longer than `slow_callback_duration`, as asyncio does.
+pub(crate) fn warn_if_slow(py: Python<'_>, handle: &Bound<'_, PyAny>, started: Instant) {
+    let Some(limit) = SLOW_CALLBACK.with(Cell::get) else {
+        return;
+    };
+    let took = started.elapsed().as_secs_f64();
+    if took >= limit {
+        let logged = py.import(intern!(py, "asyncio.log")).and_then(|log| {
+            log.getattr(intern!(py, "logger"))?.call_method1(
+                intern!(py, "warning"),
+                ("Executing %s took %.3f seconds", handle, took),
+            )
+        });
+        if let Err(err) = logged {
+            err.write_unraisable(py, None);
+        }
+    }
+}
+
+/// The core's wait wrapper: lets other Python threads run while the loop sleeps, then
+/// runs Python's signal handlers (Ctrl-C's `KeyboardInterrupt` leaves `run_forever`).
+pub(crate) fn wait_without_gil(wait: &mut dyn FnMut()) {
+    /// The wait, moved into `Python::detach`, which requires `Send`.
+    struct Wait<'a>(&'a mut dyn FnMut());
+    // SAFETY: `detach` runs the closure on this very thread before it returns; the wait
+    // only calls the kernel on the loop's poller, touching no Python object.
+    unsafe impl Send for Wait<'_> {}
+
+    Python::attach(|py| {
+        let wait = Wait(wait);
+        py.detach(move || {
+            let wait = wait;
+            (wait.0)()
+        });
+        if let Err(err) = py.check_signals() {
+            stop_with(err);
+        }
+    });
+}

@@ -1,0 +1,320 @@
+"""`oxloop.Loop`: asyncio's event loop on the oxloop core.
+
+The native base class (`oxloop._oxloop.LoopCore`, Rust) runs the loop: callbacks,
+timers, fd watchers, signal handlers, cross-thread wake-ups, and the kernel wait with
+the GIL released. This class adds what asyncio keeps in Python: `run_forever`'s
+bookkeeping (running loop, async-generator hooks), tasks, executors, DNS, and the
+network layer of the standard library's Unix loop (sockets, transports, servers,
+pipes, TLS through `asyncio.sslproto`), which runs on the core's fd watchers.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import selectors
+import signal
+import socket
+import sys
+import threading
+from asyncio import coroutines, events, tasks, unix_events
+
+from . import _oxloop
+
+__all__ = ["Loop"]
+
+_PY314 = sys.version_info >= (3, 14)
+
+
+def _fd_of(fileobj) -> int:
+    """The fd of an int or of an object with `fileno()`, as `selectors` reads it."""
+    if isinstance(fileobj, int):
+        fd = fileobj
+    else:
+        try:
+            fd = int(fileobj.fileno())
+        except (AttributeError, TypeError, ValueError):
+            raise ValueError(f"Invalid file object: {fileobj!r}") from None
+    if fd < 0:
+        raise ValueError(f"Invalid file descriptor: {fd}")
+    return fd
+
+
+class _WatcherView(selectors.BaseSelector):
+    """What the standard library's transports read of a loop's selector (`get_key`
+    and `get_map`, for their reprs and checks), answered from the core's fd table.
+    It selects nothing: the core waits."""
+
+    def __init__(self, loop: Loop) -> None:
+        self._loop = loop
+
+    def register(self, fileobj, events, data=None):
+        raise NotImplementedError("oxloop's loop watches fds itself")
+
+    def unregister(self, fileobj):
+        raise NotImplementedError("oxloop's loop watches fds itself")
+
+    def select(self, timeout=None):
+        raise NotImplementedError("oxloop's loop waits itself")
+
+    def close(self) -> None:
+        self._loop = None
+
+    def get_key(self, fileobj):
+        key = self.get_map().get(fileobj)
+        if key is None:
+            raise KeyError(f"{fileobj!r} is not registered")
+        return key
+
+    def get_map(self):
+        return _WatcherMap(self._loop)
+
+
+class _WatcherMap(dict):
+    """`fd -> SelectorKey` for one fd at a time (built on lookup, never listed)."""
+
+    def __init__(self, loop) -> None:
+        super().__init__()
+        self._loop = loop
+
+    def get(self, fileobj, default=None):
+        if self._loop is None or self._loop.is_closed():
+            return default
+        fd = _fd_of(fileobj)
+        reader, writer = self._loop._fd_handles(fd)
+        mask = (selectors.EVENT_READ if reader else 0) | (selectors.EVENT_WRITE if writer else 0)
+        if not mask:
+            return default
+        return selectors.SelectorKey(fileobj, fd, mask, (reader, writer))
+
+
+class Loop(_oxloop.LoopCore, unix_events.SelectorEventLoop):
+    """An asyncio event loop (`asyncio.AbstractEventLoop`) driven by the oxloop core.
+
+    Use it as any asyncio loop: `oxloop.run(main())`, `asyncio.Runner(loop_factory=
+    oxloop.new_event_loop)`, or `oxloop.install()` for code that asks the policy.
+    """
+
+    def __init__(self) -> None:
+        unix_events.SelectorEventLoop.__init__(self, _WatcherView(self))
+
+    def __repr__(self) -> str:
+        return (
+            f"<{self.__class__.__name__} running={self.is_running()} "
+            f"closed={self.is_closed()} debug={self.get_debug()}>"
+        )
+
+    # The standard library's self-pipe: the core has its own wake-up.
+    def _make_self_pipe(self) -> None:
+        pass
+
+    def _close_self_pipe(self) -> None:
+        pass
+
+    def _process_self_data(self, data) -> None:
+        pass
+
+    def _run_once(self) -> None:
+        raise RuntimeError("oxloop's loop runs its iterations itself; use run_forever()")
+
+    # Running.
+    def run_forever(self) -> None:
+        """Runs until `stop()` is called."""
+        self._check_closed()
+        self._check_running()
+        self._set_coroutine_origin_tracking(self._debug)
+        old_hooks = sys.get_asyncgen_hooks()
+        try:
+            self._thread_id = threading.get_ident()
+            sys.set_asyncgen_hooks(
+                firstiter=self._asyncgen_firstiter_hook,
+                finalizer=self._asyncgen_finalizer_hook,
+            )
+            events._set_running_loop(self)
+            self._run_forever_core(self.slow_callback_duration if self._debug else None)
+        finally:
+            self._stopping = False
+            self._thread_id = None
+            events._set_running_loop(None)
+            self._set_coroutine_origin_tracking(False)
+            sys.set_asyncgen_hooks(*old_hooks)
+
+    def is_running(self) -> bool:
+        """Whether `run_forever` is running."""
+        return self._core_running()
+
+    def close(self) -> None:
+        """Closes the loop: drops pending callbacks, shuts the default executor down
+        (without waiting) and frees the core's fds. A running loop cannot be closed."""
+        if self.is_running():
+            raise RuntimeError("Cannot close a running event loop")
+        if self.is_closed():
+            return
+        super().close()
+        self._close_core()
+
+    def set_debug(self, enabled: bool) -> None:
+        """asyncio's debug mode: thread checks, handle sources, slow-callback warnings."""
+        super().set_debug(enabled)
+        self._set_core_debug(bool(enabled), self.slow_callback_duration)
+
+    @property
+    def slow_callback_duration(self) -> float:
+        """In debug mode, callbacks that run longer than this (seconds) are logged."""
+        return self.__dict__.get("_slow_callback_duration", 0.1)
+
+    @slow_callback_duration.setter
+    def slow_callback_duration(self, seconds: float) -> None:
+        self._slow_callback_duration = float(seconds)
+        self._set_core_debug(self.get_debug(), self._slow_callback_duration)
+
+    # fds: accept any object with fileno(), as the standard library does.
+    def _add_reader(self, fd, callback, *args):
+        return _oxloop.LoopCore._add_reader(self, _fd_of(fd), callback, *args)
+
+    def _add_writer(self, fd, callback, *args):
+        return _oxloop.LoopCore._add_writer(self, _fd_of(fd), callback, *args)
+
+    def _remove_reader(self, fd) -> bool:
+        return _oxloop.LoopCore._remove_reader(self, _fd_of(fd))
+
+    def _remove_writer(self, fd) -> bool:
+        return _oxloop.LoopCore._remove_writer(self, _fd_of(fd))
+
+    # Tasks.
+    def create_task(self, coro, *, name=None, context=None, **kwargs):
+        """Wraps `coro` in a task (or the task factory's object), as in Python 3.14:
+        further keyword arguments (such as `eager_start`) go to the task or factory."""
+        self._check_closed()
+        if context is not None:
+            kwargs["context"] = context
+        if self._task_factory is None:
+            task = tasks.Task(coro, loop=self, name=name, **kwargs)
+            if task._source_traceback:
+                del task._source_traceback[-1]
+            return task
+        if _PY314:
+            if name is not None:
+                kwargs["name"] = name
+            return self._task_factory(self, coro, **kwargs)
+        task = self._task_factory(self, coro, **kwargs)
+        if name is not None:
+            task.set_name(name)
+        return task
+
+    # DNS: numeric addresses need no resolver and no thread.
+    async def getaddrinfo(self, host, port, *, family=0, type=0, proto=0, flags=0):
+        """`socket.getaddrinfo` without blocking the loop; numeric hosts and ports are
+        answered at once, names in the default executor."""
+        try:
+            return socket.getaddrinfo(
+                host,
+                port,
+                family,
+                type,
+                proto,
+                flags | socket.AI_NUMERICHOST | socket.AI_NUMERICSERV,
+            )
+        except (socket.gaierror, UnicodeError):
+            pass
+        return await super().getaddrinfo(
+            host, port, family=family, type=type, proto=proto, flags=flags
+        )
+
+    # Signals: the core's own handlers (several loops may watch the same process).
+    def add_signal_handler(self, sig, callback, *args) -> None:
+        """Runs `callback(*args)` whenever signal `sig` arrives (main thread only)."""
+        if coroutines.iscoroutine(callback) or coroutines.iscoroutinefunction(callback):
+            raise TypeError("coroutines cannot be used with add_signal_handler()")
+        self._check_signal(sig)
+        self._check_closed()
+        if threading.current_thread() is not threading.main_thread():
+            raise RuntimeError("set_wakeup_fd only works in main thread of the main interpreter")
+        if sig in (signal.SIGKILL, signal.SIGSTOP):
+            raise RuntimeError(f"sig {sig:d} cannot be caught")
+        handle = _oxloop.Handle(callback, args, self, None)
+        try:
+            self._add_signal_handler(sig, handle)
+        except OSError as exc:
+            if exc.errno == errno.EINVAL:
+                raise RuntimeError(f"sig {sig:d} cannot be caught") from None
+            raise
+        self._signal_handlers[sig] = handle
+
+    def remove_signal_handler(self, sig) -> bool:
+        """Removes the handler of `sig`; whether there was one."""
+        self._check_signal(sig)
+        if self._signal_handlers.pop(sig, None) is None:
+            return False
+        if self.is_closed():
+            return True
+        return self._remove_signal_handler(sig)
+
+    # Subprocesses: reaped through a pidfd watched by the loop, no watcher thread.
+    async def _make_subprocess_transport(
+        self, protocol, args, shell, stdin, stdout, stderr, bufsize, extra=None, **kwargs
+    ):
+        waiter = self.create_future()
+        transp = unix_events._UnixSubprocessTransport(
+            self,
+            protocol,
+            args,
+            shell,
+            stdin,
+            stdout,
+            stderr,
+            bufsize,
+            waiter=waiter,
+            extra=extra,
+            **kwargs,
+        )
+        self._watch_child(transp.get_pid(), transp)
+        try:
+            await waiter
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException:
+            transp.close()
+            await transp._wait()
+            raise
+        return transp
+
+    def _watch_child(self, pid: int, transp) -> None:
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:
+            # No pidfd (a kernel before 5.3): one thread waits for this child.
+            threading.Thread(
+                target=self._wait_child_in_thread, args=(pid, transp), daemon=True
+            ).start()
+            return
+
+        def reap() -> None:
+            self._remove_reader(pidfd)
+            os.close(pidfd)
+            try:
+                _, status = os.waitpid(pid, 0)
+            except ChildProcessError:
+                returncode = 255  # reaped by someone else: asyncio reports 255
+            else:
+                returncode = os.waitstatus_to_exitcode(status)
+            transp._process_exited(returncode)
+
+        self._add_reader(pidfd, reap)
+
+    def _wait_child_in_thread(self, pid: int, transp) -> None:
+        try:
+            _, status = os.waitpid(pid, 0)
+        except ChildProcessError:
+            returncode = 255
+        else:
+            returncode = os.waitstatus_to_exitcode(status)
+        if not self.is_closed():
+            self.call_soon_threadsafe(transp._process_exited, returncode)
+
+
+class EventLoopPolicy(events.BaseDefaultEventLoopPolicy):
+    """The asyncio policy whose loops are `oxloop.Loop` (for code that asks the policy;
+    new code passes `loop_factory=oxloop.new_event_loop`)."""
+
+    _loop_factory = Loop
