@@ -8,19 +8,26 @@
 //! millisecond and logs `lines-per-second / 1000` lines (default 100,000 lines/s) with
 //! `tracing::info!`; a probe timer, also every millisecond and half a millisecond out of
 //! phase, records how late it fires. Modes: `off` (no subscriber: the same calls cost
-//! almost nothing) and `file` (oxloop-log file output, size-rotated at 64 MiB). The
-//! run checks that every logged line reached the file.
+//! almost nothing), `file` (oxloop-log file output, size-rotated at 64 MiB) and `email`
+//! (the same, plus one `tracing::error!` per tick mailed over SMTP to a sink on
+//! 127.0.0.1, gathered for 10 ms and at most one mail per 50 ms, so the loop is sending
+//! mail most of the time). The run checks that every logged line reached the file.
 
 use oxloop::EventLoop;
-use oxloop_log::{FileOptions, Log};
+use oxloop_log::{EmailOptions, FileOptions, Log};
 use std::cell::RefCell;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
     Off,
     File,
+    Email,
 }
 
 impl Mode {
@@ -28,6 +35,7 @@ impl Mode {
         match self {
             Mode::Off => "off",
             Mode::File => "file",
+            Mode::Email => "email",
         }
     }
 }
@@ -39,6 +47,47 @@ struct Report {
     lines_logged: u64,
     lines_in_files: u64,
     elapsed: Duration,
+    mails: u64,
+}
+
+/// An SMTP server that accepts every mail and counts them.
+fn sink() -> (u16, Arc<AtomicU64>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mails = Arc::new(AtomicU64::new(0));
+    let count = mails.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let mut conn = conn.unwrap();
+            let mut lines = BufReader::new(conn.try_clone().unwrap());
+            let mut reply = |text: &str| conn.write_all(text.as_bytes()).is_ok();
+            reply("220 sink\r\n");
+            let mut line = String::new();
+            while lines.read_line(&mut line).unwrap_or(0) > 0 {
+                let go_on = match line.trim_end() {
+                    "DATA" => {
+                        reply("354 go\r\n");
+                        let mut data = String::new();
+                        while lines.read_line(&mut data).unwrap_or(0) > 0 && data != ".\r\n" {
+                            data.clear();
+                        }
+                        count.fetch_add(1, Ordering::Relaxed);
+                        reply("250 queued\r\n")
+                    }
+                    "QUIT" => {
+                        reply("221 bye\r\n");
+                        false
+                    }
+                    _ => reply("250 ok\r\n"),
+                };
+                if !go_on {
+                    break;
+                }
+                line.clear();
+            }
+        }
+    });
+    (port, mails)
 }
 
 fn main() {
@@ -56,7 +105,7 @@ fn main() {
         "{:<8} {:>9} {:>9} {:>9} {:>9} {:>16} {:>16}",
         "mode", "p50 µs", "p99 µs", "p99.9 µs", "max µs", "tick p50/p99 µs", "lines written/s"
     );
-    for mode in [Mode::Off, Mode::File] {
+    for mode in [Mode::Off, Mode::File, Mode::Email] {
         let r = std::thread::spawn(move || run(mode, Duration::from_secs(seconds), per_tick))
             .join()
             .unwrap();
@@ -85,20 +134,34 @@ fn main() {
             format!("{:.1}/{:.1}", cost(0.5), cost(0.99)),
             written
         );
+        if mode == Mode::Email {
+            println!("(email: {} mails sent in the run)", r.mails);
+        }
     }
 }
 
 fn run(mode: Mode, duration: Duration, per_tick: u64) -> Report {
     let ev = EventLoop::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
+    let mut sink_mails = None;
     let logging = match mode {
         Mode::Off => None,
-        Mode::File => {
-            let (dispatch, guard) = Log::builder()
-                .filter("info")
-                .file(FileOptions::size(dir.path(), "bench", 64 << 20))
-                .build(&ev)
-                .unwrap();
+        Mode::File | Mode::Email => {
+            let mut builder = Log::builder().filter("info").file(FileOptions::size(
+                dir.path(),
+                "bench",
+                64 << 20,
+            ));
+            if mode == Mode::Email {
+                let (port, mails) = sink();
+                let email =
+                    EmailOptions::new("127.0.0.1", port, "bench@example.com", ["ops@example.com"])
+                        .gather(Duration::from_millis(10))
+                        .interval(Duration::from_millis(50));
+                builder = builder.email(email);
+                sink_mails = Some(mails);
+            }
+            let (dispatch, guard) = builder.build(&ev).unwrap();
             Some((dispatch, guard))
         }
     };
@@ -122,6 +185,7 @@ fn run(mode: Mode, duration: Duration, per_tick: u64) -> Report {
         at: Instant,
         end: Instant,
         per_tick: u64,
+        mail: bool,
         logged: Shared<u64>,
         costs: Shared<Vec<u64>>,
     ) {
@@ -133,6 +197,10 @@ fn run(mode: Mode, duration: Duration, per_tick: u64) -> Report {
                 *n += 1;
                 tracing::info!(seq = *n, "benchmark line with a little payload to format");
             }
+            if mail {
+                *n += 1;
+                tracing::error!(seq = *n, "benchmark error to mail");
+            }
             drop(n);
             costs.borrow_mut().push(t0.elapsed().as_nanos() as u64);
             if at < end {
@@ -141,6 +209,7 @@ fn run(mode: Mode, duration: Duration, per_tick: u64) -> Report {
                     at + Duration::from_millis(1),
                     end,
                     per_tick,
+                    mail,
                     logged,
                     costs,
                 );
@@ -166,6 +235,7 @@ fn run(mode: Mode, duration: Duration, per_tick: u64) -> Report {
         start + Duration::from_millis(1),
         end,
         per_tick,
+        mode == Mode::Email,
         logged.clone(),
         costs.clone(),
     );
@@ -177,6 +247,12 @@ fn run(mode: Mode, duration: Duration, per_tick: u64) -> Report {
     );
     ev.run_forever().unwrap();
     let elapsed = start.elapsed();
+    if let Some((_, guard)) = &logging {
+        // Let the mail in flight finish, so the sink's count is complete.
+        while guard.mail_pending() > 0 && start.elapsed() < duration + Duration::from_secs(5) {
+            ev.run_once(Some(Duration::from_millis(10))).unwrap();
+        }
+    }
     drop(_default);
     drop(logging); // flushes the file
     let mut lines_in_files = 0;
@@ -192,5 +268,6 @@ fn run(mode: Mode, duration: Duration, per_tick: u64) -> Report {
         lines_logged,
         lines_in_files,
         elapsed,
+        mails: sink_mails.map_or(0, |m| m.load(Ordering::Relaxed)),
     }
 }

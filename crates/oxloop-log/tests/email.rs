@@ -766,3 +766,30 @@ fn malformed_and_endless_replies_are_protocol_errors() {
         assert!(text.contains(expected), "{expected}: {text}");
     }
 }
+
+#[test]
+fn bytes_after_the_starttls_reply_are_refused() {
+    // A reply injected in clear right behind `220` must not be read as if it came over TLS.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        let mut s: Box<dyn Rw> = Box::new(conn);
+        s.write_all(b"220 sink ESMTP\r\n").unwrap();
+        let _ = read_line(&mut *s); // EHLO
+        s.write_all(b"250-sink\r\n250 STARTTLS\r\n").unwrap();
+        let _ = read_line(&mut *s); // STARTTLS
+        s.write_all(b"220 go ahead\r\n250 injected\r\n").unwrap();
+        let _ = s.read(&mut [0u8; 64]);
+    });
+    let (_, pem) = tls_server(&["localhost"]);
+    let text = fail_once(
+        options(addr)
+            .starttls(TlsRoots::Pem(pem.into_bytes()))
+            .tls_server_name("localhost"),
+    );
+    assert!(
+        text.contains("data received after the STARTTLS reply"),
+        "{text}"
+    );
+}

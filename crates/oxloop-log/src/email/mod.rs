@@ -8,12 +8,15 @@
 //! and the mailer is not.
 
 mod message;
+mod reply;
 mod smtp;
 
 use crate::format;
 use crate::{LogError, INTERNAL_TARGET};
+use oxloop::net::tls::pki_types::ServerName;
+use oxloop::net::tls::TlsConnector;
+use oxloop::task::JoinHandle;
 use oxloop::{EventLoop, Handle, LoopRemote};
-use rustls::pki_types::ServerName;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
@@ -52,7 +55,7 @@ pub enum AuthMechanism {
 /// Where and how to send the e-mail reports.
 ///
 /// Defaults: events at ERROR, at most one mail per 60 s, a 1 s gathering delay before a
-/// mail is sent, 30 s of silence from the server aborts, 1000 events per mail, 3
+/// mail is sent, 30 s for each step of the SMTP conversation, 1000 events per mail, 3
 /// attempts per event, no TLS, no login.
 ///
 /// ```
@@ -143,7 +146,9 @@ impl EmailOptions {
         self
     }
 
-    /// Gives up on the server after this long without progress (default 30 s).
+    /// Gives up when one step of the SMTP conversation (name resolution, connecting to
+    /// one address, the TLS handshake, sending a command or the message, waiting for a
+    /// reply) takes longer than this (default 30 s).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -220,7 +225,8 @@ pub(crate) struct SmtpConfig {
     pub to: Vec<lettre::message::Mailbox>,
     pub subject: String,
     pub timeout: Duration,
-    pub tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
+    /// The connector and the name the server's certificate must carry.
+    pub tls: Option<(TlsConnector, String)>,
     pub implicit_tls: bool,
     pub credentials: Option<(String, String)>,
     pub mechanism: Option<AuthMechanism>,
@@ -281,9 +287,9 @@ impl EmailOptions {
                         .trim_end_matches(']')
                         .to_string()
                 });
-                let name = ServerName::try_from(name.clone())
+                ServerName::try_from(name.as_str())
                     .map_err(|e| bad(format!("TLS server name {name:?}: {e}")))?;
-                Some((smtp::tls_config(roots).map_err(bad)?, name))
+                Some((smtp::tls_connector(roots).map_err(bad)?, name))
             }
         };
         let policy = Policy {
@@ -481,8 +487,8 @@ pub(crate) struct Mailer {
 #[derive(Default)]
 struct MailerState {
     timer: Option<Handle>,
-    /// The session sending a mail, and the events it carries.
-    in_flight: Option<(smtp::Session, Vec<Pending>)>,
+    /// The task sending a mail, and the events it carries.
+    in_flight: Option<(JoinHandle<()>, Vec<Pending>)>,
     last_start: Option<Instant>,
     closed: bool,
 }
@@ -558,28 +564,23 @@ impl Mailer {
                 return;
             }
         };
-        let weak = self.weak_self.clone();
-        let session = smtp::Session::start(
-            &self.ev,
-            self.config.clone(),
-            message,
-            Box::new(move |result| {
-                if let Some(m) = weak.upgrade() {
-                    m.finished(result);
-                }
-            }),
-        );
+        let (weak, config) = (self.weak_self.clone(), self.config.clone());
+        let task = self.ev.spawn(async move {
+            let result = smtp::send(&config, &message).await;
+            if let Some(m) = weak.upgrade() {
+                m.finished(result);
+            }
+        });
         let mut st = self.state.borrow_mut();
         st.last_start = Some(Instant::now());
-        st.in_flight = Some((session, events));
+        st.in_flight = Some((task, events));
     }
 
-    /// Called by the session (outside its own borrows) when it ends.
+    /// Called by the sending task when it ends.
     fn finished(&self, result: Result<(), SmtpError>) {
-        let Some((session, events)) = self.state.borrow_mut().in_flight.take() else {
+        let Some((_task, events)) = self.state.borrow_mut().in_flight.take() else {
             return;
         };
-        drop(session);
         match result {
             Ok(()) => {
                 self.sent.set(self.sent.get() + 1);
@@ -668,7 +669,9 @@ impl Mailer {
         if let Some(t) = timer {
             t.cancel();
         }
-        drop(flight);
+        if let Some((task, _)) = flight {
+            task.abort();
+        }
         MAILERS.with(|m| m.borrow_mut().remove(&self.outbox.id));
         // The dispatch holds the layers; drop it so nothing keeps a cycle alive.
         self.dispatch.borrow_mut().take();

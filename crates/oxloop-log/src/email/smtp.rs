@@ -1,32 +1,26 @@
-//! A small SMTP client (RFC 5321) driven by the event loop: a non-blocking socket,
-//! level-triggered reader/writer callbacks, line-based replies, an idle timeout, and
-//! optional STARTTLS (rustls) and AUTH PLAIN / LOGIN.
+//! A small SMTP client (RFC 5321) as one async function on the loop's networking, with
+//! STARTTLS (RFC 3207) or implicit TLS, and AUTH PLAIN / LOGIN.
 //!
-//! One [`Session`] sends one mail. The loop's callbacks hold only a `Weak` reference to
-//! the session state, so dropping the [`Session`] handle (which removes the watchers and
-//! the timer) ends everything. The completion callback always runs outside the state's
-//! borrow, never synchronously from [`Session::start`].
+//! [`send`] delivers one mail; the mailer runs it as a task and aborts the task to give
+//! up. Every step (name resolution, each connection attempt, the TLS handshake, each
+//! write, each reply) has its own deadline of `SmtpConfig::timeout`.
 
+use super::reply::{Reply, ReplyParser, MAX_REPLY};
 use super::{AuthMechanism, SmtpConfig, TlsRoots};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use oxloop::{EventLoop, Handle};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
-use rustls::{ClientConfig, ClientConnection, RootCertStore};
-use socket2::{Domain, Protocol, Socket, Type};
-use std::cell::RefCell;
-use std::collections::HashMap;
+use futures_io::{AsyncRead, AsyncWrite};
+use oxloop::io::{AsyncWriteExt, BufReader};
+use oxloop::net::tls::pki_types::pem::PemObject;
+use oxloop::net::tls::pki_types::CertificateDer;
+use oxloop::net::tls::rustls::{self, RootCertStore};
+use oxloop::net::tls::TlsConnector;
+use oxloop::net::{lookup_host, TcpStream};
+use oxloop::task::timeout;
 use std::fmt;
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::os::fd::AsRawFd;
-use std::rc::{Rc, Weak};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-
-/// The longest reply we buffer before calling the server broken.
-const MAX_REPLY: usize = 64 * 1024;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
 
 /// Why a mail could not be sent.
 #[derive(Debug)]
@@ -35,7 +29,7 @@ pub(crate) enum SmtpError {
     NoAddress,
     Connect(io::Error),
     Io(io::Error),
-    Tls(rustls::Error),
+    Tls(io::Error),
     Timeout(&'static str),
     Closed(&'static str),
     Rejected {
@@ -79,8 +73,8 @@ impl fmt::Display for SmtpError {
     }
 }
 
-/// The rustls client configuration for `roots`, with the ring provider.
-pub(crate) fn tls_config(roots: &TlsRoots) -> Result<Arc<ClientConfig>, String> {
+/// A TLS connector trusting `roots` (ring provider, rustls's safe defaults).
+pub(crate) fn tls_connector(roots: &TlsRoots) -> Result<TlsConnector, String> {
     let mut store = RootCertStore::empty();
     match roots {
         TlsRoots::WebPki => store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
@@ -96,57 +90,77 @@ pub(crate) fn tls_config(roots: &TlsRoots) -> Result<Arc<ClientConfig>, String> 
             }
         }
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(store)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
+    TlsConnector::new(store).map_err(|e| e.to_string())
 }
 
-type Done = Box<dyn FnOnce(Result<(), SmtpError>)>;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Step {
-    Resolve,
-    Connect,
-    Greeting,
-    Ehlo,
-    Helo,
-    StartTls,
-    Handshake,
-    AuthPlain,
-    AuthLoginUser,
-    AuthLoginPass,
-    AuthLoginDone,
-    MailFrom,
-    Rcpt,
-    Data,
-    Body,
-    Quit,
-}
-
-impl Step {
-    fn describe(self) -> &'static str {
-        match self {
-            Step::Resolve => "name resolution",
-            Step::Connect => "the connection",
-            Step::Greeting => "the greeting",
-            Step::Ehlo => "EHLO",
-            Step::Helo => "HELO",
-            Step::StartTls => "STARTTLS",
-            Step::Handshake => "the TLS handshake",
-            Step::AuthPlain | Step::AuthLoginUser | Step::AuthLoginPass | Step::AuthLoginDone => {
-                "AUTH"
-            }
-            Step::MailFrom => "MAIL FROM",
-            Step::Rcpt => "RCPT TO",
-            Step::Data => "DATA",
-            Step::Body => "the message",
-            Step::Quit => "QUIT",
+/// Sends one mail: `message` is the DATA payload, already dot-stuffed and terminated.
+pub(crate) async fn send(cfg: &SmtpConfig, message: &[u8]) -> Result<(), SmtpError> {
+    let mut tcp = connect(cfg).await?;
+    let Some((connector, name)) = &cfg.tls else {
+        let mut smtp = Conversation::new(&mut tcp, cfg);
+        smtp.expect("the greeting", &[220]).await?;
+        let ext = smtp.hello().await?;
+        return smtp.deliver(&ext, false, message).await;
+    };
+    if !cfg.implicit_tls {
+        let mut smtp = Conversation::new(&mut tcp, cfg);
+        smtp.expect("the greeting", &[220]).await?;
+        if !smtp.hello().await?.starttls {
+            return Err(SmtpError::NoStartTls);
+        }
+        smtp.command("STARTTLS", "STARTTLS", &[220]).await?;
+        if !smtp.reader.buffer().is_empty() {
+            // Bytes sent in clear could be taken for replies over TLS (command injection).
+            return Err(SmtpError::Protocol(
+                "data received after the STARTTLS reply, before TLS".into(),
+            ));
         }
     }
+    let handshake = connector.connect(name, tcp);
+    let mut tls = step(cfg, "the TLS handshake", handshake)
+        .await?
+        .map_err(SmtpError::Tls)?;
+    let mut smtp = Conversation::new(&mut tls, cfg);
+    if cfg.implicit_tls {
+        smtp.expect("the greeting", &[220]).await?;
+    }
+    // After STARTTLS the client starts over with EHLO (RFC 3207).
+    let ext = smtp.hello().await?;
+    smtp.deliver(&ext, true, message).await
+}
+
+/// Runs `future` with the per-step deadline.
+async fn step<F: Future>(
+    cfg: &SmtpConfig,
+    during: &'static str,
+    future: F,
+) -> Result<F::Output, SmtpError> {
+    timeout(cfg.timeout, future)
+        .await
+        .map_err(|_| SmtpError::Timeout(during))
+}
+
+/// Resolves the server and connects to its addresses in turn, so `localhost` → `::1`
+/// refused → `127.0.0.1` works.
+async fn connect(cfg: &SmtpConfig) -> Result<TcpStream, SmtpError> {
+    let addrs = match cfg.ip {
+        Some(ip) => vec![SocketAddr::new(ip, cfg.port)],
+        None => step(cfg, "name resolution", lookup_host(&cfg.server, cfg.port))
+            .await?
+            .map_err(SmtpError::Resolve)?,
+    };
+    let mut error = SmtpError::NoAddress;
+    for addr in addrs {
+        error = match step(cfg, "the connection", TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => {
+                stream.set_nodelay(true).map_err(SmtpError::Connect)?;
+                return Ok(stream);
+            }
+            Ok(Err(e)) => SmtpError::Connect(e),
+            Err(timed_out) => timed_out,
+        };
+    }
+    Err(error)
 }
 
 /// What EHLO told us.
@@ -156,626 +170,152 @@ struct Extensions {
     auth: Vec<String>,
 }
 
-struct Inner {
-    ev: EventLoop,
-    cfg: Rc<SmtpConfig>,
-    weak: Weak<RefCell<Inner>>,
-    message: Vec<u8>,
-    step: Step,
-    addrs: Vec<SocketAddr>,
-    next_addr: usize,
-    last_connect_error: Option<io::Error>,
-    resolve_id: Option<u64>,
-    stream: Option<TcpStream>,
-    tls: Option<Box<ClientConnection>>,
-    inbuf: Vec<u8>,
-    outbuf: Vec<u8>,
-    reply_code: Option<u16>,
-    reply: Vec<String>,
-    ext: Extensions,
-    rcpt: usize,
-    delivered: bool,
-    reader_on: bool,
-    writer_on: bool,
-    timer: Option<Handle>,
-    outcome: Option<Result<(), SmtpError>>,
-    done: Option<Done>,
+/// Commands and replies over one stream (plain TCP, or TLS).
+struct Conversation<'a, S> {
+    reader: BufReader<&'a mut S>,
+    cfg: &'a SmtpConfig,
 }
 
-/// One mail being sent. Dropping it aborts the transfer.
-pub(crate) struct Session {
-    inner: Rc<RefCell<Inner>>,
-}
+impl<'a, S: AsyncRead + AsyncWrite + Unpin> Conversation<'a, S> {
+    fn new(stream: &'a mut S, cfg: &'a SmtpConfig) -> Self {
+        Conversation {
+            reader: BufReader::new(stream),
+            cfg,
+        }
+    }
 
-impl Session {
-    /// Starts sending `message` (already dot-stuffed and terminated) in the loop's next
-    /// iteration; `done` runs once with the outcome.
-    pub(crate) fn start(
-        ev: &EventLoop,
-        cfg: Rc<SmtpConfig>,
-        message: Vec<u8>,
-        done: Done,
-    ) -> Session {
-        let inner = Rc::new_cyclic(|weak| {
-            RefCell::new(Inner {
-                ev: ev.clone(),
-                cfg,
-                weak: weak.clone(),
-                message,
-                step: Step::Resolve,
-                addrs: Vec::new(),
-                next_addr: 0,
-                last_connect_error: None,
-                resolve_id: None,
-                stream: None,
-                tls: None,
-                inbuf: Vec::new(),
-                outbuf: Vec::new(),
-                reply_code: None,
-                reply: Vec::new(),
-                ext: Extensions::default(),
-                rcpt: 0,
-                delivered: false,
-                reader_on: false,
-                writer_on: false,
-                timer: None,
-                outcome: None,
-                done: Some(done),
+    async fn write(&mut self, during: &'static str, bytes: &[u8]) -> Result<(), SmtpError> {
+        let stream = self.reader.get_mut();
+        let write = async {
+            stream.write_all(bytes).await?;
+            stream.flush().await
+        };
+        step(self.cfg, during, write).await?.map_err(SmtpError::Io)
+    }
+
+    /// Reads the next reply; a code not in `accepted` is a rejection.
+    async fn expect(&mut self, during: &'static str, accepted: &[u16]) -> Result<Reply, SmtpError> {
+        let reply = step(self.cfg, during, read_reply(&mut self.reader, during)).await??;
+        if accepted.contains(&reply.code) {
+            Ok(reply)
+        } else {
+            Err(SmtpError::Rejected {
+                during,
+                code: reply.code,
+                text: reply.text(),
             })
-        });
-        let weak = Rc::downgrade(&inner);
-        ev.call_soon(move || drive(&weak, Inner::begin));
-        Session { inner }
-    }
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        if let Ok(mut inner) = self.inner.try_borrow_mut() {
-            inner.close();
-            inner.done = None;
         }
     }
-}
 
-static NEXT_RESOLVE: AtomicU64 = AtomicU64::new(1);
+    /// Sends `line` and expects one of the `accepted` codes back.
+    async fn command(
+        &mut self,
+        line: &str,
+        during: &'static str,
+        accepted: &[u16],
+    ) -> Result<Reply, SmtpError> {
+        self.write(during, format!("{line}\r\n").as_bytes()).await?;
+        self.expect(during, accepted).await
+    }
 
-thread_local! {
-    /// Sessions waiting for a name resolution done on a helper thread.
-    static RESOLVING: RefCell<HashMap<u64, Weak<RefCell<Inner>>>> = RefCell::new(HashMap::new());
-}
-
-/// Runs `f` on the session, then finishes it if it ended, calling `done` after the
-/// borrow is released.
-fn drive(weak: &Weak<RefCell<Inner>>, f: impl FnOnce(&mut Inner) -> Result<(), SmtpError>) {
-    let Some(rc) = weak.upgrade() else { return };
-    let finished = {
-        let Ok(mut s) = rc.try_borrow_mut() else {
-            return;
+    /// EHLO, or HELO for an old server when neither TLS nor AUTH is needed.
+    async fn hello(&mut self) -> Result<Extensions, SmtpError> {
+        let cfg = self.cfg;
+        let ehlo = format!("EHLO {}", cfg.helo_name);
+        let helo_will_do = cfg.tls.is_none() && cfg.credentials.is_none();
+        let accepted: &[u16] = if helo_will_do {
+            &[250, 500, 501, 502]
+        } else {
+            &[250]
         };
-        if s.done.is_none() {
-            return;
+        let reply = self.command(&ehlo, "EHLO", accepted).await?;
+        if reply.code == 250 {
+            return Ok(parse_extensions(&reply.lines[1..]));
         }
-        if let Err(e) = f(&mut s) {
-            s.outcome = Some(Err(e));
-        }
-        match s.outcome.take() {
-            Some(mut result) => {
-                if s.delivered {
-                    // The mail was accepted; a failure during QUIT does not matter.
-                    result = Ok(());
-                }
-                s.close();
-                s.done.take().map(|d| (d, result))
+        let helo = format!("HELO {}", cfg.helo_name);
+        self.command(&helo, "HELO", &[250]).await?;
+        Ok(Extensions::default())
+    }
+
+    /// AUTH when configured, then the envelope, the message and QUIT.
+    async fn deliver(
+        &mut self,
+        ext: &Extensions,
+        tls: bool,
+        message: &[u8],
+    ) -> Result<(), SmtpError> {
+        let cfg = self.cfg;
+        if let Some((user, pass)) = &cfg.credentials {
+            if !tls && !cfg.allow_insecure_auth {
+                return Err(SmtpError::InsecureAuth);
             }
-            None => None,
-        }
-    };
-    if let Some((done, result)) = finished {
-        done(result);
-    }
-}
-
-fn would_block(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::WouldBlock
-}
-
-impl Inner {
-    fn begin(&mut self) -> Result<(), SmtpError> {
-        self.arm_timeout();
-        if let Some(ip) = self.cfg.ip {
-            self.addrs = vec![SocketAddr::new(ip, self.cfg.port)];
-            return self.connect_next();
-        }
-        // Name resolution blocks, so it runs on a helper thread.
-        let id = NEXT_RESOLVE.fetch_add(1, Ordering::Relaxed);
-        RESOLVING.with(|r| r.borrow_mut().insert(id, self.weak.clone()));
-        self.resolve_id = Some(id);
-        let remote = self.ev.remote();
-        let (host, port) = (self.cfg.server.clone(), self.cfg.port);
-        std::thread::Builder::new()
-            .name("oxloop-log-resolve".into())
-            .spawn(move || {
-                let result = (host.as_str(), port)
-                    .to_socket_addrs()
-                    .map(|a| a.collect::<Vec<_>>());
-                let _ = remote.call_from_thread(move || resolved(id, result));
-            })
-            .map_err(SmtpError::Resolve)?;
-        Ok(())
-    }
-
-    fn connect_next(&mut self) -> Result<(), SmtpError> {
-        loop {
-            let Some(&addr) = self.addrs.get(self.next_addr) else {
-                return Err(match self.last_connect_error.take() {
-                    Some(e) => SmtpError::Connect(e),
-                    None => SmtpError::NoAddress,
-                });
+            let offered = |m: &str| ext.auth.iter().any(|a| a == m);
+            let mechanism = match cfg.mechanism {
+                Some(m) => m,
+                None if offered("PLAIN") => AuthMechanism::Plain,
+                None if offered("LOGIN") => AuthMechanism::Login,
+                None => return Err(SmtpError::NoAuthMechanism(ext.auth.join(" "))),
             };
-            self.next_addr += 1;
-            match open_socket(addr) {
-                Ok(stream) => {
-                    self.stream = Some(stream);
-                    self.step = Step::Connect;
-                    self.arm_timeout();
-                    return self.update_interest();
+            match mechanism {
+                AuthMechanism::Plain => {
+                    let token = B64.encode(format!("\0{user}\0{pass}"));
+                    self.command(&format!("AUTH PLAIN {token}"), "AUTH", &[235])
+                        .await?;
                 }
-                Err(e) => self.last_connect_error = Some(e),
+                AuthMechanism::Login => {
+                    self.command("AUTH LOGIN", "AUTH", &[334]).await?;
+                    self.command(&B64.encode(user), "AUTH", &[334]).await?;
+                    self.command(&B64.encode(pass), "AUTH", &[235]).await?;
+                }
             }
         }
-    }
-
-    fn on_writable(&mut self) -> Result<(), SmtpError> {
-        if self.step == Step::Connect {
-            let stream = self.stream.as_ref().expect("connecting without a socket");
-            let error = match stream.take_error() {
-                Ok(None) => None,
-                Ok(Some(e)) | Err(e) => Some(e),
+        let from = format!("MAIL FROM:<{}>", cfg.from.email);
+        self.command(&from, "MAIL FROM", &[250]).await?;
+        for to in &cfg.to {
+            let rcpt = format!("RCPT TO:<{}>", to.email);
+            match self.command(&rcpt, "RCPT TO", &[250, 251]).await {
+                Err(SmtpError::Rejected { during, code, text }) => {
+                    let text = format!("<{}>: {text}", to.email);
+                    return Err(SmtpError::Rejected { during, code, text });
+                }
+                other => other?,
             };
-            if let Some(e) = error {
-                self.drop_socket();
-                self.last_connect_error = Some(e);
-                return self.connect_next();
-            }
-            self.set_reader(true)?;
-            if self.cfg.implicit_tls {
-                self.start_tls()?;
-            } else {
-                self.step = Step::Greeting;
-            }
         }
-        self.arm_timeout();
-        self.after_io()
-    }
-
-    fn on_readable(&mut self) -> Result<(), SmtpError> {
-        let mut buf = [0u8; 8192];
-        let mut eof = false;
-        let Inner {
-            stream, tls, inbuf, ..
-        } = self;
-        let stream = stream.as_mut().expect("reading without a socket");
-        match tls {
-            None => loop {
-                match stream.read(&mut buf) {
-                    Ok(0) => {
-                        eof = true;
-                        break;
-                    }
-                    Ok(n) if inbuf.len() + n > MAX_REPLY => {
-                        inbuf.extend_from_slice(&buf[..n]);
-                        break;
-                    }
-                    Ok(n) => inbuf.extend_from_slice(&buf[..n]),
-                    Err(e) if would_block(&e) => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(SmtpError::Io(e)),
-                }
-            },
-            Some(tls) => loop {
-                match tls.read_tls(stream) {
-                    Ok(0) => eof = true,
-                    Ok(_) => {}
-                    Err(e) if would_block(&e) => {}
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(SmtpError::Io(e)),
-                }
-                tls.process_new_packets().map_err(SmtpError::Tls)?;
-                loop {
-                    match tls.reader().read(&mut buf) {
-                        Ok(0) => {
-                            eof = true;
-                            break;
-                        }
-                        Ok(n) => inbuf.extend_from_slice(&buf[..n]),
-                        Err(e) if would_block(&e) => break,
-                        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                            eof = true;
-                            break;
-                        }
-                        Err(e) => return Err(SmtpError::Io(e)),
-                    }
-                }
-                if eof || inbuf.len() > MAX_REPLY || !socket_has_data(stream) {
-                    break;
-                }
-            },
-        }
-        self.arm_timeout();
-        self.process_lines()?;
-        if self.outcome.is_some() {
-            return Ok(());
-        }
-        if self.inbuf.len() > MAX_REPLY || self.reply.len() > MAX_REPLY / 4 {
-            return Err(SmtpError::Protocol("reply too long".into()));
-        }
-        if eof {
-            if self.step == Step::Quit {
-                self.outcome = Some(Ok(()));
-                return Ok(());
-            }
-            return Err(SmtpError::Closed(self.step.describe()));
-        }
-        self.after_io()
-    }
-
-    /// Writes what can be written, completes the TLS handshake, updates the watchers.
-    fn after_io(&mut self) -> Result<(), SmtpError> {
-        self.flush()?;
-        if self.step == Step::Handshake && self.tls.as_ref().is_some_and(|t| !t.is_handshaking()) {
-            if self.cfg.implicit_tls {
-                // TLS from the start: now the server greets.
-                self.step = Step::Greeting;
-            } else {
-                // After STARTTLS the client starts over with EHLO (RFC 3207).
-                self.ext = Extensions::default();
-                self.step = Step::Ehlo;
-                let cmd = format!("EHLO {}", self.cfg.helo_name);
-                self.send(&cmd)?;
-            }
-        }
-        self.update_interest()
-    }
-
-    fn flush(&mut self) -> Result<(), SmtpError> {
-        let Inner {
-            stream,
-            tls,
-            outbuf,
-            ..
-        } = self;
-        let Some(stream) = stream.as_mut() else {
-            return Ok(());
-        };
-        match tls {
-            None => {
-                let mut done = 0;
-                while done < outbuf.len() {
-                    match stream.write(&outbuf[done..]) {
-                        Ok(0) => return Err(SmtpError::Io(io::ErrorKind::WriteZero.into())),
-                        Ok(n) => done += n,
-                        Err(e) if would_block(&e) => break,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(SmtpError::Io(e)),
-                    }
-                }
-                outbuf.drain(..done);
-            }
-            Some(tls) => {
-                if !outbuf.is_empty() {
-                    let n = tls.writer().write(outbuf).map_err(SmtpError::Io)?;
-                    outbuf.drain(..n);
-                }
-                while tls.wants_write() {
-                    match tls.write_tls(stream) {
-                        Ok(_) => {}
-                        Err(e) if would_block(&e) => break,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(SmtpError::Io(e)),
-                    }
-                }
-            }
-        }
+        self.command("DATA", "DATA", &[354]).await?;
+        self.write("the message", message).await?;
+        self.expect("the message", &[250]).await?;
+        // The mail is accepted: how QUIT goes does not matter.
+        let _ = self.command("QUIT", "QUIT", &[221]).await;
         Ok(())
-    }
-
-    fn send(&mut self, command: &str) -> Result<(), SmtpError> {
-        self.outbuf.extend_from_slice(command.as_bytes());
-        self.outbuf.extend_from_slice(b"\r\n");
-        self.flush()
-    }
-
-    fn process_lines(&mut self) -> Result<(), SmtpError> {
-        while let Some(pos) = self.inbuf.iter().position(|&b| b == b'\n') {
-            let raw: Vec<u8> = self.inbuf.drain(..=pos).collect();
-            let line = String::from_utf8_lossy(&raw);
-            let line = line.trim_end_matches(['\r', '\n']);
-            let bytes = line.as_bytes();
-            let code = match line.get(..3).map(str::parse::<u16>) {
-                Some(Ok(c))
-                    if (200..600).contains(&c) && bytes[..3].iter().all(u8::is_ascii_digit) =>
-                {
-                    c
-                }
-                _ => return Err(SmtpError::Protocol(format!("malformed reply {line:?}"))),
-            };
-            let last = match bytes.get(3) {
-                None | Some(b' ') => true,
-                Some(b'-') => false,
-                _ => return Err(SmtpError::Protocol(format!("malformed reply {line:?}"))),
-            };
-            if self.reply_code.is_some_and(|c| c != code) {
-                return Err(SmtpError::Protocol(format!(
-                    "reply code changed inside a multi-line reply: {line:?}"
-                )));
-            }
-            self.reply_code = Some(code);
-            self.reply.push(line.get(4..).unwrap_or("").to_string());
-            if last {
-                self.reply_code = None;
-                let lines = std::mem::take(&mut self.reply);
-                self.on_reply(code, lines)?;
-                if self.outcome.is_some() {
-                    return Ok(());
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn rejected(&self, code: u16, lines: &[String]) -> SmtpError {
-        SmtpError::Rejected {
-            during: self.step.describe(),
-            code,
-            text: lines.join(" / "),
-        }
-    }
-
-    fn on_reply(&mut self, code: u16, lines: Vec<String>) -> Result<(), SmtpError> {
-        match (self.step, code) {
-            (Step::Greeting, 220) => {
-                self.step = Step::Ehlo;
-                let cmd = format!("EHLO {}", self.cfg.helo_name);
-                self.send(&cmd)
-            }
-            (Step::Ehlo, 250) => {
-                self.ext = parse_extensions(&lines[1..]);
-                self.after_hello()
-            }
-            // An old server without ESMTP: HELO does when neither TLS nor AUTH is needed.
-            (Step::Ehlo, 500..=502) if self.cfg.tls.is_none() && self.cfg.credentials.is_none() => {
-                self.step = Step::Helo;
-                let cmd = format!("HELO {}", self.cfg.helo_name);
-                self.send(&cmd)
-            }
-            (Step::Helo, 250) => self.after_hello(),
-            (Step::StartTls, 220) => {
-                if !self.inbuf.is_empty() {
-                    return Err(SmtpError::Protocol(
-                        "data received after the STARTTLS reply, before TLS".into(),
-                    ));
-                }
-                self.start_tls()
-            }
-            (Step::Handshake, _) => Err(SmtpError::Protocol(
-                "reply received during the TLS handshake".into(),
-            )),
-            (Step::AuthPlain | Step::AuthLoginDone, 235) => self.mail_from(),
-            (Step::AuthLoginUser, 334) => {
-                self.step = Step::AuthLoginPass;
-                let user = &self.cfg.credentials.as_ref().expect("credentials").0;
-                let cmd = B64.encode(user);
-                self.send(&cmd)
-            }
-            (Step::AuthLoginPass, 334) => {
-                self.step = Step::AuthLoginDone;
-                let pass = &self.cfg.credentials.as_ref().expect("credentials").1;
-                let cmd = B64.encode(pass);
-                self.send(&cmd)
-            }
-            (Step::MailFrom, 250) => {
-                self.rcpt = 0;
-                self.step = Step::Rcpt;
-                let cmd = format!("RCPT TO:<{}>", self.cfg.to[0].email);
-                self.send(&cmd)
-            }
-            (Step::Rcpt, 250 | 251) => {
-                self.rcpt += 1;
-                if let Some(to) = self.cfg.to.get(self.rcpt) {
-                    let cmd = format!("RCPT TO:<{}>", to.email);
-                    self.send(&cmd)
-                } else {
-                    self.step = Step::Data;
-                    self.send("DATA")
-                }
-            }
-            (Step::Data, 354) => {
-                self.step = Step::Body;
-                self.outbuf.extend_from_slice(&self.message);
-                self.flush()
-            }
-            (Step::Body, 250) => {
-                self.delivered = true;
-                self.step = Step::Quit;
-                self.send("QUIT")
-            }
-            (Step::Quit, _) => {
-                self.outcome = Some(Ok(()));
-                Ok(())
-            }
-            (Step::Rcpt, _) => Err(SmtpError::Rejected {
-                during: "RCPT TO",
-                code,
-                text: format!("<{}>: {}", self.cfg.to[self.rcpt].email, lines.join(" / ")),
-            }),
-            (_, code) => Err(self.rejected(code, &lines)),
-        }
-    }
-
-    fn start_tls(&mut self) -> Result<(), SmtpError> {
-        let (config, name) = self.cfg.tls.clone().expect("TLS without TLS options");
-        let conn = ClientConnection::new(config, name).map_err(SmtpError::Tls)?;
-        self.tls = Some(Box::new(conn));
-        self.step = Step::Handshake;
-        Ok(())
-    }
-
-    /// After EHLO/HELO: STARTTLS, then AUTH, then the mail.
-    fn after_hello(&mut self) -> Result<(), SmtpError> {
-        if self.cfg.tls.is_some() && self.tls.is_none() {
-            if !self.ext.starttls {
-                return Err(SmtpError::NoStartTls);
-            }
-            self.step = Step::StartTls;
-            return self.send("STARTTLS");
-        }
-        let Some((user, pass)) = self.cfg.credentials.clone() else {
-            return self.mail_from();
-        };
-        if self.tls.is_none() && !self.cfg.allow_insecure_auth {
-            return Err(SmtpError::InsecureAuth);
-        }
-        let offered = |m: &str| self.ext.auth.iter().any(|a| a == m);
-        let mechanism = match self.cfg.mechanism {
-            Some(m) => m,
-            None if offered("PLAIN") => AuthMechanism::Plain,
-            None if offered("LOGIN") => AuthMechanism::Login,
-            None => return Err(SmtpError::NoAuthMechanism(self.ext.auth.join(" "))),
-        };
-        match mechanism {
-            AuthMechanism::Plain => {
-                self.step = Step::AuthPlain;
-                let token = B64.encode(format!("\0{user}\0{pass}"));
-                self.send(&format!("AUTH PLAIN {token}"))
-            }
-            AuthMechanism::Login => {
-                self.step = Step::AuthLoginUser;
-                self.send("AUTH LOGIN")
-            }
-        }
-    }
-
-    fn mail_from(&mut self) -> Result<(), SmtpError> {
-        self.step = Step::MailFrom;
-        let cmd = format!("MAIL FROM:<{}>", self.cfg.from.email);
-        self.send(&cmd)
-    }
-
-    fn update_interest(&mut self) -> Result<(), SmtpError> {
-        if self.stream.is_none() {
-            return Ok(());
-        }
-        let want_write = self.step == Step::Connect
-            || !self.outbuf.is_empty()
-            || self.tls.as_ref().is_some_and(|t| t.wants_write());
-        self.set_writer(want_write)
-    }
-
-    fn set_reader(&mut self, on: bool) -> Result<(), SmtpError> {
-        let Some(fd) = self.stream.as_ref().map(|s| s.as_raw_fd()) else {
-            return Ok(());
-        };
-        if on != self.reader_on {
-            if on {
-                let w = self.weak.clone();
-                self.ev
-                    .add_reader(fd, move || drive(&w, Inner::on_readable))
-                    .map_err(SmtpError::Io)?;
-            } else {
-                self.ev.remove_reader(fd);
-            }
-            self.reader_on = on;
-        }
-        Ok(())
-    }
-
-    fn set_writer(&mut self, on: bool) -> Result<(), SmtpError> {
-        let Some(fd) = self.stream.as_ref().map(|s| s.as_raw_fd()) else {
-            return Ok(());
-        };
-        if on != self.writer_on {
-            if on {
-                let w = self.weak.clone();
-                self.ev
-                    .add_writer(fd, move || drive(&w, Inner::on_writable))
-                    .map_err(SmtpError::Io)?;
-            } else {
-                self.ev.remove_writer(fd);
-            }
-            self.writer_on = on;
-        }
-        Ok(())
-    }
-
-    /// (Re)starts the idle timeout: it fires when nothing happens for `cfg.timeout`.
-    fn arm_timeout(&mut self) {
-        if let Some(t) = self.timer.take() {
-            t.cancel();
-        }
-        let w = self.weak.clone();
-        self.timer = Some(self.ev.call_later(self.cfg.timeout, move || {
-            drive(&w, |s| Err(SmtpError::Timeout(s.step.describe())))
-        }));
-    }
-
-    fn drop_socket(&mut self) {
-        if let Some(stream) = &self.stream {
-            let fd = stream.as_raw_fd();
-            if self.reader_on {
-                self.ev.remove_reader(fd);
-            }
-            if self.writer_on {
-                self.ev.remove_writer(fd);
-            }
-        }
-        self.reader_on = false;
-        self.writer_on = false;
-        self.tls = None;
-        self.stream = None;
-    }
-
-    /// Releases the socket, watchers and timer; idempotent.
-    fn close(&mut self) {
-        self.drop_socket();
-        if let Some(t) = self.timer.take() {
-            t.cancel();
-        }
-        if let Some(id) = self.resolve_id.take() {
-            RESOLVING.with(|r| r.borrow_mut().remove(&id));
-        }
     }
 }
 
-/// With TLS, `read_tls` reads one record at a time; keep going while the socket may
-/// still hold data (a zero-timeout peek).
-fn socket_has_data(stream: &TcpStream) -> bool {
-    let mut b = [0u8; 1];
-    matches!(stream.peek(&mut b), Ok(n) if n > 0)
-}
-
-/// Runs on the loop thread with the helper thread's answer.
-fn resolved(id: u64, result: io::Result<Vec<SocketAddr>>) {
-    let Some(weak) = RESOLVING.with(|r| r.borrow_mut().remove(&id)) else {
-        return;
-    };
-    drive(&weak, move |s| {
-        s.resolve_id = None;
-        s.addrs = result.map_err(SmtpError::Resolve)?;
-        s.connect_next()
-    });
-}
-
-fn open_socket(addr: SocketAddr) -> io::Result<TcpStream> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_nonblocking(true)?;
-    socket.set_tcp_nodelay(true)?;
-    match socket.connect(&addr.into()) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) || would_block(&e) => {}
-        Err(e) => return Err(e),
+/// Reads lines until a reply is complete. Each line, and the reply as a whole, is held
+/// to `MAX_REPLY` bytes.
+async fn read_reply<R: AsyncRead + Unpin>(
+    reader: &mut BufReader<R>,
+    during: &'static str,
+) -> Result<Reply, SmtpError> {
+    let mut parser = ReplyParser::default();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader.read_until_newline(&mut line, MAX_REPLY).await {
+            Ok(_) if line.ends_with(b"\n") => {}
+            Ok(_) => return Err(SmtpError::Closed(during)),
+            // TLS failures are `InvalidData` too, but carry the rustls error.
+            Err(e)
+                if e.kind() == io::ErrorKind::InvalidData
+                    && !e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) =>
+            {
+                return Err(SmtpError::Protocol("reply too long".into()));
+            }
+            Err(e) => return Err(SmtpError::Io(e)),
+        }
+        if let Some(reply) = parser.push(&line).map_err(SmtpError::Protocol)? {
+            return Ok(reply);
+        }
     }
-    Ok(TcpStream::from(socket))
 }
 
 fn parse_extensions(lines: &[String]) -> Extensions {
@@ -813,7 +353,7 @@ mod tests {
 
     #[test]
     fn pem_without_certificates_is_refused() {
-        let e = tls_config(&TlsRoots::Pem(b"nothing here".to_vec())).unwrap_err();
+        let e = tls_connector(&TlsRoots::Pem(b"nothing here".to_vec())).unwrap_err();
         assert!(e.contains("no certificate"), "{e}");
     }
 }
