@@ -1,5 +1,6 @@
 //! The few CPython calls PyO3 has no safe wrapper for: entering a `contextvars.Context`
-//! around a call, and copying the current context. The only `unsafe` code of the
+//! around a call, copying the current context, and taking a handle out of the cycle
+//! collector. The only `unsafe` code of the
 //! extension.
 
 use pyo3::ffi;
@@ -46,4 +47,17 @@ pub(crate) fn copy_context_or(py: Python<'_>, context: Option<Py<PyAny>>) -> PyR
                 .map(Bound::unbind)
         }
     }
+}
+
+/// Takes a handle out of the cycle collector's lists.
+///
+/// A handle does not report its references to the collector (it has no
+/// `__traverse__`), so the collector can never free a cycle through it; visiting it
+/// on every collection is pure cost, and handles are the objects a loop allocates
+/// most. The core drops its reference when the callback ran or was cancelled.
+pub(crate) fn untrack<T>(object: &Bound<'_, T>) {
+    // SAFETY: the GIL is held (`object` is bound); the object is a live, tracked
+    // instance of a garbage-collected type (every PyO3 class is one), and untracking
+    // an object twice is allowed by CPython.
+    unsafe { ffi::PyObject_GC_UnTrack(object.as_ptr().cast()) };
 }

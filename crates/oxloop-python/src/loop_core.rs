@@ -52,9 +52,9 @@ fn closed_error() -> PyErr {
     PyRuntimeError::new_err("Event loop is closed")
 }
 
-fn monotonic_seconds() -> f64 {
-    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-    now.tv_sec as f64 + now.tv_nsec as f64 * 1e-9
+/// `time.monotonic()` now.
+fn monotonic_seconds(py: Python<'_>) -> PyResult<f64> {
+    py.import("time")?.call_method0("monotonic")?.extract()
 }
 
 impl LoopCore {
@@ -118,7 +118,7 @@ impl LoopCore {
         if let Some(at) = this.instant_at(when) {
             let fired = timer.clone_ref(py);
             let core_handle = core.ev.call_at(at, move || {
-                Python::attach(|py| Handle::run(fired.bind(py).as_super()))
+                running::with_gil(|py| Handle::run(fired.bind(py).as_super()))
             });
             timer.get().set_timer(py, core_handle);
         }
@@ -135,9 +135,10 @@ impl LoopCore {
         let py = slf.py();
         let core = slf.get().core(py)?;
         let handle = Py::new(py, LoopCore::new_handle(slf, callback, args, None)?)?;
+        crate::ffi::untrack(handle.bind(py));
         LoopCore::remove_watcher(core, fd, write);
         let fired = handle.clone_ref(py);
-        let run = move || Python::attach(|py| Handle::run(fired.bind(py)));
+        let run = move || running::with_gil(|py| Handle::run(fired.bind(py)));
         let added = if write {
             core.ev.add_writer(fd, run)
         } else {
@@ -193,11 +194,15 @@ impl LoopCore {
     /// Creates the loop's core (an oxloop loop of its own, not tied to the thread).
     #[new]
     #[pyo3(signature = (*_args, **_kwargs))]
-    fn py_new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+    fn py_new(
+        py: Python<'_>,
+        _args: &Bound<'_, PyTuple>,
+        _kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Self> {
         let ev = EventLoop::new_detached().map_err(os_error)?;
         ev.set_wait_wrapper(Some(running::wait_without_gil));
         let remote = ev.remote();
-        let clock_base = (Instant::now(), monotonic_seconds());
+        let clock_base = (Instant::now(), monotonic_seconds(py)?);
         Ok(LoopCore {
             core: LoopCell::new(Core {
                 ev,
@@ -231,18 +236,19 @@ impl LoopCore {
             return Err(closed_error());
         }
         let handle = Py::new(py, LoopCore::new_handle(slf, callback, args, context)?)?;
+        crate::ffi::untrack(handle.bind(py));
         let fired = handle.clone_ref(py);
         match this.core.get(py, &this.shared) {
             Ok(core) => {
                 core.ev
-                    .call_soon(move || Python::attach(|py| Handle::run(fired.bind(py))));
+                    .call_soon(move || running::with_gil(|py| Handle::run(fired.bind(py))));
             }
             // Called from another thread while the loop runs: not thread-safe in
             // asyncio (debug mode says so); here it goes through the remote instead.
             Err(err) if this.shared.debug.load(Ordering::Relaxed) => return Err(err),
             Err(_) => this
                 .remote
-                .call_from_thread(move || Python::attach(|py| Handle::run(fired.bind(py))))
+                .call_from_thread(move || running::with_gil(|py| Handle::run(fired.bind(py))))
                 .map_err(|_| closed_error())?,
         }
         Ok(handle)
@@ -262,9 +268,10 @@ impl LoopCore {
             return Err(closed_error());
         }
         let handle = Py::new(py, LoopCore::new_handle(slf, callback, args, context)?)?;
+        crate::ffi::untrack(handle.bind(py));
         let fired = handle.clone_ref(py);
         this.remote
-            .call_from_thread(move || Python::attach(|py| Handle::run(fired.bind(py))))
+            .call_from_thread(move || running::with_gil(|py| Handle::run(fired.bind(py))))
             .map_err(|_| closed_error())?;
         Ok(handle)
     }
@@ -354,7 +361,7 @@ impl LoopCore {
         let added = core
             .ev
             .add_signal_handler(sig, move || {
-                Python::attach(|py| Handle::run(fired.bind(py)))
+                running::with_gil(|py| Handle::run(fired.bind(py)))
             })
             .map_err(os_error)?;
         // asyncio's signal handlers do not keep a loop running.

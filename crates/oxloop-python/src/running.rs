@@ -17,7 +17,7 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use std::cell::{Cell, RefCell};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 thread_local! {
@@ -124,14 +124,34 @@ pub(crate) fn has_pending() -> bool {
     PENDING.with(|p| p.borrow().is_some())
 }
 
+/// How many threads run a loop in debug mode: when none does (the usual case), a
+/// callback learns it from one shared load instead of a thread-local.
+static DEBUG_RUNNING: AtomicUsize = AtomicUsize::new(0);
+
 /// Whether the loop running on this thread is in debug mode.
 pub(crate) fn debug() -> bool {
-    SLOW_CALLBACK.with(|s| s.get().is_some())
+    DEBUG_RUNNING.load(Ordering::Relaxed) != 0 && SLOW_CALLBACK.with(|s| s.get().is_some())
 }
 
 /// Sets the debug mode of the loop running on this thread.
 pub(crate) fn set_debug(slow_callback_duration: Option<f64>) {
-    SLOW_CALLBACK.with(|s| s.set(slow_callback_duration));
+    let was = SLOW_CALLBACK.with(|s| s.replace(slow_callback_duration));
+    match (was.is_some(), slow_callback_duration.is_some()) {
+        (false, true) => drop(DEBUG_RUNNING.fetch_add(1, Ordering::Relaxed)),
+        (true, false) => drop(DEBUG_RUNNING.fetch_sub(1, Ordering::Relaxed)),
+        _ => {}
+    }
+}
+
+/// Runs `f` with the GIL, from a callback of the core.
+pub(crate) fn with_gil<R>(f: impl FnOnce(Python<'_>) -> R) -> R {
+    // SAFETY: the core runs callbacks only inside `LoopCore::_run_forever_core`, a
+    // method Python calls with the GIL held; the GIL is given up only inside the
+    // kernel wait (`wait_without_gil`), which runs no callback. Closures the core drops
+    // without running them (cancelled, or at close) only drop `Py` references, which
+    // PyO3 handles without this token.
+    let py = unsafe { Python::assume_attached() };
+    f(py)
 }
 
 /// Logs a callback that ran longer than `slow_callback_duration`, as asyncio does.
