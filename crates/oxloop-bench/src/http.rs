@@ -31,8 +31,9 @@ pub fn bind_oxloop(addr: SocketAddr) -> io::Result<(SocketAddr, Serve)> {
     ))
 }
 
-/// hyper 1.x, HTTP/1 only, on tokio's `current_thread` runtime, one task per
-/// connection.
+/// hyper 1.x, HTTP/1 only, on tokio's `current_thread` runtime (the usual way to run
+/// hyper on one core), one task per connection; `pipeline_flush` lets it answer
+/// pipelined requests with one write.
 pub fn bind_hyper(addr: SocketAddr) -> io::Result<(SocketAddr, Serve)> {
     let listener = TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
@@ -62,6 +63,7 @@ fn hyper_server(listener: TcpListener) -> io::Result<()> {
                     )
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
+                    .pipeline_flush(true)
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                     .await;
             });
@@ -70,7 +72,9 @@ fn hyper_server(listener: TcpListener) -> io::Result<()> {
 }
 
 /// The limit: level-triggered epoll, one read, one canned response per request head
-/// seen (each `\r\n\r\n`), written at once. No parsing beyond that.
+/// seen (each `\r\n\r\n`), all written at once; what the socket refuses waits for
+/// `EPOLLOUT`. No parsing beyond that, no allocation per request. The response
+/// carries a `Date` header, re-formatted when the second changes, as real servers do.
 pub fn bind_raw(addr: SocketAddr) -> io::Result<(SocketAddr, Serve)> {
     let listener = TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
@@ -81,40 +85,40 @@ struct RawHttpConn {
     stream: TcpStream,
     /// How much of `\r\n\r\n` the previous read ended with.
     matched: usize,
+    /// Response bytes the socket did not take yet.
+    pending: Vec<u8>,
 }
 
 fn raw_server(listener: TcpListener) -> io::Result<()> {
     const LISTENER: u64 = u64::MAX;
     const END: &[u8] = b"\r\n\r\n";
-    let response = format!(
-        "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\ndate: Sat, 01 Jan 2000 00:00:00 GMT\r\n\r\n{}",
-        BODY.len(),
-        std::str::from_utf8(BODY).expect("ASCII")
-    );
-    let response = response.as_bytes();
+    const IN: u32 = libc::EPOLLIN as u32;
+    const IN_OUT: u32 = (libc::EPOLLIN | libc::EPOLLOUT) as u32;
     listener.set_nonblocking(true)?;
     let ep = crate::sys::Epoll::new()?;
-    ep.add(listener.as_raw_fd(), libc::EPOLLIN as u32, LISTENER)?;
+    ep.add(listener.as_raw_fd(), IN, LISTENER)?;
     let mut conns: Vec<Option<RawHttpConn>> = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut out = Vec::with_capacity(64 * 1024);
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
+    let mut response = CannedResponse::default();
     loop {
         let n = ep.wait(&mut events, -1)?;
         for ev in &events[..n] {
-            let token = ev.u64;
+            let (token, flags) = (ev.u64, ev.events);
             if token == LISTENER {
                 while let Ok((s, _)) = listener.accept() {
                     s.set_nonblocking(true)?;
                     s.set_nodelay(true)?;
                     let fd = s.as_raw_fd();
-                    ep.add(fd, libc::EPOLLIN as u32, fd as u64)?;
+                    ep.add(fd, IN, fd as u64)?;
                     if conns.len() <= fd as usize {
                         conns.resize_with(fd as usize + 1, || None);
                     }
                     conns[fd as usize] = Some(RawHttpConn {
                         stream: s,
                         matched: 0,
+                        pending: Vec::new(),
                     });
                 }
                 continue;
@@ -123,33 +127,94 @@ fn raw_server(listener: TcpListener) -> io::Result<()> {
             let Some(c) = conns[fd].as_mut() else {
                 continue;
             };
-            let close = match (&c.stream).read(&mut buf) {
-                Ok(0) => true,
-                Ok(r) => {
-                    out.clear();
-                    for &b in &buf[..r] {
-                        if b == END[c.matched] {
-                            c.matched += 1;
-                            if c.matched == END.len() {
-                                out.extend_from_slice(response);
-                                c.matched = 0;
-                            }
-                        } else {
-                            c.matched = usize::from(b == END[0]);
+            let mut close = false;
+            if flags & libc::EPOLLOUT as u32 != 0 && !c.pending.is_empty() {
+                match (&c.stream).write(&c.pending) {
+                    Ok(w) => {
+                        c.pending.drain(..w);
+                        if c.pending.is_empty() {
+                            ep.modify(fd as i32, IN, token)?;
                         }
                     }
-                    // Clients wait for each response, so the socket takes it whole;
-                    // one that does not is dropped.
-                    !out.is_empty() && (&c.stream).write_all(&out).is_err()
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => close = true,
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
-                Err(_) => true,
-            };
+            }
+            if !close && flags & (libc::EPOLLIN | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0 {
+                match (&c.stream).read(&mut buf) {
+                    Ok(0) => close = true,
+                    Ok(r) => {
+                        let mut requests = 0;
+                        for &b in &buf[..r] {
+                            if b == END[c.matched] {
+                                c.matched += 1;
+                                if c.matched == END.len() {
+                                    requests += 1;
+                                    c.matched = 0;
+                                }
+                            } else {
+                                c.matched = usize::from(b == END[0]);
+                            }
+                        }
+                        if requests > 0 {
+                            out.clear();
+                            let response = response.get();
+                            for _ in 0..requests {
+                                out.extend_from_slice(response);
+                            }
+                            if !c.pending.is_empty() {
+                                c.pending.extend_from_slice(&out);
+                            } else {
+                                match (&c.stream).write(&out) {
+                                    Ok(w) if w == out.len() => {}
+                                    Ok(w) => c.pending.extend_from_slice(&out[w..]),
+                                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                                        c.pending.extend_from_slice(&out)
+                                    }
+                                    Err(_) => close = true,
+                                }
+                                if !c.pending.is_empty() {
+                                    ep.modify(fd as i32, IN_OUT, token)?;
+                                }
+                            }
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => close = true,
+                }
+            }
             if close {
                 ep.delete(fd as i32)?;
                 conns[fd] = None;
             }
         }
+    }
+}
+
+/// The raw responder's response, its `Date` header rewritten when the second changes.
+#[derive(Default)]
+struct CannedResponse {
+    second: u64,
+    bytes: Vec<u8>,
+}
+
+impl CannedResponse {
+    fn get(&mut self) -> &[u8] {
+        let now = std::time::SystemTime::now();
+        let second = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if second != self.second || self.bytes.is_empty() {
+            self.second = second;
+            self.bytes = format!(
+                "HTTP/1.1 200 OK\r\nServer: raw\r\nDate: {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{}",
+                httpdate::fmt_http_date(now),
+                BODY.len(),
+                std::str::from_utf8(BODY).expect("ASCII")
+            )
+            .into_bytes();
+        }
+        &self.bytes
     }
 }
 
@@ -181,19 +246,48 @@ pub fn wrk_available() -> bool {
         })
 }
 
+/// wrk's Lua script that sends `depth` requests in one write (the usual
+/// `pipeline.lua`: `depth` `wrk.format()` requests concatenated).
+fn pipeline_script(depth: usize) -> String {
+    format!(
+        "init = function(args)\n  local r = {{}}\n  for i = 1, {depth} do\n    r[i] = wrk.format(nil, \"/\")\n  end\n  req = table.concat(r)\nend\n\nrequest = function()\n  return req\nend\n"
+    )
+}
+
 /// Runs `wrk -t1 -c<connections> -d<secs>s --latency` against `addr` (it inherits
-/// this thread's CPU affinity). Socket errors or non-2xx responses are an error.
-pub fn run_wrk(addr: SocketAddr, connections: usize, duration: Duration) -> io::Result<WrkResult> {
+/// this thread's CPU affinity), with `pipeline` requests sent per write on each
+/// connection (1: plain keep-alive; more: a pipelining Lua script). wrk counts every
+/// response. Socket errors or non-2xx responses are an error.
+pub fn run_wrk(
+    addr: SocketAddr,
+    connections: usize,
+    duration: Duration,
+    pipeline: usize,
+) -> io::Result<WrkResult> {
     let secs = duration.as_secs().max(1);
-    let out = Command::new("wrk")
-        .args([
-            "-t1",
-            &format!("-c{connections}"),
-            &format!("-d{secs}s"),
-            "--latency",
-            &format!("http://{addr}/"),
-        ])
-        .output()?;
+    let mut cmd = Command::new("wrk");
+    cmd.args([
+        "-t1",
+        &format!("-c{connections}"),
+        &format!("-d{secs}s"),
+        "--latency",
+    ]);
+    let script = if pipeline > 1 {
+        let path = std::env::temp_dir().join(format!(
+            "oxloop-bench-pipeline-{pipeline}-{}.lua",
+            std::process::id()
+        ));
+        std::fs::write(&path, pipeline_script(pipeline))?;
+        cmd.arg("-s").arg(&path);
+        Some(path)
+    } else {
+        None
+    };
+    let out = cmd.arg(format!("http://{addr}/")).output();
+    if let Some(path) = script {
+        let _ = std::fs::remove_file(path);
+    }
+    let out = out?;
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     if !out.status.success() {
         return Err(io::Error::other(format!(

@@ -4,10 +4,18 @@
 //! oxloop-bench echo [--duration SECS] [--servers oxloop,raw-epoll,tokio,async] [--quick]
 //!                   [--connections 1,100] [--sizes 64,1024,16384] [--depths 1,16]
 //! oxloop-bench idle [--connections N] [--servers ...]
-//! oxloop-bench serve <oxloop|raw-epoll|tokio|async> <ip:port> [--cpu N] [--exit-after N]
+//! oxloop-bench http [--duration SECS] [--connections N] [--rounds N]
+//!                   [--servers http-oxloop,http-hyper,http-raw] [--server-cpu C] [--client-cpu C]
+//! oxloop-bench serve <KIND> <ip:port> [--cpu N] [--exit-after N]
 //! oxloop-bench load <ip:port> [--connections N] [--size N] [--depth N]
 //!                             [--duration SECS | --messages N] [--cpu N]
 //! ```
+//!
+//! `http` runs oxloop-http, hyper and the raw epoll responder (all answering
+//! `Hello, World!`) in turn under wrk, plain keep-alive and with 16 requests pipelined
+//! per connection, and reports the server's CPU time per request; `--rounds N` repeats
+//! the turns and reports medians (a shared machine's kernel time varies by ±20 % from
+//! run to run). It needs wrk.
 
 use oxloop_bench::loadgen::{self, LoadConfig};
 use oxloop_bench::servers::{self, ServerKind};
@@ -22,7 +30,8 @@ fn usage() -> ! {
     eprintln!(
         "usage:\n  oxloop-bench echo [--duration SECS] [--servers oxloop,raw-epoll,tokio,async] [--quick] [--connections 1,100] [--sizes 64,1024,16384] [--depths 1,16]\n  \
          oxloop-bench idle [--connections N] [--servers ...]\n  \
-         oxloop-bench serve <oxloop|raw-epoll|tokio|async> <ip:port> [--cpu N] [--exit-after N]\n  \
+         oxloop-bench http [--duration SECS] [--connections N] [--rounds N] [--servers http-oxloop,http-hyper,http-raw] [--server-cpu C] [--client-cpu C]\n  \
+         oxloop-bench serve <KIND> <ip:port> [--cpu N] [--exit-after N]\n  \
          oxloop-bench load <ip:port> [--connections N] [--size N] [--depth N] [--duration SECS | --messages N] [--cpu N]"
     );
     std::process::exit(2)
@@ -244,6 +253,132 @@ fn main() {
                 let _ = std::io::stdout().flush();
             }
         }
+        "http" => {
+            let args = Args::parse(
+                argv,
+                &[
+                    "duration",
+                    "connections",
+                    "rounds",
+                    "servers",
+                    "server-cpu",
+                    "client-cpu",
+                ],
+            );
+            http(&exe, &args);
+        }
         _ => usage(),
     }
 }
+
+/// `oxloop-bench http`: the servers' CPU time per request under wrk, per round and as
+/// medians over the rounds.
+fn http(exe: &std::path::Path, args: &Args) {
+    let plan = suite::HttpPlan {
+        kinds: match args.options.get("servers") {
+            None => vec![
+                ServerKind::HttpOxloop,
+                ServerKind::HttpHyper,
+                ServerKind::HttpRaw,
+            ],
+            Some(_) => args.servers(),
+        },
+        connections: args.get("connections").unwrap_or(100),
+        duration: Duration::from_secs(args.get("duration").unwrap_or(10)),
+        pipelines: vec![1, PIPELINED],
+        rounds: args.get::<usize>("rounds").unwrap_or(1).max(1),
+        server_cpu: args.get("server-cpu").unwrap_or(0),
+        client_cpu: args.get("client-cpu").unwrap_or(1),
+    };
+    if !oxloop_bench::http::wrk_available() {
+        fail("wrk is not installed");
+    }
+    let load = |pipeline: usize| match pipeline {
+        1 => "plain".to_string(),
+        n => format!("pipelined x{n}"),
+    };
+    println!(
+        "wrk -t1 -c{} -d{}s, servers on CPU {}, wrk on CPU {}, {} round(s)\n",
+        plan.connections,
+        plan.duration.as_secs(),
+        plan.server_cpu,
+        plan.client_cpu,
+        plan.rounds
+    );
+    println!("| round | server | load | requests/s | server CPU per request (user + system) |");
+    println!("|---|---|---|---|---|");
+    let results = suite::run_http(exe, &plan, |m| {
+        let (user, system) = (m.user_ns_per_request(), m.system_ns_per_request());
+        println!(
+            "| {} | {} | {} | {:.0} | {:.0} ns ({user:.0} + {system:.0}) |",
+            m.round,
+            m.kind,
+            load(m.pipeline),
+            m.wrk.requests_per_s,
+            user + system,
+        );
+        let _ = std::io::stdout().flush();
+    })
+    .unwrap_or_else(|e| fail(e));
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    // (total, user) medians per server and load.
+    let medians = |kind: ServerKind, pipeline: usize| {
+        let runs: Vec<_> = results
+            .iter()
+            .filter(|m| m.kind == kind && m.pipeline == pipeline)
+            .collect();
+        (!runs.is_empty()).then(|| {
+            let get = |f: &dyn Fn(&suite::HttpMeasurement) -> f64| {
+                median(runs.iter().map(|m| f(m)).collect())
+            };
+            (
+                get(&|m| m.wrk.requests_per_s),
+                get(&|m| m.user_ns_per_request() + m.system_ns_per_request()),
+                get(&|m| m.user_ns_per_request()),
+                get(&|m| m.system_ns_per_request()),
+            )
+        })
+    };
+    println!("\nMedians over the rounds:\n");
+    println!("| server | load | requests/s | CPU per request | user | system |");
+    println!("|---|---|---|---|---|---|");
+    for &kind in &plan.kinds {
+        for &pipeline in &plan.pipelines {
+            if let Some((rps, total, user, system)) = medians(kind, pipeline) {
+                println!(
+                    "| {kind} | {} | {rps:.0} | {total:.0} ns | {user:.0} ns | {system:.0} ns |",
+                    load(pipeline)
+                );
+            }
+        }
+    }
+    println!();
+    for &pipeline in &plan.pipelines {
+        let ours = medians(ServerKind::HttpOxloop, pipeline);
+        for (peer, target) in [(ServerKind::HttpHyper, 0.75), (ServerKind::HttpRaw, 1.10)] {
+            if let (Some(ox), Some(p)) = (ours, medians(peer, pipeline)) {
+                // CPU time comes in 10 ms ticks: a short run may show none.
+                let ratio = |a: f64, b: f64| {
+                    if b > 0.0 {
+                        format!("{:.2}", a / b)
+                    } else {
+                        "-".to_string()
+                    }
+                };
+                println!(
+                    "{}: {} / {peer} CPU per request = {} (target <= {target:.2}); user space only {}",
+                    load(pipeline),
+                    ServerKind::HttpOxloop,
+                    ratio(ox.1, p.1),
+                    ratio(ox.2, p.2)
+                );
+            }
+        }
+    }
+}
+
+/// Requests per write in `oxloop-bench http`'s pipelined load.
+const PIPELINED: usize = 16;

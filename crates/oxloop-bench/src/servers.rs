@@ -2,6 +2,7 @@
 //! killed, or exits the process once `exit_after` connections have closed (for
 //! instruction counting under callgrind, which writes its results at exit).
 
+use crate::sys::Epoll;
 use oxloop::protocol::{LoopNetExt, Protocol, Transport};
 use oxloop::EventLoop;
 use std::cell::Cell;
@@ -191,73 +192,36 @@ struct RawConn {
 
 const LISTENER: u64 = u64::MAX;
 
-fn epoll_ctl(ep: i32, op: i32, fd: i32, events: u32, token: u64) -> io::Result<()> {
-    let mut ev = libc::epoll_event { events, u64: token };
-    // SAFETY: `ev` is valid for the call; `ep` is our epoll fd.
-    if unsafe { libc::epoll_ctl(ep, op, fd, &mut ev) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 /// The raw epoll echo server: level-triggered, one read per readiness into one
 /// shared buffer, write straight back, buffer only what the socket refuses.
 pub fn raw_epoll(listener: TcpListener, exit_after: Option<u64>) -> io::Result<()> {
+    const IN: u32 = libc::EPOLLIN as u32;
+    const IN_OUT: u32 = (libc::EPOLLIN | libc::EPOLLOUT) as u32;
     listener.set_nonblocking(true)?;
-    // SAFETY: plain syscall; the fd lives as long as the process serves.
-    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-    if ep < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    epoll_ctl(
-        ep,
-        libc::EPOLL_CTL_ADD,
-        listener.as_raw_fd(),
-        libc::EPOLLIN as u32,
-        LISTENER,
-    )?;
+    let ep = Epoll::new()?;
+    ep.add(listener.as_raw_fd(), IN, LISTENER)?;
     let mut conns: Vec<Option<RawConn>> = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
     let closed = Cell::new(0u64);
     loop {
-        // SAFETY: the buffer pointer and length describe `events`.
-        let n = unsafe { libc::epoll_wait(ep, events.as_mut_ptr(), events.len() as i32, -1) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        for ev in &events[..n as usize] {
+        let n = ep.wait(&mut events, -1)?;
+        for ev in &events[..n] {
             let (token, flags) = (ev.u64, ev.events);
             if token == LISTENER {
-                loop {
-                    match listener.accept() {
-                        Ok((s, _)) => {
-                            s.set_nonblocking(true)?;
-                            s.set_nodelay(true)?;
-                            let fd = s.as_raw_fd();
-                            epoll_ctl(
-                                ep,
-                                libc::EPOLL_CTL_ADD,
-                                fd,
-                                libc::EPOLLIN as u32,
-                                fd as u64,
-                            )?;
-                            let fd = fd as usize;
-                            if conns.len() <= fd {
-                                conns.resize_with(fd + 1, || None);
-                            }
-                            conns[fd] = Some(RawConn {
-                                stream: s,
-                                pending: Vec::new(),
-                            });
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(_) => break,
+                while let Ok((s, _)) = listener.accept() {
+                    s.set_nonblocking(true)?;
+                    s.set_nodelay(true)?;
+                    let fd = s.as_raw_fd();
+                    ep.add(fd, IN, fd as u64)?;
+                    let fd = fd as usize;
+                    if conns.len() <= fd {
+                        conns.resize_with(fd + 1, || None);
                     }
+                    conns[fd] = Some(RawConn {
+                        stream: s,
+                        pending: Vec::new(),
+                    });
                 }
                 continue;
             }
@@ -271,13 +235,7 @@ pub fn raw_epoll(listener: TcpListener, exit_after: Option<u64>) -> io::Result<(
                     Ok(w) => {
                         conn.pending.drain(..w);
                         if conn.pending.is_empty() {
-                            epoll_ctl(
-                                ep,
-                                libc::EPOLL_CTL_MOD,
-                                fd as i32,
-                                libc::EPOLLIN as u32,
-                                token,
-                            )?;
+                            ep.modify(fd as i32, IN, token)?;
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -294,23 +252,11 @@ pub fn raw_epoll(listener: TcpListener, exit_after: Option<u64>) -> io::Result<(
                                 Ok(w) if w == r => {}
                                 Ok(w) => {
                                     conn.pending.extend_from_slice(&data[w..]);
-                                    epoll_ctl(
-                                        ep,
-                                        libc::EPOLL_CTL_MOD,
-                                        fd as i32,
-                                        (libc::EPOLLIN | libc::EPOLLOUT) as u32,
-                                        token,
-                                    )?;
+                                    ep.modify(fd as i32, IN_OUT, token)?;
                                 }
                                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                                     conn.pending.extend_from_slice(data);
-                                    epoll_ctl(
-                                        ep,
-                                        libc::EPOLL_CTL_MOD,
-                                        fd as i32,
-                                        (libc::EPOLLIN | libc::EPOLLOUT) as u32,
-                                        token,
-                                    )?;
+                                    ep.modify(fd as i32, IN_OUT, token)?;
                                 }
                                 Err(_) => close = true,
                             }
@@ -323,7 +269,7 @@ pub fn raw_epoll(listener: TcpListener, exit_after: Option<u64>) -> io::Result<(
                 }
             }
             if close {
-                epoll_ctl(ep, libc::EPOLL_CTL_DEL, fd as i32, 0, 0)?;
+                ep.delete(fd as i32)?;
                 conns[fd] = None;
                 count_close(&closed, exit_after);
             }

@@ -1,6 +1,8 @@
-//! The comparison: each server in a child process pinned to one CPU, the load
-//! generator on another, the server's CPU time read from `/proc/<pid>/stat`.
+//! The comparisons: each server in a child process pinned to one CPU, the load
+//! generator (the echo load generator or wrk) on another, the server's CPU time read
+//! from `/proc/<pid>/stat`.
 
+use crate::http::{http_load, run_wrk, WrkResult};
 use crate::loadgen::{self, LoadConfig, LoadResult};
 use crate::servers::ServerKind;
 use crate::sys;
@@ -174,6 +176,99 @@ pub fn measure(
         server_user: u1.saturating_sub(u0),
         server_system: s1.saturating_sub(s0),
     })
+}
+
+/// One HTTP server under one wrk load.
+#[derive(Clone, Debug)]
+pub struct HttpMeasurement {
+    /// The round (from 1).
+    pub round: usize,
+    /// The server.
+    pub kind: ServerKind,
+    /// Requests sent per write on each connection (1: plain keep-alive).
+    pub pipeline: usize,
+    /// What wrk reported.
+    pub wrk: WrkResult,
+    /// The server process's user-space CPU time during the run.
+    pub server_user: Duration,
+    /// Its kernel CPU time.
+    pub server_system: Duration,
+}
+
+impl HttpMeasurement {
+    /// Server user CPU per response, in nanoseconds.
+    pub fn user_ns_per_request(&self) -> f64 {
+        self.server_user.as_nanos() as f64 / self.wrk.requests.max(1) as f64
+    }
+
+    /// Server kernel CPU per response, in nanoseconds.
+    pub fn system_ns_per_request(&self) -> f64 {
+        self.server_system.as_nanos() as f64 / self.wrk.requests.max(1) as f64
+    }
+}
+
+/// What [`run_http`] runs.
+#[derive(Clone, Debug)]
+pub struct HttpPlan {
+    /// The HTTP servers, in turn.
+    pub kinds: Vec<ServerKind>,
+    /// wrk's connections.
+    pub connections: usize,
+    /// Length of each measured wrk run (after a one-second warm-up run).
+    pub duration: Duration,
+    /// Requests sent per write, one load each (1: plain keep-alive).
+    pub pipelines: Vec<usize>,
+    /// How often the servers take turns.
+    pub rounds: usize,
+    /// The CPU the servers are pinned to.
+    pub server_cpu: usize,
+    /// wrk's CPU (this process pins itself there; wrk inherits it).
+    pub client_cpu: usize,
+}
+
+/// The HTTP comparison: for each round, server and load, a fresh server process
+/// pinned to `server_cpu`, its answers checked by [`http_load`], a one-second wrk
+/// warm-up, then the measured wrk run (pinned to `client_cpu`) with the server's CPU
+/// time read around it.
+pub fn run_http(
+    exe: &Path,
+    plan: &HttpPlan,
+    mut progress: impl FnMut(&HttpMeasurement),
+) -> io::Result<Vec<HttpMeasurement>> {
+    sys::pin_to_cpu(plan.client_cpu)?;
+    let mut out = Vec::new();
+    for round in 1..=plan.rounds {
+        for &kind in &plan.kinds {
+            for &pipeline in &plan.pipelines {
+                let fail =
+                    |e: io::Error| io::Error::new(e.kind(), format!("http against {kind}: {e}"));
+                let server = ServerProcess::start(exe, kind, Some(plan.server_cpu))?;
+                http_load(server.addr, 10, Duration::from_millis(100)).map_err(fail)?;
+                run_wrk(
+                    server.addr,
+                    plan.connections,
+                    Duration::from_secs(1),
+                    pipeline,
+                )
+                .map_err(fail)?;
+                let (u0, s0) = sys::process_cpu(server.pid())?;
+                let wrk = run_wrk(server.addr, plan.connections, plan.duration, pipeline)
+                    .map_err(fail)?;
+                let (u1, s1) = sys::process_cpu(server.pid())?;
+                let m = HttpMeasurement {
+                    round,
+                    kind,
+                    pipeline,
+                    wrk,
+                    server_user: u1.saturating_sub(u0),
+                    server_system: s1.saturating_sub(s0),
+                };
+                progress(&m);
+                out.push(m);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// System calls a server made while echoing a fixed number of messages, counted by

@@ -1,10 +1,10 @@
-//! `oxloop serve-http` serves a directory, refuses traversal, logs each request and
-//! shuts down on SIGTERM.
+//! `oxloop serve-http` serves a directory, refuses traversal, logs each request (in
+//! the common log format) and shuts down on SIGTERM.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 fn get(addr: &str, path: &str) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
@@ -77,4 +77,76 @@ fn serve_http_without_dir_is_a_usage_error() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--dir"));
+}
+
+/// The body of a whole response read by [`get`].
+fn body(response: &str) -> &str {
+    response.split_once("\r\n\r\n").map_or("", |(_, body)| body)
+}
+
+#[test]
+fn serves_on_loopback_logs_common_format_and_exits_soon_after_sigterm() {
+    let dir = std::env::temp_dir().join(format!("oxloop-http-bin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("hello.txt"), "from the binary").unwrap();
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_oxloop"))
+        .args(["serve-http", "--dir", dir.to_str().unwrap(), "--port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr: std::net::SocketAddr = line
+        .trim()
+        .rsplit_once("http://")
+        .and_then(|(_, a)| a.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    assert!(addr.ip().is_loopback(), "127.0.0.1 by default");
+
+    let response = get(&addr.to_string(), "/hello.txt");
+    assert_eq!(body(&response), "from the binary");
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "no exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    assert!(
+        log.contains("\"GET /hello.txt HTTP/1.1\" 200 15"),
+        "log: {log}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // Bad arguments: a usage message and a failure status.
+    let out = Command::new(env!("CARGO_BIN_EXE_oxloop"))
+        .args(["serve-http"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .to_lowercase()
+        .contains("usage"));
 }

@@ -49,7 +49,7 @@ pub struct StaticFiles {
 }
 
 /// Listens on `addr` and serves the files under `dir` (GET and HEAD), with `config`'s
-/// limits. What `oxloop-http serve-http` runs.
+/// limits. What `oxloop serve-http` runs.
 pub fn serve_dir(
     ev: &EventLoop,
     addr: impl ToSocketAddrs,
@@ -260,8 +260,8 @@ pub(crate) fn content_type(path: &Path) -> &'static str {
 
 /// Serves `dir` on `bind:port` with one log line per request on standard error, until
 /// SIGINT or SIGTERM: the first shuts down gracefully after the requests in progress,
-/// a second exits at once. This is `serve-http` of the `oxloop` and `oxloop-http`
-/// commands; errors come back as messages for the user.
+/// a second exits at once. This is `oxloop serve-http`; errors come back as messages
+/// for the user.
 pub fn serve_dir_forever(dir: &str, bind: &str, port: u16) -> Result<(), String> {
     let ev = oxloop::EventLoop::new().map_err(|e| e.to_string())?;
     let addr = if bind.contains(':') {

@@ -535,7 +535,7 @@ fn http_scenario(
         *verified += check.bytes;
         let (u0, s0) = sys::process_cpu(server.pid())?;
         let r = if use_wrk {
-            let w = http::run_wrk(server.addr, connections, duration).map_err(fail)?;
+            let w = http::run_wrk(server.addr, connections, duration, 1).map_err(fail)?;
             HttpRun {
                 requests: w.requests,
                 bytes: (w.bytes_per_s * w.elapsed.as_secs_f64()) as u64,
