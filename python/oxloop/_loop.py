@@ -17,9 +17,10 @@ import signal
 import socket
 import sys
 import threading
-from asyncio import coroutines, events, tasks, unix_events
+from asyncio import coroutines, events, sslproto, tasks, unix_events
 
 from . import _oxloop
+from ._transports import SocketTransport
 
 __all__ = ["Loop"]
 
@@ -180,6 +181,32 @@ class Loop(_oxloop.LoopCore, unix_events.SelectorEventLoop):
 
     def _remove_writer(self, fd) -> bool:
         return _oxloop.LoopCore._remove_writer(self, _fd_of(fd))
+
+    # Transports: the native stream transport for TCP and Unix sockets, with or
+    # without TLS (the standard library's TLS protocol runs on top of it).
+    def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
+        self._ensure_fd_no_transport(sock)
+        return SocketTransport(self, sock, protocol, waiter, extra, server)
+
+    def _make_ssl_transport(
+        self,
+        rawsock,
+        protocol,
+        sslcontext,
+        waiter=None,
+        *,
+        server_side=False,
+        server_hostname=None,
+        extra=None,
+        server=None,
+        **timeouts,
+    ):
+        self._ensure_fd_no_transport(rawsock)
+        ssl_protocol = sslproto.SSLProtocol(
+            self, protocol, sslcontext, waiter, server_side, server_hostname, **timeouts
+        )
+        SocketTransport(self, rawsock, ssl_protocol, None, extra, server)
+        return ssl_protocol._app_transport
 
     # Tasks.
     def create_task(self, coro, *, name=None, context=None, **kwargs):

@@ -1,6 +1,6 @@
 //! The few CPython calls PyO3 has no safe wrapper for: entering a `contextvars.Context`
 //! around a call, copying the current context, and taking a handle out of the cycle
-//! collector. The only `unsafe` code of the
+//! collector; and taking ownership of a socket fd that Python detached. The only `unsafe` code of the
 //! extension.
 
 use pyo3::ffi;
@@ -60,4 +60,36 @@ pub(crate) fn untrack<T>(object: &Bound<'_, T>) {
     // instance of a garbage-collected type (every PyO3 class is one), and untracking
     // an object twice is allowed by CPython.
     unsafe { ffi::PyObject_GC_UnTrack(object.as_ptr().cast()) };
+}
+
+/// Takes ownership of a socket fd that Python code detached from its socket object
+/// (`socket.detach()`), so that exactly one owner closes it.
+pub(crate) fn socket_from_fd(fd: std::os::fd::RawFd) -> socket2::Socket {
+    use std::os::fd::FromRawFd;
+    // SAFETY: the only caller (`StreamTransport._start`, called by oxloop's own Python
+    // layer) passes the fd of a connected socket right after `socket.detach()`, so no
+    // other object owns or closes it.
+    unsafe { socket2::Socket::from_raw_fd(fd) }
+}
+
+/// Copies as much of `data` as fits into the writable buffer `buffer` (what a
+/// `BufferedProtocol`'s `get_buffer()` returned); how much.
+pub(crate) fn copy_into(buffer: &Bound<'_, PyAny>, data: &[u8]) -> PyResult<usize> {
+    let view = pyo3::buffer::PyBuffer::<u8>::get(buffer)?;
+    if view.readonly() || !view.is_c_contiguous() {
+        return Err(pyo3::exceptions::PyTypeError::new_err(
+            "get_buffer() must return a writable, contiguous buffer of bytes",
+        ));
+    }
+    let n = view.len_bytes().min(data.len());
+    if n == 0 {
+        return Err(pyo3::exceptions::PyRuntimeError::new_err(
+            "get_buffer() returned an empty buffer",
+        ));
+    }
+    // SAFETY: the view is writable, C-contiguous and `len_bytes()` long, and it stays
+    // valid while `view` (which holds the buffer export) lives; `data` is Rust memory,
+    // so the two ranges cannot overlap.
+    unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), view.buf_ptr().cast::<u8>(), n) };
+    Ok(n)
 }

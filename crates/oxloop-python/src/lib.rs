@@ -3,6 +3,7 @@
 //! - `LoopCore` (`loop_core.rs`): the base class of `oxloop.Loop`, an oxloop event loop
 //!   with asyncio's scheduling methods;
 //! - `Handle`, `TimerHandle` (`handle.rs`): asyncio's handles as native objects;
+//! - `StreamTransport` (`transport.rs`): asyncio's TCP/Unix transport on the core's;
 //! - `running.rs`: which thread may touch a loop, the GIL around the kernel wait, and
 //!   the exception that leaves `run_forever`;
 //! - `ffi.rs`: the few CPython calls that need `unsafe`.
@@ -11,6 +12,7 @@ mod ffi;
 mod handle;
 mod loop_core;
 mod running;
+mod transport;
 
 use pyo3::prelude::*;
 
@@ -20,5 +22,6 @@ fn _oxloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<loop_core::LoopCore>()?;
     m.add_class::<handle::Handle>()?;
     m.add_class::<handle::TimerHandle>()?;
+    m.add_class::<transport::StreamTransport>()?;
     Ok(())
 }

@@ -58,6 +58,16 @@ fn monotonic_seconds(py: Python<'_>) -> PyResult<f64> {
 }
 
 impl LoopCore {
+    /// The core loop, for objects (transports) that run on it.
+    pub(crate) fn event_loop(&self, py: Python<'_>) -> PyResult<EventLoop> {
+        Ok(self.core(py)?.ev.clone())
+    }
+
+    /// What the loop's objects need to tell which thread may touch the core.
+    pub(crate) fn running_state(&self) -> Arc<LoopShared> {
+        self.shared.clone()
+    }
+
     fn core(&self, py: Python<'_>) -> PyResult<&Core> {
         if self.shared.closed.load(Ordering::Relaxed) {
             return Err(closed_error());

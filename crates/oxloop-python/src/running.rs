@@ -145,11 +145,11 @@ pub(crate) fn set_debug(slow_callback_duration: Option<f64>) {
 
 /// Runs `f` with the GIL, from a callback of the core.
 pub(crate) fn with_gil<R>(f: impl FnOnce(Python<'_>) -> R) -> R {
-    // SAFETY: the core runs callbacks only inside `LoopCore::_run_forever_core`, a
-    // method Python calls with the GIL held; the GIL is given up only inside the
-    // kernel wait (`wait_without_gil`), which runs no callback. Closures the core drops
-    // without running them (cancelled, or at close) only drop `Py` references, which
-    // PyO3 handles without this token.
+    // SAFETY: the core runs callbacks only when Python called into it: inside
+    // `LoopCore::_run_forever_core`, or synchronously inside a method such as
+    // `StreamTransport._start` (a transport's `connection_made`); Python holds the GIL
+    // for every such call. The GIL is given up only inside the kernel wait
+    // (`wait_without_gil`), which runs no callback.
     let py = unsafe { Python::assume_attached() };
     f(py)
 }

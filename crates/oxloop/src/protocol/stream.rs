@@ -157,6 +157,20 @@ impl Transport {
         Ok(transport)
     }
 
+    /// Wraps a connected stream socket (TCP or Unix) made elsewhere, such as one that
+    /// Python code accepted or connected: makes it non-blocking (and `TCP_NODELAY` for
+    /// TCP), starts reading and calls `connection_made`. The transport owns the socket
+    /// from now on and closes it.
+    pub fn adopt(
+        ev: &EventLoop,
+        sock: Socket,
+        protocol: impl Protocol + 'static,
+    ) -> io::Result<Transport> {
+        let tcp = matches!(sock.domain()?, socket2::Domain::IPV4 | socket2::Domain::IPV6);
+        prepare_stream(&sock, tcp)?;
+        Transport::start(ev, sock, Box::new(protocol))
+    }
+
     /// Tells the loop what to watch the fd for, after `reading` or `writing` changed.
     fn sync_interest(&self) -> io::Result<()> {
         let interest = {

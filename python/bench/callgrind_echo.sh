@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# User-space instructions per echoed message of the Python echo servers, counted with
+# callgrind (deterministic, unlike CPU time on a shared machine): oxloop against
+# uvloop and the standard library's loop, same script, same load.
+#
+# Each server runs under callgrind twice, for a short and a long ping-pong load from
+# oxloop-bench's load generator; the difference in instructions over the difference in
+# messages cancels start-up and shutdown (as crates/oxloop-bench/callgrind.sh does).
+#
+# usage: python/bench/callgrind_echo.sh [API] [LOOP...]
+#   API: protocol (default), buffered or streams; LOOP: oxloop uvloop asyncio
+# env:   PYTHON (default .venv/bin/python), SHORT (1000), LONG (5000), SIZE (64), CONNS (1)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PYTHON=${PYTHON:-.venv/bin/python}
+API=${1:-protocol}
+shift || true
+LOOPS=${*:-oxloop uvloop asyncio}
+SHORT=${SHORT:-1000}
+LONG=${LONG:-5000}
+SIZE=${SIZE:-64}
+CONNS=${CONNS:-1}
+cargo build --release -q -p oxloop-bench
+LOAD=${CARGO_TARGET_DIR:-target}/release/oxloop-bench
+OUT=$(mktemp -d)
+
+run_one() { # loop messages -> prints total instructions
+    local kind=$1 n=$2 file=$OUT/callgrind.$1.$2
+    valgrind --tool=callgrind --callgrind-out-file="$file" \
+        "$PYTHON" python/bench/echo_server.py "$kind" "$API" --exit-after "$CONNS" \
+        >"$file.stdout" 2>"$file.log" &
+    local pid=$! addr=""
+    for _ in $(seq 1 600); do
+        addr=$(sed -n 's/^listening on //p' "$file.stdout" 2>/dev/null || true)
+        [ -n "$addr" ] && break
+        sleep 0.1
+    done
+    [ -n "$addr" ] || { echo "server $kind did not start" >&2; cat "$file.log" >&2; exit 1; }
+    "$LOAD" load "$addr" --connections "$CONNS" --size "$SIZE" --messages "$n" >"$file.load"
+    wait "$pid"
+    callgrind_annotate "$file" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}'
+}
+
+echo "$API echo: $CONNS connection(s), $SIZE-byte messages, 1 in flight; $SHORT and $LONG messages"
+printf '| loop | instructions per message | vs oxloop |\n|---|---|---|\n'
+ox=""
+for kind in $LOOPS; do
+    if ! "$PYTHON" -c "import $kind" 2>/dev/null; then
+        printf '| %s | not installed | |\n' "$kind"
+        continue
+    fi
+    short=$(run_one "$kind" "$SHORT")
+    long=$(run_one "$kind" "$LONG")
+    per=$(( (long - short) / ((LONG - SHORT) * CONNS) ))
+    [ -z "$ox" ] && [ "$kind" = oxloop ] && ox=$per
+    ratio=""
+    [ -n "$ox" ] && ratio=$(awk -v a="$per" -v b="$ox" 'BEGIN { printf "%.2f", a / b }')
+    printf '| %s | %s | %s |\n' "$kind" "$per" "$ratio"
+done
+echo "(callgrind files in $OUT)"
