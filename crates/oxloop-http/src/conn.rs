@@ -23,7 +23,7 @@ use crate::body::{RequestBody, StreamShared, STREAM_HIGH_WATER};
 use crate::parse::{parse_head, ChunkedDecoder, Framing, Reject};
 use crate::response::{push_decimal, push_hex, reason, Body, Response};
 use crate::server::Shared;
-use crate::Request;
+use crate::{Request, ACCESS_LOG_TARGET};
 use oxloop::protocol::{Protocol, Transport};
 use oxloop::task::JoinHandle;
 use oxloop::Handle;
@@ -767,7 +767,12 @@ impl Conn {
         }
         out.extend_from_slice(b"\r\n");
         if let Some(log) = self.log.take() {
-            eprintln!("{} {status} {}", log.line, length.unwrap_or(0));
+            tracing::info!(
+                target: ACCESS_LOG_TARGET,
+                "{} {status} {}",
+                log.line,
+                length.unwrap_or(0)
+            );
         }
         let send_body = !(no_body || self.cur_head);
         match body {

@@ -99,6 +99,9 @@ pub use response::{reason, Response};
 pub use server::HttpServer;
 pub use static_files::{serve_dir, serve_dir_forever, StaticFiles};
 
+/// The `tracing` target of the request log lines ([`Config::log_requests`]).
+pub const ACCESS_LOG_TARGET: &str = "oxloop_http::access";
+
 #[doc(hidden)]
 pub mod fuzz {
     //! Entry points for property tests of the parser.

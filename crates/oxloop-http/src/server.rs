@@ -66,7 +66,7 @@ impl Shared {
         } else if open < self.config.max_connections && self.accept_paused.replace(false) {
             if let Some(l) = &*self.listener.borrow() {
                 if let Err(e) = l.resume_accepting() {
-                    eprintln!("oxloop-http: cannot resume accepting: {e}");
+                    tracing::error!(target: "oxloop_http", "cannot resume accepting: {e}");
                 }
             }
         }
