@@ -203,3 +203,18 @@ impl Drop for BodyWriter {
         }
     }
 }
+
+/// Appends `n` in hexadecimal (chunk sizes).
+pub(crate) fn push_hex(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 16];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b"0123456789abcdef"[(n % 16) as usize];
+        n /= 16;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}

@@ -19,9 +19,10 @@
 //! hands that to the transport in a single `write`, which usually goes straight to the
 //! socket. Sixteen pipelined requests therefore cost one `read` and one `send`.
 
-use crate::body::{RequestBody, StreamShared, STREAM_HIGH_WATER};
+use crate::body::{push_hex, RequestBody, StreamShared, STREAM_HIGH_WATER};
+use crate::head::{self, Head};
 use crate::parse::{parse_head, ChunkedDecoder, Framing, Reject};
-use crate::response::{push_decimal, push_hex, reason, Body, Response};
+use crate::response::{Body, Response};
 use crate::server::Shared;
 use crate::{Request, ACCESS_LOG_TARGET};
 use oxloop::protocol::{Protocol, Transport};
@@ -534,7 +535,7 @@ impl Conn {
             ))),
         };
         if expect_continue {
-            self.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+            self.out.extend_from_slice(head::CONTINUE);
         }
         let is_async = matches!(self.shared.handler, Handler::Async(_));
         match framer {
@@ -779,78 +780,31 @@ impl Conn {
             || close
             || self.state.is_last()
             || self.shared.shutting_down.get());
-        let out = &mut self.out;
-        let now = self.shared.ev.time();
-        let start = &self.shared.response_start;
-        let mut typed = false;
-        match (self.exchange.http11, status, &content_type) {
-            (true, 200, Some(ct)) => {
-                start.push_ok_head_typed(out, now, ct);
-                typed = true;
-            }
-            (true, 200, None) => start.push_ok_head(out, now),
-            (http11, _, _) => {
-                out.extend_from_slice(if http11 { b"HTTP/1.1 " } else { b"HTTP/1.0 " });
-                push_decimal(out, u64::from(status));
-                out.push(b' ');
-                out.extend_from_slice(reason(status).as_bytes());
-                out.extend_from_slice(b"\r\n");
-                start.push_headers(out, now);
-            }
+        let written = Head {
+            http11: self.exchange.http11,
+            status,
+            content_type: &content_type,
+            headers: &headers,
+            body: &body,
+            keep_alive,
         }
-        if let Some(ct) = content_type.as_ref().filter(|_| !typed) {
-            out.extend_from_slice(b"Content-Type: ");
-            out.extend_from_slice(ct.as_bytes());
-            out.extend_from_slice(b"\r\n");
+        .write(
+            &mut self.out,
+            &self.shared.response_start,
+            self.shared.ev.time(),
+        );
+        if !written.keep_alive {
+            self.close_after_response();
         }
-        for (name, value) in &headers {
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value.as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-        let no_body = status < 200 || status == 204 || status == 304;
-        let mut keep_alive = keep_alive;
-        let mut chunked = false;
-        let length = match &body {
-            Body::Bytes(b) => Some(b.len() as u64),
-            Body::File(_, len) => Some(*len),
-            Body::Stream(_) => None,
-        };
-        if !no_body {
-            match length {
-                Some(n) => {
-                    out.extend_from_slice(b"Content-Length: ");
-                    push_decimal(out, n);
-                    out.extend_from_slice(b"\r\n");
-                }
-                None if self.exchange.http11 => {
-                    out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
-                    chunked = true;
-                }
-                // HTTP/1.0: the end of the body is the end of the connection.
-                None => keep_alive = false,
-            }
-        }
-        if !keep_alive {
-            out.extend_from_slice(b"Connection: close\r\n");
-            // `close_after_response`, spelled out: `out` borrows `self.out`.
-            if let State::Open { last, .. } = &mut self.state {
-                *last = true;
-            }
-        } else if !self.exchange.http11 {
-            out.extend_from_slice(b"Connection: keep-alive\r\n");
-        }
-        out.extend_from_slice(b"\r\n");
         if let Some(log) = self.log.take() {
             tracing::info!(
                 target: ACCESS_LOG_TARGET,
                 "{} {status} {}",
                 log.line,
-                length.unwrap_or(0)
+                body.length().unwrap_or(0)
             );
         }
-        let send_body = !(no_body || self.exchange.head);
+        let send_body = written.has_body && !self.exchange.head;
         match body {
             Body::Bytes(bytes) => {
                 if send_body {
@@ -882,7 +836,7 @@ impl Conn {
             }
             Body::Stream(stream) => {
                 if send_body {
-                    self.start_sending(stream, chunked);
+                    self.start_sending(stream, written.chunked);
                 } else {
                     stream.borrow_mut().broken = true;
                 }

@@ -85,7 +85,7 @@
 mod body;
 mod config;
 mod conn;
-mod date;
+mod head;
 mod parse;
 mod request;
 mod response;
@@ -94,8 +94,9 @@ mod static_files;
 
 pub use body::{BodyWriter, RequestBody};
 pub use config::Config;
+pub use head::reason;
 pub use request::{Request, Version};
-pub use response::{reason, Response};
+pub use response::Response;
 pub use server::HttpServer;
 pub use static_files::{serve_dir, serve_dir_forever, StaticFiles};
 

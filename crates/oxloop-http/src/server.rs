@@ -2,7 +2,7 @@
 //! shutdown.
 
 use crate::conn::{Conn, Handler, HttpProtocol};
-use crate::date::ResponseStart;
+use crate::head::ResponseStart;
 use crate::{Config, Request, Response};
 use oxloop::protocol::{LoopNetExt, Server, ServerOptions};
 use oxloop::EventLoop;
@@ -18,7 +18,6 @@ pub(crate) struct Shared {
     pub ev: EventLoop,
     pub config: Config,
     pub handler: Handler,
-    /// `Server: <name>\r\n`, or empty.
     /// The `Server` and `Date` headers every response starts with.
     pub response_start: ResponseStart,
     conns: RefCell<Slab<Weak<RefCell<Conn>>>>,
@@ -139,18 +138,12 @@ impl HttpServer {
         config: Config,
         handler: Handler,
     ) -> io::Result<HttpServer> {
-        let server_header = if config.server_name.is_empty()
-            || config.server_name.bytes().any(|b| b < 0x20 || b == 0x7f)
-        {
-            Vec::new()
-        } else {
-            format!("Server: {}\r\n", config.server_name).into_bytes()
-        };
+        let response_start = ResponseStart::new(&config.server_name);
         let shared = Rc::new(Shared {
             ev: ev.clone(),
             config,
             handler,
-            response_start: ResponseStart::new(server_header),
+            response_start,
             conns: RefCell::new(Slab::new()),
             shutting_down: Cell::new(false),
             listener: RefCell::new(None),
