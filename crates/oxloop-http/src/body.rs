@@ -1,5 +1,5 @@
-//! Streamed bodies: a request body read by an async handler, and a response body
-//! written piece by piece.
+//! Bodies: what follows a response head, and the streamed ones: a request body read
+//! by an async handler, and a response body written piece by piece.
 //!
 //! Both are small single-threaded channels (`Rc` + `RefCell` + one waker) between the
 //! connection and a task. Each side bounds what is queued: a request body that the
@@ -7,8 +7,10 @@
 //! ahead of the socket waits in [`BodyWriter::send`].
 
 use oxloop::protocol::Transport;
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::fs::File;
 use std::future::poll_fn;
 use std::io;
 use std::rc::Rc;
@@ -200,6 +202,28 @@ impl Drop for BodyWriter {
         };
         if let Some(notify) = notify {
             notify();
+        }
+    }
+}
+
+/// What follows the response head.
+pub(crate) enum Body {
+    /// Bytes known up front (`Content-Length`).
+    Bytes(Cow<'static, [u8]>),
+    /// A file of known length, read in pieces as the socket drains.
+    File(File, u64),
+    /// Pieces from a [`BodyWriter`]: chunked for HTTP/1.1.
+    Stream(StreamShared),
+}
+
+impl Body {
+    /// The length, when it is known up front (`Content-Length`).
+    #[inline]
+    pub(crate) fn length(&self) -> Option<u64> {
+        match self {
+            Body::Bytes(b) => Some(b.len() as u64),
+            Body::File(_, len) => Some(*len),
+            Body::Stream(_) => None,
         }
     }
 }

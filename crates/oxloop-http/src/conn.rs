@@ -19,11 +19,11 @@
 //! hands that to the transport in a single `write`, which usually goes straight to the
 //! socket. Sixteen pipelined requests therefore cost one `read` and one `send`.
 
-use crate::body::{push_hex, RequestBody, StreamShared, STREAM_HIGH_WATER};
+use crate::body::{push_hex, Body, RequestBody, StreamShared, STREAM_HIGH_WATER};
 use crate::head::{self, Head};
 use crate::parse::{parse_head, ChunkedDecoder, Framing, Reject};
-use crate::response::{Body, Response};
-use crate::server::Shared;
+use crate::response::Response;
+use crate::shared::{Handler, ResponseFuture, Shared, Tracked};
 use crate::{Request, ACCESS_LOG_TARGET};
 use oxloop::protocol::{Protocol, Transport};
 use oxloop::task::JoinHandle;
@@ -34,17 +34,6 @@ use std::io::{self, Seek};
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
-
-/// A boxed response future (async handlers).
-pub(crate) type ResponseFuture = Pin<Box<dyn Future<Output = Response>>>;
-
-/// The application.
-pub(crate) enum Handler {
-    /// Called on the loop for every request, with the whole body.
-    Sync(Box<dyn Fn(&Request) -> Response>),
-    /// Called for every request; the future runs as an oxloop task.
-    Async(Box<dyn Fn(Request) -> ResponseFuture>),
-}
 
 /// How long a closing connection keeps reading (and discarding) before the socket
 /// is closed, so that unread input does not turn the close into a reset that could
@@ -229,7 +218,8 @@ impl HttpProtocol {
 impl Protocol for HttpProtocol {
     fn connection_made(&mut self, transport: Transport) {
         let shared = self.conn.borrow().shared.clone();
-        let (key, over_limit) = shared.register(&self.conn);
+        let tracked: Rc<dyn Tracked> = self.conn.clone();
+        let (key, over_limit) = shared.register(Rc::downgrade(&tracked));
         let mut c = self.conn.borrow_mut();
         c.key = key;
         if shared.config.log_requests {
@@ -280,6 +270,17 @@ impl Protocol for HttpProtocol {
         match self.conn.try_borrow_mut() {
             Ok(mut c) => c.pump(),
             Err(_) => Conn::schedule_pump(&Rc::downgrade(&self.conn), &self.ev),
+        }
+    }
+}
+
+impl Tracked for RefCell<Conn> {
+    fn shut_down(&self) {
+        // A connection running its handler (which called the server's `shutdown`)
+        // cannot be borrowed; its response sees the shutdown flag and says
+        // `Connection: close`.
+        if let Ok(mut c) = self.try_borrow_mut() {
+            c.shutdown();
         }
     }
 }

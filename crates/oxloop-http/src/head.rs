@@ -2,7 +2,7 @@
 //! response starts with (cached per server, the `Date` formatted at most once per
 //! second), the handler's headers and the framing headers.
 
-use crate::response::Body;
+use crate::body::Body;
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

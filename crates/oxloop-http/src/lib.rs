@@ -90,6 +90,7 @@ mod parse;
 mod request;
 mod response;
 mod server;
+mod shared;
 mod static_files;
 
 pub use body::{BodyWriter, RequestBody};

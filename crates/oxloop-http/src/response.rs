@@ -1,33 +1,11 @@
 //! The response a handler returns (its head is written by [`crate::head`]).
 
-use crate::body::{BodyWriter, StreamShared, StreamState};
+use crate::body::{Body, BodyWriter, StreamShared, StreamState};
 use crate::head::reason;
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::fs::File;
 use std::rc::Rc;
-
-/// What follows the response head.
-pub(crate) enum Body {
-    /// Bytes known up front (`Content-Length`).
-    Bytes(Cow<'static, [u8]>),
-    /// A file of known length, read in pieces as the socket drains.
-    File(File, u64),
-    /// Pieces from a [`BodyWriter`]: chunked for HTTP/1.1.
-    Stream(StreamShared),
-}
-
-impl Body {
-    /// The length, when it is known up front (`Content-Length`).
-    #[inline]
-    pub(crate) fn length(&self) -> Option<u64> {
-        match self {
-            Body::Bytes(b) => Some(b.len() as u64),
-            Body::File(_, len) => Some(*len),
-            Body::Stream(_) => None,
-        }
-    }
-}
 
 /// An HTTP response: status, headers and body.
 ///
