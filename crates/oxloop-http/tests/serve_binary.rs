@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 #[test]
 fn serve_http_binary() {
-    let dir = std::env::temp_dir().join(format!("oxloop-http-bin-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = ScratchDir::new("bin");
+    let dir = scratch.path();
     std::fs::write(dir.join("hello.txt"), "from the binary").unwrap();
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_oxloop-http"))
@@ -67,7 +67,6 @@ fn serve_http_binary() {
         log.contains("\"GET /hello.txt HTTP/1.1\" 200 15"),
         "log: {log}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 
     // Bad arguments: a usage message and a failure status.
     let out = Command::new(env!("CARGO_BIN_EXE_oxloop-http"))
