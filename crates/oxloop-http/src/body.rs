@@ -1,5 +1,5 @@
-//! Streamed bodies: a request body read by an async handler, and a response body
-//! written piece by piece.
+//! Bodies: what follows a response head, and the streamed ones: a request body read
+//! by an async handler, and a response body written piece by piece.
 //!
 //! Both are small single-threaded channels (`Rc` + `RefCell` + one waker) between the
 //! connection and a task. Each side bounds what is queued: a request body that the
@@ -7,8 +7,10 @@
 //! ahead of the socket waits in [`BodyWriter::send`].
 
 use oxloop::protocol::Transport;
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::fs::File;
 use std::future::poll_fn;
 use std::io;
 use std::rc::Rc;
@@ -202,4 +204,41 @@ impl Drop for BodyWriter {
             notify();
         }
     }
+}
+
+/// What follows the response head.
+pub(crate) enum Body {
+    /// Bytes known up front (`Content-Length`).
+    Bytes(Cow<'static, [u8]>),
+    /// A file of known length, read in pieces as the socket drains.
+    File(File, u64),
+    /// Pieces from a [`BodyWriter`]: chunked for HTTP/1.1.
+    Stream(StreamShared),
+}
+
+impl Body {
+    /// The length, when it is known up front (`Content-Length`).
+    #[inline]
+    pub(crate) fn length(&self) -> Option<u64> {
+        match self {
+            Body::Bytes(b) => Some(b.len() as u64),
+            Body::File(_, len) => Some(*len),
+            Body::Stream(_) => None,
+        }
+    }
+}
+
+/// Appends `n` in hexadecimal (chunk sizes).
+pub(crate) fn push_hex(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 16];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b"0123456789abcdef"[(n % 16) as usize];
+        n /= 16;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }

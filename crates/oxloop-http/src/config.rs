@@ -89,8 +89,9 @@ impl Config {
         self
     }
 
-    /// Logs one line per request to standard error: peer, method, target, status,
-    /// body bytes.
+    /// Logs one line per request (peer, method, target, status, body bytes) as a
+    /// `tracing` event at INFO level with target [`ACCESS_LOG_TARGET`](crate::ACCESS_LOG_TARGET);
+    /// a subscriber decides where it goes.
     pub fn log_requests(mut self, on: bool) -> Config {
         self.log_requests = on;
         self

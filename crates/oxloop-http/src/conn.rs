@@ -19,11 +19,12 @@
 //! hands that to the transport in a single `write`, which usually goes straight to the
 //! socket. Sixteen pipelined requests therefore cost one `read` and one `send`.
 
-use crate::body::{RequestBody, StreamShared, STREAM_HIGH_WATER};
+use crate::body::{push_hex, Body, RequestBody, StreamShared, STREAM_HIGH_WATER};
+use crate::head::{self, Head};
 use crate::parse::{parse_head, ChunkedDecoder, Framing, Reject};
-use crate::response::{push_decimal, push_hex, reason, Body, Response};
-use crate::server::Shared;
-use crate::Request;
+use crate::response::Response;
+use crate::shared::{Handler, ResponseFuture, Shared, Tracked};
+use crate::{Request, ACCESS_LOG_TARGET};
 use oxloop::protocol::{Protocol, Transport};
 use oxloop::task::JoinHandle;
 use oxloop::Handle;
@@ -33,17 +34,6 @@ use std::io::{self, Seek};
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
-
-/// A boxed response future (async handlers).
-pub(crate) type ResponseFuture = Pin<Box<dyn Future<Output = Response>>>;
-
-/// The application.
-pub(crate) enum Handler {
-    /// Called on the loop for every request, with the whole body.
-    Sync(Box<dyn Fn(&Request) -> Response>),
-    /// Called for every request; the future runs as an oxloop task.
-    Async(Box<dyn Fn(Request) -> ResponseFuture>),
-}
 
 /// How long a closing connection keeps reading (and discarding) before the socket
 /// is closed, so that unread input does not turn the close into a reset that could
@@ -106,29 +96,82 @@ pub(crate) struct Conn {
     /// Response bytes gathered during one callback, written at its end.
     out: Vec<u8>,
     body: Option<BodyIn>,
-    /// An async handler, a file or a stream is producing the current response.
-    busy: bool,
+    state: State,
     /// Facts about the current request that outlive it (async handlers take it).
-    cur_head: bool,
-    cur_http11: bool,
-    cur_close: bool,
+    exchange: Exchange,
     log: Option<LogInfo>,
-    /// A streamed response body still being produced.
-    sending: Option<StreamShared>,
-    task: Option<JoinHandle<()>>,
-    /// Close once the current response is out.
-    close_after: bool,
-    /// The write side is shut; input is read and dropped until the peer closes.
-    lingering: bool,
+    /// The peer shut its write side (it may still read our answers).
     peer_eof: bool,
-    closed: bool,
     deadline: Option<(Instant, Deadline)>,
     /// The transport's buffered output when the `Send` deadline was (re)armed.
     send_mark: usize,
     timer: Option<(Instant, Handle)>,
     pump_scheduled: Rc<Cell<bool>>,
-    /// The stream being sent is framed with chunked encoding.
-    chunked: bool,
+}
+
+/// Where a connection is in its life. What only one state needs lives in it, so
+/// that, for example, a closed connection cannot still be sending a stream.
+// `repr(u8)`: a plain tag byte, so the checks on the request path are one compare.
+#[repr(u8)]
+enum State {
+    /// Reading requests and answering them in order.
+    Open {
+        /// What produces the current response besides the read callback.
+        answer: Answer,
+        /// Close once the current response is out: no further request is read.
+        last: bool,
+    },
+    /// The write side is shut; input is read and dropped until the peer closes or
+    /// [`LINGER`] passes.
+    Lingering,
+    /// The transport reported the connection lost.
+    Closed,
+}
+
+/// What produces the current response of an open connection, besides the read
+/// callback.
+#[repr(u8)]
+enum Answer {
+    /// Nothing: each request is answered as soon as it (and its body) is read.
+    Inline,
+    /// An async handler runs as this task.
+    Handler(JoinHandle<()>),
+    /// A streamed body is being sent, framed with chunked encoding if `chunked`.
+    Stream { body: StreamShared, chunked: bool },
+}
+
+impl State {
+    fn is_open(&self) -> bool {
+        matches!(self, State::Open { .. })
+    }
+
+    /// A response is being produced outside the read callback (an async handler or a
+    /// streamed body): the requests behind it wait.
+    fn is_busy(&self) -> bool {
+        matches!(
+            self,
+            State::Open {
+                answer: Answer::Handler(_) | Answer::Stream { .. },
+                ..
+            }
+        )
+    }
+
+    /// Open, and closing once the current response is out.
+    fn is_last(&self) -> bool {
+        matches!(self, State::Open { last: true, .. })
+    }
+}
+
+/// What the response to the current request depends on: independent facts, kept
+/// here because an async handler takes the request itself.
+#[derive(Clone, Copy)]
+struct Exchange {
+    /// The method is `HEAD`: the response has no body.
+    head: bool,
+    http11: bool,
+    /// The request asked to close the connection (or an error will).
+    close: bool,
 }
 
 /// The protocol object the transport owns.
@@ -151,22 +194,21 @@ impl HttpProtocol {
                 req: Request::default(),
                 out: Vec::new(),
                 body: None,
-                busy: false,
-                cur_head: false,
-                cur_http11: true,
-                cur_close: false,
+                state: State::Open {
+                    answer: Answer::Inline,
+                    last: false,
+                },
+                exchange: Exchange {
+                    head: false,
+                    http11: true,
+                    close: false,
+                },
                 log: None,
-                sending: None,
-                task: None,
-                close_after: false,
-                lingering: false,
                 peer_eof: false,
-                closed: false,
                 deadline: None,
                 send_mark: 0,
                 timer: None,
                 pump_scheduled: Rc::new(Cell::new(false)),
-                chunked: false,
             })
         });
         HttpProtocol { conn, ev }
@@ -176,7 +218,8 @@ impl HttpProtocol {
 impl Protocol for HttpProtocol {
     fn connection_made(&mut self, transport: Transport) {
         let shared = self.conn.borrow().shared.clone();
-        let (key, over_limit) = shared.register(&self.conn);
+        let tracked: Rc<dyn Tracked> = self.conn.clone();
+        let (key, over_limit) = shared.register(Rc::downgrade(&tracked));
         let mut c = self.conn.borrow_mut();
         c.key = key;
         if shared.config.log_requests {
@@ -192,7 +235,7 @@ impl Protocol for HttpProtocol {
         if shared.shutting_down.get() {
             c.begin_close();
         } else if over_limit {
-            c.cur_http11 = true;
+            c.exchange.http11 = true;
             c.reject(503);
         } else {
             let idle = c.shared.config.idle_timeout;
@@ -211,8 +254,8 @@ impl Protocol for HttpProtocol {
     fn connection_lost(&mut self, _err: Option<io::Error>) {
         let (task, shared, key) = {
             let mut c = self.conn.borrow_mut();
-            c.on_lost();
-            (c.task.take(), c.shared.clone(), c.key)
+            let task = c.on_lost();
+            (task, c.shared.clone(), c.key)
         };
         // Dropped outside the borrow: the task's future may hold the connection.
         if let Some(task) = task {
@@ -231,6 +274,17 @@ impl Protocol for HttpProtocol {
     }
 }
 
+impl Tracked for RefCell<Conn> {
+    fn shut_down(&self) {
+        // A connection running its handler (which called the server's `shutdown`)
+        // cannot be borrowed; its response sees the shutdown flag and says
+        // `Connection: close`.
+        if let Ok(mut c) = self.try_borrow_mut() {
+            c.shutdown();
+        }
+    }
+}
+
 impl Conn {
     fn transport(&self) -> Option<&Transport> {
         self.transport.as_ref()
@@ -241,6 +295,8 @@ impl Conn {
     /// Sets the connection's single deadline. The timer is only re-armed when the new
     /// deadline is earlier than the one it is set for; a later deadline is picked up
     /// when the timer fires, so the per-request cost is a clock read and a store.
+    // Inlined: called once per read on the request path (measured with callgrind).
+    #[inline(always)]
     fn set_deadline(&mut self, kind: Deadline, after: Duration) {
         let at = self.shared.ev.time() + after;
         self.deadline = Some((at, kind));
@@ -331,15 +387,12 @@ impl Conn {
     // ----- input -----------------------------------------------------------------
 
     fn on_data(&mut self, data: &[u8]) {
-        if self.closed {
-            return;
-        }
-        if self.lingering {
-            return; // discarded
+        if !self.state.is_open() {
+            return; // lingering: discarded
         }
         if self.input.is_empty() {
             let used = self.consume(data);
-            if used < data.len() && !self.lingering && !self.closed {
+            if used < data.len() && self.state.is_open() {
                 self.input.extend_from_slice(&data[used..]);
             }
         } else {
@@ -354,7 +407,7 @@ impl Conn {
         let input = std::mem::take(&mut self.input);
         let used = self.consume(&input);
         self.input = input;
-        if self.lingering || self.closed {
+        if !self.state.is_open() {
             self.input = Vec::new();
         } else {
             self.input.drain(..used);
@@ -367,15 +420,19 @@ impl Conn {
     /// Writes what the callback produced, then applies the input limits.
     fn after_input(&mut self) {
         self.flush();
-        if self.close_after && !self.busy && !self.lingering {
-            self.begin_close();
-            return;
-        }
-        if self.lingering || self.closed {
-            return;
+        match self.state {
+            State::Open {
+                answer: Answer::Inline,
+                last: true,
+            } => {
+                self.begin_close();
+                return;
+            }
+            State::Open { .. } => {}
+            State::Lingering | State::Closed => return,
         }
         let limit = self.shared.config.max_head_bytes;
-        if self.busy || self.body.is_some() || self.output_full() {
+        if self.state.is_busy() || self.body.is_some() || self.output_full() {
             // Pipelined input waiting behind a response in progress: stop reading
             // rather than buffer without bound.
             if self.input.len() > limit {
@@ -394,7 +451,7 @@ impl Conn {
     fn consume(&mut self, buf: &[u8]) -> usize {
         let mut pos = 0;
         loop {
-            if self.closed || self.lingering || self.close_after {
+            if !matches!(self.state, State::Open { last: false, .. }) {
                 return pos;
             }
             if self.body.is_some() {
@@ -409,7 +466,7 @@ impl Conn {
                 // transport's water marks see them.
                 self.flush();
             }
-            if self.busy {
+            if self.state.is_busy() {
                 return pos;
             }
             if self.output_full() {
@@ -450,9 +507,11 @@ impl Conn {
 
     /// A head was parsed into `self.req`: read its body or answer it.
     fn start_request(&mut self, framing: Framing, expect_continue: bool) {
-        self.cur_head = self.req.method_bytes() == b"HEAD";
-        self.cur_http11 = self.req.http11;
-        self.cur_close = self.req.close;
+        self.exchange = Exchange {
+            head: self.req.method_bytes() == b"HEAD",
+            http11: self.req.http11,
+            close: self.req.close,
+        };
         self.deadline = None;
         if self.shared.config.log_requests {
             let version = if self.req.http11 { "1.1" } else { "1.0" };
@@ -477,7 +536,7 @@ impl Conn {
             ))),
         };
         if expect_continue {
-            self.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+            self.out.extend_from_slice(head::CONTINUE);
         }
         let is_async = matches!(self.shared.handler, Handler::Async(_));
         match framer {
@@ -576,7 +635,7 @@ impl Conn {
 
     fn on_eof(&mut self) -> bool {
         self.peer_eof = true;
-        if self.lingering || self.closed {
+        if !self.state.is_open() {
             return false;
         }
         if let Some(body) = self.body.take() {
@@ -586,7 +645,7 @@ impl Conn {
             }
             return false;
         }
-        if self.busy || self.output_full() {
+        if self.state.is_busy() || self.output_full() {
             // Finish the response in progress and answer the complete requests that
             // wait behind it; `continue_input` closes once nothing is left. (Without
             // either, anything left in `input` is an incomplete request.)
@@ -595,8 +654,9 @@ impl Conn {
         false
     }
 
-    fn on_lost(&mut self) {
-        self.closed = true;
+    /// The connection is gone; returns the task of an async handler still running.
+    fn on_lost(&mut self) -> Option<JoinHandle<()>> {
+        let state = std::mem::replace(&mut self.state, State::Closed);
         self.deadline = None;
         self.timer = None;
         if let Some(body) = self.body.take() {
@@ -604,18 +664,29 @@ impl Conn {
                 ch.finish(Some(io::ErrorKind::ConnectionReset));
             }
         }
-        if let Some(s) = self.sending.take() {
-            let waker = {
-                let mut s = s.borrow_mut();
-                s.broken = true;
-                s.notify = None;
-                s.waker.take()
-            };
-            if let Some(w) = waker {
-                w.wake();
-            }
-        }
         self.transport = None;
+        match state {
+            State::Open {
+                answer: Answer::Handler(task),
+                ..
+            } => Some(task),
+            State::Open {
+                answer: Answer::Stream { body, .. },
+                ..
+            } => {
+                let waker = {
+                    let mut s = body.borrow_mut();
+                    s.broken = true;
+                    s.notify = None;
+                    s.waker.take()
+                };
+                if let Some(w) = waker {
+                    w.wake();
+                }
+                None
+            }
+            _ => None,
+        }
     }
 
     // ----- answering ---------------------------------------------------------------
@@ -629,7 +700,7 @@ impl Conn {
                 match std::panic::catch_unwind(call) {
                     Ok(response) => self.respond(response),
                     Err(_) => {
-                        self.cur_close = true;
+                        self.exchange.close = true;
                         self.respond(Response::error(500).close());
                     }
                 }
@@ -637,7 +708,6 @@ impl Conn {
             Handler::Async(handler) => {
                 let req = std::mem::take(&mut self.req);
                 let future = handler(req);
-                self.busy = true;
                 let me = self.me.clone();
                 let task = self.shared.ev.spawn(async move {
                     let response = CatchPanic(future)
@@ -647,7 +717,9 @@ impl Conn {
                         Conn::async_done(&conn, response);
                     }
                 });
-                self.task = Some(task);
+                if let State::Open { answer, .. } = &mut self.state {
+                    *answer = Answer::Handler(task);
+                }
             }
         }
     }
@@ -658,10 +730,9 @@ impl Conn {
             // Cannot happen from a task; be safe anyway.
             return;
         };
-        c.task = None;
-        c.busy = false;
-        if c.closed {
-            return;
+        match &mut c.state {
+            State::Open { answer, .. } => *answer = Answer::Inline,
+            State::Lingering | State::Closed => return,
         }
         if let Some(body) = &mut c.body {
             // The handler answered without reading the whole body: skip the rest.
@@ -676,19 +747,21 @@ impl Conn {
 
     /// After a response in progress finished: parse what waited, resume reading.
     fn continue_input(&mut self) {
-        if self.busy || self.closed {
+        if self.state.is_busy() || matches!(self.state, State::Closed) {
             return;
         }
-        if !self.input.is_empty() && !self.lingering {
+        if !self.input.is_empty() && self.state.is_open() {
             self.consume_buffered();
         }
+        let reading = self.state.is_open() && !self.state.is_busy();
         if let Some(t) = self.transport() {
-            if !self.busy && !self.lingering && !self.peer_eof {
+            if reading && !self.peer_eof {
                 t.resume_reading();
             }
         }
         self.after_input();
-        if self.peer_eof && !self.busy && !self.lingering && !self.closed && !self.output_full() {
+        let idle = self.state.is_open() && !self.state.is_busy();
+        if self.peer_eof && idle && !self.output_full() {
             self.begin_close();
         }
     }
@@ -704,72 +777,35 @@ impl Conn {
         } = response;
         // A peer that half-closed still gets every answer it asked for; the connection
         // closes once idle (`continue_input`), so its end does not decide keep-alive.
-        let keep_alive =
-            !(self.cur_close || close || self.close_after || self.shared.shutting_down.get());
-        let out = &mut self.out;
-        let now = self.shared.ev.time();
-        let start = &self.shared.response_start;
-        let mut typed = false;
-        match (self.cur_http11, status, &content_type) {
-            (true, 200, Some(ct)) => {
-                start.push_ok_head_typed(out, now, ct);
-                typed = true;
-            }
-            (true, 200, None) => start.push_ok_head(out, now),
-            (http11, _, _) => {
-                out.extend_from_slice(if http11 { b"HTTP/1.1 " } else { b"HTTP/1.0 " });
-                push_decimal(out, u64::from(status));
-                out.push(b' ');
-                out.extend_from_slice(reason(status).as_bytes());
-                out.extend_from_slice(b"\r\n");
-                start.push_headers(out, now);
-            }
+        let keep_alive = !(self.exchange.close
+            || close
+            || self.state.is_last()
+            || self.shared.shutting_down.get());
+        let written = Head {
+            http11: self.exchange.http11,
+            status,
+            content_type: &content_type,
+            headers: &headers,
+            body: &body,
+            keep_alive,
         }
-        if let Some(ct) = content_type.as_ref().filter(|_| !typed) {
-            out.extend_from_slice(b"Content-Type: ");
-            out.extend_from_slice(ct.as_bytes());
-            out.extend_from_slice(b"\r\n");
+        .write(
+            &mut self.out,
+            &self.shared.response_start,
+            self.shared.ev.time(),
+        );
+        if !written.keep_alive {
+            self.close_after_response();
         }
-        for (name, value) in &headers {
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value.as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-        let no_body = status < 200 || status == 204 || status == 304;
-        let mut keep_alive = keep_alive;
-        let mut chunked = false;
-        let length = match &body {
-            Body::Bytes(b) => Some(b.len() as u64),
-            Body::File(_, len) => Some(*len),
-            Body::Stream(_) => None,
-        };
-        if !no_body {
-            match length {
-                Some(n) => {
-                    out.extend_from_slice(b"Content-Length: ");
-                    push_decimal(out, n);
-                    out.extend_from_slice(b"\r\n");
-                }
-                None if self.cur_http11 => {
-                    out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
-                    chunked = true;
-                }
-                // HTTP/1.0: the end of the body is the end of the connection.
-                None => keep_alive = false,
-            }
-        }
-        if !keep_alive {
-            out.extend_from_slice(b"Connection: close\r\n");
-            self.close_after = true;
-        } else if !self.cur_http11 {
-            out.extend_from_slice(b"Connection: keep-alive\r\n");
-        }
-        out.extend_from_slice(b"\r\n");
         if let Some(log) = self.log.take() {
-            eprintln!("{} {status} {}", log.line, length.unwrap_or(0));
+            tracing::info!(
+                target: ACCESS_LOG_TARGET,
+                "{} {status} {}",
+                log.line,
+                body.length().unwrap_or(0)
+            );
         }
-        let send_body = !(no_body || self.cur_head);
+        let send_body = written.has_body && !self.exchange.head;
         match body {
             Body::Bytes(bytes) => {
                 if send_body {
@@ -801,8 +837,7 @@ impl Conn {
             }
             Body::Stream(stream) => {
                 if send_body {
-                    self.chunked = chunked;
-                    self.start_sending(stream);
+                    self.start_sending(stream, written.chunked);
                 } else {
                     stream.borrow_mut().broken = true;
                 }
@@ -810,7 +845,21 @@ impl Conn {
         }
     }
 
-    fn start_sending(&mut self, stream: StreamShared) {
+    /// No request after the current one is read; the connection closes once its
+    /// response is out.
+    fn close_after_response(&mut self) {
+        if let State::Open { last, .. } = &mut self.state {
+            *last = true;
+        }
+    }
+
+    // Kept out of `respond`, whose common path it would slow down.
+    #[inline(never)]
+    fn start_sending(&mut self, stream: StreamShared, chunked: bool) {
+        let State::Open { answer, .. } = &mut self.state else {
+            stream.borrow_mut().broken = true;
+            return;
+        };
         let me = self.me.clone();
         let ev = self.shared.ev.clone();
         let scheduled = self.pump_scheduled.clone();
@@ -820,8 +869,10 @@ impl Conn {
             }
         });
         stream.borrow_mut().notify = Some(notify);
-        self.sending = Some(stream);
-        self.busy = true;
+        *answer = Answer::Stream {
+            body: stream,
+            chunked,
+        };
         self.flush();
         self.pump();
     }
@@ -846,65 +897,71 @@ impl Conn {
         let Some(t) = self.transport.clone() else {
             return;
         };
-        let mut finished = false;
-        match &mut self.sending {
-            None => {}
-            Some(stream) => {
-                let stream = stream.clone();
-                // Move queued pieces to the transport until it is full (then
-                // `resume_writing` calls us again) or the queue is empty (then the
-                // writer's next `send` or its drop does).
-                while !t.is_closing() && t.write_buffer_size() <= STREAM_HIGH_WATER {
-                    let mut s = stream.borrow_mut();
-                    let mut took = false;
-                    while let Some(chunk) = s.chunks.pop_front() {
-                        took = true;
-                        s.queued -= chunk.len();
-                        if self.chunked {
-                            push_hex(&mut self.out, chunk.len() as u64);
-                            self.out.extend_from_slice(b"\r\n");
-                            self.out.extend_from_slice(&chunk);
-                            self.out.extend_from_slice(b"\r\n");
-                        } else {
-                            self.out.extend_from_slice(&chunk);
-                        }
-                        if self.out.len() >= STREAM_HIGH_WATER {
-                            break;
-                        }
-                    }
-                    if s.finished && s.chunks.is_empty() {
-                        finished = true;
-                        if self.chunked {
-                            self.out.extend_from_slice(b"0\r\n\r\n");
-                        }
-                        s.notify = None;
-                    }
-                    let waker = if s.queued < STREAM_HIGH_WATER {
-                        s.waker.take()
-                    } else {
-                        None
-                    };
-                    drop(s);
-                    if let Some(w) = waker {
-                        w.wake();
-                    }
-                    self.flush();
-                    if finished || !took {
-                        break;
-                    }
+        if let State::Open {
+            answer: Answer::Stream { body, chunked },
+            ..
+        } = &self.state
+        {
+            let (stream, chunked) = (body.clone(), *chunked);
+            if self.send_queued(&t, &stream, chunked) {
+                if let State::Open { answer, .. } = &mut self.state {
+                    *answer = Answer::Inline;
                 }
             }
         }
-        if finished {
-            self.sending = None;
-            self.busy = false;
-            self.chunked = false;
-        }
-        if self.sending.is_none() && self.task.is_none() {
+        if !self.state.is_busy() {
             // Also what answers pipelined requests that waited for the transport's
             // buffer to drain (`output_full`).
             self.continue_input();
         }
+    }
+
+    /// Moves pieces of `stream` to the transport; returns whether the body ended.
+    fn send_queued(&mut self, t: &Transport, stream: &StreamShared, chunked: bool) -> bool {
+        let mut finished = false;
+        // Move queued pieces to the transport until it is full (then
+        // `resume_writing` calls us again) or the queue is empty (then the
+        // writer's next `send` or its drop does).
+        while !t.is_closing() && t.write_buffer_size() <= STREAM_HIGH_WATER {
+            let mut s = stream.borrow_mut();
+            let mut took = false;
+            while let Some(chunk) = s.chunks.pop_front() {
+                took = true;
+                s.queued -= chunk.len();
+                if chunked {
+                    push_hex(&mut self.out, chunk.len() as u64);
+                    self.out.extend_from_slice(b"\r\n");
+                    self.out.extend_from_slice(&chunk);
+                    self.out.extend_from_slice(b"\r\n");
+                } else {
+                    self.out.extend_from_slice(&chunk);
+                }
+                if self.out.len() >= STREAM_HIGH_WATER {
+                    break;
+                }
+            }
+            if s.finished && s.chunks.is_empty() {
+                finished = true;
+                if chunked {
+                    self.out.extend_from_slice(b"0\r\n\r\n");
+                }
+                s.notify = None;
+            }
+            let waker = if s.queued < STREAM_HIGH_WATER {
+                s.waker.take()
+            } else {
+                None
+            };
+            drop(s);
+            if let Some(w) = waker {
+                w.wake();
+            }
+            self.flush();
+            if finished || !took {
+                break;
+            }
+        }
+        finished
     }
 
     /// Answering waits for the output to drain; the client has `idle_timeout` to make
@@ -930,10 +987,10 @@ impl Conn {
 
     /// Answers `status` with a short error page and closes the connection.
     fn reject(&mut self, status: u16) {
-        if self.closed || self.lingering {
+        if !self.state.is_open() {
             return;
         }
-        if self.busy {
+        if self.state.is_busy() {
             // A response is already being produced for this connection; an error
             // page cannot be put in front of it.
             if let Some(t) = self.transport() {
@@ -951,10 +1008,10 @@ impl Conn {
                 line: format!("{} \"-\"", self.peer),
             });
         }
-        self.cur_head = false;
-        self.cur_close = true;
+        self.exchange.head = false;
+        self.exchange.close = true;
         self.respond(Response::error(status).close());
-        self.close_after = true;
+        self.close_after_response();
         self.flush();
         self.begin_close();
     }
@@ -977,11 +1034,11 @@ impl Conn {
     /// (the client sees the end of the response), then reads and drops input until the
     /// client closes or [`LINGER`] passes.
     fn begin_close(&mut self) {
-        if self.lingering || self.closed {
+        if !self.state.is_open() {
             return;
         }
         self.flush();
-        self.lingering = true;
+        self.state = State::Lingering;
         self.input = Vec::new();
         let Some(t) = self.transport.clone() else {
             return;
@@ -998,13 +1055,13 @@ impl Conn {
     /// Graceful shutdown: idle connections close now, busy ones after their
     /// response.
     pub(crate) fn shutdown(&mut self) {
-        if self.closed {
+        if !self.state.is_open() {
             return;
         }
-        if !self.busy && self.body.is_none() && self.input.is_empty() {
+        if !self.state.is_busy() && self.body.is_none() && self.input.is_empty() {
             self.begin_close();
         } else {
-            self.close_after = true;
+            self.close_after_response();
         }
     }
 }

@@ -85,19 +85,24 @@
 mod body;
 mod config;
 mod conn;
-mod date;
+mod head;
 mod parse;
 mod request;
 mod response;
 mod server;
+mod shared;
 mod static_files;
 
 pub use body::{BodyWriter, RequestBody};
 pub use config::Config;
+pub use head::reason;
 pub use request::{Request, Version};
-pub use response::{reason, Response};
+pub use response::Response;
 pub use server::HttpServer;
 pub use static_files::{serve_dir, serve_dir_forever, StaticFiles};
+
+/// The `tracing` target of the request log lines ([`Config::log_requests`]).
+pub const ACCESS_LOG_TARGET: &str = "oxloop_http::access";
 
 #[doc(hidden)]
 pub mod fuzz {

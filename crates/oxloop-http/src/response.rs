@@ -1,20 +1,11 @@
-//! The response a handler returns, and how it is written out.
+//! The response a handler returns (its head is written by [`crate::head`]).
 
-use crate::body::{BodyWriter, StreamShared, StreamState};
+use crate::body::{Body, BodyWriter, StreamShared, StreamState};
+use crate::head::reason;
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::fs::File;
 use std::rc::Rc;
-
-/// What follows the response head.
-pub(crate) enum Body {
-    /// Bytes known up front (`Content-Length`).
-    Bytes(Cow<'static, [u8]>),
-    /// A file of known length, read in pieces as the socket drains.
-    File(File, u64),
-    /// Pieces from a [`BodyWriter`]: chunked for HTTP/1.1.
-    Stream(StreamShared),
-}
 
 /// An HTTP response: status, headers and body.
 ///
@@ -153,53 +144,4 @@ impl Response {
         self.close = true;
         self
     }
-}
-
-/// The reason phrase for a status code.
-pub fn reason(status: u16) -> &'static str {
-    match status {
-        100 => "Continue",
-        200 => "OK",
-        201 => "Created",
-        204 => "No Content",
-        206 => "Partial Content",
-        301 => "Moved Permanently",
-        302 => "Found",
-        304 => "Not Modified",
-        400 => "Bad Request",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        411 => "Length Required",
-        413 => "Content Too Large",
-        414 => "URI Too Long",
-        417 => "Expectation Failed",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        501 => "Not Implemented",
-        503 => "Service Unavailable",
-        505 => "HTTP Version Not Supported",
-        _ => "Unknown",
-    }
-}
-
-/// Appends the decimal form of `n`.
-pub(crate) fn push_decimal(out: &mut Vec<u8>, n: u64) {
-    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-}
-
-/// Appends `n` in hexadecimal (chunk sizes).
-pub(crate) fn push_hex(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 16];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b"0123456789abcdef"[(n % 16) as usize];
-        n /= 16;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
 }

@@ -1,77 +1,18 @@
 //! The listening side: connection accounting, the connection limit and graceful
 //! shutdown.
 
-use crate::conn::{Conn, Handler, HttpProtocol};
-use crate::date::ResponseStart;
+use crate::conn::HttpProtocol;
+use crate::head::ResponseStart;
+use crate::shared::{Handler, ResponseFuture, Shared};
 use crate::{Config, Request, Response};
-use oxloop::protocol::{LoopNetExt, Server, ServerOptions};
+use oxloop::protocol::{LoopNetExt, ServerOptions};
 use oxloop::EventLoop;
 use slab::Slab;
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::rc::{Rc, Weak};
-
-/// What every connection of a server shares.
-pub(crate) struct Shared {
-    pub ev: EventLoop,
-    pub config: Config,
-    pub handler: Handler,
-    /// `Server: <name>\r\n`, or empty.
-    /// The `Server` and `Date` headers every response starts with.
-    pub response_start: ResponseStart,
-    conns: RefCell<Slab<Weak<RefCell<Conn>>>>,
-    pub shutting_down: Cell<bool>,
-    listener: RefCell<Option<Server>>,
-    /// Accepting is paused because of `max_connections`.
-    accept_paused: Cell<bool>,
-    on_drained: RefCell<Option<Box<dyn FnOnce()>>>,
-}
-
-impl Shared {
-    /// Records a new connection; stops accepting at the limit. Returns its key and
-    /// whether it is over the limit (the listener accepts a burst of connections per
-    /// readiness report, so a few can arrive after accepting was stopped).
-    pub(crate) fn register(&self, conn: &Rc<RefCell<Conn>>) -> (usize, bool) {
-        let (key, open) = {
-            let mut conns = self.conns.borrow_mut();
-            (conns.insert(Rc::downgrade(conn)), conns.len())
-        };
-        if open >= self.config.max_connections && !self.accept_paused.replace(true) {
-            if let Some(l) = &*self.listener.borrow() {
-                l.stop_accepting();
-            }
-        }
-        (key, open > self.config.max_connections)
-    }
-
-    /// Forgets a closed connection; resumes accepting below the limit, and reports
-    /// the end of a graceful shutdown.
-    pub(crate) fn unregister(&self, key: usize) {
-        let open = {
-            let mut conns = self.conns.borrow_mut();
-            if conns.contains(key) {
-                conns.remove(key);
-            }
-            conns.len()
-        };
-        if self.shutting_down.get() {
-            if open == 0 {
-                let done = self.on_drained.borrow_mut().take();
-                if let Some(done) = done {
-                    done();
-                }
-            }
-        } else if open < self.config.max_connections && self.accept_paused.replace(false) {
-            if let Some(l) = &*self.listener.borrow() {
-                if let Err(e) = l.resume_accepting() {
-                    eprintln!("oxloop-http: cannot resume accepting: {e}");
-                }
-            }
-        }
-    }
-}
+use std::rc::Rc;
 
 /// An HTTP/1.1 server running on an oxloop [`EventLoop`].
 ///
@@ -129,7 +70,7 @@ impl HttpServer {
         F: Fn(Request) -> Fut + 'static,
         Fut: Future<Output = Response> + 'static,
     {
-        let handler = move |req: Request| -> crate::conn::ResponseFuture { Box::pin(handler(req)) };
+        let handler = move |req: Request| -> ResponseFuture { Box::pin(handler(req)) };
         HttpServer::start(ev, addr, config, Handler::Async(Box::new(handler)))
     }
 
@@ -139,18 +80,12 @@ impl HttpServer {
         config: Config,
         handler: Handler,
     ) -> io::Result<HttpServer> {
-        let server_header = if config.server_name.is_empty()
-            || config.server_name.bytes().any(|b| b < 0x20 || b == 0x7f)
-        {
-            Vec::new()
-        } else {
-            format!("Server: {}\r\n", config.server_name).into_bytes()
-        };
+        let response_start = ResponseStart::new(&config.server_name);
         let shared = Rc::new(Shared {
             ev: ev.clone(),
             config,
             handler,
-            response_start: ResponseStart::new(server_header),
+            response_start,
             conns: RefCell::new(Slab::new()),
             shutting_down: Cell::new(false),
             listener: RefCell::new(None),
@@ -207,11 +142,7 @@ impl HttpServer {
             .filter_map(|(_, w)| w.upgrade())
             .collect();
         for conn in conns {
-            // A connection running its handler (which called us) cannot be borrowed;
-            // its response sees the shutdown flag and says `Connection: close`.
-            if let Ok(mut c) = conn.try_borrow_mut() {
-                c.shutdown();
-            }
+            conn.shut_down();
         }
         if self.connections() == 0 {
             let done = self.shared.on_drained.borrow_mut().take();

@@ -260,9 +260,15 @@ pub(crate) fn content_type(path: &Path) -> &'static str {
 
 /// Serves `dir` on `bind:port` with one log line per request on standard error, until
 /// SIGINT or SIGTERM: the first shuts down gracefully after the requests in progress,
-/// a second exits at once. This is `oxloop serve-http`; errors come back as messages
-/// for the user.
+/// a second exits at once. This is `oxloop serve-http`; errors come back as messages for the user. Unless the program installed a
+/// `tracing` subscriber of its own, one is installed that writes events at INFO and
+/// above to standard error.
 pub fn serve_dir_forever(dir: &str, bind: &str, port: u16) -> Result<(), String> {
+    // Err: the program has a subscriber already, which then gets the lines.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing::Level::INFO)
+        .try_init();
     let ev = oxloop::EventLoop::new().map_err(|e| e.to_string())?;
     let addr = if bind.contains(':') {
         format!("[{bind}]:{port}")
@@ -284,7 +290,7 @@ pub fn serve_dir_forever(dir: &str, bind: &str, port: u16) -> Result<(), String>
             if server.is_shutting_down() {
                 std::process::exit(130);
             }
-            eprintln!("shutting down after the requests in progress");
+            tracing::info!(target: "oxloop_http", "shutting down after the requests in progress");
             let ev3 = ev2.clone();
             server.shutdown(move || ev3.stop());
         })

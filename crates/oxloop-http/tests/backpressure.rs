@@ -16,16 +16,6 @@ use std::time::{Duration, Instant};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-fn resident_bytes() -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kb: usize = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    kb * 1024
-}
-
 /// A server answering every request with `body_len` bytes of text.
 fn sized_server(body_len: usize, config: Config) -> TestServer {
     TestServer::start(move |ev| {
@@ -36,17 +26,11 @@ fn sized_server(body_len: usize, config: Config) -> TestServer {
     })
 }
 
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
-
 #[test]
 fn pipelined_large_files_hold_bounded_resources() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let base =
-        std::env::temp_dir().join(format!("oxloop-http-backpressure-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&base);
-    std::fs::create_dir_all(&base).unwrap();
+    let dir = ScratchDir::new("backpressure");
+    let base = dir.path().to_path_buf();
     let big: Vec<u8> = (0..1_000_000u32).map(|i| (i * 13 % 251) as u8).collect();
     std::fs::write(base.join("big.bin"), &big).unwrap();
     let root = base.clone();
@@ -76,7 +60,6 @@ fn pipelined_large_files_hold_bounded_resources() {
     assert!(pending.is_empty());
     drop(s);
     drop(srv);
-    let _ = std::fs::remove_dir_all(&base);
 }
 
 #[test]

@@ -8,19 +8,13 @@ use std::io::Write;
 use std::path::PathBuf;
 
 struct Site {
-    base: PathBuf,
+    _dir: ScratchDir,
     root: PathBuf,
 }
 
-impl Drop for Site {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.base);
-    }
-}
-
 fn site(name: &str) -> Site {
-    let base = std::env::temp_dir().join(format!("oxloop-http-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&base);
+    let dir = ScratchDir::new(name);
+    let base = dir.path().to_path_buf();
     let root = base.join("www");
     std::fs::create_dir_all(root.join("sub")).unwrap();
     std::fs::write(base.join("secret.txt"), "SECRET").unwrap();
@@ -33,7 +27,7 @@ fn site(name: &str) -> Site {
     std::os::unix::fs::symlink(&base, root.join("escape")).unwrap();
     std::os::unix::fs::symlink(base.join("secret.txt"), root.join("secret_link")).unwrap();
     std::os::unix::fs::symlink(root.join("a.txt"), root.join("inside_link")).unwrap();
-    Site { base, root }
+    Site { _dir: dir, root }
 }
 
 fn start(root: PathBuf) -> TestServer {
