@@ -101,7 +101,7 @@ use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::rc::{Rc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Something the loop can wait for and dispatch.
 pub trait EventSource: 'static {
@@ -521,27 +521,4 @@ fn gone() -> io::Error {
         io::ErrorKind::NotFound,
         "the event source was removed or its loop destroyed",
     )
-}
-
-impl EventLoop {
-    /// For a host loop that drives this one through its fd: call right before blocking
-    /// on [`as_fd`](std::os::fd::AsFd::as_fd), and block at most the returned time
-    /// (`None`: until the fd is readable). Then call
-    /// [`run_once`](EventLoop::run_once)`(Some(Duration::ZERO))`.
-    ///
-    /// Unlike [`next_timeout`](EventLoop::next_timeout) it also marks the loop as
-    /// sleeping, so a [`LoopRemote`](crate::LoopRemote) call or a task woken from
-    /// another thread writes to the loop's wake-up fd (which makes the loop's fd
-    /// readable). Without it, such a wake-up is only noticed at the next iteration.
-    pub fn prepare_wait(&self) -> Option<Duration> {
-        let timeout = self.next_timeout();
-        if timeout == Some(Duration::ZERO) {
-            return timeout;
-        }
-        if self.remote().shared.prepare_sleep() {
-            timeout
-        } else {
-            Some(Duration::ZERO) // notified meanwhile
-        }
-    }
 }
