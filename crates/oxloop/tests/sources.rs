@@ -1,5 +1,6 @@
 //! Event sources: the trait's trigger modes and post-actions, and the ready-made sources.
 
+use oxloop::source::LoopSourceExt;
 use oxloop::source::{
     channel, ping, ChannelEvent, ChildExit, Event, EventSource, Generic, Nested, PostAction,
     Registration, Signal, TimeoutAction, Timer,

@@ -11,6 +11,7 @@
 //! resolution with [`Calloop::poll_every`]: it is then also dispatched at that interval.
 //!
 //! ```
+//! use oxloop::source::LoopSourceExt;
 //! use oxloop::{source::calloop::Calloop, EventLoop};
 //! use std::time::Duration;
 //!

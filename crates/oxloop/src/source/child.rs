@@ -22,6 +22,7 @@ mod linux {
     /// and other children are left alone.
     ///
     /// ```
+    /// use oxloop::source::LoopSourceExt;
     /// use oxloop::{source::ChildExit, EventLoop};
     /// use std::process::Command;
     ///

@@ -13,6 +13,7 @@ type GenericCallback<F> = Box<dyn FnMut(Event, &mut F) -> PostAction>;
 /// with a [`PostAction`].
 ///
 /// ```
+/// use oxloop::source::LoopSourceExt;
 /// use oxloop::source::{Event, Generic, PostAction};
 /// use oxloop::{EventLoop, Interest, Mode};
 /// use std::io::{Read, Write};

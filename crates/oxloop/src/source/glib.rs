@@ -10,6 +10,7 @@
 //!   context, run one oxloop iteration each time they fire.
 //!
 //! ```
+//! use oxloop::source::LoopSourceExt;
 //! use oxloop::{source::glib::GlibContext, EventLoop};
 //! use std::sync::atomic::{AtomicBool, Ordering};
 //! use std::sync::Arc;

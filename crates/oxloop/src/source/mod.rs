@@ -6,6 +6,7 @@
 //! [`PostAction`]: keep going, register again, disable itself or go away.
 //!
 //! ```
+//! use oxloop::source::LoopSourceExt;
 //! use oxloop::source::{Event, EventSource, PostAction, Registration};
 //! use oxloop::{EventLoop, Interest, Mode};
 //! use std::io::Read;
@@ -231,10 +232,16 @@ impl<S: EventSource> fmt::Debug for SourceHandle<S> {
     }
 }
 
-impl EventLoop {
+/// Event-source methods for [`EventLoop`]. An extension trait, like every operation a
+/// higher layer adds to the loop; import it with `use oxloop::source::LoopSourceExt;`.
+pub trait LoopSourceExt {
     /// Inserts an event source: calls its [`EventSource::register`], watches its fds
     /// and sets its deadline. Fails (dropping the source) if an fd is refused.
-    pub fn insert_source<S: EventSource>(&self, source: S) -> io::Result<SourceHandle<S>> {
+    fn insert_source<S: EventSource>(&self, source: S) -> io::Result<SourceHandle<S>>;
+}
+
+impl LoopSourceExt for EventLoop {
+    fn insert_source<S: EventSource>(&self, source: S) -> io::Result<SourceHandle<S>> {
         let handle = SourceHandle {
             slot: Rc::new(RefCell::new(Slot {
                 source: Some(source),

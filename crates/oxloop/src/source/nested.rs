@@ -27,6 +27,7 @@ type Reply = Option<Duration>;
 /// An oxloop loop on a helper thread, stepped by the loop this source is inserted in.
 ///
 /// ```
+/// use oxloop::source::LoopSourceExt;
 /// use oxloop::{source::Nested, EventLoop};
 /// use std::time::Duration;
 ///

@@ -11,6 +11,7 @@ use std::sync::Arc;
 /// [`PingSender::ping`]s (several pings before the loop wakes run it once).
 ///
 /// ```
+/// use oxloop::source::LoopSourceExt;
 /// use oxloop::{source::ping, EventLoop};
 ///
 /// let ev = EventLoop::new()?;
