@@ -27,7 +27,7 @@
 //! Where things live:
 //!
 //! - [`event_loop`]: the loop, its handles, the cross-thread remote;
-//! - `reactor`: the poller backends (epoll on Linux, `polling` elsewhere), the
+//! - `reactor`: the backends (epoll on Linux, `polling` elsewhere), the
 //!   waker and the signal plumbing: the only `unsafe` code in the crate;
 //! - [`source`]: event sources (one interface for fds, timers, channels, child
 //!   processes and foreign loops), and the adapters that embed oxloop in other loops;
@@ -47,4 +47,3 @@ pub(crate) mod timers;
 pub mod wire;
 
 pub use event_loop::{CallbackPanic, EventLoop, Handle, KeepAlive, LoopClosed, LoopRemote};
-pub use reactor::{Interest, Mode};

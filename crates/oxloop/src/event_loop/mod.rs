@@ -8,7 +8,7 @@
 //!
 //! 1. works out how long it may block: zero if callbacks are ready or a stop was asked
 //!    for, otherwise until the earliest timer (or for ever);
-//! 2. waits in the poller (the `reactor` module); another thread can cut the wait short
+//! 2. waits in the backend (the `reactor` module); another thread can cut the wait short
 //!    through a [`LoopRemote`], a signal through the waker;
 //! 3. caches the clock ([`EventLoop::time`]);
 //! 4. runs the callbacks of the fds that are ready, readers before writers;
@@ -54,7 +54,7 @@ use self::signals::SignalHandlers;
 pub(crate) use self::watchers::Direction;
 pub(crate) use self::watchers::FdHandler;
 use self::watchers::{FdCallback, Target, Watchers};
-use crate::reactor::{Events, Interest, Mode, Poller, Waker as FdWaker};
+use crate::reactor::{Backend, Events, Interest, Trigger, Waker as FdWaker};
 use crate::timers::Timers;
 use slab::Slab;
 use std::cell::{Cell, RefCell};
@@ -105,10 +105,10 @@ pub struct EventLoop {
 
 pub(crate) struct Inner {
     state: RefCell<State>,
-    poller: Poller,
+    backend: Backend,
     shared: Arc<Shared>,
     id: u64,
-    /// The poller's report buffer. Only `iterate` touches it, and `iterate` cannot
+    /// The backend's report buffer. Only `iterate` touches it, and `iterate` cannot
     /// re-enter (the running guard refuses), so it lives outside the state's `RefCell`.
     events: RefCell<Events>,
     /// Callbacks and task steps run; outside the `RefCell` so counting costs no borrow.
@@ -140,7 +140,7 @@ struct State {
     keep_alive: usize,
     panic_handler: Option<PanicHandler>,
     propagate_panics: bool,
-    /// Time spent blocked in the poller, when `track_wait_time` is on.
+    /// Time spent blocked in the backend, when `track_wait_time` is on.
     time_waiting: Duration,
     track_wait_time: bool,
 }
@@ -176,10 +176,10 @@ impl EventLoop {
                     "this thread already has an event loop; use EventLoop::current() to get it",
                 ));
             }
-            let poller = Poller::new()?;
+            let backend = Backend::new()?;
             let waker = FdWaker::new()?;
             let waker_fd = waker.read_fd();
-            poller.add(waker_fd, Interest::READ, Mode::Level)?;
+            backend.add(waker_fd, Interest::READ, Trigger::Level)?;
             let now = Instant::now();
             let id = NEXT_LOOP_ID.fetch_add(1, Ordering::Relaxed);
             let inner = Rc::new(Inner {
@@ -202,7 +202,7 @@ impl EventLoop {
                     time_waiting: Duration::ZERO,
                     track_wait_time: false,
                 }),
-                poller,
+                backend,
                 shared: Arc::new(Shared::new(waker)),
                 id,
                 events: RefCell::new(Events::new()),
@@ -303,7 +303,7 @@ impl EventLoop {
         self.add_watcher(
             fd.as_raw_fd(),
             Direction::Read,
-            Mode::Level,
+            Trigger::Level,
             self.traced_mut(f),
         )
     }
@@ -314,7 +314,7 @@ impl EventLoop {
         self.add_watcher(
             fd.as_raw_fd(),
             Direction::Write,
-            Mode::Level,
+            Trigger::Level,
             self.traced_mut(f),
         )
     }
@@ -325,7 +325,7 @@ impl EventLoop {
         &self,
         fd: RawFd,
         dir: Direction,
-        mode: Mode,
+        mode: Trigger,
         f: FdCallback,
     ) -> io::Result<()> {
         if fd == self.inner.waker_fd {
@@ -339,7 +339,7 @@ impl EventLoop {
             if state.destroyed {
                 Err(destroyed_error())
             } else {
-                state.watchers.register(&self.inner.poller, fd, dir, mode)
+                state.watchers.watch(&self.inner.backend, fd, dir, mode)
             }
         };
         // On error `f` is dropped when this function returns, outside the borrow.
@@ -364,7 +364,7 @@ impl EventLoop {
         let (removed, callback) = {
             let mut state = self.inner.state.borrow_mut();
             let state = &mut *state;
-            state.watchers.remove(&self.inner.poller, fd, dir)
+            state.watchers.remove(&self.inner.backend, fd, dir)
         };
         drop(callback);
         removed
@@ -510,7 +510,7 @@ impl EventLoop {
     /// Frees everything the loop holds: pending callbacks, timers, watchers and signal
     /// handlers are dropped (signal dispositions restored), remotes start failing, and
     /// the thread may create a new loop. Other handles to this loop stay valid objects,
-    /// but the loop refuses new work. The poller and wake-up fds close when the last
+    /// but the loop refuses new work. The backend and wake-up fds close when the last
     /// handle (and the last [`LoopRemote`]) is dropped.
     pub fn destroy(&self) {
         self.inner.shut_down();
@@ -568,7 +568,7 @@ impl EventLoop {
             // block: a clock read costs as much as the rest of an idle iteration.
             let before =
                 (state.track_wait_time && timeout != Some(Duration::ZERO)).then(Instant::now);
-            let result = inner.poller.wait(&mut events, timeout);
+            let result = inner.backend.wait(&mut events, timeout);
             let notified = inner.shared.after_wake();
             if let Some(before) = before {
                 state.time_waiting += before.elapsed();
@@ -711,7 +711,7 @@ impl EventLoop {
         fd: RawFd,
         handler: Rc<dyn FdHandler>,
         interest: Interest,
-        mode: Mode,
+        mode: Trigger,
         counts: bool,
     ) -> io::Result<()> {
         let mut state = self.inner.state.borrow_mut();
@@ -720,7 +720,7 @@ impl EventLoop {
         }
         state
             .watchers
-            .add_handler(&self.inner.poller, fd, handler, interest, mode, counts)
+            .add_handler(&self.inner.backend, fd, handler, interest, mode, counts)
     }
 
     /// Changes what a handler's fd is watched for.
@@ -731,32 +731,32 @@ impl EventLoop {
         }
         state
             .watchers
-            .set_interest(&self.inner.poller, fd, interest)
+            .set_interest(&self.inner.backend, fd, interest)
     }
 
     /// Takes a handler out of the loop; its fd is no longer watched.
     pub(crate) fn remove_handler(&self, fd: RawFd) {
         let handler = match self.inner.state.try_borrow_mut() {
-            Ok(mut state) => state.watchers.remove_handler(&self.inner.poller, fd),
+            Ok(mut state) => state.watchers.remove_handler(&self.inner.backend, fd),
             Err(_) => None,
         };
         drop(handler);
     }
 
     /// Registers `fd` as an async source (edge-triggered readiness with wakers).
-    pub(crate) fn add_source(&self, fd: RawFd) -> io::Result<Rc<watchers::IoSource>> {
+    pub(crate) fn add_readiness(&self, fd: RawFd) -> io::Result<Rc<watchers::Readiness>> {
         // Optimistic: the first operation tries the syscall; a would-block clears it.
-        let source = Rc::new(watchers::IoSource {
+        let source = Rc::new(watchers::Readiness {
             readable: Cell::new(true),
             writable: Cell::new(true),
-            ..watchers::IoSource::default()
+            ..watchers::Readiness::default()
         });
-        self.add_handler(fd, source.clone(), Interest::BOTH, Mode::Edge, false)?;
+        self.add_handler(fd, source.clone(), Interest::BOTH, Trigger::Edge, false)?;
         Ok(source)
     }
 
     /// Deregisters an async source, waking the tasks waiting on it.
-    pub(crate) fn remove_source(&self, fd: RawFd, source: &watchers::IoSource) {
+    pub(crate) fn remove_readiness(&self, fd: RawFd, source: &watchers::Readiness) {
         self.remove_handler(fd);
         let wakers = [source.read_waker.take(), source.write_waker.take()];
         wakers.into_iter().flatten().for_each(Waker::wake);
@@ -809,7 +809,7 @@ impl Inner {
             }
             state.destroyed = true;
             let tasks = std::mem::take(&mut state.tasks);
-            let (fd_callbacks, fd_handlers) = state.watchers.take_all(&self.poller);
+            let (fd_callbacks, fd_handlers) = state.watchers.take_all(&self.backend);
             Leftovers {
                 tasks: tasks.into_iter().filter_map(|(_, t)| t.future).collect(),
                 ready: state.ready.take_all(),
@@ -850,16 +850,16 @@ impl Drop for RunningGuard<'_> {
 }
 
 impl AsRawFd for EventLoop {
-    /// The poller's fd: readable whenever the loop has I/O to dispatch or was woken.
+    /// The backend's fd: readable whenever the loop has I/O to dispatch or was woken.
     /// A host loop can wait on it, then call [`EventLoop::run_once`] with a zero timeout.
     fn as_raw_fd(&self) -> RawFd {
-        self.inner.poller.as_raw_fd()
+        self.inner.backend.as_raw_fd()
     }
 }
 
 impl AsFd for EventLoop {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.inner.poller.as_fd()
+        self.inner.backend.as_fd()
     }
 }
 

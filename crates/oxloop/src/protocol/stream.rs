@@ -6,7 +6,7 @@ use super::send::{send, send_vectored, SEND_FLAGS};
 use super::slot::ProtocolSlot;
 use super::Protocol;
 use crate::event_loop::FdHandler;
-use crate::reactor::{Interest, Mode, Ready};
+use crate::reactor::{Interest, Ready, Trigger};
 use crate::{EventLoop, Handle};
 use rustix::io::Errno;
 use rustix::net::RecvFlags;
@@ -136,7 +136,7 @@ impl Transport {
             }),
             protocol: ProtocolSlot::new(protocol),
         });
-        ev.add_handler(fd, inner.clone(), Interest::READ, Mode::Level, true)?;
+        ev.add_handler(fd, inner.clone(), Interest::READ, Trigger::Level, true)?;
         inner.state.borrow_mut().reading = true;
         let transport = Transport { inner };
         let t = transport.clone();

@@ -8,18 +8,18 @@
 //!   thread or from a signal handler;
 //! - `signal`: the process-wide `sigaction` plumbing that turns signals into wake-ups.
 //!
-//! The rest of the crate sees only [`Poller`], [`Events`], [`Ready`], [`Interest`] and
-//! [`Mode`], and never a raw syscall.
+//! The rest of the crate sees only [`Backend`], [`Events`], [`Ready`], [`Interest`] and
+//! [`Trigger`], and never a raw syscall.
 
 #[cfg(target_os = "linux")]
 mod epoll;
 #[cfg(target_os = "linux")]
-pub(crate) use epoll::{Events, Poller};
+pub(crate) use epoll::{Backend, Events};
 
 #[cfg(not(target_os = "linux"))]
 mod portable;
 #[cfg(not(target_os = "linux"))]
-pub(crate) use portable::{Events, Poller};
+pub(crate) use portable::{Backend, Events};
 
 #[cfg(feature = "glib")]
 pub(crate) mod glib;
@@ -68,7 +68,7 @@ impl Interest {
 
 /// How the kernel reports readiness for a registered fd.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Mode {
+pub enum Trigger {
     /// Reported on every poll while the fd stays ready (like `select`, asyncio, libuv).
     #[default]
     Level,

@@ -7,8 +7,8 @@ pub use linux::ChildExit;
 
 #[cfg(target_os = "linux")]
 mod linux {
+    use crate::reactor::{Interest, Trigger};
     use crate::source::{Event, EventSource, PostAction, Registration};
-    use crate::{Interest, Mode};
     use rustix::process::{pidfd_open, Pid, PidfdFlags};
     use std::fmt;
     use std::io;
@@ -74,7 +74,7 @@ mod linux {
     impl EventSource for ChildExit {
         fn register(&mut self, reg: &mut Registration) -> io::Result<()> {
             // A pidfd becomes readable when the process exits.
-            reg.watch(&self.pidfd, Interest::READ, Mode::Level);
+            reg.watch(&self.pidfd, Interest::READ, Trigger::Level);
             Ok(())
         }
 

@@ -1,14 +1,15 @@
 //! Event sources: one interface for everything that can wake the loop.
 //!
 //! An [`EventSource`] says what it waits for — some fds, each with an [`Interest`] and
-//! a trigger [`Mode`], and optionally a deadline — and the loop calls
+//! a trigger [`Trigger`], and optionally a deadline — and the loop calls
 //! [`EventSource::dispatch`] with what happened. The source answers with a
 //! [`PostAction`]: keep going, register again, disable itself or go away.
 //!
 //! ```
 //! use oxloop::source::LoopSourceExt;
 //! use oxloop::source::{Event, EventSource, PostAction, Registration};
-//! use oxloop::{EventLoop, Interest, Mode};
+//! use oxloop::source::{Interest, Trigger};
+//! use oxloop::EventLoop;
 //! use std::io::Read;
 //! use std::os::unix::net::UnixStream;
 //!
@@ -20,7 +21,7 @@
 //!
 //! impl EventSource for Counter {
 //!     fn register(&mut self, reg: &mut Registration) -> std::io::Result<()> {
-//!         reg.watch(&self.socket, Interest::READ, Mode::Level);
+//!         reg.watch(&self.socket, Interest::READ, Trigger::Level);
 //!         Ok(())
 //!     }
 //!
@@ -64,7 +65,7 @@
 //!
 //! - An fd watched for reading and writing that becomes both at once is dispatched
 //!   twice, once per direction (readers first).
-//! - [`Mode::Oneshot`]: the kernel disarms the fd after one report. Return
+//! - [`Trigger::Oneshot`]: the kernel disarms the fd after one report. Return
 //!   [`PostAction::Reregister`] to arm it again.
 //! - [`EventSource::deadline`] is asked again after every dispatch, and when
 //!   [`SourceHandle::update`] is called (for a deadline changed from outside).
@@ -95,8 +96,11 @@ pub use ping::{ping, Ping, PingSender};
 pub use signal::Signal;
 pub use timer::{TimeoutAction, Timer};
 
+/// What a source's fd is watched for, and how the kernel reports it.
+pub use crate::reactor::{Interest, Trigger};
+
 use crate::event_loop::{Direction, Inner};
-use crate::{EventLoop, Handle, Interest, Mode};
+use crate::{EventLoop, Handle};
 use std::cell::RefCell;
 use std::fmt;
 use std::io;
@@ -142,7 +146,7 @@ pub enum PostAction {
     /// Keep everything as it is.
     Continue,
     /// Call [`EventSource::register`] again (a changed fd set, or to re-arm
-    /// [`Mode::Oneshot`] fds).
+    /// [`Trigger::Oneshot`] fds).
     Reregister,
     /// Stop watching until [`SourceHandle::enable`].
     Disable,
@@ -158,7 +162,7 @@ pub struct Watch {
     /// Which directions.
     pub interest: Interest,
     /// Level, edge or oneshot.
-    pub mode: Mode,
+    pub mode: Trigger,
 }
 
 /// The fds a source asks for, filled in by [`EventSource::register`].
@@ -170,12 +174,12 @@ pub struct Registration {
 impl Registration {
     /// Watch `fd` for `interest`, triggered as `mode` says. The source must keep the fd
     /// open while it is registered.
-    pub fn watch(&mut self, fd: impl AsFd, interest: Interest, mode: Mode) {
+    pub fn watch(&mut self, fd: impl AsFd, interest: Interest, mode: Trigger) {
         self.watch_raw(fd.as_fd().as_raw_fd(), interest, mode);
     }
 
     /// [`watch`](Self::watch) for a raw fd number.
-    pub fn watch_raw(&mut self, fd: RawFd, interest: Interest, mode: Mode) {
+    pub fn watch_raw(&mut self, fd: RawFd, interest: Interest, mode: Trigger) {
         self.watches.push(Watch { fd, interest, mode });
     }
 

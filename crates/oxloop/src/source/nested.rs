@@ -9,7 +9,8 @@
 //! Removing or dropping the source stops the inner loop and joins its thread.
 
 use super::{Event, EventSource, PostAction, Registration};
-use crate::{EventLoop, Interest, LoopRemote, Mode};
+use crate::reactor::{Interest, Trigger};
+use crate::{EventLoop, LoopRemote};
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -147,7 +148,7 @@ impl fmt::Debug for Nested {
 
 impl EventSource for Nested {
     fn register(&mut self, reg: &mut Registration) -> io::Result<()> {
-        reg.watch(&self.fd, Interest::READ, Mode::Level);
+        reg.watch(&self.fd, Interest::READ, Trigger::Level);
         Ok(())
     }
 

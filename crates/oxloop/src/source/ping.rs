@@ -2,7 +2,7 @@
 
 use super::{Event, EventSource, PostAction, Registration};
 use crate::reactor::Waker;
-use crate::{Interest, Mode};
+use crate::reactor::{Interest, Trigger};
 use std::fmt;
 use std::io;
 use std::sync::Arc;
@@ -70,7 +70,7 @@ impl fmt::Debug for Ping {
 
 impl EventSource for Ping {
     fn register(&mut self, reg: &mut Registration) -> io::Result<()> {
-        reg.watch_raw(self.waker.read_fd(), Interest::READ, Mode::Level);
+        reg.watch_raw(self.waker.read_fd(), Interest::READ, Trigger::Level);
         Ok(())
     }
 
