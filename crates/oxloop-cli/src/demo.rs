@@ -8,6 +8,7 @@ use oxloop::net::{TcpStream, UdpSocket};
 use oxloop::protocol::{
     Address, DatagramProtocol, DatagramTransport, LoopNetExt, Protocol, Transport,
 };
+use oxloop::wire::LoopWireExt;
 use oxloop::{task, EventLoop};
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -237,7 +238,7 @@ async fn wires(ev: &EventLoop, start: Instant) -> io::Result<()> {
         "wire",
         "running (Call(sleep 20 ms) >> Call(beep)) * 3",
     );
-    ev.start(prog).await.map_err(io::Error::other)?;
+    ev.start_wire(prog).await.map_err(io::Error::other)?;
     if beeps.get() != 3 {
         return Err(io::Error::other(
             "the wire program did not beep three times",

@@ -14,6 +14,7 @@
 use calloop::generic::Generic;
 use calloop::timer::{TimeoutAction, Timer};
 use oxloop::source::calloop::Calloop;
+use oxloop::source::LoopSourceExt;
 use oxloop::source::{channel, ChannelEvent};
 use oxloop::{EventLoop, KeepAlive, LoopRemote};
 use std::cell::RefCell;

@@ -4,6 +4,7 @@ use calloop::generic::Generic;
 use calloop::timer::{TimeoutAction, Timer};
 use calloop::{Interest, Mode, PostAction};
 use oxloop::source::calloop::Calloop;
+use oxloop::source::LoopSourceExt;
 use oxloop::EventLoop;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;

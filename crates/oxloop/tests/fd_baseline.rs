@@ -1,14 +1,13 @@
 //! After a loop is destroyed, the process holds exactly the fds it held before.
 //! Alone in its binary so no other test opens fds meanwhile.
 
+mod support;
+
 use oxloop::EventLoop;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
-
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
+use support::open_fds;
 
 #[test]
 fn fd_count_returns_to_baseline_after_the_loop_is_destroyed() {

@@ -3,6 +3,7 @@
 
 use oxloop::io::Async;
 use oxloop::source::glib::{attach, GlibContext};
+use oxloop::source::LoopSourceExt;
 use oxloop::EventLoop;
 use std::cell::RefCell;
 use std::io::{Read, Write};

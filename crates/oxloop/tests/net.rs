@@ -214,7 +214,7 @@ fn unix_datagram_echo() {
 fn socketpair_and_pipe_round_trips() {
     let ev = EventLoop::new().unwrap();
     ev.block_on(async {
-        let (mut a, mut b) = oxloop::io::socketpair()?;
+        let (mut a, mut b) = oxloop::net::socketpair()?;
         a.write_all(b"ping").await?;
         let mut buf = [0; 4];
         b.read_exact(&mut buf).await?;

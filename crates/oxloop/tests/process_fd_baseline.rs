@@ -2,14 +2,13 @@
 //! are back to where they were and no child is left. One test per binary: it counts
 //! the whole process's fds.
 
+mod support;
+
 use oxloop::io::AsyncWriteExt;
 use oxloop::process::{force_sigchld_reaping, Command, Stdio};
 use oxloop::{task, EventLoop};
 use std::time::{Duration, Instant};
-
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
+use support::open_fds;
 
 /// Children of any of our threads, running or zombie.
 fn our_children() -> usize {

@@ -1,15 +1,14 @@
 //! 1,000 connections opened and closed leave the process with the fds it had before.
 //! Alone in its binary: /proc/self/fd counts are process-wide.
 
+mod support;
+
 use oxloop::protocol::{ConnectOptions, LoopNetExt, Protocol, Transport};
 use oxloop::EventLoop;
 use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
-
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
+use support::open_fds;
 
 struct Echo(Option<Transport>);
 

@@ -1,10 +1,12 @@
 //! Event sources: the trait's trigger modes and post-actions, and the ready-made sources.
 
+use oxloop::source::LoopSourceExt;
 use oxloop::source::{
     channel, ping, ChannelEvent, ChildExit, Event, EventSource, Generic, Nested, PostAction,
     Registration, Signal, TimeoutAction, Timer,
 };
-use oxloop::{EventLoop, Interest, Mode};
+use oxloop::source::{Interest, Trigger};
+use oxloop::EventLoop;
 use rustix::event::{PollFd, PollFlags};
 use std::cell::{Cell, RefCell};
 use std::io::{Read, Write};
@@ -16,7 +18,7 @@ use std::time::{Duration, Instant};
 /// Counts dispatches of a socket that is never read, with the given mode and answer.
 struct Unread {
     socket: UnixStream,
-    mode: Mode,
+    mode: Trigger,
     answer: PostAction,
     seen: Rc<Cell<u32>>,
 }
@@ -34,7 +36,7 @@ impl EventSource for Unread {
     }
 }
 
-fn dispatches(mode: Mode, answer: PostAction, iterations: usize) -> u32 {
+fn dispatches(mode: Trigger, answer: PostAction, iterations: usize) -> u32 {
     let ev = EventLoop::new().unwrap();
     let (a, mut b) = UnixStream::pair().unwrap();
     b.write_all(b"data").unwrap();
@@ -57,13 +59,13 @@ fn dispatches(mode: Mode, answer: PostAction, iterations: usize) -> u32 {
 
 #[test]
 fn trigger_modes() {
-    assert_eq!(dispatches(Mode::Level, PostAction::Continue, 5), 5);
-    assert_eq!(dispatches(Mode::Edge, PostAction::Continue, 5), 1);
-    assert_eq!(dispatches(Mode::Oneshot, PostAction::Continue, 5), 1);
+    assert_eq!(dispatches(Trigger::Level, PostAction::Continue, 5), 5);
+    assert_eq!(dispatches(Trigger::Edge, PostAction::Continue, 5), 1);
+    assert_eq!(dispatches(Trigger::Oneshot, PostAction::Continue, 5), 1);
     // Re-registering re-arms a oneshot fd (and re-reports an unread edge fd).
-    assert_eq!(dispatches(Mode::Oneshot, PostAction::Reregister, 5), 5);
-    assert_eq!(dispatches(Mode::Level, PostAction::Disable, 5), 1);
-    assert_eq!(dispatches(Mode::Level, PostAction::Remove, 5), 1);
+    assert_eq!(dispatches(Trigger::Oneshot, PostAction::Reregister, 5), 5);
+    assert_eq!(dispatches(Trigger::Level, PostAction::Disable, 5), 1);
+    assert_eq!(dispatches(Trigger::Level, PostAction::Remove, 5), 1);
 }
 
 #[test]
@@ -75,7 +77,7 @@ fn handle_disables_enables_and_hands_back() {
     let handle = ev
         .insert_source(Unread {
             socket: a,
-            mode: Mode::Level,
+            mode: Trigger::Level,
             answer: PostAction::Continue,
             seen: seen.clone(),
         })
@@ -239,7 +241,7 @@ fn generic_fd_sees_both_directions() {
         .insert_source(Generic::new(
             a,
             Interest::BOTH,
-            Mode::Level,
+            Trigger::Level,
             move |event, socket| {
                 let fd = std::os::fd::AsRawFd::as_raw_fd(&socket.as_fd());
                 match event {
@@ -341,7 +343,7 @@ fn an_unreferenced_source_does_not_keep_run_going() {
     let ev = EventLoop::new().unwrap();
     let (_a, b) = UnixStream::pair().unwrap();
     let handle = ev
-        .insert_source(Generic::new(b, Interest::READ, Mode::Level, |_, _| {
+        .insert_source(Generic::new(b, Interest::READ, Trigger::Level, |_, _| {
             PostAction::Continue
         }))
         .unwrap();

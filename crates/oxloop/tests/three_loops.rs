@@ -2,15 +2,14 @@
 //! shutting down closes every fd the loops opened. Its own test binary, because
 //! `/proc/self/fd` is process-wide.
 
+mod support;
+
+use support::open_fds;
 #[path = "../examples/three_loops.rs"]
 #[allow(dead_code)]
 mod three_loops;
 
 use std::time::{Duration, Instant};
-
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
 
 #[test]
 fn every_loop_progresses_and_fds_return_to_baseline() {

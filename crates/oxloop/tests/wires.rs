@@ -2,6 +2,7 @@
 //! failures, and the Poller.
 
 use oxloop::io::Async;
+use oxloop::wire::LoopWireExt;
 use oxloop::wire::{
     Call, Forever, Poller, Repeat, RunError, Wire, WireError, WireHandle, WireLoop,
 };
@@ -197,7 +198,7 @@ fn the_timeout_cancels_every_wire_and_drops_its_state() {
         let l = l.clone();
         async move {
             // A wire started by a wire is cancelled by the timeout too.
-            ev.start(Call(move || {
+            ev.start_wire(Call(move || {
                 let _held = &child_guard;
                 task::sleep(Duration::from_secs(3600))
             }));
@@ -244,7 +245,7 @@ fn wires_started_by_wires_are_waited_for() {
     wires.start(Wire::new(move |ev: EventLoop| {
         let l = l.clone();
         async move {
-            ev.start(Call(|| task::sleep(20 * MS)) >> push(&l, "child"));
+            ev.start_wire(Call(|| task::sleep(20 * MS)) >> push(&l, "child"));
             l.borrow_mut().push("parent".into());
         }
     }));
@@ -265,7 +266,7 @@ fn the_start_handle_cancels_a_wire() {
             task::sleep(Duration::from_secs(3600)).await;
         }
     });
-    let handle: Rc<WireHandle> = Rc::new(ev.start(long >> push(&log, "after")));
+    let handle: Rc<WireHandle> = Rc::new(ev.start_wire(long >> push(&log, "after")));
     let h = handle.clone();
     let wires = WireLoop::new(&ev).timeout(Duration::from_secs(10));
     wires.start(Call(|| task::sleep(10 * MS)) >> Call(move || h.cancel()));

@@ -1,10 +1,10 @@
 //! Handles to scheduled work: cancel it, or stop it from keeping `run()` going.
 
 use super::signals::SignalId;
-use super::Inner;
+use super::{EventLoop, Inner};
 use crate::timers::TimerId;
 use std::fmt;
-use std::rc::Weak;
+use std::rc::{Rc, Weak};
 
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum HandleKind {
@@ -95,5 +95,66 @@ impl Drop for KeepAlive {
 impl fmt::Debug for KeepAlive {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("KeepAlive")
+    }
+}
+
+impl EventLoop {
+    pub(super) fn handle(&self, kind: HandleKind) -> Handle {
+        Handle {
+            inner: Rc::downgrade(&self.inner),
+            kind,
+        }
+    }
+
+    /// Keeps [`run`](EventLoop::run) going until the returned guard is dropped.
+    pub fn keep_alive(&self) -> KeepAlive {
+        self.inner.state.borrow_mut().keep_alive += 1;
+        KeepAlive {
+            inner: Rc::downgrade(&self.inner),
+        }
+    }
+}
+
+impl Inner {
+    fn cancel(&self, kind: HandleKind) -> bool {
+        let mut state = self.state.borrow_mut();
+        match kind {
+            HandleKind::Soon(seq) => {
+                let callback = state.ready.cancel(seq);
+                drop(state);
+                callback.is_some()
+            }
+            HandleKind::Timer(id) => {
+                let callback = state.timers.cancel(id);
+                drop(state);
+                callback.is_some()
+            }
+            HandleKind::Signal(id) => {
+                let (removed, callback) = state.signals.cancel(id);
+                drop(state);
+                drop(callback);
+                removed
+            }
+            HandleKind::Inert => false,
+        }
+    }
+
+    fn is_pending(&self, kind: HandleKind) -> bool {
+        let state = self.state.borrow();
+        match kind {
+            HandleKind::Soon(seq) => state.ready.contains(seq),
+            HandleKind::Timer(id) => state.timers.contains(id),
+            HandleKind::Signal(id) => state.signals.contains(id),
+            HandleKind::Inert => false,
+        }
+    }
+
+    fn set_ref(&self, kind: HandleKind, referenced: bool) {
+        let mut state = self.state.borrow_mut();
+        match kind {
+            HandleKind::Timer(id) => state.timers.set_referenced(id, referenced),
+            HandleKind::Signal(id) => state.signals.set_referenced(id, referenced),
+            HandleKind::Soon(_) | HandleKind::Inert => {}
+        }
     }
 }

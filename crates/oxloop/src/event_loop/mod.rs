@@ -8,7 +8,7 @@
 //!
 //! 1. works out how long it may block: zero if callbacks are ready or a stop was asked
 //!    for, otherwise until the earliest timer (or for ever);
-//! 2. waits in the poller (the `reactor` module); another thread can cut the wait short
+//! 2. waits in the backend (the `reactor` module); another thread can cut the wait short
 //!    through a [`LoopRemote`], a signal through the waker;
 //! 3. caches the clock ([`EventLoop::time`]);
 //! 4. runs the callbacks of the fds that are ready, readers before writers;
@@ -29,7 +29,9 @@
 //! call back into the loop when dropped.
 
 mod debug;
+mod executor;
 mod handle;
+pub(crate) mod join;
 mod panic;
 mod ready;
 mod remote;
@@ -40,8 +42,10 @@ pub(crate) use debug::timed;
 pub use debug::LoopStats;
 pub use handle::{Handle, KeepAlive};
 pub use panic::CallbackPanic;
+use panic::PanicHandler;
 pub use remote::{LoopClosed, LoopRemote};
 
+use self::executor::{TaskFuture, TaskSlot};
 use self::handle::HandleKind;
 use self::ready::{Entry, ReadyQueue};
 use self::remote::SendCallback;
@@ -50,20 +54,17 @@ use self::signals::SignalHandlers;
 pub(crate) use self::watchers::Direction;
 pub(crate) use self::watchers::FdHandler;
 use self::watchers::{FdCallback, Target, Watchers};
-use crate::reactor::{Events, Interest, Mode, Poller, Waker as FdWaker};
-use crate::task::raw::{TaskFuture, TaskHeader, TaskSlot};
+use crate::reactor::{Backend, Events, Interest, Trigger, Waker as FdWaker};
 use crate::timers::Timers;
 use slab::Slab;
 use std::cell::{Cell, RefCell};
 use std::fmt;
-use std::future::Future;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
-use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::Waker;
 use std::time::{Duration, Instant};
 
 thread_local! {
@@ -80,8 +81,6 @@ static NEXT_LOOP_ID: AtomicU64 = AtomicU64::new(1);
 pub(crate) fn current_loop_id() -> u64 {
     CURRENT_ID.with(Cell::get)
 }
-
-type PanicHandler = Box<dyn FnMut(CallbackPanic) + 'static>;
 
 /// A function that runs the loop's blocking wait, given to it as a closure (see
 /// [`EventLoop::set_wait_wrapper`]).
@@ -110,10 +109,10 @@ pub struct EventLoop {
 
 pub(crate) struct Inner {
     state: RefCell<State>,
-    poller: Poller,
+    backend: Backend,
     shared: Arc<Shared>,
     id: u64,
-    /// The poller's report buffer. Only `iterate` touches it, and `iterate` cannot
+    /// The backend's report buffer. Only `iterate` touches it, and `iterate` cannot
     /// re-enter (the running guard refuses), so it lives outside the state's `RefCell`.
     events: RefCell<Events>,
     /// Callbacks and task steps run; outside the `RefCell` so counting costs no borrow.
@@ -147,21 +146,24 @@ struct State {
     keep_alive: usize,
     panic_handler: Option<PanicHandler>,
     propagate_panics: bool,
-    /// Time spent blocked in the poller, when `track_wait_time` is on.
+    /// Time spent blocked in the backend, when `track_wait_time` is on.
     time_waiting: Duration,
     track_wait_time: bool,
 }
 
 /// Everything a destroyed loop held, dropped after the state's borrow is released.
-type Leftovers = (
-    Vec<TaskFuture>,
-    Vec<ready::Callback>,
-    Vec<crate::timers::TimerCallback>,
-    (Vec<FdCallback>, Vec<Rc<dyn FdHandler>>),
-    Vec<FdCallback>,
-    Vec<SendCallback>,
-    Option<PanicHandler>,
-);
+/// The fields are never read: they exist to be dropped.
+#[allow(dead_code)]
+struct Leftovers {
+    tasks: Vec<TaskFuture>,
+    ready: Vec<ready::Callback>,
+    timers: Vec<crate::timers::TimerCallback>,
+    fd_callbacks: Vec<FdCallback>,
+    fd_handlers: Vec<Rc<dyn FdHandler>>,
+    signal_handlers: Vec<FdCallback>,
+    remote_calls: Vec<SendCallback>,
+    panic_handler: Option<PanicHandler>,
+}
 
 fn destroyed_error() -> io::Error {
     io::Error::other("the event loop has been destroyed")
@@ -196,10 +198,10 @@ impl EventLoop {
     /// [`EventLoop::current`] do not find this one; wakers from other threads reach it
     /// through its [`LoopRemote`] as usual.
     pub fn new_detached() -> io::Result<EventLoop> {
-        let poller = Poller::new()?;
+        let backend = Backend::new()?;
         let waker = FdWaker::new()?;
         let waker_fd = waker.read_fd();
-        poller.add(waker_fd, Interest::READ, Mode::Level)?;
+        backend.add(waker_fd, Interest::READ, Trigger::Level)?;
         let now = Instant::now();
         let id = NEXT_LOOP_ID.fetch_add(1, Ordering::Relaxed);
         let inner = Rc::new(Inner {
@@ -222,7 +224,7 @@ impl EventLoop {
                 time_waiting: Duration::ZERO,
                 track_wait_time: false,
             }),
-            poller,
+            backend,
             shared: Arc::new(Shared::new(waker)),
             id,
             events: RefCell::new(Events::new()),
@@ -273,13 +275,6 @@ impl EventLoop {
 
     pub(crate) fn upgrade(inner: &Weak<Inner>) -> Option<EventLoop> {
         inner.upgrade().map(|inner| EventLoop { inner })
-    }
-
-    fn handle(&self, kind: HandleKind) -> Handle {
-        Handle {
-            inner: Rc::downgrade(&self.inner),
-            kind,
-        }
     }
 
     /// The loop's clock: a monotonic instant cached once per iteration (read at its
@@ -338,7 +333,7 @@ impl EventLoop {
         self.add_watcher(
             fd.as_raw_fd(),
             Direction::Read,
-            Mode::Level,
+            Trigger::Level,
             self.traced_mut(f),
         )
     }
@@ -349,7 +344,7 @@ impl EventLoop {
         self.add_watcher(
             fd.as_raw_fd(),
             Direction::Write,
-            Mode::Level,
+            Trigger::Level,
             self.traced_mut(f),
         )
     }
@@ -360,7 +355,7 @@ impl EventLoop {
         &self,
         fd: RawFd,
         dir: Direction,
-        mode: Mode,
+        mode: Trigger,
         f: FdCallback,
     ) -> io::Result<()> {
         if fd == self.inner.waker_fd {
@@ -374,7 +369,7 @@ impl EventLoop {
             if state.destroyed {
                 Err(destroyed_error())
             } else {
-                state.watchers.register(&self.inner.poller, fd, dir, mode)
+                state.watchers.watch(&self.inner.backend, fd, dir, mode)
             }
         };
         // On error `f` is dropped when this function returns, outside the borrow.
@@ -399,7 +394,7 @@ impl EventLoop {
         let (removed, callback) = {
             let mut state = self.inner.state.borrow_mut();
             let state = &mut *state;
-            state.watchers.remove(&self.inner.poller, fd, dir)
+            state.watchers.remove(&self.inner.backend, fd, dir)
         };
         drop(callback);
         removed
@@ -450,32 +445,6 @@ impl EventLoop {
         }
     }
 
-    /// Keeps [`run`](EventLoop::run) going until the returned guard is dropped.
-    pub fn keep_alive(&self) -> KeepAlive {
-        self.inner.state.borrow_mut().keep_alive += 1;
-        KeepAlive {
-            inner: Rc::downgrade(&self.inner),
-        }
-    }
-
-    /// Sets the function that receives panics caught in callbacks (the default logs
-    /// them with `tracing` at ERROR level). The loop keeps running after it returns.
-    pub fn set_exception_handler(&self, handler: impl FnMut(CallbackPanic) + 'static) {
-        let old = self
-            .inner
-            .state
-            .borrow_mut()
-            .panic_handler
-            .replace(Box::new(handler));
-        drop(old);
-    }
-
-    /// When `true`, a panicking callback unwinds out of `run`/`run_once` instead of
-    /// going to the exception handler.
-    pub fn set_propagate_panics(&self, propagate: bool) {
-        self.inner.state.borrow_mut().propagate_panics = propagate;
-    }
-
     /// Runs until nothing is left to do: no ready callbacks, and no timers, fd watchers,
     /// signal handlers or [`KeepAlive`] guards that keep the loop going (see
     /// [`Handle::unref`]), or until [`stop`](EventLoop::stop).
@@ -519,6 +488,27 @@ impl EventLoop {
         Some(Duration::from_nanos(deadline.saturating_sub(now)))
     }
 
+    /// For a host loop that drives this one through its fd: call right before blocking
+    /// on [`as_fd`](std::os::fd::AsFd::as_fd), and block at most the returned time
+    /// (`None`: until the fd is readable). Then call
+    /// [`run_once`](EventLoop::run_once)`(Some(Duration::ZERO))`.
+    ///
+    /// Unlike [`next_timeout`](EventLoop::next_timeout) it also marks the loop as
+    /// sleeping, so a [`LoopRemote`] call or a task woken from another thread writes to
+    /// the loop's wake-up fd (which makes the loop's fd readable). Without it, such a
+    /// wake-up is only noticed at the next iteration.
+    pub fn prepare_wait(&self) -> Option<Duration> {
+        let timeout = self.next_timeout();
+        if timeout == Some(Duration::ZERO) {
+            return timeout;
+        }
+        if self.inner.shared.prepare_sleep() {
+            timeout
+        } else {
+            Some(Duration::ZERO) // notified meanwhile
+        }
+    }
+
     /// Whether `run` would do anything now.
     pub fn has_work(&self) -> bool {
         let state = self.inner.state.borrow();
@@ -550,7 +540,7 @@ impl EventLoop {
     /// Frees everything the loop holds: pending callbacks, timers, watchers and signal
     /// handlers are dropped (signal dispositions restored), remotes start failing, and
     /// the thread may create a new loop. Other handles to this loop stay valid objects,
-    /// but the loop refuses new work. The poller and wake-up fds close when the last
+    /// but the loop refuses new work. The backend and wake-up fds close when the last
     /// handle (and the last [`LoopRemote`]) is dropped.
     pub fn destroy(&self) {
         self.inner.shut_down();
@@ -611,10 +601,10 @@ impl EventLoop {
             let result = match inner.wait_wrapper.get() {
                 Some(wrapper) if timeout != Some(Duration::ZERO) => {
                     let mut result = Ok(());
-                    wrapper(&mut || result = inner.poller.wait(&mut events, timeout));
+                    wrapper(&mut || result = inner.backend.wait(&mut events, timeout));
                     result
                 }
-                _ => inner.poller.wait(&mut events, timeout),
+                _ => inner.backend.wait(&mut events, timeout),
             };
             let notified = inner.shared.after_wake();
             if let Some(before) = before {
@@ -750,153 +740,6 @@ impl EventLoop {
         }
     }
 
-    /// Polls one woken task. The future is taken out of its slot while it runs, so it may
-    /// spawn, abort or wake any task, itself included.
-    fn poll_task(&self, key: usize, generation: u64) {
-        let taken = {
-            let mut state = self.inner.state.borrow_mut();
-            match state.tasks.get_mut(key) {
-                Some(slot) if slot.generation == generation => {
-                    // Cleared before polling, so a wake during the poll queues it again.
-                    slot.header.begin_poll();
-                    // Both move out (no waker clone per poll) and come back after.
-                    slot.future.take().zip(slot.waker.take())
-                }
-                _ => None,
-            }
-        };
-        let Some((mut future, waker)) = taken else {
-            return;
-        };
-        let mut cx = Context::from_waker(&waker);
-        self.inner
-            .callbacks_run
-            .set(self.inner.callbacks_run.get() + 1);
-        let finished = match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut cx))) {
-            Ok(Poll::Pending) => false,
-            Ok(Poll::Ready(())) => true,
-            Err(payload) => {
-                // Task wrappers catch their own panics; this is a panic in a destructor
-                // or similar. The task is finished either way.
-                self.report_panic(payload);
-                true
-            }
-        };
-        let leftover = {
-            let mut state = self.inner.state.borrow_mut();
-            match state.tasks.get_mut(key) {
-                Some(slot) if slot.generation == generation => {
-                    if finished {
-                        state.tasks.remove(key);
-                        Some(future)
-                    } else {
-                        slot.future = Some(future);
-                        slot.waker = Some(waker);
-                        None
-                    }
-                }
-                // Aborted while it ran.
-                _ => Some(future),
-            }
-        };
-        drop(leftover);
-    }
-
-    /// Stores a new task and queues its first poll. Returns its key and generation.
-    pub(crate) fn spawn_raw(&self, future: TaskFuture) -> Option<(usize, u64)> {
-        let mut state = self.inner.state.borrow_mut();
-        if state.destroyed {
-            drop(state);
-            drop(future);
-            return None;
-        }
-        let generation = state.next_task_generation;
-        state.next_task_generation += 1;
-        let entry = state.tasks.vacant_entry();
-        let key = entry.key();
-        let header = Arc::new(TaskHeader::new(
-            key,
-            generation,
-            self.inner.id,
-            self.inner.shared.clone(),
-        ));
-        entry.insert(TaskSlot {
-            generation,
-            future: Some(future),
-            waker: Some(Waker::from(header.clone())),
-            header,
-        });
-        state.ready.push_task(key, generation);
-        Some((key, generation))
-    }
-
-    /// Drops a task's future (if it still exists). Returns whether it did.
-    pub(crate) fn abort_task(&self, key: usize, generation: u64) -> bool {
-        let future = {
-            let mut state = self.inner.state.borrow_mut();
-            match state.tasks.get(key) {
-                Some(slot) if slot.generation == generation => state.tasks.remove(key).future,
-                _ => return false,
-            }
-        };
-        // `None` when it is being polled right now: `poll_task` drops it afterwards.
-        drop(future);
-        true
-    }
-
-    /// Queues a woken task, from the loop's own thread. False when the state is busy
-    /// (a waker called from inside the loop's bookkeeping): the caller then goes through
-    /// the thread-safe queue instead.
-    pub(crate) fn schedule_task(key: usize, generation: u64) -> bool {
-        let Some(inner) = CURRENT.with(|c| c.borrow().upgrade()) else {
-            return true; // the loop is gone: nothing to schedule
-        };
-        let Ok(mut state) = inner.state.try_borrow_mut() else {
-            return false;
-        };
-        if state
-            .tasks
-            .get(key)
-            .is_some_and(|slot| slot.generation == generation)
-        {
-            state.ready.push_task(key, generation);
-        }
-        true
-    }
-
-    /// Runs `future` to completion on this loop, running everything else meanwhile
-    /// (asyncio's `run_until_complete`). The future need not be `'static`.
-    ///
-    /// Fails if the loop is already running or destroyed, or if
-    /// [`stop`](EventLoop::stop) is called before the future completes. A panic in the
-    /// future itself unwinds out of `block_on`.
-    pub fn block_on<F: Future>(&self, future: F) -> io::Result<F::Output> {
-        let _running = self.enter()?;
-        let main = Arc::new(crate::task::raw::MainWaker::new(self.inner.shared.clone()));
-        let waker = Waker::from(main.clone());
-        let mut cx = Context::from_waker(&waker);
-        let mut future = std::pin::pin!(future);
-        loop {
-            if main.take_woken() {
-                if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
-                    return Ok(output);
-                }
-            }
-            self.iterate(None)?;
-            let mut state = self.inner.state.borrow_mut();
-            if state.destroyed {
-                return Err(destroyed_error());
-            }
-            if state.stopping && !main.is_woken() {
-                state.stopping = false;
-                return Err(io::Error::new(
-                    io::ErrorKind::Interrupted,
-                    "the event loop was stopped before the future completed",
-                ));
-            }
-        }
-    }
-
     /// Makes `handler` receive every readiness report for `fd`, watched for `interest`
     /// in `mode`. `counts`: whether it keeps `run()` going while its interest is not
     /// empty.
@@ -905,7 +748,7 @@ impl EventLoop {
         fd: RawFd,
         handler: Rc<dyn FdHandler>,
         interest: Interest,
-        mode: Mode,
+        mode: Trigger,
         counts: bool,
     ) -> io::Result<()> {
         let mut state = self.inner.state.borrow_mut();
@@ -914,7 +757,7 @@ impl EventLoop {
         }
         state
             .watchers
-            .add_handler(&self.inner.poller, fd, handler, interest, mode, counts)
+            .add_handler(&self.inner.backend, fd, handler, interest, mode, counts)
     }
 
     /// Changes what a handler's fd is watched for.
@@ -925,80 +768,35 @@ impl EventLoop {
         }
         state
             .watchers
-            .set_interest(&self.inner.poller, fd, interest)
+            .set_interest(&self.inner.backend, fd, interest)
     }
 
     /// Takes a handler out of the loop; its fd is no longer watched.
     pub(crate) fn remove_handler(&self, fd: RawFd) {
         let handler = match self.inner.state.try_borrow_mut() {
-            Ok(mut state) => state.watchers.remove_handler(&self.inner.poller, fd),
+            Ok(mut state) => state.watchers.remove_handler(&self.inner.backend, fd),
             Err(_) => None,
         };
         drop(handler);
     }
 
     /// Registers `fd` as an async source (edge-triggered readiness with wakers).
-    pub(crate) fn add_source(&self, fd: RawFd) -> io::Result<Rc<watchers::IoSource>> {
+    pub(crate) fn add_readiness(&self, fd: RawFd) -> io::Result<Rc<watchers::Readiness>> {
         // Optimistic: the first operation tries the syscall; a would-block clears it.
-        let source = Rc::new(watchers::IoSource {
+        let source = Rc::new(watchers::Readiness {
             readable: Cell::new(true),
             writable: Cell::new(true),
-            ..watchers::IoSource::default()
+            ..watchers::Readiness::default()
         });
-        self.add_handler(fd, source.clone(), Interest::BOTH, Mode::Edge, false)?;
+        self.add_handler(fd, source.clone(), Interest::BOTH, Trigger::Edge, false)?;
         Ok(source)
     }
 
     /// Deregisters an async source, waking the tasks waiting on it.
-    pub(crate) fn remove_source(&self, fd: RawFd, source: &watchers::IoSource) {
+    pub(crate) fn remove_readiness(&self, fd: RawFd, source: &watchers::Readiness) {
         self.remove_handler(fd);
         let wakers = [source.read_waker.take(), source.write_waker.take()];
         wakers.into_iter().flatten().for_each(Waker::wake);
-    }
-
-    /// Live tasks.
-    pub fn tasks_alive(&self) -> usize {
-        self.inner.state.borrow().tasks.len()
-    }
-
-    /// Runs a callback, catching a panic and handing it to the exception handler.
-    fn guarded(&self, f: impl FnOnce()) {
-        self.inner
-            .callbacks_run
-            .set(self.inner.callbacks_run.get() + 1);
-        if let Err(payload) = catch_unwind(AssertUnwindSafe(f)) {
-            self.report_panic(payload);
-            // The traced wrapper (debug mode) did not get to restore it.
-            debug::clear_origin();
-        }
-    }
-
-    pub(crate) fn report_panic(&self, payload: Box<dyn std::any::Any + Send>) {
-        let (handler, propagate) = {
-            let mut state = self.inner.state.borrow_mut();
-            (state.panic_handler.take(), state.propagate_panics)
-        };
-        if propagate {
-            self.restore_panic_handler(handler);
-            resume_unwind(payload);
-        }
-        let panic = CallbackPanic::new(payload).with_origin(debug::current_origin());
-        match handler {
-            Some(mut handler) => {
-                if catch_unwind(AssertUnwindSafe(|| handler(panic))).is_err() {
-                    tracing::error!(target: "oxloop", "the exception handler itself panicked");
-                }
-                self.restore_panic_handler(Some(handler));
-            }
-            None => panic::log_panic(panic),
-        }
-    }
-
-    fn restore_panic_handler(&self, handler: Option<PanicHandler>) {
-        let mut state = self.inner.state.borrow_mut();
-        if state.panic_handler.is_none() && !state.destroyed {
-            state.panic_handler = handler;
-        }
     }
 }
 
@@ -1035,48 +833,6 @@ impl Inner {
         }
     }
 
-    fn cancel(&self, kind: HandleKind) -> bool {
-        let mut state = self.state.borrow_mut();
-        match kind {
-            HandleKind::Soon(seq) => {
-                let callback = state.ready.cancel(seq);
-                drop(state);
-                callback.is_some()
-            }
-            HandleKind::Timer(id) => {
-                let callback = state.timers.cancel(id);
-                drop(state);
-                callback.is_some()
-            }
-            HandleKind::Signal(id) => {
-                let (removed, callback) = state.signals.cancel(id);
-                drop(state);
-                drop(callback);
-                removed
-            }
-            HandleKind::Inert => false,
-        }
-    }
-
-    fn is_pending(&self, kind: HandleKind) -> bool {
-        let state = self.state.borrow();
-        match kind {
-            HandleKind::Soon(seq) => state.ready.contains(seq),
-            HandleKind::Timer(id) => state.timers.contains(id),
-            HandleKind::Signal(id) => state.signals.contains(id),
-            HandleKind::Inert => false,
-        }
-    }
-
-    fn set_ref(&self, kind: HandleKind, referenced: bool) {
-        let mut state = self.state.borrow_mut();
-        match kind {
-            HandleKind::Timer(id) => state.timers.set_referenced(id, referenced),
-            HandleKind::Signal(id) => state.signals.set_referenced(id, referenced),
-            HandleKind::Soon(_) | HandleKind::Inert => {}
-        }
-    }
-
     /// Drops all work and refuses more; idempotent.
     fn shut_down(&self) {
         let leftovers: Leftovers = {
@@ -1090,15 +846,17 @@ impl Inner {
             }
             state.destroyed = true;
             let tasks = std::mem::take(&mut state.tasks);
-            (
-                tasks.into_iter().filter_map(|(_, t)| t.future).collect(),
-                state.ready.take_all(),
-                state.timers.take_all(),
-                state.watchers.take_all(&self.poller),
-                state.signals.take_all(),
-                self.shared.close(),
-                state.panic_handler.take(),
-            )
+            let (fd_callbacks, fd_handlers) = state.watchers.take_all(&self.backend);
+            Leftovers {
+                tasks: tasks.into_iter().filter_map(|(_, t)| t.future).collect(),
+                ready: state.ready.take_all(),
+                timers: state.timers.take_all(),
+                fd_callbacks,
+                fd_handlers,
+                signal_handlers: state.signals.take_all(),
+                remote_calls: self.shared.close(),
+                panic_handler: state.panic_handler.take(),
+            }
         };
         drop(leftovers);
         let me: *const Inner = self;
@@ -1129,16 +887,16 @@ impl Drop for RunningGuard<'_> {
 }
 
 impl AsRawFd for EventLoop {
-    /// The poller's fd: readable whenever the loop has I/O to dispatch or was woken.
+    /// The backend's fd: readable whenever the loop has I/O to dispatch or was woken.
     /// A host loop can wait on it, then call [`EventLoop::run_once`] with a zero timeout.
     fn as_raw_fd(&self) -> RawFd {
-        self.inner.poller.as_raw_fd()
+        self.inner.backend.as_raw_fd()
     }
 }
 
 impl AsFd for EventLoop {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.inner.poller.as_fd()
+        self.inner.backend.as_fd()
     }
 }
 

@@ -6,9 +6,13 @@
 //! [`EventLoop::set_propagate_panics`](crate::EventLoop::set_propagate_panics) the panic
 //! unwinds out of `run()` instead.
 
+use super::{debug, EventLoop};
 use std::any::Any;
 use std::fmt;
-use std::panic::Location;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe, Location};
+
+/// The exception handler a loop keeps.
+pub(super) type PanicHandler = Box<dyn FnMut(CallbackPanic) + 'static>;
 
 /// A panic caught while the loop ran a callback.
 pub struct CallbackPanic {
@@ -75,4 +79,64 @@ impl fmt::Display for CallbackPanic {
 /// The exception handler used until one is set: log and continue.
 pub(crate) fn log_panic(panic: CallbackPanic) {
     tracing::error!(target: "oxloop", "{panic}");
+}
+
+impl EventLoop {
+    /// Sets the function that receives panics caught in callbacks (the default logs
+    /// them with `tracing` at ERROR level). The loop keeps running after it returns.
+    pub fn set_exception_handler(&self, handler: impl FnMut(CallbackPanic) + 'static) {
+        let old = self
+            .inner
+            .state
+            .borrow_mut()
+            .panic_handler
+            .replace(Box::new(handler));
+        drop(old);
+    }
+
+    /// When `true`, a panicking callback unwinds out of `run`/`run_once` instead of
+    /// going to the exception handler.
+    pub fn set_propagate_panics(&self, propagate: bool) {
+        self.inner.state.borrow_mut().propagate_panics = propagate;
+    }
+
+    /// Runs a callback, catching a panic and handing it to the exception handler.
+    pub(super) fn guarded(&self, f: impl FnOnce()) {
+        self.inner
+            .callbacks_run
+            .set(self.inner.callbacks_run.get() + 1);
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(f)) {
+            self.report_panic(payload);
+            // The traced wrapper (debug mode) did not get to restore it.
+            debug::clear_origin();
+        }
+    }
+
+    pub(crate) fn report_panic(&self, payload: Box<dyn std::any::Any + Send>) {
+        let (handler, propagate) = {
+            let mut state = self.inner.state.borrow_mut();
+            (state.panic_handler.take(), state.propagate_panics)
+        };
+        if propagate {
+            self.restore_panic_handler(handler);
+            resume_unwind(payload);
+        }
+        let panic = CallbackPanic::new(payload).with_origin(debug::current_origin());
+        match handler {
+            Some(mut handler) => {
+                if catch_unwind(AssertUnwindSafe(|| handler(panic))).is_err() {
+                    tracing::error!(target: "oxloop", "the exception handler itself panicked");
+                }
+                self.restore_panic_handler(Some(handler));
+            }
+            None => log_panic(panic),
+        }
+    }
+
+    fn restore_panic_handler(&self, handler: Option<PanicHandler>) {
+        let mut state = self.inner.state.borrow_mut();
+        if state.panic_handler.is_none() && !state.destroyed {
+            state.panic_handler = handler;
+        }
+    }
 }

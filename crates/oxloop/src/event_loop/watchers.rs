@@ -15,7 +15,7 @@
 //!   sets the source's readiness flags and wakes the tasks waiting on it, and the
 //!   source clears a flag when an operation would block).
 
-use crate::reactor::{Interest, Mode, Poller, Ready};
+use crate::reactor::{Backend, Interest, Ready, Trigger};
 use std::cell::Cell;
 use std::io;
 use std::os::fd::RawFd;
@@ -56,7 +56,7 @@ pub(crate) trait FdHandler {
 
 /// Readiness of an fd owned by an async source, and the tasks waiting on it.
 #[derive(Default)]
-pub(crate) struct IoSource {
+pub(crate) struct Readiness {
     /// A hang-up or error was reported: see `Ready::closed`.
     pub closed: Cell<bool>,
     pub readable: Cell<bool>,
@@ -65,7 +65,7 @@ pub(crate) struct IoSource {
     pub write_waker: Cell<Option<Waker>>,
 }
 
-impl IoSource {
+impl Readiness {
     /// Wakes the tasks waiting for the directions that just became ready. The wakers
     /// stay registered: a task polled again with the same waker then costs no clone
     /// (it may see a spurious wake-up if it stopped waiting meanwhile, which futures
@@ -89,7 +89,7 @@ impl IoSource {
     }
 }
 
-impl FdHandler for IoSource {
+impl FdHandler for Readiness {
     fn on_ready(self: Rc<Self>, ready: Ready) {
         if ready.closed() {
             self.closed.set(true);
@@ -111,10 +111,10 @@ struct FdEntry {
     handler: Option<Rc<dyn FdHandler>>,
     /// Whether the handler keeps `run()` going while it watches something.
     handler_counts: bool,
-    /// What the poller currently watches this fd for.
+    /// What the backend currently watches this fd for.
     registered: Interest,
     /// How: level-triggered for `add_reader`/`add_writer`, any mode for handlers.
-    mode: Mode,
+    mode: Trigger,
     unreferenced: bool,
 }
 
@@ -179,14 +179,14 @@ fn check_fd(fd: RawFd) -> io::Result<usize> {
 }
 
 impl Watchers {
-    /// Makes sure the poller watches `fd` for `dir`; the first step of adding a watcher,
+    /// Makes sure the backend watches `fd` for `dir`; the first step of adding a watcher,
     /// done before the callback is stored so that a refused fd leaves nothing behind.
-    pub fn register(
+    pub fn watch(
         &mut self,
-        poller: &Poller,
+        backend: &Backend,
         fd: RawFd,
         dir: Direction,
-        mode: Mode,
+        mode: Trigger,
     ) -> io::Result<()> {
         let index = check_fd(fd)?;
         if index >= self.entries.len() {
@@ -205,9 +205,9 @@ impl Watchers {
         // been closed and its number reused behind the loop's back, and then the kernel
         // no longer knows it (`modify` falls back to adding it).
         if entry.registered.is_empty() {
-            poller.add(fd, wanted, mode)?;
+            backend.add(fd, wanted, mode)?;
         } else {
-            poller.modify(fd, wanted, mode)?;
+            backend.modify(fd, wanted, mode)?;
         }
         entry.registered = wanted;
         entry.mode = mode;
@@ -258,7 +258,7 @@ impl Watchers {
     /// callback itself (when it was not running) for the caller to drop.
     pub fn remove(
         &mut self,
-        poller: &Poller,
+        backend: &Backend,
         fd: RawFd,
         dir: Direction,
     ) -> (bool, Option<FdCallback>) {
@@ -280,12 +280,12 @@ impl Watchers {
         };
         let wanted = entry.wanted();
         if wanted.is_empty() {
-            // The fd may already be closed; the poller treats that as done.
-            let _ = poller.delete(fd);
+            // The fd may already be closed; the backend treats that as done.
+            let _ = backend.delete(fd);
         } else {
             // Narrowing the interest cannot fail on a live fd; if the fd is gone the
-            // kernel dropped it from the poller already.
-            let _ = poller.modify(fd, wanted, entry.mode);
+            // kernel dropped it from the backend already.
+            let _ = backend.modify(fd, wanted, entry.mode);
         }
         entry.registered = wanted;
         self.recount(fd as usize, before);
@@ -349,11 +349,11 @@ impl Watchers {
     /// `counts`: whether it keeps `run()` going while its interest is not empty.
     pub fn add_handler(
         &mut self,
-        poller: &Poller,
+        backend: &Backend,
         fd: RawFd,
         handler: Rc<dyn FdHandler>,
         interest: Interest,
-        mode: Mode,
+        mode: Trigger,
         counts: bool,
     ) -> io::Result<()> {
         let index = check_fd(fd)?;
@@ -366,12 +366,12 @@ impl Watchers {
         }
         if !interest.is_empty() {
             if entry.registered.is_empty() {
-                poller.add(fd, interest, mode)?;
+                backend.add(fd, interest, mode)?;
             } else {
-                poller.modify(fd, interest, mode)?;
+                backend.modify(fd, interest, mode)?;
             }
         } else if !entry.registered.is_empty() {
-            let _ = poller.delete(fd);
+            let _ = backend.delete(fd);
         }
         let before = entry.counted();
         entry.registered = interest;
@@ -383,10 +383,10 @@ impl Watchers {
     }
 
     /// Changes what a handler's fd is watched for. An empty interest takes the fd out
-    /// of the poller (a hang-up would otherwise be reported forever).
+    /// of the backend (a hang-up would otherwise be reported forever).
     pub fn set_interest(
         &mut self,
-        poller: &Poller,
+        backend: &Backend,
         fd: RawFd,
         interest: Interest,
     ) -> io::Result<()> {
@@ -400,11 +400,11 @@ impl Watchers {
             return Ok(());
         }
         if interest.is_empty() {
-            let _ = poller.delete(fd);
+            let _ = backend.delete(fd);
         } else if entry.registered.is_empty() {
-            poller.add(fd, interest, entry.mode)?;
+            backend.add(fd, interest, entry.mode)?;
         } else {
-            poller.modify(fd, interest, entry.mode)?;
+            backend.modify(fd, interest, entry.mode)?;
         }
         let before = entry.counted();
         entry.registered = interest;
@@ -412,14 +412,14 @@ impl Watchers {
         Ok(())
     }
 
-    /// Takes `fd`'s handler out of the table and the poller; handed back to be
+    /// Takes `fd`'s handler out of the table and the backend; handed back to be
     /// dropped outside the loop's borrow.
-    pub fn remove_handler(&mut self, poller: &Poller, fd: RawFd) -> Option<Rc<dyn FdHandler>> {
+    pub fn remove_handler(&mut self, backend: &Backend, fd: RawFd) -> Option<Rc<dyn FdHandler>> {
         let entry = self.entries.get_mut(usize::try_from(fd).ok()?)?;
         entry.handler.as_ref()?;
         let before = entry.counted();
         if !entry.registered.is_empty() {
-            let _ = poller.delete(fd);
+            let _ = backend.delete(fd);
         }
         entry.registered = Interest::NONE;
         let handler = entry.handler.take();
@@ -462,13 +462,13 @@ impl Watchers {
 
     /// Removes every watcher, deregistering it, and hands back the callbacks and
     /// handlers to drop.
-    pub fn take_all(&mut self, poller: &Poller) -> (Vec<FdCallback>, Vec<Rc<dyn FdHandler>>) {
+    pub fn take_all(&mut self, backend: &Backend) -> (Vec<FdCallback>, Vec<Rc<dyn FdHandler>>) {
         let mut dropped = Vec::new();
         let mut handlers = Vec::new();
         for (fd, entry) in self.entries.iter_mut().enumerate() {
             handlers.extend(entry.handler.take());
             if !entry.registered.is_empty() {
-                let _ = poller.delete(fd as RawFd);
+                let _ = backend.delete(fd as RawFd);
             }
             for slot in [&mut entry.reader, &mut entry.writer] {
                 if let CallbackSlot::Idle(cb) = std::mem::take(slot) {

@@ -1,6 +1,6 @@
 //! `Async<T>`: any fd as a source of readiness futures.
 
-use crate::event_loop::watchers::IoSource;
+use crate::event_loop::watchers::Readiness;
 use crate::event_loop::Inner;
 use crate::EventLoop;
 use std::fmt;
@@ -35,7 +35,7 @@ use std::task::{Context, Poll};
 pub struct Async<T: AsFd> {
     io: Option<T>,
     fd: RawFd,
-    source: Rc<IoSource>,
+    source: Rc<Readiness>,
     owner: Weak<Inner>,
 }
 
@@ -55,7 +55,7 @@ impl<T: AsFd> Async<T> {
     pub fn with_loop(ev: &EventLoop, io: T) -> io::Result<Async<T>> {
         let fd = io.as_fd().as_raw_fd();
         set_nonblocking(io.as_fd())?;
-        let source = ev.add_source(fd)?;
+        let source = ev.add_readiness(fd)?;
         Ok(Async {
             io: Some(io),
             fd,
@@ -82,7 +82,7 @@ impl<T: AsFd> Async<T> {
 
     fn deregister(&self) {
         if let Some(ev) = EventLoop::upgrade(&self.owner) {
-            ev.remove_source(self.fd, &self.source);
+            ev.remove_readiness(self.fd, &self.source);
         }
     }
 

@@ -3,7 +3,8 @@
 //!
 //! - [`Async`] turns any fd-owning value into readiness futures; the network types in
 //!   [`crate::net`] are built on it.
-//! - [`pipe`] and [`socketpair`] create connected async endpoints.
+//! - [`pipe`] creates a connected pair of async pipe ends (and
+//!   [`crate::net::socketpair`] a pair of sockets).
 //! - [`BufReader`] reads lines with a hard length limit.
 //!
 //! Streams implement `futures_io::AsyncRead`/`AsyncWrite` (use the extension traits
@@ -20,8 +21,3 @@ pub use async_fd::Async;
 pub use buf_reader::{BufReader, Lines, DEFAULT_MAX_LINE};
 pub use futures_util::io::{AsyncReadExt, AsyncWriteExt};
 pub use pipe::{pipe, PipeReader, PipeWriter};
-
-/// A connected pair of async Unix stream sockets.
-pub fn socketpair() -> std::io::Result<(crate::net::UnixStream, crate::net::UnixStream)> {
-    crate::net::UnixStream::pair()
-}

@@ -39,6 +39,11 @@ pub use tcp::{TcpListener, TcpStream};
 pub use udp::UdpSocket;
 pub use unix::{UnixDatagram, UnixListener, UnixStream};
 
+/// A connected pair of async Unix stream sockets ([`UnixStream::pair`]).
+pub fn socketpair() -> io::Result<(UnixStream, UnixStream)> {
+    UnixStream::pair()
+}
+
 #[cfg(feature = "tls")]
 pub mod tls;
 

@@ -206,7 +206,7 @@ fn send_file_by_copy(sock: &OwnedFd, file: &File, offset: u64, count: usize) -> 
     if n == 0 {
         return Ok(0);
     }
-    SockRef::from(sock).send_with_flags(&chunk[..n], super::stream::SEND_FLAGS)
+    super::send::send(sock, &chunk[..n])
 }
 
 #[cfg(test)]

@@ -66,6 +66,7 @@ mod address;
 mod buffer;
 mod connect;
 mod datagram;
+mod send;
 mod server;
 mod slot;
 mod stream;

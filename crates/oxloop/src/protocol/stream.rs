@@ -2,13 +2,14 @@
 
 use super::address::Address;
 use super::buffer::{send_file, ReadBuffer, WriteBuffer, MAX_IOVECS};
+use super::send::{send, send_vectored, SEND_FLAGS};
 use super::slot::ProtocolSlot;
 use super::Protocol;
 use crate::event_loop::FdHandler;
-use crate::reactor::{Interest, Mode, Ready};
+use crate::reactor::{Interest, Ready, Trigger};
 use crate::{EventLoop, Handle};
 use rustix::io::Errno;
-use rustix::net::{RecvFlags, SendFlags};
+use rustix::net::RecvFlags;
 use socket2::{SockRef, Socket};
 use std::cell::{RefCell, RefMut};
 use std::fmt;
@@ -18,20 +19,6 @@ use std::net::Shutdown;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::rc::{Rc, Weak};
 use std::time::Duration;
-
-/// Flags for every send: a reset peer must give `EPIPE`, not a process-killing
-/// `SIGPIPE`.
-#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
-pub(crate) const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
-#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
-pub(crate) const SEND_FLAGS: libc::c_int = 0;
-
-/// [`SEND_FLAGS`] for the direct system calls of the hot path (elsewhere
-/// `SO_NOSIGPIPE`, set by [`prepare_stream`], does the job).
-#[cfg(any(target_os = "linux", target_os = "android"))]
-const FAST_SEND_FLAGS: SendFlags = SendFlags::NOSIGNAL;
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-const FAST_SEND_FLAGS: SendFlags = SendFlags::empty();
 
 /// Default high-water mark of the write buffer (asyncio's).
 pub(crate) const DEFAULT_HIGH_WATER: usize = 64 * 1024;
@@ -149,7 +136,7 @@ impl Transport {
             }),
             protocol: ProtocolSlot::new(protocol),
         });
-        ev.add_handler(fd, inner.clone(), Interest::READ, Mode::Level, true)?;
+        ev.add_handler(fd, inner.clone(), Interest::READ, Trigger::Level, true)?;
         inner.state.borrow_mut().reading = true;
         let transport = Transport { inner };
         let t = transport.clone();
@@ -252,7 +239,7 @@ impl Transport {
             && !data.is_empty()
         {
             if let Some(sock) = &state.sock {
-                match rustix::net::send(sock, data, FAST_SEND_FLAGS) {
+                match rustix::net::send(sock, data, SEND_FLAGS) {
                     Ok(n) if n == data.len() => return Ok(()),
                     Ok(n) => {
                         drop(state);
@@ -282,9 +269,9 @@ impl Transport {
         }
         let mut rest = data;
         if state.buf.is_empty() && try_send {
-            let sock = SockRef::from(state.sock.as_ref().expect("an open transport has a socket"));
+            let sock = state.sock.as_ref().expect("an open transport has a socket");
             loop {
-                match sock.send_with_flags(rest, SEND_FLAGS) {
+                match send(sock, rest) {
                     Ok(n) if n == rest.len() => return Ok(()),
                     Ok(n) => {
                         rest = &rest[n..];
@@ -408,13 +395,12 @@ impl Transport {
                     other => other,
                 }
             } else {
-                let sock = SockRef::from(fd);
                 let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
                 let n = state.buf.slices(&mut slices);
                 match n {
                     0 => Ok(0),
-                    1 => sock.send_with_flags(&slices[0], SEND_FLAGS),
-                    _ => sock.send_vectored_with_flags(&slices[..n], SEND_FLAGS),
+                    1 => send(fd, &slices[0]),
+                    _ => send_vectored(fd, &slices[..n]),
                 }
             }
         };

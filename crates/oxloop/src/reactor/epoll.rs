@@ -3,7 +3,7 @@
 //! The fd number itself is the epoll user data, so a report maps back to its watcher
 //! with one index into the loop's fd table.
 
-use super::{Interest, Mode, Ready};
+use super::{Interest, Ready, Trigger};
 use rustix::buffer::spare_capacity;
 use rustix::event::{epoll, Timespec};
 use rustix::io::Errno;
@@ -16,7 +16,7 @@ const INITIAL_EVENTS: usize = 256;
 
 /// An epoll instance.
 #[derive(Debug)]
-pub(crate) struct Poller {
+pub(crate) struct Backend {
     epoll: OwnedFd,
 }
 
@@ -41,7 +41,7 @@ impl Events {
     }
 }
 
-fn flags(interest: Interest, mode: Mode) -> epoll::EventFlags {
+fn flags(interest: Interest, mode: Trigger) -> epoll::EventFlags {
     use epoll::EventFlags as F;
     let mut flags = F::empty();
     if interest.read {
@@ -51,9 +51,9 @@ fn flags(interest: Interest, mode: Mode) -> epoll::EventFlags {
         flags |= F::OUT;
     }
     match mode {
-        Mode::Level => {}
-        Mode::Edge => flags |= F::ET,
-        Mode::Oneshot => flags |= F::ONESHOT,
+        Trigger::Level => {}
+        Trigger::Edge => flags |= F::ET,
+        Trigger::Oneshot => flags |= F::ONESHOT,
     }
     flags
 }
@@ -65,14 +65,14 @@ fn borrow(fd: RawFd) -> BorrowedFd<'static> {
     unsafe { BorrowedFd::borrow_raw(fd) }
 }
 
-impl Poller {
-    pub fn new() -> io::Result<Poller> {
+impl Backend {
+    pub fn new() -> io::Result<Backend> {
         let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
-        Ok(Poller { epoll })
+        Ok(Backend { epoll })
     }
 
     /// Starts watching `fd`.
-    pub fn add(&self, fd: RawFd, interest: Interest, mode: Mode) -> io::Result<()> {
+    pub fn add(&self, fd: RawFd, interest: Interest, mode: Trigger) -> io::Result<()> {
         let data = epoll::EventData::new_u64(fd as u64);
         epoll::add(&self.epoll, borrow(fd), data, flags(interest, mode))?;
         Ok(())
@@ -80,7 +80,7 @@ impl Poller {
 
     /// Changes what `fd` is watched for. An fd the kernel forgot (it was closed and its
     /// number reused) is added again.
-    pub fn modify(&self, fd: RawFd, interest: Interest, mode: Mode) -> io::Result<()> {
+    pub fn modify(&self, fd: RawFd, interest: Interest, mode: Trigger) -> io::Result<()> {
         let data = epoll::EventData::new_u64(fd as u64);
         match epoll::modify(&self.epoll, borrow(fd), data, flags(interest, mode)) {
             Err(Errno::NOENT) => self.add(fd, interest, mode),
@@ -121,13 +121,13 @@ impl Poller {
     }
 }
 
-impl AsFd for Poller {
+impl AsFd for Backend {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.epoll.as_fd()
     }
 }
 
-impl AsRawFd for Poller {
+impl AsRawFd for Backend {
     fn as_raw_fd(&self) -> RawFd {
         self.epoll.as_raw_fd()
     }

@@ -8,18 +8,19 @@
 //!   thread or from a signal handler;
 //! - `signal`: the process-wide `sigaction` plumbing that turns signals into wake-ups.
 //!
-//! The rest of the crate sees only [`Poller`], [`Events`], [`Ready`], [`Interest`] and
-//! [`Mode`], and never a raw syscall.
+//! The rest of the crate sees only [`Backend`], [`Events`], [`Ready`], [`Interest`] and
+//! [`Trigger`], and never a raw syscall.
 
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", not(feature = "portable-backend")))]
 mod epoll;
-#[cfg(target_os = "linux")]
-pub(crate) use epoll::{Events, Poller};
+#[cfg(all(target_os = "linux", not(feature = "portable-backend")))]
+pub(crate) use epoll::{Backend, Events};
 
-#[cfg(not(target_os = "linux"))]
+// Other Unixes, and Linux with the `portable-backend` feature (so its tests run there).
+#[cfg(any(not(target_os = "linux"), feature = "portable-backend"))]
 mod portable;
-#[cfg(not(target_os = "linux"))]
-pub(crate) use portable::{Events, Poller};
+#[cfg(any(not(target_os = "linux"), feature = "portable-backend"))]
+pub(crate) use portable::{Backend, Events};
 
 #[cfg(feature = "glib")]
 pub(crate) mod glib;
@@ -68,7 +69,7 @@ impl Interest {
 
 /// How the kernel reports readiness for a registered fd.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Mode {
+pub enum Trigger {
     /// Reported on every poll while the fd stays ready (like `select`, asyncio, libuv).
     #[default]
     Level,
@@ -100,13 +101,19 @@ impl Ready {
     const CLOSED: u32 = 1 << 27;
 
     /// A report from epoll's event flags.
-    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    #[cfg_attr(
+        any(not(target_os = "linux"), feature = "portable-backend"),
+        allow(dead_code)
+    )]
     pub fn from_epoll(fd: RawFd, flags: u32) -> Ready {
         Ready { fd, bits: flags }
     }
 
     /// A report from its three facts.
-    #[cfg_attr(target_os = "linux", allow(dead_code))]
+    #[cfg_attr(
+        all(target_os = "linux", not(feature = "portable-backend")),
+        allow(dead_code)
+    )]
     pub fn new(fd: RawFd, readable: bool, writable: bool, closed: bool) -> Ready {
         let mut bits = 0;
         if readable {

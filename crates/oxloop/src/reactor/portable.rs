@@ -1,14 +1,14 @@
 //! Portable backend for Unixes other than Linux: the `polling` crate (kqueue, event
 //! ports or poll underneath), used in level-triggered mode.
 
-use super::{Interest, Mode, Ready};
+use super::{Interest, Ready, Trigger};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::time::Duration;
 
 /// A `polling` poller.
 #[derive(Debug)]
-pub(crate) struct Poller {
+pub(crate) struct Backend {
     poller: polling::Poller,
 }
 
@@ -38,28 +38,28 @@ fn event(fd: RawFd, interest: Interest) -> polling::Event {
     polling::Event::new(fd as usize, interest.read, interest.write)
 }
 
-fn mode(mode: Mode) -> polling::PollMode {
+fn mode(mode: Trigger) -> polling::PollMode {
     match mode {
-        Mode::Level => polling::PollMode::Level,
-        Mode::Edge => polling::PollMode::Edge,
-        Mode::Oneshot => polling::PollMode::Oneshot,
+        Trigger::Level => polling::PollMode::Level,
+        Trigger::Edge => polling::PollMode::Edge,
+        Trigger::Oneshot => polling::PollMode::Oneshot,
     }
 }
 
-impl Poller {
-    pub fn new() -> io::Result<Poller> {
-        Ok(Poller {
+impl Backend {
+    pub fn new() -> io::Result<Backend> {
+        Ok(Backend {
             poller: polling::Poller::new()?,
         })
     }
 
-    pub fn add(&self, fd: RawFd, interest: Interest, m: Mode) -> io::Result<()> {
+    pub fn add(&self, fd: RawFd, interest: Interest, m: Trigger) -> io::Result<()> {
         // SAFETY: the loop deletes an fd from the poller before it forgets the watcher, and
         // an fd closed behind its back is answered with an error by the kernel, not UB.
         unsafe { self.poller.add_with_mode(fd, event(fd, interest), mode(m)) }
     }
 
-    pub fn modify(&self, fd: RawFd, interest: Interest, m: Mode) -> io::Result<()> {
+    pub fn modify(&self, fd: RawFd, interest: Interest, m: Trigger) -> io::Result<()> {
         // SAFETY: see `borrow` in the Linux backend: the borrow lasts one call.
         let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
         match self
@@ -91,13 +91,13 @@ impl Poller {
     }
 }
 
-impl AsFd for Poller {
+impl AsFd for Backend {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.poller.as_fd()
     }
 }
 
-impl AsRawFd for Poller {
+impl AsRawFd for Backend {
     fn as_raw_fd(&self) -> RawFd {
         self.poller.as_raw_fd()
     }

@@ -11,6 +11,7 @@
 //! resolution with [`Calloop::poll_every`]: it is then also dispatched at that interval.
 //!
 //! ```
+//! use oxloop::source::LoopSourceExt;
 //! use oxloop::{source::calloop::Calloop, EventLoop};
 //! use std::time::Duration;
 //!
@@ -30,7 +31,7 @@
 //! ```
 
 use super::{Event, EventSource, PostAction, Registration};
-use crate::{Interest, Mode};
+use crate::reactor::{Interest, Trigger};
 use std::fmt;
 use std::io;
 use std::os::fd::AsFd;
@@ -95,7 +96,7 @@ impl<Data> fmt::Debug for Calloop<Data> {
 
 impl<Data: 'static> EventSource for Calloop<Data> {
     fn register(&mut self, reg: &mut Registration) -> io::Result<()> {
-        reg.watch(self.event_loop.as_fd(), Interest::READ, Mode::Level);
+        reg.watch(self.event_loop.as_fd(), Interest::READ, Trigger::Level);
         Ok(())
     }
 

@@ -20,6 +20,7 @@ pub enum ChannelEvent<T> {
 /// the loop once per message, in order.
 ///
 /// ```
+/// use oxloop::source::LoopSourceExt;
 /// use oxloop::source::{channel, ChannelEvent};
 /// use oxloop::EventLoop;
 ///

@@ -7,8 +7,8 @@ pub use linux::ChildExit;
 
 #[cfg(target_os = "linux")]
 mod linux {
+    use crate::reactor::{Interest, Trigger};
     use crate::source::{Event, EventSource, PostAction, Registration};
-    use crate::{Interest, Mode};
     use rustix::process::{pidfd_open, Pid, PidfdFlags};
     use std::fmt;
     use std::io;
@@ -22,6 +22,7 @@ mod linux {
     /// and other children are left alone.
     ///
     /// ```
+    /// use oxloop::source::LoopSourceExt;
     /// use oxloop::{source::ChildExit, EventLoop};
     /// use std::process::Command;
     ///
@@ -73,7 +74,7 @@ mod linux {
     impl EventSource for ChildExit {
         fn register(&mut self, reg: &mut Registration) -> io::Result<()> {
             // A pidfd becomes readable when the process exits.
-            reg.watch(&self.pidfd, Interest::READ, Mode::Level);
+            reg.watch(&self.pidfd, Interest::READ, Trigger::Level);
             Ok(())
         }
 

@@ -1,7 +1,7 @@
 //! Any fd with a callback.
 
 use super::{Event, EventSource, PostAction, Registration};
-use crate::{Interest, Mode};
+use crate::reactor::{Interest, Trigger};
 use std::fmt;
 use std::io;
 use std::os::fd::AsFd;
@@ -13,15 +13,17 @@ type GenericCallback<F> = Box<dyn FnMut(Event, &mut F) -> PostAction>;
 /// with a [`PostAction`].
 ///
 /// ```
+/// use oxloop::source::LoopSourceExt;
 /// use oxloop::source::{Event, Generic, PostAction};
-/// use oxloop::{EventLoop, Interest, Mode};
+/// use oxloop::source::{Interest, Trigger};
+/// use oxloop::EventLoop;
 /// use std::io::{Read, Write};
 /// use std::os::unix::net::UnixStream;
 ///
 /// let ev = EventLoop::new()?;
 /// let (a, mut b) = UnixStream::pair()?;
 /// b.write_all(b"x")?;
-/// ev.insert_source(Generic::new(a, Interest::READ, Mode::Oneshot, |_event, socket| {
+/// ev.insert_source(Generic::new(a, Interest::READ, Trigger::Oneshot, |_event, socket| {
 ///     let mut byte = [0];
 ///     socket.read_exact(&mut byte).unwrap();
 ///     PostAction::Remove
@@ -32,7 +34,7 @@ type GenericCallback<F> = Box<dyn FnMut(Event, &mut F) -> PostAction>;
 pub struct Generic<F: AsFd> {
     io: F,
     interest: Interest,
-    mode: Mode,
+    mode: Trigger,
     callback: GenericCallback<F>,
 }
 
@@ -41,7 +43,7 @@ impl<F: AsFd + 'static> Generic<F> {
     pub fn new(
         io: F,
         interest: Interest,
-        mode: Mode,
+        mode: Trigger,
         callback: impl FnMut(Event, &mut F) -> PostAction + 'static,
     ) -> Generic<F> {
         Generic {

@@ -10,6 +10,7 @@
 //!   context, run one oxloop iteration each time they fire.
 //!
 //! ```
+//! use oxloop::source::LoopSourceExt;
 //! use oxloop::{source::glib::GlibContext, EventLoop};
 //! use std::sync::atomic::{AtomicBool, Ordering};
 //! use std::sync::Arc;
@@ -34,7 +35,8 @@
 
 use super::{Event, EventSource, PostAction, Registration};
 use crate::reactor::glib::{check, query};
-use crate::{EventLoop, Interest, Mode};
+use crate::reactor::{Interest, Trigger};
+use crate::EventLoop;
 use glib::ffi::{GPollFD, G_IO_ERR, G_IO_HUP, G_IO_IN, G_IO_OUT, G_IO_PRI};
 use glib::{ControlFlow, IOCondition, MainContext, SourceId};
 use std::cell::RefCell;
@@ -116,7 +118,7 @@ impl EventSource for GlibContext {
                 write: events & G_IO_OUT != 0,
             };
             if !interest.is_empty() {
-                reg.watch_raw(pfd.fd, interest, Mode::Level);
+                reg.watch_raw(pfd.fd, interest, Trigger::Level);
             }
         }
         Ok(())

@@ -1,13 +1,15 @@
 //! Event sources: one interface for everything that can wake the loop.
 //!
 //! An [`EventSource`] says what it waits for — some fds, each with an [`Interest`] and
-//! a trigger [`Mode`], and optionally a deadline — and the loop calls
+//! a trigger [`Trigger`], and optionally a deadline — and the loop calls
 //! [`EventSource::dispatch`] with what happened. The source answers with a
 //! [`PostAction`]: keep going, register again, disable itself or go away.
 //!
 //! ```
+//! use oxloop::source::LoopSourceExt;
 //! use oxloop::source::{Event, EventSource, PostAction, Registration};
-//! use oxloop::{EventLoop, Interest, Mode};
+//! use oxloop::source::{Interest, Trigger};
+//! use oxloop::EventLoop;
 //! use std::io::Read;
 //! use std::os::unix::net::UnixStream;
 //!
@@ -19,7 +21,7 @@
 //!
 //! impl EventSource for Counter {
 //!     fn register(&mut self, reg: &mut Registration) -> std::io::Result<()> {
-//!         reg.watch(&self.socket, Interest::READ, Mode::Level);
+//!         reg.watch(&self.socket, Interest::READ, Trigger::Level);
 //!         Ok(())
 //!     }
 //!
@@ -63,7 +65,7 @@
 //!
 //! - An fd watched for reading and writing that becomes both at once is dispatched
 //!   twice, once per direction (readers first).
-//! - [`Mode::Oneshot`]: the kernel disarms the fd after one report. Return
+//! - [`Trigger::Oneshot`]: the kernel disarms the fd after one report. Return
 //!   [`PostAction::Reregister`] to arm it again.
 //! - [`EventSource::deadline`] is asked again after every dispatch, and when
 //!   [`SourceHandle::update`] is called (for a deadline changed from outside).
@@ -94,14 +96,17 @@ pub use ping::{ping, Ping, PingSender};
 pub use signal::Signal;
 pub use timer::{TimeoutAction, Timer};
 
+/// What a source's fd is watched for, and how the kernel reports it.
+pub use crate::reactor::{Interest, Trigger};
+
 use crate::event_loop::{Direction, Inner};
-use crate::{EventLoop, Handle, Interest, Mode};
+use crate::{EventLoop, Handle};
 use std::cell::RefCell;
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::rc::{Rc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Something the loop can wait for and dispatch.
 pub trait EventSource: 'static {
@@ -141,7 +146,7 @@ pub enum PostAction {
     /// Keep everything as it is.
     Continue,
     /// Call [`EventSource::register`] again (a changed fd set, or to re-arm
-    /// [`Mode::Oneshot`] fds).
+    /// [`Trigger::Oneshot`] fds).
     Reregister,
     /// Stop watching until [`SourceHandle::enable`].
     Disable,
@@ -157,7 +162,7 @@ pub struct Watch {
     /// Which directions.
     pub interest: Interest,
     /// Level, edge or oneshot.
-    pub mode: Mode,
+    pub mode: Trigger,
 }
 
 /// The fds a source asks for, filled in by [`EventSource::register`].
@@ -169,12 +174,12 @@ pub struct Registration {
 impl Registration {
     /// Watch `fd` for `interest`, triggered as `mode` says. The source must keep the fd
     /// open while it is registered.
-    pub fn watch(&mut self, fd: impl AsFd, interest: Interest, mode: Mode) {
+    pub fn watch(&mut self, fd: impl AsFd, interest: Interest, mode: Trigger) {
         self.watch_raw(fd.as_fd().as_raw_fd(), interest, mode);
     }
 
     /// [`watch`](Self::watch) for a raw fd number.
-    pub fn watch_raw(&mut self, fd: RawFd, interest: Interest, mode: Mode) {
+    pub fn watch_raw(&mut self, fd: RawFd, interest: Interest, mode: Trigger) {
         self.watches.push(Watch { fd, interest, mode });
     }
 
@@ -231,10 +236,16 @@ impl<S: EventSource> fmt::Debug for SourceHandle<S> {
     }
 }
 
-impl EventLoop {
+/// Event-source methods for [`EventLoop`]. An extension trait, like every operation a
+/// higher layer adds to the loop; import it with `use oxloop::source::LoopSourceExt;`.
+pub trait LoopSourceExt {
     /// Inserts an event source: calls its [`EventSource::register`], watches its fds
     /// and sets its deadline. Fails (dropping the source) if an fd is refused.
-    pub fn insert_source<S: EventSource>(&self, source: S) -> io::Result<SourceHandle<S>> {
+    fn insert_source<S: EventSource>(&self, source: S) -> io::Result<SourceHandle<S>>;
+}
+
+impl LoopSourceExt for EventLoop {
+    fn insert_source<S: EventSource>(&self, source: S) -> io::Result<SourceHandle<S>> {
         let handle = SourceHandle {
             slot: Rc::new(RefCell::new(Slot {
                 source: Some(source),
@@ -521,27 +532,4 @@ fn gone() -> io::Error {
         io::ErrorKind::NotFound,
         "the event source was removed or its loop destroyed",
     )
-}
-
-impl EventLoop {
-    /// For a host loop that drives this one through its fd: call right before blocking
-    /// on [`as_fd`](std::os::fd::AsFd::as_fd), and block at most the returned time
-    /// (`None`: until the fd is readable). Then call
-    /// [`run_once`](EventLoop::run_once)`(Some(Duration::ZERO))`.
-    ///
-    /// Unlike [`next_timeout`](EventLoop::next_timeout) it also marks the loop as
-    /// sleeping, so a [`LoopRemote`](crate::LoopRemote) call or a task woken from
-    /// another thread writes to the loop's wake-up fd (which makes the loop's fd
-    /// readable). Without it, such a wake-up is only noticed at the next iteration.
-    pub fn prepare_wait(&self) -> Option<Duration> {
-        let timeout = self.next_timeout();
-        if timeout == Some(Duration::ZERO) {
-            return timeout;
-        }
-        if self.remote().shared.prepare_sleep() {
-            timeout
-        } else {
-            Some(Duration::ZERO) // notified meanwhile
-        }
-    }
 }

@@ -9,7 +9,8 @@
 //! Removing or dropping the source stops the inner loop and joins its thread.
 
 use super::{Event, EventSource, PostAction, Registration};
-use crate::{EventLoop, Interest, LoopRemote, Mode};
+use crate::reactor::{Interest, Trigger};
+use crate::{EventLoop, LoopRemote};
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -27,6 +28,7 @@ type Reply = Option<Duration>;
 /// An oxloop loop on a helper thread, stepped by the loop this source is inserted in.
 ///
 /// ```
+/// use oxloop::source::LoopSourceExt;
 /// use oxloop::{source::Nested, EventLoop};
 /// use std::time::Duration;
 ///
@@ -146,7 +148,7 @@ impl fmt::Debug for Nested {
 
 impl EventSource for Nested {
     fn register(&mut self, reg: &mut Registration) -> io::Result<()> {
-        reg.watch(&self.fd, Interest::READ, Mode::Level);
+        reg.watch(&self.fd, Interest::READ, Trigger::Level);
         Ok(())
     }
 

@@ -2,7 +2,7 @@
 
 use super::{Event, EventSource, PostAction, Registration};
 use crate::reactor::Waker;
-use crate::{Interest, Mode};
+use crate::reactor::{Interest, Trigger};
 use std::fmt;
 use std::io;
 use std::sync::Arc;
@@ -11,6 +11,7 @@ use std::sync::Arc;
 /// [`PingSender::ping`]s (several pings before the loop wakes run it once).
 ///
 /// ```
+/// use oxloop::source::LoopSourceExt;
 /// use oxloop::{source::ping, EventLoop};
 ///
 /// let ev = EventLoop::new()?;
@@ -69,7 +70,7 @@ impl fmt::Debug for Ping {
 
 impl EventSource for Ping {
     fn register(&mut self, reg: &mut Registration) -> io::Result<()> {
-        reg.watch_raw(self.waker.read_fd(), Interest::READ, Mode::Level);
+        reg.watch_raw(self.waker.read_fd(), Interest::READ, Trigger::Level);
         Ok(())
     }
 

@@ -15,6 +15,7 @@ use std::io;
 /// fault signals).
 ///
 /// ```no_run
+/// use oxloop::source::LoopSourceExt;
 /// use oxloop::{source::Signal, EventLoop};
 ///
 /// let ev = EventLoop::new()?;

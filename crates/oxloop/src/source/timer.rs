@@ -21,6 +21,7 @@ pub enum TimeoutAction {
 /// one-off; this one can be disabled, re-enabled and handed around as a source.)
 ///
 /// ```
+/// use oxloop::source::LoopSourceExt;
 /// use oxloop::source::{TimeoutAction, Timer};
 /// use oxloop::EventLoop;
 /// use std::time::Duration;

@@ -51,12 +51,10 @@
 //! thread-safe queue and wakes the loop if it sleeps.
 
 mod blocking;
-mod join;
-pub(crate) mod raw;
 mod time;
 
+pub use crate::event_loop::join::{JoinError, JoinHandle};
 pub use blocking::spawn_blocking;
-pub use join::{JoinError, JoinHandle};
 pub use time::{sleep, sleep_until, timeout, yield_now, Elapsed, Sleep, Timeout, YieldNow};
 
 pub use futures_util::future::{select, select_all, Either, FutureExt};
@@ -64,20 +62,6 @@ pub use futures_util::{join, select, select_biased};
 
 use crate::EventLoop;
 use std::future::Future;
-
-impl EventLoop {
-    /// Starts running `future` on this loop. It is first polled in the next iteration.
-    /// On a destroyed loop the future is dropped and the handle reports
-    /// [`JoinError::Cancelled`].
-    #[track_caller]
-    pub fn spawn<F>(&self, future: F) -> JoinHandle<F::Output>
-    where
-        F: Future + 'static,
-        F::Output: 'static,
-    {
-        join::spawn_on(self, future)
-    }
-}
 
 /// Starts running `future` on the current thread's loop.
 ///

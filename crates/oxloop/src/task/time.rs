@@ -1,6 +1,6 @@
 //! Time for tasks: sleeping, timeouts, yielding. Built on the loop's timers.
 
-use crate::{EventLoop, Handle};
+use crate::Handle;
 use std::cell::Cell;
 use std::fmt;
 use std::future::Future;
@@ -155,12 +155,5 @@ impl Future for YieldNow {
         self.yielded = true;
         cx.waker().wake_by_ref();
         Poll::Pending
-    }
-}
-
-impl EventLoop {
-    /// [`sleep`] as a method, for symmetry with `call_later`.
-    pub fn sleep(&self, duration: Duration) -> Sleep {
-        sleep(duration)
     }
 }

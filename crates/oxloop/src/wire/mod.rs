@@ -100,7 +100,7 @@ mod poller;
 mod run;
 
 pub use poller::{Poller, PollerHandle};
-pub use run::{RunError, WireHandle, WireLoop};
+pub use run::{LoopWireExt, RunError, WireHandle, WireLoop};
 
 use crate::task::yield_now;
 use crate::EventLoop;

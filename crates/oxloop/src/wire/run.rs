@@ -89,11 +89,17 @@ impl Drop for Tracked {
     }
 }
 
-impl EventLoop {
+/// Wire methods for [`EventLoop`]. An extension trait, like every operation a higher
+/// layer adds to the loop; import it with `use oxloop::wire::LoopWireExt;`.
+pub trait LoopWireExt {
     /// Starts `wire` (and the chain of wires it hands on) as a task on this loop, first
     /// run in the next iteration. The handle cancels it; dropping the handle lets it
     /// run on. See [`crate::wire`].
-    pub fn start(&self, wire: impl IntoWire) -> WireHandle {
+    fn start_wire(&self, wire: impl IntoWire) -> WireHandle;
+}
+
+impl LoopWireExt for EventLoop {
+    fn start_wire(&self, wire: impl IntoWire) -> WireHandle {
         let wire = wire.into_wire();
         let cancel = Rc::new(Cancel::default());
         let key = REGISTRY.with(|r| r.borrow_mut().wires.insert(cancel.clone()));
@@ -189,7 +195,7 @@ impl WireLoop {
 
     /// Starts a wire on the loop (the same as [`EventLoop::start`]).
     pub fn start(&self, wire: impl IntoWire) -> WireHandle {
-        self.ev.start(wire)
+        self.ev.start_wire(wire)
     }
 
     /// Runs the loop until every wire started on it has finished (wires started while

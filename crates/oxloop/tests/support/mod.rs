@@ -1,4 +1,4 @@
-//! Shared by the tests that run the built examples.
+//! Helpers shared by the integration tests: running the built examples, counting fds.
 
 #![allow(dead_code)] // each test binary uses part of it
 
@@ -39,4 +39,10 @@ pub fn run_example(name: &str, args: &[&str]) -> (String, Duration) {
         String::from_utf8_lossy(&out.stderr)
     );
     (stdout, elapsed)
+}
+
+/// The fds this process holds now (process-wide: a test that compares counts runs
+/// alone in its binary).
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
 }

@@ -1,7 +1,7 @@
-//! Spawning, and the handle that waits for a task's result.
+//! Spawning, and the handle that waits for a task's result (re-exported by
+//! [`crate::task`]).
 
-use crate::event_loop::timed;
-use crate::EventLoop;
+use super::{timed, EventLoop, Inner};
 use std::cell::RefCell;
 use std::fmt;
 use std::future::Future;
@@ -78,7 +78,7 @@ impl<F: Future> Future for TaskWrapper<F> {
             Ok(Poll::Pending) => return Poll::Pending,
             Ok(Poll::Ready(output)) => Ok(output),
             Err(payload) => {
-                let panic = crate::CallbackPanic::new(payload)
+                let panic = super::CallbackPanic::new(payload)
                     .with_origin(this.trace.map(|(origin, _)| origin));
                 let error = JoinError::Panicked(panic.message().to_string());
                 if let Ok(ev) = EventLoop::current() {
@@ -107,28 +107,34 @@ impl<F: Future> Drop for TaskWrapper<F> {
     }
 }
 
-#[track_caller]
-pub(crate) fn spawn_on<F>(ev: &EventLoop, future: F) -> JoinHandle<F::Output>
-where
-    F: Future + 'static,
-    F::Output: 'static,
-{
-    // Taken here: a closure would not see `#[track_caller]`.
-    let caller = Location::caller();
-    let state = Rc::new(RefCell::new(JoinState {
-        result: None,
-        waiter: None,
-    }));
-    let wrapper = TaskWrapper {
-        future: Box::pin(future),
-        state: state.clone(),
-        done: false,
-        trace: ev.debug_threshold().map(|threshold| (caller, threshold)),
-    };
-    let id = ev.spawn_raw(Box::pin(wrapper));
-    JoinHandle {
-        state,
-        task: id.map(|(key, generation)| (ev.downgrade(), key, generation)),
+impl EventLoop {
+    /// Starts running `future` on this loop. It is first polled in the next iteration.
+    /// On a destroyed loop the future is dropped and the handle reports
+    /// [`JoinError::Cancelled`].
+    #[track_caller]
+    pub fn spawn<F>(&self, future: F) -> JoinHandle<F::Output>
+    where
+        F: Future + 'static,
+        F::Output: 'static,
+    {
+        let ev = self;
+        // Taken here: a closure would not see `#[track_caller]`.
+        let caller = Location::caller();
+        let state = Rc::new(RefCell::new(JoinState {
+            result: None,
+            waiter: None,
+        }));
+        let wrapper = TaskWrapper {
+            future: Box::pin(future),
+            state: state.clone(),
+            done: false,
+            trace: ev.debug_threshold().map(|threshold| (caller, threshold)),
+        };
+        let id = ev.spawn_raw(Box::pin(wrapper));
+        JoinHandle {
+            state,
+            task: id.map(|(key, generation)| (ev.downgrade(), key, generation)),
+        }
     }
 }
 
@@ -136,7 +142,7 @@ where
 /// task run on, detached.
 pub struct JoinHandle<T> {
     state: Rc<RefCell<JoinState<T>>>,
-    task: Option<(Weak<crate::event_loop::Inner>, usize, u64)>,
+    task: Option<(Weak<Inner>, usize, u64)>,
 }
 
 impl<T> JoinHandle<T> {
