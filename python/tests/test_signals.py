@@ -1,0 +1,257 @@
+"""Signal handlers and Ctrl-C, with real signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+from conftest import run
+
+import oxloop
+
+
+def test_signal_handler_runs(loop):
+    got = []
+
+    def on_usr1(*args):
+        got.append(args)
+        loop.stop()
+
+    loop.add_signal_handler(signal.SIGUSR1, on_usr1, "a", 2)
+    loop.call_soon(os.kill, os.getpid(), signal.SIGUSR1)
+    safety = loop.call_later(5, loop.stop)
+    loop.run_forever()
+    safety.cancel()
+    assert got == [("a", 2)]
+    assert loop.remove_signal_handler(signal.SIGUSR1) is True
+    assert loop.remove_signal_handler(signal.SIGUSR1) is False
+
+
+def test_signal_handler_several_deliveries(loop):
+    got = []
+
+    async def main():
+        import asyncio
+
+        loop.add_signal_handler(signal.SIGUSR2, got.append, 1)
+        for sent in range(1, 6):
+            os.kill(os.getpid(), signal.SIGUSR2)
+            for _ in range(200):
+                if len(got) >= sent:
+                    break
+                await asyncio.sleep(0.005)
+        loop.remove_signal_handler(signal.SIGUSR2)
+        return len(got)
+
+    assert run(loop, main()) == 5
+
+
+def test_signal_handler_replaced(loop):
+    got = []
+    loop.add_signal_handler(signal.SIGUSR1, got.append, "old")
+    loop.add_signal_handler(signal.SIGUSR1, lambda: (got.append("new"), loop.stop()))
+    loop.call_soon(os.kill, os.getpid(), signal.SIGUSR1)
+    safety = loop.call_later(5, loop.stop)
+    loop.run_forever()
+    safety.cancel()
+    assert got == ["new"]
+    loop.remove_signal_handler(signal.SIGUSR1)
+
+
+def test_signal_handler_errors(loop):
+    async def coro_fn():
+        pass
+
+    with pytest.raises(TypeError):
+        loop.add_signal_handler("SIGUSR1", print)
+    with pytest.raises(TypeError):
+        loop.add_signal_handler(signal.SIGUSR1, coro_fn)
+    with pytest.raises(ValueError):
+        loop.add_signal_handler(0, print)
+    with pytest.raises(ValueError):
+        loop.add_signal_handler(10_000, print)
+    with pytest.raises(RuntimeError):
+        loop.add_signal_handler(signal.SIGKILL, print)
+    with pytest.raises(RuntimeError):
+        loop.add_signal_handler(signal.SIGSTOP, print)
+    with pytest.raises(ValueError):
+        loop.remove_signal_handler(10_000)
+    assert loop.remove_signal_handler(signal.SIGUSR2) is False
+
+
+def test_signal_handler_off_main_thread(loop):
+    errors = []
+
+    def worker():
+        try:
+            loop.add_signal_handler(signal.SIGUSR1, print)
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join(10)
+    assert len(errors) == 1
+
+
+def test_closed_loop_refuses_and_forgets_handlers(loop):
+    loop.add_signal_handler(signal.SIGUSR1, print)
+    loop.close()
+    with pytest.raises(RuntimeError):
+        loop.add_signal_handler(signal.SIGUSR1, print)
+    # The process's disposition is back to default-ish: no crash on a new loop.
+    other = oxloop.new_event_loop()
+    try:
+        got = []
+        other.add_signal_handler(signal.SIGUSR1, lambda: (got.append(1), other.stop()))
+        other.call_soon(os.kill, os.getpid(), signal.SIGUSR1)
+        safety = other.call_later(5, other.stop)
+        other.run_forever()
+        safety.cancel()
+        assert got == [1]
+        other.remove_signal_handler(signal.SIGUSR1)
+    finally:
+        other.close()
+
+
+_CHILD = textwrap.dedent(
+    """
+    import asyncio, os, signal, sys
+    import oxloop
+
+    loop = oxloop.new_event_loop()
+
+    async def main():
+        print("ready", flush=True)
+        await asyncio.sleep(30)
+
+    try:
+        loop.run_until_complete(main())
+    except KeyboardInterrupt:
+        print("KeyboardInterrupt", flush=True)
+        sys.exit(0)
+    finally:
+        loop.close()
+    sys.exit(1)
+    """
+)
+
+
+def _run_child(code: str, sig: int, pre: str = "") -> subprocess.CompletedProcess:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", pre + code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(0.3)  # the loop is now idle in its kernel wait
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, out, err
+
+
+def test_ctrl_c_raises_keyboard_interrupt():
+    code, out, err = _run_child(_CHILD, signal.SIGINT)
+    assert (code, out.strip()) == (0, "KeyboardInterrupt"), err
+
+
+def test_ctrl_c_during_busy_callbacks():
+    busy = _CHILD.replace(
+        "await asyncio.sleep(30)",
+        "while True:\n            await asyncio.sleep(0)",
+    )
+    code, out, err = _run_child(busy, signal.SIGINT)
+    assert (code, out.strip()) == (0, "KeyboardInterrupt"), err
+
+
+_REENTRANT_CORE = (
+    "running.rs wait_without_gil calls Python::check_signals while EventLoop::iterate "
+    "holds the core's RefCell; a Python signal handler that schedules a callback "
+    "(asyncio.Runner's SIGINT handler cancels the main task -> call_soon) panics with "
+    "'RefCell already borrowed' at loop_core.rs:238 and the loop stays marked running"
+)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.Runner is new in 3.11")
+@pytest.mark.xfail(strict=True, reason=_REENTRANT_CORE)
+def test_ctrl_c_with_runner_cancels_main_task():
+    child = textwrap.dedent(
+        """
+        import asyncio, sys
+        import oxloop
+
+        async def main():
+            print("ready", flush=True)
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                print("cancelled", flush=True)
+                raise
+
+        try:
+            oxloop.run(main())
+        except KeyboardInterrupt:
+            print("KeyboardInterrupt", flush=True)
+            sys.exit(0)
+        sys.exit(1)
+        """
+    )
+    code, out, err = _run_child(child, signal.SIGINT)
+    assert (code, out.split()) == (0, ["cancelled", "KeyboardInterrupt"]), err
+
+
+def test_python_signal_handler_call_soon_threadsafe(loop):
+    """A plain `signal.signal` handler may wake the loop with call_soon_threadsafe."""
+    got = []
+    old = signal.signal(signal.SIGUSR1, lambda *a: loop.call_soon_threadsafe(got.append, 1))
+    try:
+
+        async def main():
+            import asyncio
+
+            os.kill(os.getpid(), signal.SIGUSR1)
+            for _ in range(400):
+                if got:
+                    return True
+                await asyncio.sleep(0.005)
+            return False
+
+        assert run(loop, main())
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+
+
+@pytest.mark.xfail(strict=True, reason=_REENTRANT_CORE)
+def test_python_signal_handler_call_soon():
+    """A `signal.signal` handler runs in the loop's thread, so asyncio lets it call
+    `call_soon` (what asyncio.Runner's SIGINT handler does through task.cancel)."""
+    child = textwrap.dedent(
+        """
+        import asyncio, os, signal, sys
+        import oxloop
+
+        loop = oxloop.new_event_loop()
+        done = loop.create_future()
+        signal.signal(signal.SIGUSR1, lambda *a: loop.call_soon(done.set_result, "called"))
+
+        async def main():
+            print("ready", flush=True)
+            return await asyncio.wait_for(done, 10)
+
+        print(loop.run_until_complete(main()), flush=True)
+        """
+    )
+    code, out, err = _run_child(child, signal.SIGUSR1)
+    assert (code, out.strip()) == (0, "called"), err
