@@ -258,6 +258,7 @@ def test_create_task_name_and_current_task(loop):
     assert inner is task
 
 
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="create_task(context=) is new in 3.11")
 def test_create_task_context(loop):
     ctx = contextvars.copy_context()
     ctx.run(VAR.set, "task-ctx")

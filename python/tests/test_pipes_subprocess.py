@@ -57,9 +57,10 @@ def test_read_and_write_pipes(loop):
         payload = b"through the pipe " * 20_000
         wt.write(payload)
         wt.writelines([b"a", b"b"])
-        assert rt.is_reading()
         rt.pause_reading()
         rt.resume_reading()
+        if sys.version_info >= (3, 11):  # pipe transports' is_reading is new in 3.11
+            assert rt.is_reading()
         wt.close()
         await rp.done
         await wp.done

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import ssl
+import sys
 import tempfile
 
 import pytest
@@ -142,6 +143,7 @@ def test_tls_handshake_timeout(loop, contexts):
     assert run(loop, main())
 
 
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="StreamWriter.start_tls is new in 3.11")
 def test_start_tls(loop, contexts):
     server_ctx, client_ctx = contexts
 
