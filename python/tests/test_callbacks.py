@@ -365,3 +365,85 @@ def test_task_cancel(loop):
         return task.cancelled()
 
     assert run(loop, main())
+
+
+def test_call_later_huge_and_infinite_delays(loop):
+    seen = []
+    far = loop.call_later(1e12, seen.append, "far")
+    inf = loop.call_later(float("inf"), seen.append, "inf")
+    at_inf = loop.call_at(float("inf"), seen.append, "at-inf")
+    assert inf.when() == float("inf")
+    loop.call_later(0.01, loop.stop)
+    loop.run_forever()
+    assert seen == []
+    for h in (far, inf, at_inf):
+        h.cancel()
+
+
+def test_call_at_in_the_past_runs_next_iteration(loop):
+    seen = []
+
+    def first():
+        seen.append("first")
+        loop.call_at(loop.time() - 100, seen.append, "past")
+
+    loop.call_soon(first)
+    loop.call_later(0.02, loop.stop)
+    loop.run_forever()
+    assert seen == ["first", "past"]
+
+
+def test_timer_cancelled_from_other_thread(loop):
+    seen = []
+    handle = loop.call_later(0.2, seen.append, "fired")
+    t = threading.Thread(target=handle.cancel)
+    t.start()
+    t.join()
+    loop.call_later(0.3, loop.stop)
+    loop.run_forever()
+    assert seen == [] and handle.cancelled()
+
+
+def test_many_cancelled_timers(loop):
+    seen = []
+    handles = [loop.call_later(0.001 * (i % 10), seen.append, i) for i in range(5000)]
+    for h in handles[::2]:
+        h.cancel()
+    loop.call_later(0.05, loop.stop)
+    loop.run_forever()
+    assert sorted(seen) == list(range(1, 5000, 2))
+
+
+def test_call_soon_threadsafe_after_close(loop):
+    loop.close()
+    with pytest.raises(RuntimeError):
+        loop.call_soon_threadsafe(print)
+    with pytest.raises(RuntimeError):
+        loop.call_later(1, print)
+
+
+def test_run_until_complete_future_of_other_loop(loop):
+    import oxloop
+
+    other = oxloop.new_event_loop()
+    try:
+        fut = other.create_future()
+        with pytest.raises(ValueError):
+            loop.run_until_complete(fut)
+    finally:
+        other.close()
+
+
+def test_sleep_zero_fairness(loop):
+    order = []
+
+    async def worker(name):
+        for i in range(3):
+            order.append((name, i))
+            await asyncio.sleep(0)
+
+    async def main():
+        await asyncio.gather(worker("a"), worker("b"))
+
+    run(loop, main())
+    assert order == [("a", 0), ("b", 0), ("a", 1), ("b", 1), ("a", 2), ("b", 2)]

@@ -329,3 +329,93 @@ def test_install_policy():
 def test_repr(loop):
     text = repr(loop)
     assert "running=False" in text and "closed=False" in text
+
+
+def test_two_loops_in_two_threads_at_once():
+    results = {}
+
+    def worker(name):
+        async def main():
+            server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+            async with server:
+                r, w = await asyncio.open_connection(*server.sockets[0].getsockname())
+                data = await r.read()
+                w.close()
+                await asyncio.sleep(0.02)
+            return data
+
+        results[name] = oxloop.run(main())
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert results == {i: b"" for i in range(4)}
+
+
+def test_loop_run_on_different_threads_in_turn():
+    loop = oxloop.new_event_loop()
+    try:
+        idents = []
+        for _ in range(3):
+            t = threading.Thread(
+                target=lambda: idents.append(
+                    loop.run_until_complete(asyncio.sleep(0.001, result=threading.get_ident()))
+                )
+            )
+            t.start()
+            t.join(10)
+        idents.append(loop.run_until_complete(asyncio.sleep(0, result=threading.get_ident())))
+        # (Idents of finished threads may be reused: check that each run ran.)
+        assert len(idents) == 4 and idents[-1] == threading.get_ident()
+    finally:
+        loop.close()
+
+
+def test_keyboard_interrupt_in_reader_leaves_loop_usable(loop):
+    import socket
+
+    a, b = socket.socketpair()
+    try:
+
+        def on_read():
+            b.recv(10)
+            raise KeyboardInterrupt
+
+        loop.add_reader(b, on_read)
+        a.send(b"x")
+        with pytest.raises(KeyboardInterrupt):
+            loop.run_forever()
+        assert not loop.is_running()
+        loop.remove_reader(b)
+        assert loop.run_until_complete(asyncio.sleep(0.001, result="ok")) == "ok"
+    finally:
+        a.close()
+        b.close()
+
+
+def test_stop_inside_run_until_complete(loop):
+    async def main():
+        loop.stop()
+        await asyncio.sleep(0.01)
+        return 1
+
+    with pytest.raises(RuntimeError, match="Event loop stopped before Future completed"):
+        loop.run_until_complete(main())
+    # The task is still pending and finishes on the next run.
+    pending = asyncio.all_tasks(loop)
+    assert len(pending) == 1
+    loop.run_until_complete(pending.pop())
+
+
+def test_unclosed_loop_warns():
+    import gc
+    import warnings
+
+    loop = oxloop.new_event_loop()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        del loop
+        gc.collect()
+    assert any(issubclass(w.category, ResourceWarning) for w in caught)
