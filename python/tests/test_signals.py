@@ -255,3 +255,53 @@ def test_python_signal_handler_call_soon():
     )
     code, out, err = _run_child(child, signal.SIGUSR1)
     assert (code, out.strip()) == (0, "called"), err
+
+
+def test_signal_handler_that_raises_goes_to_exception_handler(loop):
+    contexts = []
+    loop.set_exception_handler(lambda lp, ctx: contexts.append(ctx))
+
+    def bad():
+        loop.call_soon(loop.stop)
+        raise ValueError("in signal handler")
+
+    loop.add_signal_handler(signal.SIGUSR1, bad)
+    loop.call_soon(os.kill, os.getpid(), signal.SIGUSR1)
+    safety = loop.call_later(5, loop.stop)
+    loop.run_forever()
+    safety.cancel()
+    loop.remove_signal_handler(signal.SIGUSR1)
+    assert len(contexts) == 1 and isinstance(contexts[0]["exception"], ValueError)
+
+
+def test_signal_before_run_is_delivered_when_running(loop):
+    got = []
+    loop.add_signal_handler(signal.SIGUSR2, lambda: (got.append(1), loop.stop()))
+    os.kill(os.getpid(), signal.SIGUSR2)
+    safety = loop.call_later(5, loop.stop)
+    loop.run_forever()
+    safety.cancel()
+    loop.remove_signal_handler(signal.SIGUSR2)
+    assert got == [1]
+
+
+def test_sigint_handler_and_restore(loop):
+    """A SIGINT handler replaces KeyboardInterrupt; removing it brings it back."""
+    got = []
+    loop.add_signal_handler(signal.SIGINT, lambda: (got.append("int"), loop.stop()))
+    loop.call_soon(os.kill, os.getpid(), signal.SIGINT)
+    safety = loop.call_later(5, loop.stop)
+    loop.run_forever()
+    safety.cancel()
+    assert got == ["int"]
+    assert loop.remove_signal_handler(signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(1)
+
+
+def test_remove_restores_default_disposition(loop):
+    loop.add_signal_handler(signal.SIGUSR1, print)
+    assert loop.remove_signal_handler(signal.SIGUSR1)
+    assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL

@@ -497,3 +497,56 @@ def test_many_concurrent_connections(loop):
         return all(results)
 
     assert run(loop, main())
+
+
+def test_transport_repr_and_fd_owned_by_transport(loop):
+    async def main():
+        a, b = socket.socketpair()
+        transport, proto = await loop.connect_accepted_socket(lambda: Collector(loop), b)
+        text = repr(transport)
+        assert f"fd={b.fileno()}" in text and "read=polling" in text, text
+        # asyncio refuses fd watchers on an fd a transport owns.
+        with pytest.raises(RuntimeError, match="transport"):
+            loop.add_reader(b.fileno(), print)
+        with pytest.raises(RuntimeError, match="transport"):
+            loop.remove_writer(b.fileno())
+        transport.pause_reading()
+        assert "read=idle" in repr(transport)
+        transport.close()
+        await proto.done
+        a.close()
+        return True
+
+    assert run(loop, main())
+
+
+def test_write_eof_twice_then_write(loop):
+    async def main():
+        a, b = socket.socketpair()
+        transport, proto = await loop.connect_accepted_socket(lambda: Collector(loop), b)
+        transport.write_eof()
+        transport.write_eof()
+        assert a.recv(10) == b""
+        with pytest.raises(RuntimeError, match="write_eof"):
+            transport.write(b"after eof")
+        transport.close()
+        await proto.done
+        a.close()
+        return True
+
+    assert run(loop, main())
+
+
+def test_sock_connect_with_hostname(loop):
+    async def main():
+        server = await asyncio.start_server(_echo, "127.0.0.1", 0)
+        async with server:
+            port = server.sockets[0].getsockname()[1]
+            sock = socket.socket()
+            sock.setblocking(False)
+            with sock:
+                await loop.sock_connect(sock, ("localhost", port))
+                await loop.sock_sendall(sock, b"named")
+                return await loop.sock_recv(sock, 10)
+
+    assert run(loop, main()) == b"named"
