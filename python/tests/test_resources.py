@@ -169,3 +169,31 @@ def test_close_releases_fds_while_object_alive():
     after = open_fds()
     del loop
     assert after == before
+
+
+def test_loop_closed_while_child_runs_leaves_no_fd_and_no_zombie():
+    import warnings
+
+    _settle()
+    before = open_fds()
+    loop = oxloop.new_event_loop()
+
+    async def main():
+        return await asyncio.create_subprocess_exec("sleep", "30")
+
+    proc = loop.run_until_complete(main())
+    pid = proc.pid
+    loop.close()
+    os.kill(pid, 9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        del loop, proc
+        _settle()
+    assert open_fds() == before
+    for _ in range(500):
+        if pid not in _children():
+            break
+        import time
+
+        time.sleep(0.01)
+    assert pid not in _children()
