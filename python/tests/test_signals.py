@@ -177,10 +177,11 @@ def test_ctrl_c_during_busy_callbacks():
 
 
 _REENTRANT_CORE = (
-    "running.rs wait_without_gil calls Python::check_signals while EventLoop::iterate "
-    "holds the core's RefCell; a Python signal handler that schedules a callback "
+    "running.rs wait_without_gil runs Python::check_signals inside the core's wait "
+    "wrapper, while EventLoop::iterate (crates/oxloop event_loop/mod.rs) still holds "
+    "inner.state.borrow_mut(); a Python signal handler that schedules a callback "
     "(asyncio.Runner's SIGINT handler cancels the main task -> call_soon) panics with "
-    "'RefCell already borrowed' at loop_core.rs:238 and the loop stays marked running"
+    "'RefCell already borrowed' (loop_core.rs:238) and the loop stays marked running"
 )
 
 
