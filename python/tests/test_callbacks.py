@@ -447,3 +447,69 @@ def test_sleep_zero_fairness(loop):
 
     run(loop, main())
     assert order == [("a", 0), ("b", 0), ("a", 1), ("b", 1), ("a", 2), ("b", 2)]
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "soon",
+        "timer",
+        "timer_cancel",
+        "replace_reader",
+        "remove_reader",
+        "remove_reader_in_cb",
+        "replace_reader_in_cb",
+        "cancel_in_cb",
+        "threadsafe",
+    ],
+)
+def test_finalizer_scheduling_a_callback_when_the_loop_drops_a_handle(loop, case):
+    """The loop drops handles (and so their arguments) at many points; a finalizer
+    that then calls back into the loop must find it usable."""
+    import gc
+    import socket
+
+    log = []
+
+    class Finalized:
+        def __del__(self):
+            loop.call_soon(log.append, "finalized")
+
+    def noop(*args):
+        pass
+
+    a, b = socket.socketpair()
+    try:
+        if case == "soon":
+            loop.call_soon(noop, Finalized())
+        elif case == "timer":
+            loop.call_later(0.001, noop, Finalized())
+        elif case == "timer_cancel":
+            loop.call_later(100, noop, Finalized()).cancel()
+        elif case == "replace_reader":
+            loop.add_reader(b, noop, Finalized())
+            loop.add_reader(b, noop)
+        elif case == "remove_reader":
+            loop.add_reader(b, noop, Finalized())
+            loop.remove_reader(b)
+        elif case == "remove_reader_in_cb":
+            loop.add_reader(b, lambda f: loop.remove_reader(b), Finalized())
+            a.send(b"x")
+        elif case == "replace_reader_in_cb":
+            loop.add_reader(b, lambda f: loop.add_reader(b, noop), Finalized())
+            a.send(b"x")
+        elif case == "cancel_in_cb":
+            handles = [loop.call_later(100, noop, Finalized())]
+            loop.call_soon(lambda: handles.pop().cancel())
+        elif case == "threadsafe":
+            loop.call_soon_threadsafe(noop, Finalized())
+        loop.call_later(0.02, loop.stop)
+        loop.run_forever()
+        gc.collect()
+        loop.call_soon(loop.stop)
+        loop.run_forever()
+        loop.remove_reader(b)
+    finally:
+        a.close()
+        b.close()
+    assert log == ["finalized"]

@@ -306,3 +306,16 @@ def test_remove_restores_default_disposition(loop):
     loop.add_signal_handler(signal.SIGUSR1, print)
     assert loop.remove_signal_handler(signal.SIGUSR1)
     assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL
+
+
+def test_loop_usable_after_ctrl_c():
+    child = _CHILD.replace(
+        'print("KeyboardInterrupt", flush=True)\n    sys.exit(0)',
+        'print("KeyboardInterrupt", flush=True)\n'
+        "    assert not loop.is_running()\n"
+        '    print(loop.run_until_complete(asyncio.sleep(0.01, result="again")), flush=True)\n'
+        "    sys.exit(0)",
+    )
+    assert "again" in child
+    code, out, err = _run_child(child, signal.SIGINT)
+    assert (code, out.split()) == (0, ["KeyboardInterrupt", "again"]), err
