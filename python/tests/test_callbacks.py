@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import os
 import sys
 import threading
 import time
@@ -518,16 +519,32 @@ def test_finalizer_scheduling_a_callback_when_the_loop_drops_a_handle(loop, case
 @pytest.mark.xfail(
     strict=True,
     reason="loop_core.rs time() = base_seconds + (Instant::now() - base), where clock_base "
-    "pairs an Instant and a time.monotonic() read at different moments: loop.time() runs "
-    "a few microseconds ahead of time.monotonic(); asyncio's loop.time() is time.monotonic()",
+    "pairs an Instant and a clock_gettime read taken one after the other: loop.time() runs "
+    "~5-10 us ahead of time.monotonic() (every time for a process's first loop, less for "
+    "later ones); asyncio's loop.time() is time.monotonic()",
 )
-def test_loop_time_is_time_monotonic(loop):
+def test_loop_time_is_time_monotonic():
+    # In a fresh process (the first loop there shows the offset every time):
     # time.monotonic() read after loop.time() is never behind it, on asyncio's loop.
-    gaps = []
-    for _ in range(1000):
-        t = loop.time()
-        gaps.append(time.monotonic() - t)
-    assert min(gaps) >= 0
+    script = (
+        "import time, oxloop\n"
+        "lp = oxloop.new_event_loop()\n"
+        "gaps = []\n"
+        "for _ in range(1000):\n"
+        "    t = lp.time()\n"
+        "    gaps.append(time.monotonic() - t)\n"
+        "print(min(gaps))\n"
+    )
+    assert _child_float(script) >= 0
+
+
+def _child_float(script: str) -> float:
+    import subprocess
+
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=True
+    )
+    return float(out.stdout)
 
 
 def test_loop_time_is_time_monotonic_in_asyncio():
@@ -567,3 +584,54 @@ def test_timers_never_early_against_time_monotonic(loop):
     loop.call_soon(schedule)
     loop.run_forever()
     assert early == []
+
+
+def _busy_loop_early_timers(lp, spins=20_000):
+    """call_at(time.monotonic() + 0.2 ms) scheduled from a loop that never waits:
+    how much earlier than their deadline (on time.monotonic()) the timers ran."""
+    early = []
+    count = [0]
+
+    def check(when):
+        now = time.monotonic()
+        if now < when:
+            early.append(when - now)
+
+    def spin():
+        count[0] += 1
+        if count[0] % 50 == 0:
+            when = time.monotonic() + 0.0002
+            lp.call_at(when, check, when)
+        if count[0] < spins:
+            lp.call_soon(spin)
+        else:
+            lp.call_later(0.01, lp.stop)
+
+    lp.call_soon(spin)
+    lp.run_forever()
+    return early
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="same clock offset (loop_core.rs clock_base): on a busy loop call_at(t) with t "
+    "on time.monotonic() runs up to ~7 us before t; asyncio runs it at most its "
+    "clock_resolution (1 ns) early",
+)
+def test_call_at_monotonic_deadline_on_busy_loop():
+    script = (
+        "import sys, oxloop\n"
+        f"sys.path.insert(0, {os.path.dirname(__file__)!r})\n"
+        "from test_callbacks import _busy_loop_early_timers\n"
+        "print(max(_busy_loop_early_timers(oxloop.new_event_loop()), default=0))\n"
+    )
+    assert _child_float(script) <= time.get_clock_info("monotonic").resolution
+
+
+def test_call_at_monotonic_deadline_on_busy_asyncio_loop():
+    lp = asyncio.SelectorEventLoop()
+    try:
+        early = _busy_loop_early_timers(lp)
+        assert max(early, default=0) <= time.get_clock_info("monotonic").resolution
+    finally:
+        lp.close()
