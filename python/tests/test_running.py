@@ -419,3 +419,64 @@ def test_unclosed_loop_warns():
         del loop
         gc.collect()
     assert any(issubclass(w.category, ResourceWarning) for w in caught)
+
+
+def test_close_while_other_threads_call_soon_threadsafe():
+    for _ in range(5):
+        loop = oxloop.new_event_loop()
+        stop = threading.Event()
+        outcomes = []
+
+        def spam(lp=loop, stop=stop, outcomes=outcomes):
+            try:
+                while not stop.is_set():
+                    lp.call_soon_threadsafe(lambda: None)
+            except RuntimeError:
+                outcomes.append("closed")
+
+        threads = [threading.Thread(target=spam) for _ in range(3)]
+        for t in threads:
+            t.start()
+        loop.call_later(0.005, loop.stop)
+        loop.run_forever()
+        loop.close()
+        for t in threads:
+            t.join(10)
+        stop.set()
+        assert outcomes == ["closed"] * 3
+
+
+def test_close_from_other_thread_while_running():
+    loop = oxloop.new_event_loop()
+    errors = []
+    started = threading.Event()
+
+    def closer():
+        started.wait(10)
+        try:
+            loop.close()
+        except RuntimeError as exc:
+            errors.append(exc)
+        loop.call_soon_threadsafe(loop.stop)
+
+    t = threading.Thread(target=closer)
+    t.start()
+    loop.call_soon(started.set)
+    safety = loop.call_later(10, loop.stop)
+    loop.run_forever()
+    safety.cancel()
+    t.join(10)
+    assert len(errors) == 1 and not loop.is_closed()
+    loop.close()
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.timeout is new in 3.11")
+def test_asyncio_timeout_reschedule(loop):
+    async def main():
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(None) as cm:
+                cm.reschedule(loop.time() + 0.02)
+                await asyncio.sleep(10)
+        return cm.expired()
+
+    assert run(loop, main())
