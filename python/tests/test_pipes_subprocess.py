@@ -218,3 +218,50 @@ def test_subprocess_on_loop_in_other_thread():
         thread.join(10)
         loop.close()
     assert _children() == []
+
+
+def test_subprocess_streams_large_data_both_ways(loop):
+    payload = os.urandom(8 * 1024 * 1024)
+
+    async def main():
+        proc = await asyncio.create_subprocess_exec(
+            "cat", stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        out, _ = await proc.communicate(payload)
+        return out == payload, proc.returncode
+
+    assert run(loop, main(), timeout=30) == (True, 0)
+
+
+def test_subprocess_exits_before_reading_stdin(loop):
+    async def main():
+        proc = await asyncio.create_subprocess_exec(
+            "true", stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        # The child does not read: asyncio ignores the broken pipe in communicate().
+        out, _ = await proc.communicate(b"x" * (4 * 1024 * 1024))
+        return out, proc.returncode
+
+    assert run(loop, main()) == (b"", 0)
+
+
+def test_subprocess_stdout_readline_streaming(loop):
+    async def main():
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-u",
+            "-c",
+            "import sys\nfor line in sys.stdin:\n    print(line.strip()[::-1])",
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        answers = []
+        for word in ("alpha", "beta", "gamma"):
+            proc.stdin.write(word.encode() + b"\n")
+            await proc.stdin.drain()
+            answers.append((await proc.stdout.readline()).strip())
+        proc.stdin.close()
+        await proc.wait()
+        return answers
+
+    assert run(loop, main()) == [b"ahpla", b"ateb", b"ammag"]
