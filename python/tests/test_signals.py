@@ -319,3 +319,52 @@ def test_loop_usable_after_ctrl_c():
     assert "again" in child
     code, out, err = _run_child(child, signal.SIGINT)
     assert (code, out.split()) == (0, ["KeyboardInterrupt", "again"]), err
+
+
+def test_sigchld_handler_and_subprocesses_together(loop):
+    import asyncio
+
+    got = []
+    loop.add_signal_handler(signal.SIGCHLD, got.append, "chld")
+
+    async def main():
+        codes = []
+        for _ in range(3):
+            proc = await asyncio.create_subprocess_exec("sh", "-c", "exit 3")
+            codes.append(await proc.wait())
+        for _ in range(200):
+            if got:
+                break
+            await asyncio.sleep(0.005)
+        return codes
+
+    try:
+        assert run(loop, main()) == [3, 3, 3]
+        assert got and set(got) == {"chld"}
+    finally:
+        loop.remove_signal_handler(signal.SIGCHLD)
+
+
+def test_two_signals_at_once(loop):
+    got = []
+    loop.add_signal_handler(signal.SIGUSR1, got.append, "usr1")
+    loop.add_signal_handler(signal.SIGUSR2, got.append, "usr2")
+
+    def send():
+        os.kill(os.getpid(), signal.SIGUSR1)
+        os.kill(os.getpid(), signal.SIGUSR2)
+
+    def check():
+        if len(got) == 2:
+            loop.stop()
+        else:
+            loop.call_later(0.005, check)
+
+    loop.call_soon(send)
+    loop.call_soon(check)
+    safety = loop.call_later(5, loop.stop)
+    loop.run_forever()
+    safety.cancel()
+    loop.remove_signal_handler(signal.SIGUSR1)
+    loop.remove_signal_handler(signal.SIGUSR2)
+    assert sorted(got) == ["usr1", "usr2"]

@@ -82,3 +82,54 @@ def test_unix_connect_missing_path(loop, tmp_path):
         return False
 
     assert run(loop, main())
+
+
+def test_unix_datagram_endpoint(loop, tmp_path):
+    server_path = str(tmp_path / "dgram-server.sock")
+    client_path = str(tmp_path / "dgram-client.sock")
+
+    class P(asyncio.DatagramProtocol):
+        def __init__(self):
+            self.queue = asyncio.Queue()
+
+        def datagram_received(self, data, addr):
+            self.queue.put_nowait((data, addr))
+
+    async def main():
+        st, sp = await loop.create_datagram_endpoint(
+            P, local_addr=server_path, family=socket.AF_UNIX
+        )
+        ct, cp = await loop.create_datagram_endpoint(
+            P, local_addr=client_path, remote_addr=server_path, family=socket.AF_UNIX
+        )
+        ct.sendto(b"unix dgram")
+        data, addr = await sp.queue.get()
+        st.sendto(b"back", addr)
+        back, _ = await cp.queue.get()
+        ct.close()
+        st.close()
+        return data, addr, back
+
+    assert run(loop, main()) == (b"unix dgram", client_path, b"back")
+
+
+def test_sock_accept_on_unix_socket(loop, tmp_path):
+    path = str(tmp_path / "accept.sock")
+
+    async def main():
+        listener = socket.socket(socket.AF_UNIX)
+        listener.bind(path)
+        listener.listen()
+        listener.setblocking(False)
+        client = socket.socket(socket.AF_UNIX)
+        client.setblocking(False)
+        with listener, client:
+            accepting = loop.create_task(loop.sock_accept(listener))
+            await loop.sock_connect(client, path)
+            conn, _ = await accepting
+            with conn:
+                conn.setblocking(False)
+                await loop.sock_sendall(client, b"u")
+                return await loop.sock_recv(conn, 1)
+
+    assert run(loop, main()) == b"u"
