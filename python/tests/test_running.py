@@ -480,3 +480,30 @@ def test_asyncio_timeout_reschedule(loop):
         return cm.expired()
 
     assert run(loop, main())
+
+
+def test_fork_inside_running_loop_child_runs_new_loop(loop):
+    import os
+
+    async def main():
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                asyncio.events._set_running_loop(None)  # what 3.12+ does at fork
+                child_loop = oxloop.new_event_loop()
+                if child_loop.run_until_complete(asyncio.sleep(0.001, result=7)) == 7:
+                    code = 0
+                child_loop.close()
+            finally:
+                os._exit(code)
+        for _ in range(1000):
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return os.waitstatus_to_exitcode(status)
+            await asyncio.sleep(0.01)
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        return "timeout"
+
+    assert run(loop, main()) == 0
