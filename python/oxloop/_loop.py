@@ -97,6 +97,8 @@ class Loop(_oxloop.LoopCore, unix_events.SelectorEventLoop):
     """
 
     def __init__(self) -> None:
+        # pidfd -> pid of each child whose exit the loop still waits for.
+        self._child_pidfds: dict[int, int] = {}
         unix_events.SelectorEventLoop.__init__(self, _WatcherView(self))
 
     def __repr__(self) -> str:
@@ -153,6 +155,15 @@ class Loop(_oxloop.LoopCore, unix_events.SelectorEventLoop):
             return
         super().close()
         self._close_core()
+        self._forget_children()
+
+    def _forget_children(self) -> None:
+        """Closes the pidfds of children still running when the loop closes; a
+        thread reaps each of them when it exits, so none is left a zombie."""
+        pidfds, self._child_pidfds = self._child_pidfds, {}
+        for pidfd, pid in pidfds.items():
+            os.close(pidfd)
+            threading.Thread(target=_reap_quietly, args=(pid,), daemon=True).start()
 
     def set_debug(self, enabled: bool) -> None:
         """asyncio's debug mode: thread checks, handle sources, slow-callback warnings."""
@@ -318,6 +329,7 @@ class Loop(_oxloop.LoopCore, unix_events.SelectorEventLoop):
 
         def reap() -> None:
             self._remove_reader(pidfd)
+            del self._child_pidfds[pidfd]
             os.close(pidfd)
             try:
                 _, status = os.waitpid(pid, 0)
@@ -327,6 +339,7 @@ class Loop(_oxloop.LoopCore, unix_events.SelectorEventLoop):
                 returncode = os.waitstatus_to_exitcode(status)
             transp._process_exited(returncode)
 
+        self._child_pidfds[pidfd] = pid
         self._add_reader(pidfd, reap)
 
     def _wait_child_in_thread(self, pid: int, transp) -> None:
@@ -338,6 +351,14 @@ class Loop(_oxloop.LoopCore, unix_events.SelectorEventLoop):
             returncode = os.waitstatus_to_exitcode(status)
         if not self.is_closed():
             self.call_soon_threadsafe(transp._process_exited, returncode)
+
+
+def _reap_quietly(pid: int) -> None:
+    """Waits for child `pid` to exit (its loop is closed: nobody hears of it)."""
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
 
 
 class EventLoopPolicy(events.BaseDefaultEventLoopPolicy):
