@@ -11,13 +11,15 @@ pipes, TLS through `asyncio.sslproto`), which runs on the core's fd watchers.
 from __future__ import annotations
 
 import errno
+import io
 import os
 import selectors
 import signal
 import socket
+import stat
 import sys
 import threading
-from asyncio import coroutines, events, sslproto, tasks, unix_events
+from asyncio import coroutines, events, exceptions, sslproto, tasks, unix_events
 
 from . import _oxloop
 from ._transports import SocketTransport
@@ -218,6 +220,27 @@ class Loop(_oxloop.LoopCore, unix_events.SelectorEventLoop):
         )
         SocketTransport(self, rawsock, ssl_protocol, None, extra, server)
         return ssl_protocol._app_transport
+
+    async def _sendfile_native(self, transp, file, offset, count):
+        """`loop.sendfile` on an oxloop transport: `sendfile(2)` from the core, in order
+        with the transport's other writes."""
+        if not isinstance(transp, SocketTransport):
+            raise exceptions.SendfileNotAvailableError(f"not supported for {transp!r}")
+        try:
+            fileno = file.fileno()
+            size = os.fstat(fileno).st_size
+        except (AttributeError, io.UnsupportedOperation, OSError) as exc:
+            raise exceptions.SendfileNotAvailableError("not a regular file") from exc
+        if not stat.S_ISREG(os.fstat(fileno).st_mode):
+            raise exceptions.SendfileNotAvailableError("not a regular file")
+        count = max(0, size - offset) if not count else min(count, max(0, size - offset))
+        if count == 0:
+            return 0
+        done = self.create_future()
+        transp._send_file(fileno, offset, count, done)
+        await done
+        file.seek(offset + count)
+        return count
 
     # Tasks.
     def create_task(self, coro, *, name=None, context=None, **kwargs):

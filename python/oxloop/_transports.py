@@ -8,7 +8,6 @@ loop's table of transports, and a socket object for `get_extra_info("socket")`.
 
 from __future__ import annotations
 
-import socket
 from asyncio import constants, trsock
 
 from . import _oxloop
@@ -20,21 +19,23 @@ class SocketTransport(_oxloop.StreamTransport):
     """asyncio's socket transport (TCP and Unix streams) running on the oxloop core."""
 
     _start_tls_compatible = True
-    _sendfile_compatible = constants._SendfileMode.FALLBACK
+    _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
 
     def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
         self._loop = loop
         self._server = server
-        # The core takes the fd over. The caller's socket object is detached (closing
-        # it does nothing); a socket object of our own serves get_extra_info("socket")
-        # and is detached before the core closes the fd.
-        family, kind, proto = sock.family, sock.type, sock.proto
-        fd = sock.detach()
-        self._sock = socket.socket(family, kind, proto, fileno=fd)
-        self._sock_fd = fd
+        # The core owns the fd from now on and closes it. The caller's socket object
+        # keeps the number, for the caller and for get_extra_info("socket"), and is
+        # detached once the core has closed it (in _connection_lost), so that it never
+        # closes the fd itself.
+        self._sock = sock
+        self._sock_fd = fd = sock.fileno()
         self._extra = dict(extra or {})
         self._extra["socket"] = trsock.TransportSocket(self._sock)
-        for name, get in (("sockname", self._sock.getsockname), ("peername", self._sock.getpeername)):
+        for name, get in (
+            ("sockname", self._sock.getsockname),
+            ("peername", self._sock.getpeername),
+        ):
             if name not in self._extra:
                 try:
                     self._extra[name] = get()
@@ -43,7 +44,11 @@ class SocketTransport(_oxloop.StreamTransport):
         if server is not None:
             _server_call(server, "_attach", self)
         loop._transports[fd] = self
-        self._start(loop, fd, protocol, waiter)
+        try:
+            self._start(loop, fd, protocol, waiter)
+        except BaseException:
+            sock.detach()  # the core closed the fd when it failed
+            raise
 
     def get_extra_info(self, name, default=None):
         """`socket`, `sockname`, `peername`, and what the creator added (TLS adds its own)."""
@@ -58,8 +63,18 @@ class SocketTransport(_oxloop.StreamTransport):
             _server_call(server, "_detach", self)
 
     def __repr__(self) -> str:
-        state = "closing" if self.is_closing() else "open"
-        return f"<{self.__class__.__name__} fd={self._sock_fd} {state}>"
+        info = [self.__class__.__name__]
+        fd = self._fileno()
+        if fd < 0:
+            info.append("closed")
+        elif self.is_closing():
+            info.append("closing")
+        info.append(f"fd={fd}")
+        if fd >= 0:
+            info.append(f"read={'polling' if self.is_reading() else 'idle'}")
+            size = self.get_write_buffer_size()
+            info.append(f"write=<{'polling' if size else 'idle'}, bufsize={size}>")
+        return "<{}>".format(" ".join(info))
 
 
 _ARITY: dict[type, bool] = {}

@@ -154,7 +154,8 @@ def test_context_argument(loop):
     loop.call_soon(lambda: seen.append(VAR.get()))
     loop.call_later(0.01, loop.stop)
     loop.run_forever()
-    assert seen == ["in-ctx", "in-ctx", "in-ctx", "unset"]
+    # asyncio's order: the queued callbacks, then the timers that are due.
+    assert seen == ["in-ctx", "unset", "in-ctx", "in-ctx"]
 
 
 def test_context_changes_stay_in_context(loop):
@@ -516,13 +517,6 @@ def test_finalizer_scheduling_a_callback_when_the_loop_drops_a_handle(loop, case
     assert log == ["finalized"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="loop_core.rs time() = base_seconds + (Instant::now() - base), where clock_base "
-    "pairs an Instant and a clock_gettime read taken one after the other: loop.time() runs "
-    "~5-10 us ahead of time.monotonic() (every time for a process's first loop, less for "
-    "later ones); asyncio's loop.time() is time.monotonic()",
-)
 def test_loop_time_is_time_monotonic():
     # In a fresh process (the first loop there shows the offset every time):
     # time.monotonic() read after loop.time() is never behind it, on asyncio's loop.
@@ -612,12 +606,6 @@ def _busy_loop_early_timers(lp, spins=20_000):
     return early
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="same clock offset (loop_core.rs clock_base): on a busy loop call_at(t) with t "
-    "on time.monotonic() runs up to ~7 us before t; asyncio runs it at most its "
-    "clock_resolution (1 ns) early",
-)
 def test_call_at_monotonic_deadline_on_busy_loop():
     script = (
         "import sys, oxloop\n"

@@ -10,8 +10,6 @@ import sys
 import textwrap
 import weakref
 
-import pytest
-
 import oxloop
 
 
@@ -41,11 +39,6 @@ def test_timer_handles_order(loop):
     t2.cancel()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="handle.rs TimerHandle defines __lt__/__le__/__gt__/__ge__ but no __hash__ "
-    "(asyncio's TimerHandle hashes by its deadline), so it cannot go in a set or dict key",
-)
 def test_timer_handle_hashable(loop):
     t = loop.call_later(1, _cb)
     assert {t: 1}[t] == 1
@@ -65,11 +58,6 @@ def test_repr_same_as_asyncio():
     assert reprs[1] == reprs[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="handle.rs Handle.cancel only sets a flag: the handle keeps its callback and "
-    "args; asyncio's Handle.cancel drops them (outside debug mode) so they can be freed",
-)
 def test_cancel_releases_callback(loop):
     class Owner:
         def method(self):
@@ -106,12 +94,6 @@ def test_cancel_releases_callback_in_asyncio():
         loop.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="handle.rs source_traceback calls sys._getframe(1): at a script's top level "
-    "(one frame deep) call_soon in debug mode raises 'ValueError: call stack is not "
-    "deep enough'; asyncio's extract_stack starts from the caller's frame",
-)
 def test_debug_call_soon_at_module_level():
     script = textwrap.dedent(
         """

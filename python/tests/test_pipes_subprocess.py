@@ -135,6 +135,7 @@ def test_subprocess_exec_protocol(loop):
         def __init__(self):
             self.out = bytearray()
             self.exited = loop.create_future()
+            self.stdout_closed = loop.create_future()
             self.fds_closed = []
 
         def pipe_data_received(self, fd, data):
@@ -142,6 +143,8 @@ def test_subprocess_exec_protocol(loop):
 
         def pipe_connection_lost(self, fd, exc):
             self.fds_closed.append(fd)
+            if fd == 1:
+                self.stdout_closed.set_result(True)
 
         def process_exited(self):
             self.exited.set_result(True)
@@ -153,7 +156,10 @@ def test_subprocess_exec_protocol(loop):
         assert transport.get_pid() > 0
         assert transport.get_pipe_transport(1) is not None
         assert transport.get_extra_info("subprocess").pid == transport.get_pid()
+        # process_exited may come before the last pipe data (asyncio's documented
+        # order): wait for both.
         await proto.exited
+        await proto.stdout_closed
         code = transport.get_returncode()
         transport.close()
         return code, bytes(proto.out)

@@ -11,16 +11,6 @@ import pytest
 
 import oxloop
 
-_CORE_ORDER = (
-    "the core's iteration (crates/oxloop event_loop iterate) runs fd callbacks and "
-    "expired timers before the callbacks already queued with call_soon; asyncio runs "
-    "the queued callbacks first, then the fd callbacks, then the expired timers"
-)
-_MESSAGE = (
-    "handle.rs reports 'Exception in callback ' + repr(handle) ('<Handle cb() at ...>'); "
-    "asyncio's Handle._run formats the callback itself ('cb() at file:line')"
-)
-
 
 def _trace(make_loop, scenario):
     loop = make_loop()
@@ -39,7 +29,6 @@ def _both(scenario):
     return got
 
 
-@pytest.mark.xfail(strict=True, reason=_CORE_ORDER)
 def test_ready_callbacks_before_expired_timers():
     def scenario(loop, trace):
         loop.call_later(0, trace.append, "later0")
@@ -94,7 +83,6 @@ def test_stop_semantics():
     assert _both(scenario)
 
 
-@pytest.mark.xfail(strict=True, reason=_CORE_ORDER)
 def test_queued_callbacks_before_reader():
     def scenario(loop, trace):
         a, b = socket.socketpair()
@@ -117,7 +105,6 @@ def test_queued_callbacks_before_reader():
     assert _both(scenario)
 
 
-@pytest.mark.xfail(strict=True, reason=_MESSAGE)
 def test_exceptions_reach_handler_in_order():
     def scenario(loop, trace):
         loop.set_exception_handler(

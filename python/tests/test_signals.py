@@ -176,17 +176,7 @@ def test_ctrl_c_during_busy_callbacks():
     assert (code, out.strip()) == (0, "KeyboardInterrupt"), err
 
 
-_REENTRANT_CORE = (
-    "running.rs wait_without_gil runs Python::check_signals inside the core's wait "
-    "wrapper, while EventLoop::iterate (crates/oxloop event_loop/mod.rs) still holds "
-    "inner.state.borrow_mut(); a Python signal handler that schedules a callback "
-    "(asyncio.Runner's SIGINT handler cancels the main task -> call_soon) panics with "
-    "'RefCell already borrowed' (loop_core.rs:238) and the loop stays marked running"
-)
-
-
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.Runner is new in 3.11")
-@pytest.mark.xfail(strict=True, reason=_REENTRANT_CORE)
 def test_ctrl_c_with_runner_cancels_main_task():
     child = textwrap.dedent(
         """
@@ -234,7 +224,6 @@ def test_python_signal_handler_call_soon_threadsafe(loop):
         signal.signal(signal.SIGUSR1, old)
 
 
-@pytest.mark.xfail(strict=True, reason=_REENTRANT_CORE)
 def test_python_signal_handler_call_soon():
     """A `signal.signal` handler runs in the loop's thread, so asyncio lets it call
     `call_soon` (what asyncio.Runner's SIGINT handler does through task.cancel)."""

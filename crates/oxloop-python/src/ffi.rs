@@ -1,6 +1,7 @@
 //! The few CPython calls PyO3 has no safe wrapper for: entering a `contextvars.Context`
 //! around a call, copying the current context, and taking a handle out of the cycle
-//! collector; and taking ownership of a socket fd that Python detached. The only `unsafe` code of the
+//! collector; taking ownership of a socket fd that Python detached; and reading
+//! `CLOCK_MONOTONIC` as `time.monotonic()` does; duplicating a file descriptor. The only `unsafe` code of the
 //! extension.
 
 use pyo3::ffi;
@@ -62,13 +63,14 @@ pub(crate) fn untrack<T>(object: &Bound<'_, T>) {
     unsafe { ffi::PyObject_GC_UnTrack(object.as_ptr().cast()) };
 }
 
-/// Takes ownership of a socket fd that Python code detached from its socket object
-/// (`socket.detach()`), so that exactly one owner closes it.
+/// Takes ownership of the fd of a Python socket object, which from then on never
+/// closes it (oxloop's transport detaches the object once the core closed the fd).
 pub(crate) fn socket_from_fd(fd: std::os::fd::RawFd) -> socket2::Socket {
     use std::os::fd::FromRawFd;
-    // SAFETY: the only caller (`StreamTransport._start`, called by oxloop's own Python
-    // layer) passes the fd of a connected socket right after `socket.detach()`, so no
-    // other object owns or closes it.
+    // SAFETY: the only caller, `StreamTransport._start`, is called by oxloop's own
+    // Python layer (`SocketTransport`) with the fd of a connected socket object that it
+    // keeps and detaches (`socket.detach()`) when the core has closed the fd, or at once
+    // if `_start` fails; so only the returned `Socket` ever closes the fd.
     unsafe { socket2::Socket::from_raw_fd(fd) }
 }
 
@@ -92,4 +94,29 @@ pub(crate) fn copy_into(buffer: &Bound<'_, PyAny>, data: &[u8]) -> PyResult<usiz
     // so the two ranges cannot overlap.
     unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), view.buf_ptr().cast::<u8>(), n) };
     Ok(n)
+}
+
+/// `time.monotonic()`: seconds of `CLOCK_MONOTONIC`, the clock of Rust's `Instant` too.
+pub(crate) fn monotonic() -> f64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid, writable timespec; CLOCK_MONOTONIC always exists on the
+    // systems this builds for, so the call cannot fail.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    now.tv_sec as f64 + now.tv_nsec as f64 * 1e-9
+}
+
+/// A new descriptor for the open file `fd` (`F_DUPFD_CLOEXEC`), owned by the result.
+pub(crate) fn duplicate_file(fd: std::os::fd::RawFd) -> std::io::Result<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: `fcntl(F_DUPFD_CLOEXEC)` only reads `fd` (an invalid one gives EBADF) and
+    // returns a new descriptor that nothing else owns.
+    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if new < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `new` was just created by the call above and is owned by nobody else.
+    Ok(unsafe { std::fs::File::from_raw_fd(new) })
 }

@@ -6,7 +6,7 @@
 //! takes it out of the timer queue), as asyncio does.
 
 use crate::ffi::call_in_context;
-use crate::running::{self, LoopCell};
+use crate::running::{self, GilCell, LoopCell};
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -20,13 +20,19 @@ use std::time::Instant;
 /// `Handle`, with `cancel()`, `cancelled()` and `get_context()`.
 #[pyclass(subclass, frozen, module = "oxloop._oxloop")]
 pub struct Handle {
-    callback: Py<PyAny>,
-    args: Py<PyTuple>,
+    /// The callback and its arguments; dropped by `cancel()`, as asyncio does.
+    call: GilCell<Option<Call>>,
     context: Py<PyAny>,
     event_loop: Py<PyAny>,
     cancelled: AtomicBool,
     /// Where the handle was created, in debug mode (asyncio's `_source_traceback`).
     source_traceback: Option<Py<PyAny>>,
+}
+
+/// What a handle calls.
+struct Call {
+    callback: Py<PyAny>,
+    args: Py<PyTuple>,
 }
 
 impl Handle {
@@ -45,8 +51,7 @@ impl Handle {
             None
         };
         Ok(Handle {
-            callback,
-            args,
+            call: GilCell::new(Some(Call { callback, args })),
             context,
             event_loop,
             cancelled: AtomicBool::new(false),
@@ -63,8 +68,11 @@ impl Handle {
             return;
         }
         let py = this.py();
+        let Some((callback, args)) = handle.call(py) else {
+            return;
+        };
         let started = running::debug().then(Instant::now);
-        let result = call_in_context(py, &handle.context, &handle.callback, &handle.args);
+        let result = call_in_context(py, &handle.context, &callback, &args);
         if let Err(err) = result {
             report_callback_error(this, err);
         }
@@ -73,9 +81,19 @@ impl Handle {
         }
     }
 
-    /// Marks the handle cancelled (the loop dropped what would have run it).
-    pub(crate) fn mark_cancelled(&self) {
+    /// The callback and its arguments, unless cancelled.
+    fn call(&self, py: Python<'_>) -> Option<(Py<PyAny>, Py<PyTuple>)> {
+        let call = self.call.borrow(py);
+        let call = call.as_ref()?;
+        Some((call.callback.clone_ref(py), call.args.clone_ref(py)))
+    }
+
+    /// Marks the handle cancelled and lets go of its callback and arguments.
+    pub(crate) fn mark_cancelled(&self, py: Python<'_>) {
         self.cancelled.store(true, Ordering::Relaxed);
+        let call = self.call.borrow_mut(py).take();
+        // Dropped after the borrow ends: a finalizer may run Python code.
+        drop(call);
     }
 
     pub(crate) fn is_cancelled(&self) -> bool {
@@ -92,7 +110,10 @@ fn report_callback_error(handle: &Bound<'_, Handle>, err: PyErr) {
     }
     let reported = (|| -> PyResult<()> {
         let context = PyDict::new(py);
-        let message = format!("Exception in callback {}", handle.repr()?);
+        let message = format!(
+            "Exception in callback {}",
+            callback_source(handle.get(), py)?
+        );
         context.set_item(intern!(py, "message"), message)?;
         context.set_item(intern!(py, "exception"), err.value(py))?;
         context.set_item(intern!(py, "handle"), handle)?;
@@ -114,7 +135,8 @@ fn report_callback_error(handle: &Bound<'_, Handle>, err: PyErr) {
 
 fn source_traceback(py: Python<'_>) -> PyResult<Py<PyAny>> {
     let sys = py.import(intern!(py, "sys"))?;
-    let frame = sys.call_method1(intern!(py, "_getframe"), (1,))?;
+    // Called from native code: frame 0 is the Python code that scheduled the handle.
+    let frame = sys.call_method1(intern!(py, "_getframe"), (0,))?;
     py.import(intern!(py, "asyncio.format_helpers"))?
         .call_method1(intern!(py, "extract_stack"), (frame,))
         .map(Bound::unbind)
@@ -135,9 +157,9 @@ impl Handle {
         Handle::new(py, callback, args, event_loop, context, running::debug())
     }
 
-    /// Marks the handle so that its callback does not run.
-    fn cancel(&self) {
-        self.cancelled.store(true, Ordering::Relaxed);
+    /// Marks the handle so that its callback does not run, and drops the callback.
+    fn cancel(&self, py: Python<'_>) {
+        self.mark_cancelled(py);
     }
 
     /// Whether `cancel()` was called.
@@ -155,16 +177,16 @@ impl Handle {
         Handle::run(slf);
     }
 
-    /// The callback, as asyncio's handles expose it.
+    /// The callback, as asyncio's handles expose it (`None` once cancelled).
     #[getter]
-    fn _callback(&self, py: Python<'_>) -> Py<PyAny> {
-        self.callback.clone_ref(py)
+    fn _callback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.call(py).map(|(callback, _)| callback)
     }
 
-    /// The callback's positional arguments.
+    /// The callback's positional arguments (`None` once cancelled).
     #[getter]
-    fn _args(&self, py: Python<'_>) -> Py<PyTuple> {
-        self.args.clone_ref(py)
+    fn _args(&self, py: Python<'_>) -> Option<Py<PyTuple>> {
+        self.call(py).map(|(_, args)| args)
     }
 
     /// The loop the handle belongs to.
@@ -196,14 +218,9 @@ fn describe(handle: &Bound<'_, Handle>, name: &str, when: Option<f64>) -> PyResu
     if let Some(when) = when {
         parts.push(format!("when={when}"));
     }
-    let source: String = py
-        .import(intern!(py, "asyncio.format_helpers"))?
-        .call_method1(
-            intern!(py, "_format_callback_source"),
-            (this.callback.bind(py), this.args.bind(py)),
-        )?
-        .extract()?;
-    parts.push(source);
+    if this.call.borrow(py).is_some() {
+        parts.push(callback_source(this, py)?);
+    }
     if let Some(tb) = &this.source_traceback {
         let tb = tb.bind(py);
         if let Ok(frame) = tb.get_item(-1) {
@@ -213,6 +230,17 @@ fn describe(handle: &Bound<'_, Handle>, name: &str, when: Option<f64>) -> PyResu
         }
     }
     Ok(format!("<{name} {}>", parts.join(" ")))
+}
+
+/// `cb(args) at file:line`, as asyncio names a callback.
+fn callback_source(handle: &Handle, py: Python<'_>) -> PyResult<String> {
+    let (callback, args) = match handle.call(py) {
+        Some(call) => call,
+        None => return Ok("<cancelled>".to_owned()),
+    };
+    py.import(intern!(py, "asyncio.format_helpers"))?
+        .call_method1(intern!(py, "_format_callback_source"), (callback, args))?
+        .extract()
 }
 
 /// A callback scheduled by `call_later`/`call_at`: asyncio's `TimerHandle`, with
@@ -252,7 +280,7 @@ impl TimerHandle {
     /// Marks the handle cancelled and takes it out of the timer queue.
     fn cancel(slf: &Bound<'_, Self>) {
         let py = slf.py();
-        slf.as_super().get().cancel();
+        slf.as_super().get().mark_cancelled(py);
         let this = slf.get();
         // From a thread other than the running loop's, only the mark is set: the timer
         // then fires as a no-op.
@@ -266,6 +294,33 @@ impl TimerHandle {
     fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
         let name = slf.get_type().name()?;
         describe(slf.as_super(), &name.to_string(), Some(slf.get().when))
+    }
+
+    /// Hashed by deadline, as asyncio's timer handles are.
+    fn __hash__(&self, py: Python<'_>) -> PyResult<isize> {
+        pyo3::types::PyFloat::new(py, self.when).hash()
+    }
+
+    /// Equal when the deadline, callback, arguments and cancellation are.
+    fn __eq__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let Ok(other) = other.cast::<TimerHandle>() else {
+            return Ok(false);
+        };
+        if slf.is(other) {
+            return Ok(true);
+        }
+        let py = slf.py();
+        let (a, b) = (slf.as_super().get(), other.as_super().get());
+        if slf.get().when != other.get().when || a.is_cancelled() != b.is_cancelled() {
+            return Ok(false);
+        }
+        match (a.call(py), b.call(py)) {
+            (Some((ca, aa)), Some((cb, ab))) => {
+                Ok(ca.bind(py).eq(cb.bind(py))? && aa.bind(py).eq(ab.bind(py))?)
+            }
+            (None, None) => Ok(true),
+            _ => Ok(false),
+        }
     }
 
     fn __lt__(&self, other: PyRef<'_, TimerHandle>) -> bool {

@@ -35,9 +35,10 @@ pub struct LoopCore {
     core: LoopCell<Core>,
     shared: Arc<LoopShared>,
     remote: LoopRemote,
-    /// One instant of the loop's clock and the same moment in seconds of
-    /// `time.monotonic()` (both read `CLOCK_MONOTONIC`): converts between the two.
-    clock_base: (Instant, f64),
+    /// A reading of `time.monotonic()` and an `Instant` read just after it (both are
+    /// `CLOCK_MONOTONIC`): converts deadlines between the two. The instant is a few
+    /// nanoseconds later than the seconds say, so timers are never early.
+    clock_base: (f64, Instant),
 }
 
 /// An `OSError` (or the subclass Python picks for its errno) from an I/O error.
@@ -50,11 +51,6 @@ pub(crate) fn os_error(err: io::Error) -> PyErr {
 
 fn closed_error() -> PyErr {
     PyRuntimeError::new_err("Event loop is closed")
-}
-
-/// `time.monotonic()` now.
-fn monotonic_seconds(py: Python<'_>) -> PyResult<f64> {
-    py.import("time")?.call_method0("monotonic")?.extract()
 }
 
 impl LoopCore {
@@ -96,10 +92,12 @@ impl LoopCore {
         )
     }
 
-    /// The instant of the loop's clock at `when` seconds of `time.monotonic()`, or
-    /// `None` for a time that never comes (infinite or NaN).
+    /// The instant of the core's clock at `when` seconds of `time.monotonic()`, or
+    /// `None` for a time that never comes (infinite or NaN). Equal `when`s give equal
+    /// instants (so their timers keep their order), and the instant is never before
+    /// `when` (see `clock_base`).
     fn instant_at(&self, when: f64) -> Option<Instant> {
-        let (base, base_seconds) = self.clock_base;
+        let (base_seconds, base) = self.clock_base;
         let offset = when - base_seconds;
         if offset <= 0.0 {
             return Some(base);
@@ -127,8 +125,13 @@ impl LoopCore {
         )?;
         if let Some(at) = this.instant_at(when) {
             let fired = timer.clone_ref(py);
+            let ev = core.ev.clone();
+            // Due timers join the ready queue behind the callbacks already in it, and run
+            // in the same iteration, as in asyncio.
             let core_handle = core.ev.call_at(at, move || {
-                running::with_gil(|py| Handle::run(fired.bind(py).as_super()))
+                ev.call_soon(move || {
+                    running::with_gil(|py| Handle::run(fired.bind(py).as_super()))
+                });
             });
             timer.get().set_timer(py, core_handle);
         }
@@ -146,9 +149,15 @@ impl LoopCore {
         let core = slf.get().core(py)?;
         let handle = Py::new(py, LoopCore::new_handle(slf, callback, args, None)?)?;
         crate::ffi::untrack(handle.bind(py));
-        LoopCore::remove_watcher(core, fd, write);
+        LoopCore::remove_watcher(py, core, fd, write);
         let fired = handle.clone_ref(py);
-        let run = move || running::with_gil(|py| Handle::run(fired.bind(py)));
+        let ev = core.ev.clone();
+        // As in asyncio, a ready fd's callback joins the ready queue behind the callbacks
+        // already in it (and runs in this iteration).
+        let run = move || {
+            let fired = running::with_gil(|py| fired.clone_ref(py));
+            ev.call_soon(move || running::with_gil(|py| Handle::run(fired.bind(py))));
+        };
         let added = if write {
             core.ev.add_writer(fd, run)
         } else {
@@ -160,7 +169,7 @@ impl LoopCore {
         Ok(handle)
     }
 
-    fn remove_watcher(core: &Core, fd: RawFd, write: bool) -> bool {
+    fn remove_watcher(py: Python<'_>, core: &Core, fd: RawFd, write: bool) -> bool {
         let table = if write { &core.writers } else { &core.readers };
         let Some(old) = table.borrow_mut().remove(&fd) else {
             return false;
@@ -170,7 +179,7 @@ impl LoopCore {
         } else {
             core.ev.remove_reader(fd);
         }
-        old.get().mark_cancelled();
+        old.get().mark_cancelled(py);
         true
     }
 }
@@ -204,15 +213,12 @@ impl LoopCore {
     /// Creates the loop's core (an oxloop loop of its own, not tied to the thread).
     #[new]
     #[pyo3(signature = (*_args, **_kwargs))]
-    fn py_new(
-        py: Python<'_>,
-        _args: &Bound<'_, PyTuple>,
-        _kwargs: Option<&Bound<'_, PyDict>>,
-    ) -> PyResult<Self> {
+    fn py_new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
         let ev = EventLoop::new_detached().map_err(os_error)?;
         ev.set_wait_wrapper(Some(running::wait_without_gil));
         let remote = ev.remote();
-        let clock_base = (Instant::now(), monotonic_seconds(py)?);
+        let seconds = crate::ffi::monotonic();
+        let clock_base = (seconds, Instant::now());
         Ok(LoopCore {
             core: LoopCell::new(Core {
                 ev,
@@ -228,8 +234,7 @@ impl LoopCore {
 
     /// The loop's clock: `time.monotonic()`.
     fn time(&self) -> f64 {
-        let (base, base_seconds) = self.clock_base;
-        base_seconds + Instant::now().saturating_duration_since(base).as_secs_f64()
+        crate::ffi::monotonic()
     }
 
     /// Schedules `callback(*args)` for the next iteration (FIFO).
@@ -296,7 +301,7 @@ impl LoopCore {
         context: Option<Py<PyAny>>,
     ) -> PyResult<Py<TimerHandle>> {
         let delay = delay.ok_or_else(|| PyTypeError::new_err("delay must not be None"))?;
-        let when = slf.get().time() + delay;
+        let when = crate::ffi::monotonic() + delay;
         LoopCore::schedule_timer(slf, when, callback, args, context)
     }
 
@@ -338,7 +343,7 @@ impl LoopCore {
     /// Stops watching `fd` for reading; whether it was watched.
     fn _remove_reader(&self, py: Python<'_>, fd: RawFd) -> PyResult<bool> {
         match self.core(py) {
-            Ok(core) => Ok(LoopCore::remove_watcher(core, fd, false)),
+            Ok(core) => Ok(LoopCore::remove_watcher(py, core, fd, false)),
             Err(_) if self.shared.closed.load(Ordering::Relaxed) => Ok(false),
             Err(err) => Err(err),
         }
@@ -347,7 +352,7 @@ impl LoopCore {
     /// Stops watching `fd` for writing; whether it was watched.
     fn _remove_writer(&self, py: Python<'_>, fd: RawFd) -> PyResult<bool> {
         match self.core(py) {
-            Ok(core) => Ok(LoopCore::remove_watcher(core, fd, true)),
+            Ok(core) => Ok(LoopCore::remove_watcher(py, core, fd, true)),
             Err(_) if self.shared.closed.load(Ordering::Relaxed) => Ok(false),
             Err(err) => Err(err),
         }
@@ -412,6 +417,11 @@ impl LoopCore {
         let result = loop {
             if let Err(err) = core.ev.run_once(None) {
                 break Err(os_error(err));
+            }
+            // Python's signal handlers (Ctrl-C's KeyboardInterrupt among them), run here
+            // rather than inside the wait so that they may use the loop.
+            if let Err(err) = py.check_signals() {
+                running::stop_with(err);
             }
             if running::has_pending() {
                 break Err(running::take_pending().expect("checked above"));

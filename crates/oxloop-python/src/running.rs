@@ -104,6 +104,31 @@ impl<T> LoopCell<T> {
     }
 }
 
+/// A value that is only touched with the GIL held: Python's lock serialises every
+/// access, so a `RefCell` is enough even though any thread may hold the object.
+pub(crate) struct GilCell<T>(RefCell<T>);
+
+// SAFETY: every access goes through `borrow`/`borrow_mut`, which take a `Python` token,
+// so it happens with the GIL held, one thread at a time; values are dropped only when
+// their Python owner is deallocated, also with the GIL held.
+unsafe impl<T> Send for GilCell<T> {}
+// SAFETY: as for `Send`.
+unsafe impl<T> Sync for GilCell<T> {}
+
+impl<T> GilCell<T> {
+    pub(crate) fn new(value: T) -> GilCell<T> {
+        GilCell(RefCell::new(value))
+    }
+
+    pub(crate) fn borrow<'a>(&'a self, _py: Python<'_>) -> std::cell::Ref<'a, T> {
+        self.0.borrow()
+    }
+
+    pub(crate) fn borrow_mut<'a>(&'a self, _py: Python<'_>) -> std::cell::RefMut<'a, T> {
+        self.0.borrow_mut()
+    }
+}
+
 /// Makes the running loop stop and `run_forever` raise `err` (the first one wins).
 pub(crate) fn stop_with(err: PyErr) {
     PENDING.with(|p| {
@@ -173,8 +198,9 @@ pub(crate) fn warn_if_slow(py: Python<'_>, handle: &Bound<'_, PyAny>, started: I
     }
 }
 
-/// The core's wait wrapper: lets other Python threads run while the loop sleeps, then
-/// runs Python's signal handlers (Ctrl-C's `KeyboardInterrupt` leaves `run_forever`).
+/// The core's wait wrapper: lets other Python threads run while the loop sleeps.
+/// (A signal cuts the wait short; its Python handler runs after the iteration, in
+/// `_run_forever_core`, where the loop may be used.)
 pub(crate) fn wait_without_gil(wait: &mut dyn FnMut()) {
     /// The wait, moved into `Python::detach`, which requires `Send`.
     struct Wait<'a>(&'a mut dyn FnMut());
@@ -188,8 +214,5 @@ pub(crate) fn wait_without_gil(wait: &mut dyn FnMut()) {
             let wait = wait;
             (wait.0)()
         });
-        if let Err(err) = py.check_signals() {
-            stop_with(err);
-        }
     });
 }

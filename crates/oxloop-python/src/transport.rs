@@ -16,7 +16,9 @@ use crate::loop_core::{os_error, LoopCore};
 use crate::running::{self, LoopCell, LoopShared};
 use oxloop::protocol::{Protocol, Transport};
 use pyo3::buffer::PyBuffer;
-use pyo3::exceptions::{PyKeyboardInterrupt, PyOSError, PyRuntimeError, PySystemExit, PyTypeError, PyValueError};
+use pyo3::exceptions::{
+    PyKeyboardInterrupt, PyOSError, PyRuntimeError, PySystemExit, PyTypeError, PyValueError,
+};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
@@ -32,8 +34,13 @@ const WARN_AFTER_LOST_WRITES: u32 = 5;
 /// How the bytes reach the protocol: `data_received(bytes)`, or a `BufferedProtocol`'s
 /// `get_buffer`/`buffer_updated`.
 enum Receiver {
-    Plain { data_received: Py<PyAny> },
-    Buffered { get_buffer: Py<PyAny>, buffer_updated: Py<PyAny> },
+    Plain {
+        data_received: Py<PyAny>,
+    },
+    Buffered {
+        get_buffer: Py<PyAny>,
+        buffer_updated: Py<PyAny>,
+    },
 }
 
 impl Receiver {
@@ -227,7 +234,11 @@ impl Protocol for Bridge {
         transport.pause_reading();
         self.state.borrow_mut().transport = Some(transport.clone());
         let (state, this, waiter) = running::with_gil(|py| {
-            (self.state.clone(), self.this.clone_ref(py), self.waiter.take())
+            (
+                self.state.clone(),
+                self.this.clone_ref(py),
+                self.waiter.take(),
+            )
         });
         transport
             .event_loop()
@@ -237,7 +248,11 @@ impl Protocol for Bridge {
     fn data_received(&mut self, data: &[u8]) {
         running::with_gil(|py| {
             if let Err(err) = self.receive(py, data) {
-                self.fatal(py, err, "Fatal error: protocol.data_received() call failed.");
+                self.fatal(
+                    py,
+                    err,
+                    "Fatal error: protocol.data_received() call failed.",
+                );
             }
         });
     }
@@ -276,7 +291,12 @@ impl Protocol for Bridge {
                 .bind(py)
                 .call_method1(intern!(py, "connection_lost"), (exc,));
             if let Err(err) = lost {
-                report(py, Some(self.event_loop.bind(py).clone()), err, "Exception in connection_lost()");
+                report(
+                    py,
+                    Some(self.event_loop.bind(py).clone()),
+                    err,
+                    "Exception in connection_lost()",
+                );
             }
             // The Python half's own bookkeeping (server, socket object).
             if let Err(err) = this.call_method0(intern!(py, "_connection_lost")) {
@@ -394,7 +414,9 @@ impl StreamTransport {
         let state = self.state(py)?;
         let mut s = state.borrow_mut();
         if s.eof_written {
-            return Err(PyRuntimeError::new_err("Cannot call write() after write_eof()"));
+            return Err(PyRuntimeError::new_err(
+                "Cannot call write() after write_eof()",
+            ));
         }
         let Some(transport) = s.transport.clone() else {
             s.lost_writes += 1;
@@ -540,12 +562,10 @@ impl StreamTransport {
 
     /// The `(low, high)` water marks.
     fn get_write_buffer_limits(&self, py: Python<'_>) -> PyResult<(usize, usize)> {
-        Ok(self
-            .transport(py)?
-            .map_or((16 * 1024, 64 * 1024), |t| {
-                let (high, low) = t.write_buffer_limits();
-                (low, high)
-            }))
+        Ok(self.transport(py)?.map_or((16 * 1024, 64 * 1024), |t| {
+            let (high, low) = t.write_buffer_limits();
+            (low, high)
+        }))
     }
 
     /// The protocol receiving the data.
@@ -562,12 +582,71 @@ impl StreamTransport {
         Ok(())
     }
 
+    /// Closes at once because of `exc` (asyncio's `_force_close`, which its TLS layer
+    /// calls): the protocol gets `connection_lost(exc)`.
+    #[pyo3(signature = (exc=None))]
+    fn _force_close(&self, py: Python<'_>, exc: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+        let transport = {
+            let mut s = self.state(py)?.borrow_mut();
+            if let Some(exc) = exc.filter(|e| !e.is_none()) {
+                s.fatal.get_or_insert(PyErr::from_value(exc));
+            }
+            s.transport.clone()
+        };
+        if let Some(transport) = transport {
+            transport.abort();
+        }
+        Ok(())
+    }
+
+    /// Sends `count` bytes of the file `fileno` from `offset` with `sendfile(2)`, in
+    /// order with the writes around it, and sets `waiter`'s result once they have all
+    /// gone to the kernel (or its exception, `ConnectionResetError`, if the connection
+    /// closes first). The file is duplicated: the caller keeps its own.
+    fn _send_file(
+        &self,
+        py: Python<'_>,
+        fileno: RawFd,
+        offset: u64,
+        count: u64,
+        waiter: Py<PyAny>,
+    ) -> PyResult<()> {
+        let Some(transport) = self.transport(py)? else {
+            return Err(pyo3::exceptions::PyConnectionResetError::new_err(
+                "the transport is closed",
+            ));
+        };
+        let file = crate::ffi::duplicate_file(fileno).map_err(os_error)?;
+        transport.send_file(file, offset, count).map_err(os_error)?;
+        transport.when_flushed(move |sent| {
+            running::with_gil(|py| {
+                let waiter = waiter.bind(py);
+                if waiter
+                    .call_method0(intern!(py, "done"))
+                    .and_then(|d| d.is_truthy())
+                    .unwrap_or(true)
+                {
+                    return;
+                }
+                let set = if sent {
+                    waiter.call_method1(intern!(py, "set_result"), (py.None(),))
+                } else {
+                    let err = pyo3::exceptions::PyConnectionResetError::new_err(
+                        "the connection closed before the file was sent",
+                    );
+                    waiter.call_method1(intern!(py, "set_exception"), (err.into_value(py),))
+                };
+                if let Err(err) = set {
+                    err.write_unraisable(py, Some(waiter));
+                }
+            })
+        });
+        Ok(())
+    }
+
     /// The socket's fd while the connection is open, else -1.
     fn _fileno(&self, py: Python<'_>) -> PyResult<RawFd> {
-        Ok(self
-            .transport(py)?
-            .and_then(|t| t.raw_fd())
-            .unwrap_or(-1))
+        Ok(self.transport(py)?.and_then(|t| t.raw_fd()).unwrap_or(-1))
     }
 }
 

@@ -891,3 +891,64 @@ fn send_file_keeps_write_order_and_reports_a_short_file() {
     }
     std::fs::remove_file(&path).unwrap();
 }
+
+/// Keeps its transport; writes nothing itself.
+struct Holder {
+    t: Rc<RefCell<Option<Transport>>>,
+}
+
+impl Protocol for Holder {
+    fn connection_made(&mut self, transport: Transport) {
+        *self.t.borrow_mut() = Some(transport);
+    }
+    fn data_received(&mut self, _data: &[u8]) {}
+}
+
+#[test]
+fn an_adopted_socket_is_flushed_then_closed_by_its_transport() {
+    let ev = EventLoop::new().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (accepted, _) = listener.accept().unwrap();
+    let held = Rc::new(RefCell::new(None));
+    let transport = Transport::adopt(
+        &ev,
+        socket2::Socket::from(accepted),
+        Holder { t: held.clone() },
+    )
+    .unwrap();
+    assert!(held.borrow().is_some(), "connection_made ran in adopt");
+
+    // 4 MiB cannot all fit in the kernel's buffers while nobody reads: the flush waiter
+    // is told only once the reader below has taken enough.
+    let payload = pattern(4 << 20);
+    transport.write(&payload).unwrap();
+    assert!(transport.write_buffer_size() > 0);
+    let flushed = Rc::new(Cell::new(None));
+    let f = flushed.clone();
+    let t = transport.clone();
+    transport.when_flushed(move |sent| {
+        f.set(Some(sent));
+        t.close();
+    });
+    let reader = std::thread::spawn(move || {
+        let mut client = client;
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).unwrap();
+        got
+    });
+    run(&ev);
+    assert_eq!(flushed.get(), Some(true));
+    assert_eq!(
+        reader.join().unwrap(),
+        payload,
+        "every byte, then EOF from close()"
+    );
+
+    // On a closed transport the waiter hears `false` at once.
+    let after = Rc::new(Cell::new(None));
+    let a = after.clone();
+    transport.when_flushed(move |sent| a.set(Some(sent)));
+    ev.run().unwrap();
+    assert_eq!(after.get(), Some(false));
+}

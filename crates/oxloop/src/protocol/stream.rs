@@ -67,6 +67,9 @@ struct State {
     high: usize,
     low: usize,
     timeouts: Vec<Handle>,
+    /// Told `true` when the write buffer is next empty, `false` if the connection closes
+    /// first (see [`Transport::when_flushed`]).
+    flush_waiters: Vec<Box<dyn FnOnce(bool)>>,
     prune_at: usize,
 }
 
@@ -132,6 +135,7 @@ impl Transport {
                 high: DEFAULT_HIGH_WATER,
                 low: DEFAULT_HIGH_WATER / 4,
                 timeouts: Vec::new(),
+                flush_waiters: Vec::new(),
                 prune_at: 8,
             }),
             protocol: ProtocolSlot::new(protocol),
@@ -153,7 +157,10 @@ impl Transport {
         sock: Socket,
         protocol: impl Protocol + 'static,
     ) -> io::Result<Transport> {
-        let tcp = matches!(sock.domain()?, socket2::Domain::IPV4 | socket2::Domain::IPV6);
+        let tcp = matches!(
+            sock.domain()?,
+            socket2::Domain::IPV4 | socket2::Domain::IPV6
+        );
         prepare_stream(&sock, tcp)?;
         Transport::start(ev, sock, Box::new(protocol))
     }
@@ -422,6 +429,7 @@ impl Transport {
             return;
         }
         state.writing = false;
+        let flushed = std::mem::take(&mut state.flush_waiters);
         let closing = state.phase == Phase::Closing;
         let mut shutdown_result = Ok(());
         if !closing && state.eof_requested && !state.eof_sent {
@@ -431,6 +439,7 @@ impl Transport {
             }
         }
         drop(state);
+        self.tell_flushed(flushed, true);
         if closing {
             self.finish(None);
         } else if let Err(e) = self.sync_interest() {
@@ -506,7 +515,7 @@ impl Transport {
     /// Tears the connection down: watchers off, socket closed, owned timeouts cancelled,
     /// `connection_lost` scheduled. Idempotent.
     fn finish(&self, err: Option<io::Error>) {
-        let (sock, timeouts, buffer) = {
+        let (sock, timeouts, buffer, flushed) = {
             let mut state = self.inner.state.borrow_mut();
             if state.phase == Phase::Closed {
                 return;
@@ -518,6 +527,7 @@ impl Transport {
                 state.sock.take(),
                 std::mem::take(&mut state.timeouts),
                 std::mem::take(&mut state.buf),
+                std::mem::take(&mut state.flush_waiters),
             )
         };
         // Out of the loop before the fd is closed, so a new socket given the same
@@ -529,6 +539,7 @@ impl Transport {
             timeout.cancel();
         }
         drop(timeouts);
+        self.tell_flushed(flushed, false);
         let me = self.clone();
         self.inner.ev.call_soon(move || me.deliver_lost(err));
     }
@@ -537,6 +548,30 @@ impl Transport {
         if let Err(err) = self.inner.protocol.deliver_lost(err) {
             let me = self.clone();
             self.inner.ev.call_soon(move || me.deliver_lost(err));
+        }
+    }
+
+    /// Calls `f(true)` once everything written so far has gone to the kernel (at once,
+    /// in a later callback, if nothing is buffered), or `f(false)` if the connection
+    /// closes first. For "drain"-style waits, such as a file sent with
+    /// [`send_file`](Self::send_file) before the next step.
+    pub fn when_flushed(&self, f: impl FnOnce(bool) + 'static) {
+        let mut state = self.inner.state.borrow_mut();
+        let result = match state.phase {
+            Phase::Closed => false,
+            _ if state.buf.is_empty() => true,
+            _ => {
+                state.flush_waiters.push(Box::new(f));
+                return;
+            }
+        };
+        drop(state);
+        self.inner.ev.call_soon(move || f(result));
+    }
+
+    fn tell_flushed(&self, waiters: Vec<Box<dyn FnOnce(bool)>>, flushed: bool) {
+        for waiter in waiters {
+            self.inner.ev.call_soon(move || waiter(flushed));
         }
     }
 
