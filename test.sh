@@ -100,7 +100,7 @@ rust_features=(--all-features)
 rust_detail="all features"
 if [ -n "$missing" ]; then
     note "missing system packages:" $missing
-    note "(install them with: apt-get install" $missing")"
+    note "(as root on Debian, ./test.sh installs them: apt-get install" $missing")"
 fi
 if ! have_curl; then
     note "SKIPPED: curl is missing, so the HTTP tests that run curl pass without running it"
@@ -219,7 +219,7 @@ if [ -n "$lint_python" ]; then
         record lint FAILED "ruff"
     fi
 else
-    record lint skipped "no Python 3.10-3.13 found"
+    record lint skipped "no Python to run ruff in"
 fi
 
 echo
