@@ -9,10 +9,11 @@
 #
 # usage: python/bench/callgrind_echo.sh [API] [LOOP...]
 #   API: protocol (default), buffered or streams; LOOP: oxloop uvloop asyncio
-# env:   PYTHON (default .venv/bin/python), SHORT (1000), LONG (5000), SIZE (64), CONNS (1)
+# env:   PYTHON (default: the one ./test.sh made, .venv/py3.11/bin/python; it needs oxloop
+#        and, for the peer, uvloop: `.venv/py3.11/bin/pip install uvloop`), SHORT (1000), LONG (5000), SIZE (64), CONNS (1)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-PYTHON=${PYTHON:-.venv/bin/python}
+PYTHON=${PYTHON:-.venv/py3.11/bin/python}
 API=${1:-protocol}
 shift || true
 LOOPS=${*:-oxloop uvloop asyncio}

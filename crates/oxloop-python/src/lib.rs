@@ -8,9 +8,14 @@
 //!   the exception that leaves `run_forever`;
 //! - `ffi.rs`: the few CPython calls that need `unsafe`.
 
+#![deny(unsafe_code)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+#[allow(unsafe_code)] // the CPython calls PyO3 does not wrap, each with its SAFETY note
 mod ffi;
 mod handle;
 mod loop_core;
+#[allow(unsafe_code)] // `Send`/`Sync` for GIL-guarded cells, the GIL token in callbacks
 mod running;
 mod transport;
 
