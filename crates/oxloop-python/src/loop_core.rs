@@ -107,6 +107,42 @@ impl LoopCore {
             .and_then(|d| base.checked_add(d))
     }
 
+    /// `call_soon`, or with `threadsafe` `call_soon_threadsafe`: through the loop's
+    /// remote, which also wakes it.
+    fn schedule_soon(
+        slf: &Bound<'_, Self>,
+        callback: Py<PyAny>,
+        args: Py<PyTuple>,
+        context: Option<Py<PyAny>>,
+        threadsafe: bool,
+    ) -> PyResult<Py<Handle>> {
+        let py = slf.py();
+        let this = slf.get();
+        if this.shared.closed.load(Ordering::Relaxed) {
+            return Err(closed_error());
+        }
+        let handle = Py::new(py, LoopCore::new_handle(slf, callback, args, context)?)?;
+        crate::ffi::untrack(handle.bind(py));
+        let fired = handle.clone_ref(py);
+        let run = move || running::with_gil(|py| Handle::run(fired.bind(py)));
+        let local = if threadsafe {
+            None
+        } else {
+            match this.core.get(py, &this.shared) {
+                Ok(core) => Some(core),
+                // `call_soon` from another thread while the loop runs: not thread-safe in
+                // asyncio (debug mode says so); here it goes through the remote instead.
+                Err(err) if this.shared.debug.load(Ordering::Relaxed) => return Err(err),
+                Err(_) => None,
+            }
+        };
+        match local {
+            Some(core) => drop(core.ev.call_soon(run)),
+            None => this.remote.call_from_thread(run).map_err(|_| closed_error())?,
+        }
+        Ok(handle)
+    }
+
     fn schedule_timer(
         slf: &Bound<'_, Self>,
         when: f64,
@@ -245,28 +281,7 @@ impl LoopCore {
         args: Py<PyTuple>,
         context: Option<Py<PyAny>>,
     ) -> PyResult<Py<Handle>> {
-        let py = slf.py();
-        let this = slf.get();
-        if this.shared.closed.load(Ordering::Relaxed) {
-            return Err(closed_error());
-        }
-        let handle = Py::new(py, LoopCore::new_handle(slf, callback, args, context)?)?;
-        crate::ffi::untrack(handle.bind(py));
-        let fired = handle.clone_ref(py);
-        match this.core.get(py, &this.shared) {
-            Ok(core) => {
-                core.ev
-                    .call_soon(move || running::with_gil(|py| Handle::run(fired.bind(py))));
-            }
-            // Called from another thread while the loop runs: not thread-safe in
-            // asyncio (debug mode says so); here it goes through the remote instead.
-            Err(err) if this.shared.debug.load(Ordering::Relaxed) => return Err(err),
-            Err(_) => this
-                .remote
-                .call_from_thread(move || running::with_gil(|py| Handle::run(fired.bind(py))))
-                .map_err(|_| closed_error())?,
-        }
-        Ok(handle)
+        LoopCore::schedule_soon(slf, callback, args, context, false)
     }
 
     /// Schedules `callback(*args)` from any thread, waking the loop.
@@ -277,18 +292,7 @@ impl LoopCore {
         args: Py<PyTuple>,
         context: Option<Py<PyAny>>,
     ) -> PyResult<Py<Handle>> {
-        let py = slf.py();
-        let this = slf.get();
-        if this.shared.closed.load(Ordering::Relaxed) {
-            return Err(closed_error());
-        }
-        let handle = Py::new(py, LoopCore::new_handle(slf, callback, args, context)?)?;
-        crate::ffi::untrack(handle.bind(py));
-        let fired = handle.clone_ref(py);
-        this.remote
-            .call_from_thread(move || running::with_gil(|py| Handle::run(fired.bind(py))))
-            .map_err(|_| closed_error())?;
-        Ok(handle)
+        LoopCore::schedule_soon(slf, callback, args, context, true)
     }
 
     /// Schedules `callback(*args)` after `delay` seconds; never earlier.

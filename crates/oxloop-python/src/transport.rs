@@ -93,6 +93,22 @@ impl StreamTransport {
         self.state.get(py, &self.running)
     }
 
+    /// `pause_reading()`/`resume_reading()`: recorded, and passed to the core once the
+    /// protocol has its `connection_made` (reading starts only then).
+    fn set_paused(&self, py: Python<'_>, paused: bool) -> PyResult<()> {
+        let transport = {
+            let mut s = self.state(py)?.borrow_mut();
+            s.paused = paused;
+            s.transport.clone().filter(|_| s.made)
+        };
+        match transport {
+            Some(t) if paused => t.pause_reading(),
+            Some(t) => t.resume_reading(),
+            None => {}
+        }
+        Ok(())
+    }
+
     /// The core transport, while the connection is open.
     fn transport(&self, py: Python<'_>) -> PyResult<Option<Transport>> {
         Ok(self.state(py)?.borrow().transport.clone())
@@ -497,28 +513,12 @@ impl StreamTransport {
 
     /// Stops `data_received` calls until `resume_reading()`.
     fn pause_reading(&self, py: Python<'_>) -> PyResult<()> {
-        let transport = {
-            let mut s = self.state(py)?.borrow_mut();
-            s.paused = true;
-            s.transport.clone().filter(|_| s.made)
-        };
-        if let Some(transport) = transport {
-            transport.pause_reading();
-        }
-        Ok(())
+        self.set_paused(py, true)
     }
 
     /// Resumes reading after `pause_reading()`.
     fn resume_reading(&self, py: Python<'_>) -> PyResult<()> {
-        let transport = {
-            let mut s = self.state(py)?.borrow_mut();
-            s.paused = false;
-            s.transport.clone().filter(|_| s.made)
-        };
-        if let Some(transport) = transport {
-            transport.resume_reading();
-        }
-        Ok(())
+        self.set_paused(py, false)
     }
 
     /// Whether the transport is receiving (not paused, not closing).
