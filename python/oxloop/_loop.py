@@ -313,8 +313,13 @@ class Loop(_oxloop.LoopCore, unix_events.SelectorEventLoop):
             self.call_soon_threadsafe(transp._process_exited, returncode)
 
 
-class EventLoopPolicy(events.BaseDefaultEventLoopPolicy):
+class EventLoopPolicy(unix_events.DefaultEventLoopPolicy):
     """The asyncio policy whose loops are `oxloop.Loop` (for code that asks the policy;
-    new code passes `loop_factory=oxloop.new_event_loop`)."""
+    new code passes `loop_factory=oxloop.new_event_loop`).
+
+    It is the standard library's Unix policy with another loop factory, so code that
+    sets or asks for a child watcher (`asyncio.set_child_watcher`, before Python
+    3.14) keeps working; oxloop's loops reap their children through a pidfd and do
+    not use the watcher."""
 
     _loop_factory = Loop
