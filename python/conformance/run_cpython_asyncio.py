@@ -38,6 +38,7 @@ DEFAULT_MODULES = [
     "test_base_events",
     "test_buffered_proto",
     "test_context",
+    "test_eager_task_factory",  # Python 3.12 on
     "test_events",
     "test_futures",
     "test_futures2",
@@ -52,6 +53,7 @@ DEFAULT_MODULES = [
     "test_sock_lowlevel",
     "test_ssl",
     "test_sslproto",
+    "test_staggered",  # Python 3.13 on
     "test_streams",
     "test_subprocess",
     "test_taskgroups",
@@ -585,9 +587,22 @@ def main() -> int:
         text=True,
         check=True,
     ).stdout.strip()
+    present = subprocess.run(
+        [
+            args.python,
+            "-c",
+            "import os, test; print(*os.listdir(os.path.join(test.__path__[0], 'test_asyncio')))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    modules = [name for name in args.modules or DEFAULT_MODULES if f"{name}.py" in present]
+    for name in sorted(set(args.modules or DEFAULT_MODULES) - set(modules)):
+        print(f"{name}: not in this Python's test.test_asyncio")
     loop_name = "oxloop.Loop" if args.loop == "oxloop" else "the standard library's loop"
     reports, summaries = [], []
-    for name in args.modules or DEFAULT_MODULES:
+    for name in modules:
         report = run_module(
             name, args.loop, args.python, args.timeout, args.test_timeout, args.verbose
         )
