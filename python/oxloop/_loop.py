@@ -115,7 +115,14 @@ class Loop(_oxloop.LoopCore, unix_events.SelectorEventLoop):
         pass
 
     def _run_once(self) -> None:
-        raise RuntimeError("oxloop's loop runs its iterations itself; use run_forever()")
+        """One iteration, for code that drives a stopped loop by hand (as some test
+        helpers do): runs the callbacks that are ready, and those a wait without
+        blocking makes ready, then returns. Unlike the standard library's, it does
+        not block until the next timer."""
+        if self.is_running():
+            raise RuntimeError("oxloop's loop runs its iterations itself while it runs")
+        self.call_soon(self.stop)
+        self.run_forever()
 
     # Running.
     def run_forever(self) -> None:
