@@ -1,24 +1,25 @@
 """Runs CPython's own asyncio test suite (`test.test_asyncio`) against `oxloop.Loop`.
 
-    python python/conformance/run_cpython_asyncio.py [--json FILE] [--timeout S]
-        [--details] [MODULE ...]
+    python python/conformance/run_cpython_asyncio.py [--details] [--with-control]
+        [--json FILE] [--python PY] [--timeout S] [--test-timeout S] [MODULE ...]
 
 Every module runs in its own child process with a time limit. In the child, the
 oxloop policy is installed and kept installed, so every test that asks asyncio for a
 loop (`asyncio.new_event_loop()`, `asyncio.run()`, `asyncio.Runner`,
 `unittest.IsolatedAsyncioTestCase`, `policy.new_event_loop()`) gets an `oxloop.Loop`.
 The test classes that name the selector loop they test (`EPollEventLoopTests` and
-kin: `create_event_loop` / `new_loop` returning `asyncio.SelectorEventLoop(...)`) get
-an `oxloop.Loop` instead; the copies of those classes that differ only in the
-selector (poll, select, kqueue) are left out, since they would run the same tests on
-the same loop again. Tests that build `asyncio.SelectorEventLoop` in their own
-`setUp`, the mock loop of `test_utils.TestLoop`, or mocks test the standard library
-itself and run as they are.
+kin) get an `oxloop.Loop` from their factory, and so do a few classes that build a
+loop in `setUp` and `new_test_loop()` without a time generator (see the tables
+below); the copies of those classes that differ only in the selector (poll, select,
+kqueue) or child watcher are left out, since they would run the same tests on the
+same loop again. Tests that mock the selector, the socket module or a transport's
+loop test the standard library itself and run as they are.
 
-Each test is sorted by the loops it created: `oxloop` (at least one `oxloop.Loop`),
-`stdlib` (a standard-library loop, none of oxloop's) or `none`. The per-module
-counts say how many tests actually ran on oxloop. The exit code is 0 whenever the
-runner itself worked: failing tests are results, not a crash.
+Each test is filed by the loops it built: on the loop under test (at least one) or
+not. The per-module counts say how many tests actually ran on oxloop. With
+`--with-control` each module also runs with the standard library's selector loop in
+the same places, and the failures both runs share are counted. The exit code is 0
+whenever the runner itself worked: failing tests are results, not a crash.
 """
 
 from __future__ import annotations
