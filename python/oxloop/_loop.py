@@ -120,7 +120,14 @@ class Loop(_oxloop.LoopCore, unix_events.SelectorEventLoop):
         pass
 
     def _run_once(self) -> None:
-        raise RuntimeError("oxloop's loop runs its iterations itself; use run_forever()")
+        """One iteration, for code that drives a stopped loop by hand (as some test
+        helpers do): runs the callbacks that are ready, and those a wait without
+        blocking makes ready, then returns. Unlike the standard library's, it does
+        not block until the next timer."""
+        if self.is_running():
+            raise RuntimeError("oxloop's loop runs its iterations itself while it runs")
+        self.call_soon(self.stop)
+        self.run_forever()
 
     # Running.
     def run_forever(self) -> None:
@@ -384,8 +391,13 @@ def _reap_quietly(pid: int) -> None:
         pass
 
 
-class EventLoopPolicy(events.BaseDefaultEventLoopPolicy):
+class EventLoopPolicy(unix_events.DefaultEventLoopPolicy):
     """The asyncio policy whose loops are `oxloop.Loop` (for code that asks the policy;
-    new code passes `loop_factory=oxloop.new_event_loop`)."""
+    new code passes `loop_factory=oxloop.new_event_loop`).
+
+    It is the standard library's Unix policy with another loop factory, so code that
+    sets or asks for a child watcher (`asyncio.set_child_watcher`, before Python
+    3.14) keeps working; oxloop's loops reap their children through a pidfd and do
+    not use the watcher."""
 
     _loop_factory = Loop
