@@ -138,7 +138,10 @@ impl LoopCore {
         };
         match local {
             Some(core) => drop(core.ev.call_soon(run)),
-            None => this.remote.call_from_thread(run).map_err(|_| closed_error())?,
+            None => this
+                .remote
+                .call_from_thread(run)
+                .map_err(|_| closed_error())?,
         }
         Ok(handle)
     }

@@ -202,17 +202,5 @@ pub(crate) fn warn_if_slow(py: Python<'_>, handle: &Bound<'_, PyAny>, started: I
 /// (A signal cuts the wait short; its Python handler runs after the iteration, in
 /// `_run_forever_core`, where the loop may be used.)
 pub(crate) fn wait_without_gil(wait: &mut dyn FnMut()) {
-    /// The wait, moved into `Python::detach`, which requires `Send`.
-    struct Wait<'a>(&'a mut dyn FnMut());
-    // SAFETY: `detach` runs the closure on this very thread before it returns; the wait
-    // only calls the kernel on the loop's poller, touching no Python object.
-    unsafe impl Send for Wait<'_> {}
-
-    Python::attach(|py| {
-        let wait = Wait(wait);
-        py.detach(move || {
-            let wait = wait;
-            (wait.0)()
-        });
-    });
+    crate::ffi::without_gil(wait);
 }

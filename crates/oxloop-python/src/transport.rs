@@ -644,6 +644,13 @@ impl StreamTransport {
         Ok(())
     }
 
+    /// Whether the protocol was told `pause_writing` (asyncio's attribute, which its
+    /// TLS layer reads for `loop.sendfile`'s fallback).
+    #[getter]
+    fn _protocol_paused(&self, py: Python<'_>) -> PyResult<bool> {
+        Ok(self.transport(py)?.is_some_and(|t| t.is_writing_paused()))
+    }
+
     /// The socket's fd while the connection is open, else -1.
     fn _fileno(&self, py: Python<'_>) -> PyResult<RawFd> {
         Ok(self.transport(py)?.and_then(|t| t.raw_fd()).unwrap_or(-1))
