@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 
-import pytest
 from conftest import open_fds, run
 from test_pipes_subprocess import _children
 
@@ -153,14 +152,6 @@ def test_loop_closed_with_registered_readers_releases_fds():
     assert open_fds() == before
 
 
-_CLOSE_KEEPS_FDS = (
-    "LoopCore._close_core calls EventLoop::destroy, which marks the core shut down but "
-    "keeps its epoll and eventfd open until the LoopCore object is freed; asyncio's "
-    "close() releases the selector at once"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=_CLOSE_KEEPS_FDS)
 def test_close_releases_fds_while_object_alive():
     _settle()
     before = open_fds()

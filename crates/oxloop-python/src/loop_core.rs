@@ -3,13 +3,13 @@
 //! (`python/oxloop/_loop.py`) adds asyncio's bookkeeping and network layer on top.
 
 use crate::handle::{Handle, TimerHandle};
-use crate::running::{self, thread_token, LoopCell, LoopShared};
+use crate::running::{self, thread_token, GilCell, LoopCell, LoopShared};
 use oxloop::{EventLoop, LoopRemote};
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 use pyo3::PyClassInitializer;
-use std::cell::RefCell;
+use std::cell::{Ref, RefCell};
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::RawFd;
@@ -32,9 +32,11 @@ struct Core {
 /// scheduling methods.
 #[pyclass(subclass, frozen, module = "oxloop._oxloop")]
 pub struct LoopCore {
-    core: LoopCell<Core>,
+    /// The core; `None` once closed (dropping it closes the core's fds).
+    core: LoopCell<RefCell<Option<Core>>>,
     shared: Arc<LoopShared>,
-    remote: LoopRemote,
+    /// The core's remote, for other threads; `None` once closed.
+    remote: GilCell<Option<LoopRemote>>,
     /// A reading of `time.monotonic()` and an `Instant` read just after it (both are
     /// `CLOCK_MONOTONIC`): converts deadlines between the two. The instant is a few
     /// nanoseconds later than the seconds say, so timers are never early.
@@ -64,11 +66,18 @@ impl LoopCore {
         self.shared.clone()
     }
 
-    fn core(&self, py: Python<'_>) -> PyResult<&Core> {
-        if self.shared.closed.load(Ordering::Relaxed) {
-            return Err(closed_error());
+    fn core(&self, py: Python<'_>) -> PyResult<Ref<'_, Core>> {
+        let cell = self.core.get(py, &self.shared)?;
+        let core = cell.try_borrow().map_err(|_| closed_error())?;
+        Ref::filter_map(core, Option::as_ref).map_err(|_| closed_error())
+    }
+
+    /// Sends `f` to the loop through its remote (which also wakes it).
+    fn send(&self, py: Python<'_>, f: impl FnOnce() + Send + 'static) -> PyResult<()> {
+        match &*self.remote.borrow(py) {
+            Some(remote) => remote.call_from_thread(f).map_err(|_| closed_error()),
+            None => Err(closed_error()),
         }
-        self.core.get(py, &self.shared)
     }
 
     fn new_handle(
@@ -128,7 +137,7 @@ impl LoopCore {
         let local = if threadsafe {
             None
         } else {
-            match this.core.get(py, &this.shared) {
+            match this.core(py) {
                 Ok(core) => Some(core),
                 // `call_soon` from another thread while the loop runs: not thread-safe in
                 // asyncio (debug mode says so); here it goes through the remote instead.
@@ -138,10 +147,7 @@ impl LoopCore {
         };
         match local {
             Some(core) => drop(core.ev.call_soon(run)),
-            None => this
-                .remote
-                .call_from_thread(run)
-                .map_err(|_| closed_error())?,
+            None => this.send(py, run)?,
         }
         Ok(handle)
     }
@@ -188,7 +194,7 @@ impl LoopCore {
         let core = slf.get().core(py)?;
         let handle = Py::new(py, LoopCore::new_handle(slf, callback, args, None)?)?;
         crate::ffi::untrack(handle.bind(py));
-        LoopCore::remove_watcher(py, core, fd, write);
+        LoopCore::remove_watcher(py, &core, fd, write);
         let fired = handle.clone_ref(py);
         let ev = core.ev.clone();
         // As in asyncio, a ready fd's callback joins the ready queue behind the callbacks
@@ -259,14 +265,14 @@ impl LoopCore {
         let seconds = crate::ffi::monotonic();
         let clock_base = (seconds, Instant::now());
         Ok(LoopCore {
-            core: LoopCell::new(Core {
+            core: LoopCell::new(RefCell::new(Some(Core {
                 ev,
                 readers: RefCell::default(),
                 writers: RefCell::default(),
                 signals: RefCell::default(),
-            }),
+            }))),
             shared: Arc::new(LoopShared::new()),
-            remote,
+            remote: GilCell::new(Some(remote)),
             clock_base,
         })
     }
@@ -350,7 +356,7 @@ impl LoopCore {
     /// Stops watching `fd` for reading; whether it was watched.
     fn _remove_reader(&self, py: Python<'_>, fd: RawFd) -> PyResult<bool> {
         match self.core(py) {
-            Ok(core) => Ok(LoopCore::remove_watcher(py, core, fd, false)),
+            Ok(core) => Ok(LoopCore::remove_watcher(py, &core, fd, false)),
             Err(_) if self.shared.closed.load(Ordering::Relaxed) => Ok(false),
             Err(err) => Err(err),
         }
@@ -359,7 +365,7 @@ impl LoopCore {
     /// Stops watching `fd` for writing; whether it was watched.
     fn _remove_writer(&self, py: Python<'_>, fd: RawFd) -> PyResult<bool> {
         match self.core(py) {
-            Ok(core) => Ok(LoopCore::remove_watcher(py, core, fd, true)),
+            Ok(core) => Ok(LoopCore::remove_watcher(py, &core, fd, true)),
             Err(_) if self.shared.closed.load(Ordering::Relaxed) => Ok(false),
             Err(err) => Err(err),
         }
@@ -445,16 +451,16 @@ impl LoopCore {
     /// Makes `run_forever` return after the current iteration.
     fn stop(&self, py: Python<'_>) {
         self.shared.stopping.store(true, Ordering::Release);
-        match self.core.get(py, &self.shared) {
+        match self.core(py) {
             Ok(core) => core.ev.stop(),
-            // Running on another thread: wake it so that it sees the flag.
-            Err(_) => drop(self.remote.call_from_thread(|| {})),
+            // Running on another thread: wake it so that it sees the flag (or closed).
+            Err(_) => drop(self.send(py, || {})),
         }
     }
 
     /// Wakes the loop from any thread (asyncio's `_write_to_self`).
-    fn _write_to_self(&self) {
-        let _ = self.remote.call_from_thread(|| {});
+    fn _write_to_self(&self, py: Python<'_>) {
+        let _ = self.send(py, || {});
     }
 
     /// Turns debug mode's checks and warnings on or off.
@@ -471,16 +477,23 @@ impl LoopCore {
         if self.shared.closed.load(Ordering::Relaxed) {
             return Ok(());
         }
-        let core = self.core.get(py, &self.shared)?;
+        let cell = self.core.get(py, &self.shared)?;
+        let core = cell
+            .try_borrow_mut()
+            .map_err(|_| PyRuntimeError::new_err("Cannot close a running event loop"))?
+            .take();
         self.shared.closed.store(true, Ordering::Relaxed);
-        let readers = std::mem::take(&mut *core.readers.borrow_mut());
-        let writers = std::mem::take(&mut *core.writers.borrow_mut());
-        let signals = std::mem::take(&mut *core.signals.borrow_mut());
-        for handle in signals.values() {
-            handle.cancel();
+        let remote = self.remote.borrow_mut(py).take();
+        if let Some(core) = core {
+            for handle in core.signals.borrow().values() {
+                handle.cancel();
+            }
+            core.ev.destroy();
+            // Dropped here, outside every borrow: the handles' callbacks may run Python
+            // code as they go, and the last reference to the core closes its fds.
+            drop(core);
         }
-        core.ev.destroy();
-        drop((readers, writers, signals));
+        drop(remote);
         Ok(())
     }
 
