@@ -137,3 +137,18 @@ pub(crate) fn without_gil(wait: &mut dyn FnMut()) {
     // SAFETY: `state` is this thread's state, saved just above.
     unsafe { ffi::PyEval_RestoreThread(state) };
 }
+
+/// Runs `f` on the bytes of a buffer-protocol object (`bytearray`, `memoryview`...)
+/// without copying them; `None` if `object` exports no contiguous byte buffer.
+pub(crate) fn with_buffer<R>(object: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+    let view = pyo3::buffer::PyBuffer::<u8>::get(object).ok()?;
+    if !view.is_c_contiguous() {
+        return None;
+    }
+    // SAFETY: the view is C-contiguous and `len_bytes()` long, and stays valid (the
+    // export is held) while `view` lives, which outlasts `f`; `f` gets a shared slice
+    // and the GIL is held, so no Python code can resize the object meanwhile.
+    let bytes =
+        unsafe { std::slice::from_raw_parts(view.buf_ptr().cast::<u8>(), view.len_bytes()) };
+    Some(f(bytes))
+}

@@ -351,13 +351,20 @@ impl Bridge {
     }
 }
 
-/// The bytes of a bytes-like object (`bytes`, `bytearray`, `memoryview`...).
+/// The bytes of a bytes-like object (`bytes`, `bytearray`, `memoryview`...), not copied.
 fn with_bytes<R>(data: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> R) -> PyResult<R> {
     if let Ok(bytes) = data.cast::<PyBytes>() {
         return Ok(f(bytes.as_bytes()));
     }
+    let mut f = Some(f);
+    if let Some(result) = crate::ffi::with_buffer(data, |b| (f.take().expect("called once"))(b)) {
+        return Ok(result);
+    }
     match PyBuffer::<u8>::get(data) {
-        Ok(buffer) => Ok(f(&buffer.to_vec(data.py())?)),
+        // A buffer that is not contiguous: copied into one piece.
+        Ok(buffer) => Ok((f.take().expect("not called yet"))(
+            &buffer.to_vec(data.py())?,
+        )),
         Err(_) => Err(PyTypeError::new_err(format!(
             "data argument must be a bytes-like object, not {:?}",
             data.get_type().name()?.to_string()
