@@ -22,6 +22,8 @@ LONG=${LONG:-5000}
 SIZE=${SIZE:-64}
 CONNS=${CONNS:-1}
 cargo build --release -q -p oxloop-bench
+# Fixed string hashing, so the interpreter does the same work in every run.
+export PYTHONHASHSEED=0
 LOAD=${CARGO_TARGET_DIR:-target}/release/oxloop-bench
 OUT=$(mktemp -d)
 
