@@ -95,20 +95,45 @@ impl ServerProcess {
         if let Some(cpu) = cpu {
             cmd.args(["--cpu", &cpu.to_string()]);
         }
+        ServerProcess::spawn(cmd)
+    }
+
+    /// Starts any server command pinned to `cpu` (the pinning is set in the child
+    /// before it runs the program, so the program need not know about it) and waits
+    /// for the `listening on IP:PORT` line it prints first.
+    pub fn start_command(mut cmd: Command, cpu: Option<usize>) -> io::Result<ServerProcess> {
+        if let Some(cpu) = cpu {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: the closure runs in the forked child before exec and only calls
+            // sched_setaffinity on a stack value (no allocation, no locks), which is
+            // async-signal-safe.
+            unsafe {
+                cmd.pre_exec(move || sys::pin_to_cpu(cpu));
+            }
+        }
+        ServerProcess::spawn(cmd)
+    }
+
+    fn spawn(mut cmd: Command) -> io::Result<ServerProcess> {
         let mut child = cmd.stdout(Stdio::piped()).spawn()?;
         let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .and_then(|a| a.parse().ok())
-            .ok_or_else(|| {
-                io::Error::new(
+        let read = BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line);
+        let addr = read.ok().and_then(|_| {
+            line.trim()
+                .strip_prefix("listening on ")
+                .and_then(|a| a.parse().ok())
+        });
+        match addr {
+            Some(addr) => Ok(ServerProcess { child, addr }),
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!("server printed {line:?}"),
-                )
-            })?;
-        Ok(ServerProcess { child, addr })
+                ))
+            }
+        }
     }
 
     /// The child's pid.
@@ -156,6 +181,30 @@ pub fn measure(
     case: Case,
     duration: Duration,
 ) -> io::Result<Measurement> {
+    let run = run_load(server, case, duration)?;
+    Ok(Measurement {
+        kind,
+        case,
+        load: run.load,
+        server_user: run.server_user,
+        server_system: run.server_system,
+    })
+}
+
+/// What the load generator saw and the server's CPU time while it ran.
+#[derive(Clone, Debug)]
+pub struct ServerLoad {
+    /// What the load generator saw.
+    pub load: LoadResult,
+    /// The server process's user-space CPU time during the run.
+    pub server_user: Duration,
+    /// Its kernel CPU time.
+    pub server_system: Duration,
+}
+
+/// Runs one case for `duration` against any running server process and reads its
+/// CPU time around the run.
+pub fn run_load(server: &ServerProcess, case: Case, duration: Duration) -> io::Result<ServerLoad> {
     let cfg = LoadConfig {
         addr: server.addr,
         connections: case.connections,
@@ -169,9 +218,7 @@ pub fn measure(
     // Let the server see the connections close before reading its time.
     std::thread::sleep(Duration::from_millis(50));
     let (u1, s1) = sys::process_cpu(server.pid())?;
-    Ok(Measurement {
-        kind,
-        case,
+    Ok(ServerLoad {
         load,
         server_user: u1.saturating_sub(u0),
         server_system: s1.saturating_sub(s0),

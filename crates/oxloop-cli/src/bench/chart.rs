@@ -19,7 +19,7 @@ pub fn draw(rep: &Report, path: &Path) -> io::Result<()> {
     let scenarios: Vec<_> = rep
         .scenarios
         .iter()
-        .filter(|s| s.throughput.len() > 1)
+        .filter(|s| s.throughput.iter().any(|r| r.throughput_vs_raw.is_some()))
         .collect();
     let cats: Vec<String> = scenarios.iter().map(|s| s.id.clone()).collect();
     let mut servers: Vec<String> = Vec::new();

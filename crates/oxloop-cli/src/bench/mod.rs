@@ -7,7 +7,9 @@
 //! load generator runs here, pinned to CPU 1. For every load, the raw server is
 //! measured before and after each peer, so drift shows and each peer is compared
 //! with the raw runs next to it. In-process workloads (timers, `call_soon`,
-//! cross-thread calls) compare the core loop with tokio directly.
+//! cross-thread calls) compare the core loop with tokio directly. The Python group runs
+//! the Python echo server on oxloop's extension, uvloop and asyncio when an interpreter
+//! with oxloop is found.
 
 mod chart;
 mod report;
@@ -18,14 +20,14 @@ use oxloop_bench::servers::{self, ServerKind};
 use oxloop_bench::suite::{self, Case, Measurement, ServerProcess};
 use oxloop_bench::{inproc, sys};
 use report::{
-    IdleRow, InProcessRow, Machine, PhaseRow, Report, Scenario, SyscallRow, ThroughputRow,
+    IdleRow, InProcessRow, Machine, PhaseRow, RatioRow, Report, Scenario, SyscallRow, ThroughputRow,
 };
 use std::io;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// The scenario groups `--scenarios` accepts.
-pub const GROUPS: [&str; 8] = [
+pub const GROUPS: [&str; 9] = [
     "timers",
     "call-soon",
     "cross-thread",
@@ -34,6 +36,7 @@ pub const GROUPS: [&str; 8] = [
     "syscalls",
     "http",
     "idle",
+    "python",
 ];
 
 /// Options of `oxloop bench`.
@@ -53,7 +56,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "FILE.svg")]
     pub chart: Option<PathBuf>,
     /// Run only these scenario groups (comma list): timers, call-soon, cross-thread,
-    /// echo, pipeline, syscalls, http, idle.
+    /// echo, pipeline, syscalls, http, idle, python.
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     pub scenarios: Option<Vec<String>>,
     /// Idle connections per server for the memory scenario (default 10,000; 1,000
@@ -209,6 +212,9 @@ pub fn run(args: BenchArgs) -> io::Result<()> {
     if has("idle") {
         steps += all.len() as u64;
     }
+    if has("python") {
+        steps += (PYTHON_APIS.len() * PYTHON_LOOPS.len()) as u64;
+    }
     let pb = ProgressBar::new(steps);
     pb.set_style(
         ProgressStyle::with_template("{elapsed_precise} [{bar:32}] {pos}/{len} {msg}")
@@ -349,6 +355,17 @@ pub fn run(args: BenchArgs) -> io::Result<()> {
             idle: rows,
             ..Scenario::default()
         });
+    }
+    if has("python") {
+        if pin {
+            sys::pin_to_cpu(1)?;
+        }
+        rep.scenarios.extend(python_scenarios(
+            pin,
+            duration,
+            &pb,
+            &mut rep.verified_bytes,
+        )?);
     }
     pb.finish_and_clear();
     rep.machine.load_average_end = load_average();
@@ -702,6 +719,177 @@ fn syscall_scenario(
     ));
     s.notes.extend(libuv_note());
     Ok(s)
+}
+
+/// The Python event loops, in run order; oxloop is compared with the others.
+const PYTHON_LOOPS: [&str; 3] = ["oxloop", "uvloop", "asyncio"];
+
+/// The asyncio APIs the Python echo server is run with.
+const PYTHON_APIS: [&str; 2] = ["protocol", "streams"];
+
+/// The Python echo loads: 64 B ping-pong at 1 and 100 connections.
+fn python_cases() -> [Case; 2] {
+    [1, 100].map(|connections| Case {
+        connections,
+        size: 64,
+        depth: 1,
+    })
+}
+
+/// The repository this program was built from (where the Python sources and the
+/// virtual environment made by `./test.sh` are).
+fn repository_root() -> PathBuf {
+    let crate_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    crate_dir
+        .ancestors()
+        .nth(2)
+        .unwrap_or(crate_dir)
+        .to_path_buf()
+}
+
+/// Whether `python` runs and can import `module`.
+fn python_imports(python: &std::path::Path, module: &str) -> bool {
+    std::process::Command::new(python)
+        .args(["-c", &format!("import {module}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The Python event loops (oxloop's extension, uvloop, asyncio's own loop) running
+/// `python/bench/echo_server.py`, one server process at a time pinned like the
+/// others, under the echo load generator. The interpreter is `$OXLOOP_BENCH_PYTHON`
+/// or the repository's `.venv/py3.11/bin/python`; without it (or without the
+/// `oxloop` module in it) the group is one skipped scenario.
+fn python_scenarios(
+    pin: bool,
+    duration: Duration,
+    pb: &ProgressBar,
+    verified: &mut u64,
+) -> io::Result<Vec<Scenario>> {
+    let root = repository_root();
+    let python = std::env::var_os("OXLOOP_BENCH_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join(".venv/py3.11/bin/python"));
+    let script = root.join("python/bench/echo_server.py");
+    let steps = (PYTHON_APIS.len() * PYTHON_LOOPS.len()) as u64;
+    let skipped = |why: String| {
+        pb.inc(steps);
+        Ok(vec![Scenario {
+            id: "python".into(),
+            title: "Python event loops: echo ping-pong, oxloop vs uvloop and asyncio".into(),
+            skipped: Some(why),
+            ..Scenario::default()
+        }])
+    };
+    if !script.exists() {
+        return skipped(format!("{} is missing", script.display()));
+    }
+    if !python_imports(&python, "oxloop") {
+        return skipped(format!(
+            "{} is missing or cannot import oxloop (run ./test.sh, or set OXLOOP_BENCH_PYTHON to an interpreter with oxloop installed)",
+            python.display()
+        ));
+    }
+    let has_uvloop = python_imports(&python, "uvloop");
+    let mut out = Vec::new();
+    for api in PYTHON_APIS {
+        // measured[loop][case]
+        let mut measured: Vec<(&str, Vec<suite::ServerLoad>)> = Vec::new();
+        for event_loop in PYTHON_LOOPS {
+            if event_loop == "uvloop" && !has_uvloop {
+                pb.inc(1);
+                continue;
+            }
+            pb.set_message(format!("python {api}: {event_loop}"));
+            let mut cmd = std::process::Command::new(&python);
+            cmd.arg(&script).args([event_loop, api]);
+            let server = ServerProcess::start_command(cmd, pin.then_some(0))?;
+            let mut runs = Vec::new();
+            for case in python_cases() {
+                let id = python_case_id(api, &case);
+                let r = suite::run_load(&server, case, duration).map_err(|e| {
+                    io::Error::new(e.kind(), format!("{id} against {event_loop}: {e}"))
+                })?;
+                if r.load.messages == 0 {
+                    return Err(io::Error::other(format!(
+                        "{id} against {event_loop}: no message echoed"
+                    )));
+                }
+                *verified += r.load.bytes;
+                runs.push(r);
+            }
+            measured.push((event_loop, runs));
+            pb.inc(1);
+        }
+        for (i, case) in python_cases().into_iter().enumerate() {
+            let rows: Vec<ThroughputRow> = measured
+                .iter()
+                .map(|(name, runs)| python_row(name, &runs[i]))
+                .collect();
+            let oxloop = rows[0].clone();
+            let ratios = rows[1..]
+                .iter()
+                .map(|b| RatioRow {
+                    server: oxloop.server.clone(),
+                    baseline: b.server.clone(),
+                    throughput: oxloop.messages_per_s / b.messages_per_s.max(1e-9),
+                    cpu: if b.total_ns_per_msg > 0.0 {
+                        oxloop.total_ns_per_msg / b.total_ns_per_msg
+                    } else {
+                        f64::NAN
+                    },
+                })
+                .collect();
+            let mut notes = vec![format!(
+                "`{} python/bench/echo_server.py LOOP {api}`, one server process at a time pinned to CPU 0, the load generator on CPU 1. CPU is the server process's user+system time from /proc (10 ms ticks), per message; a ratio below 1 in CPU/msg means oxloop is cheaper.",
+                python.display()
+            )];
+            if !has_uvloop {
+                notes.push(format!(
+                    "uvloop: not run ({} cannot import it; pip install uvloop into that venv)",
+                    python.display()
+                ));
+            }
+            out.push(Scenario {
+                id: python_case_id(api, &case),
+                title: format!(
+                    "Python, asyncio {api} API: echo ping-pong, {}, 64 B",
+                    if case.connections == 1 {
+                        "1 connection".to_string()
+                    } else {
+                        format!("{} connections", case.connections)
+                    }
+                ),
+                notes,
+                throughput: rows,
+                ratios,
+                ..Scenario::default()
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn python_case_id(api: &str, c: &Case) -> String {
+    format!("python-{api}-c{}-{}", c.connections, c.size)
+}
+
+fn python_row(name: &str, r: &suite::ServerLoad) -> ThroughputRow {
+    let messages = r.load.messages.max(1) as f64;
+    let secs = r.load.elapsed.as_secs_f64();
+    ThroughputRow {
+        server: name.to_string(),
+        messages_per_s: r.load.rate(),
+        mib_per_s: r.load.bytes as f64 / secs / (1 << 20) as f64,
+        p50_us: r.load.latency.quantile(0.5).as_secs_f64() * 1e6,
+        p99_us: r.load.latency.quantile(0.99).as_secs_f64() * 1e6,
+        user_ns_per_msg: r.server_user.as_nanos() as f64 / messages,
+        total_ns_per_msg: (r.server_user + r.server_system).as_nanos() as f64 / messages,
+        messages: r.load.messages,
+        ..ThroughputRow::default()
+    }
 }
 
 /// `2s`, `200ms`, `1.5` (seconds).

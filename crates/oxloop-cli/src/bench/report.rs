@@ -68,6 +68,23 @@ pub struct Scenario {
     /// An in-process comparison with tokio.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub in_process: Option<InProcessRow>,
+    /// One server's figures over another's, where the scenario has no raw or tokio
+    /// baseline (the Python event loops).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ratios: Vec<RatioRow>,
+}
+
+/// One server's throughput and CPU per message over another's, in one scenario.
+#[derive(Serialize, Debug, Default, Clone)]
+pub struct RatioRow {
+    /// The server compared.
+    pub server: String,
+    /// The server it is compared with.
+    pub baseline: String,
+    /// Throughput over the baseline's (above 1: faster).
+    pub throughput: f64,
+    /// CPU per message over the baseline's (below 1: cheaper).
+    pub cpu: f64,
 }
 
 /// One server under a load.
@@ -189,7 +206,13 @@ impl Scenario {
         if !self.notes.is_empty() {
             s += "\n";
         }
-        if !self.throughput.is_empty() {
+        let with_baselines = self.throughput.iter().any(|r| {
+            r.throughput_vs_raw.is_some()
+                || r.throughput_vs_tokio.is_some()
+                || r.cpu_vs_raw.is_some()
+                || r.cpu_vs_tokio.is_some()
+        });
+        if !self.throughput.is_empty() && with_baselines {
             s += "| server | msg/s | MiB/s | p50 µs | p99 µs | CPU user ns/msg | CPU total ns/msg | thrpt ÷ raw | thrpt ÷ tokio | CPU ÷ raw | CPU ÷ tokio |\n";
             s += "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n";
             for r in &self.throughput {
@@ -206,6 +229,30 @@ impl Scenario {
                     ratio(r.throughput_vs_tokio),
                     ratio(r.cpu_vs_raw),
                     ratio(r.cpu_vs_tokio)
+                );
+            }
+        } else if !self.throughput.is_empty() {
+            s += "| server | msg/s | MiB/s | p50 µs | p99 µs | CPU user ns/msg | CPU total ns/msg |\n";
+            s += "|---|--:|--:|--:|--:|--:|--:|\n";
+            for r in &self.throughput {
+                s += &format!(
+                    "| {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} |\n",
+                    r.server,
+                    r.messages_per_s,
+                    r.mib_per_s,
+                    r.p50_us,
+                    r.p99_us,
+                    r.user_ns_per_msg,
+                    r.total_ns_per_msg,
+                );
+            }
+        }
+        if !self.ratios.is_empty() {
+            s += "\n| ratio | throughput | CPU per message |\n|---|--:|--:|\n";
+            for r in &self.ratios {
+                s += &format!(
+                    "| {} ÷ {} | {:.2} | {:.2} |\n",
+                    r.server, r.baseline, r.throughput, r.cpu
                 );
             }
         }
