@@ -77,6 +77,8 @@ struct State {
     lost_writes: u32,
     /// The exception that closed the connection, for `connection_lost`.
     fatal: Option<PyErr>,
+    /// `loop.sendfile` is sending: plain writes are refused meanwhile, as in asyncio.
+    sending_file: bool,
 }
 
 type Shared = Rc<RefCell<State>>;
@@ -118,8 +120,9 @@ impl StreamTransport {
 /// The core protocol that forwards to the Python protocol.
 struct Bridge {
     state: Shared,
-    /// The Python transport object (what the protocol sees).
-    this: Py<StreamTransport>,
+    /// The Python transport object the protocol sees (`oxloop._transports.SocketTransport`,
+    /// an `asyncio.Transport` that holds this native transport).
+    this: Py<PyAny>,
     event_loop: Py<PyAny>,
     waiter: Option<Py<PyAny>>,
 }
@@ -160,7 +163,7 @@ impl Bridge {
 
     /// Runs in the callback after the transport's creation: `connection_made`, then
     /// reading, then the waiter.
-    fn deliver_made(state: Shared, this: Py<StreamTransport>, waiter: Option<Py<PyAny>>) {
+    fn deliver_made(state: Shared, this: Py<PyAny>, waiter: Option<Py<PyAny>>) {
         running::with_gil(|py| {
             let protocol = state.borrow().protocol.clone_ref(py);
             let made = protocol
@@ -316,7 +319,7 @@ impl Protocol for Bridge {
             }
             // The Python half's own bookkeeping (server, socket object).
             if let Err(err) = this.call_method0(intern!(py, "_connection_lost")) {
-                err.write_unraisable(py, Some(this.as_any()));
+                err.write_unraisable(py, Some(this));
             }
         });
     }
@@ -396,19 +399,22 @@ impl StreamTransport {
                 eof_written: false,
                 lost_writes: 0,
                 fatal: None,
+                sending_file: false,
             }))),
             running: event_loop.get().running_state(),
         }
     }
 
-    /// Takes over the connected socket `fd` (detached from its Python socket object),
-    /// and starts the protocol as asyncio does.
-    #[pyo3(signature = (event_loop, fd, protocol, waiter=None))]
+    /// Takes over the connected socket `fd` (whose Python socket object never closes
+    /// it), and starts the protocol as asyncio does; the protocol sees `face`, the
+    /// Python transport that holds this one.
+    #[pyo3(signature = (event_loop, fd, protocol, face, waiter=None))]
     fn _start(
         slf: &Bound<'_, Self>,
         event_loop: &Bound<'_, LoopCore>,
         fd: RawFd,
         protocol: Bound<'_, PyAny>,
+        face: Py<PyAny>,
         waiter: Option<Py<PyAny>>,
     ) -> PyResult<()> {
         let py = slf.py();
@@ -424,7 +430,7 @@ impl StreamTransport {
         let socket = crate::ffi::socket_from_fd(fd);
         let bridge = Bridge {
             state,
-            this: slf.clone().unbind(),
+            this: face,
             event_loop: event_loop.clone().unbind().into_any(),
             waiter,
         };
@@ -439,6 +445,11 @@ impl StreamTransport {
         if s.eof_written {
             return Err(PyRuntimeError::new_err(
                 "Cannot call write() after write_eof()",
+            ));
+        }
+        if s.sending_file {
+            return Err(PyRuntimeError::new_err(
+                "unable to write; sendfile is in progress",
             ));
         }
         let Some(transport) = s.transport.clone() else {
@@ -625,7 +636,10 @@ impl StreamTransport {
         };
         let file = crate::ffi::duplicate_file(fileno).map_err(os_error)?;
         transport.send_file(file, offset, count).map_err(os_error)?;
+        let state = self.state(py)?.clone();
+        state.borrow_mut().sending_file = true;
         transport.when_flushed(move |sent| {
+            state.borrow_mut().sending_file = false;
             running::with_gil(|py| {
                 let waiter = waiter.bind(py);
                 if waiter
