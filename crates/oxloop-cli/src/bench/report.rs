@@ -212,31 +212,20 @@ impl Scenario {
                 || r.cpu_vs_raw.is_some()
                 || r.cpu_vs_tokio.is_some()
         });
-        if !self.throughput.is_empty() && with_baselines {
-            s += "| server | msg/s | MiB/s | p50 µs | p99 µs | CPU user ns/msg | CPU total ns/msg | thrpt ÷ raw | thrpt ÷ tokio | CPU ÷ raw | CPU ÷ tokio |\n";
-            s += "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n";
-            for r in &self.throughput {
-                s += &format!(
-                    "| {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} | {} | {} | {} | {} |\n",
-                    r.server,
-                    r.messages_per_s,
-                    r.mib_per_s,
-                    r.p50_us,
-                    r.p99_us,
-                    r.user_ns_per_msg,
-                    r.total_ns_per_msg,
-                    ratio(r.throughput_vs_raw),
-                    ratio(r.throughput_vs_tokio),
-                    ratio(r.cpu_vs_raw),
-                    ratio(r.cpu_vs_tokio)
-                );
+        if !self.throughput.is_empty() {
+            s +=
+                "| server | msg/s | MiB/s | p50 µs | p99 µs | CPU user ns/msg | CPU total ns/msg |";
+            if with_baselines {
+                s += " thrpt ÷ raw | thrpt ÷ tokio | CPU ÷ raw | CPU ÷ tokio |";
             }
-        } else if !self.throughput.is_empty() {
-            s += "| server | msg/s | MiB/s | p50 µs | p99 µs | CPU user ns/msg | CPU total ns/msg |\n";
-            s += "|---|--:|--:|--:|--:|--:|--:|\n";
+            s += "\n|---|--:|--:|--:|--:|--:|--:|";
+            if with_baselines {
+                s += "--:|--:|--:|--:|";
+            }
+            s += "\n";
             for r in &self.throughput {
                 s += &format!(
-                    "| {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} |\n",
+                    "| {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} |",
                     r.server,
                     r.messages_per_s,
                     r.mib_per_s,
@@ -245,6 +234,16 @@ impl Scenario {
                     r.user_ns_per_msg,
                     r.total_ns_per_msg,
                 );
+                if with_baselines {
+                    s += &format!(
+                        " {} | {} | {} | {} |",
+                        ratio(r.throughput_vs_raw),
+                        ratio(r.throughput_vs_tokio),
+                        ratio(r.cpu_vs_raw),
+                        ratio(r.cpu_vs_tokio)
+                    );
+                }
+                s += "\n";
             }
         }
         if !self.ratios.is_empty() {
