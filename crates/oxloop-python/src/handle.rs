@@ -7,10 +7,9 @@
 
 use crate::ffi::call_in_context;
 use crate::running::{self, GilCell, LoopCell};
-use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyTuple};
+use pyo3::types::PyTuple;
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -101,36 +100,22 @@ impl Handle {
     }
 }
 
-/// Sends a callback's exception where asyncio sends it.
+/// Sends a callback's exception where asyncio sends it (see `running::report`).
 fn report_callback_error(handle: &Bound<'_, Handle>, err: PyErr) {
     let py = handle.py();
-    if err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py) {
-        running::stop_with(err);
-        return;
+    let this = handle.get();
+    let source = callback_source(this, py).unwrap_or_else(|_| "<callback>".to_owned());
+    let tb = this.source_traceback.as_ref().map(|tb| tb.bind(py));
+    let mut extra = vec![("handle", handle.as_any())];
+    if let Some(tb) = &tb {
+        extra.push(("source_traceback", tb));
     }
-    let reported = (|| -> PyResult<()> {
-        let context = PyDict::new(py);
-        let message = format!(
-            "Exception in callback {}",
-            callback_source(handle.get(), py)?
-        );
-        context.set_item(intern!(py, "message"), message)?;
-        context.set_item(intern!(py, "exception"), err.value(py))?;
-        context.set_item(intern!(py, "handle"), handle)?;
-        if let Some(tb) = &handle.get().source_traceback {
-            context.set_item(intern!(py, "source_traceback"), tb)?;
-        }
-        handle
-            .get()
-            .event_loop
-            .bind(py)
-            .call_method1(intern!(py, "call_exception_handler"), (context,))?;
-        Ok(())
-    })();
-    if let Err(err) = reported {
-        // The exception handler itself raised: asyncio lets that leave the loop.
-        running::stop_with(err);
-    }
+    running::report(
+        this.event_loop.bind(py),
+        err,
+        &format!("Exception in callback {source}"),
+        &extra,
+    );
 }
 
 fn source_traceback(py: Python<'_>) -> PyResult<Py<PyAny>> {

@@ -139,6 +139,43 @@ pub(crate) fn stop_with(err: PyErr) {
     });
 }
 
+/// Whether `err` must leave `run_forever` rather than go to the exception handler
+/// (`KeyboardInterrupt`, `SystemExit`), as in asyncio.
+pub(crate) fn leaves_loop(py: Python<'_>, err: &PyErr) -> bool {
+    err.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py)
+        || err.is_instance_of::<pyo3::exceptions::PySystemExit>(py)
+}
+
+/// Sends an exception raised by a callback or a protocol where asyncio sends it:
+/// `KeyboardInterrupt` and `SystemExit` leave `run_forever`; anything else goes to
+/// `event_loop.call_exception_handler` with `message`, the exception and `extra`
+/// items. An exception raised by the handler itself leaves `run_forever` too.
+pub(crate) fn report(
+    event_loop: &Bound<'_, PyAny>,
+    err: PyErr,
+    message: &str,
+    extra: &[(&str, &Bound<'_, PyAny>)],
+) {
+    let py = event_loop.py();
+    if leaves_loop(py, &err) {
+        stop_with(err);
+        return;
+    }
+    let reported = (|| -> PyResult<()> {
+        let context = pyo3::types::PyDict::new(py);
+        context.set_item(intern!(py, "message"), message)?;
+        context.set_item(intern!(py, "exception"), err.value(py))?;
+        for (key, value) in extra {
+            context.set_item(*key, value)?;
+        }
+        event_loop.call_method1(intern!(py, "call_exception_handler"), (context,))?;
+        Ok(())
+    })();
+    if let Err(err) = reported {
+        stop_with(err);
+    }
+}
+
 /// The exception `run_forever` must raise, if any.
 pub(crate) fn take_pending() -> Option<PyErr> {
     PENDING.with(|p| p.borrow_mut().take())

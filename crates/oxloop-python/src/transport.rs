@@ -16,9 +16,7 @@ use crate::loop_core::{os_error, LoopCore};
 use crate::running::{self, LoopCell, LoopShared};
 use oxloop::protocol::{Protocol, Transport};
 use pyo3::buffer::PyBuffer;
-use pyo3::exceptions::{
-    PyKeyboardInterrupt, PyOSError, PyRuntimeError, PySystemExit, PyTypeError, PyValueError,
-};
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
@@ -130,26 +128,21 @@ struct Bridge {
 impl Bridge {
     /// asyncio's `_fatal_error`: report (unless it is an `OSError`), then close with it.
     fn fatal(&self, py: Python<'_>, err: PyErr, message: &str) {
-        if err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py) {
+        if running::leaves_loop(py, &err) {
             running::stop_with(err);
             return;
         }
         if !err.is_instance_of::<PyOSError>(py) {
             let protocol = self.state.borrow().protocol.clone_ref(py);
-            let reported = (|| -> PyResult<()> {
-                let context = PyDict::new(py);
-                context.set_item("message", message)?;
-                context.set_item("exception", err.value(py))?;
-                context.set_item("transport", self.this.bind(py))?;
-                context.set_item("protocol", protocol)?;
-                self.event_loop
-                    .bind(py)
-                    .call_method1(intern!(py, "call_exception_handler"), (context,))?;
-                Ok(())
-            })();
-            if let Err(err) = reported {
-                running::stop_with(err);
-            }
+            running::report(
+                self.event_loop.bind(py),
+                err.clone_ref(py),
+                message,
+                &[
+                    ("transport", self.this.bind(py)),
+                    ("protocol", protocol.bind(py)),
+                ],
+            );
         }
         let transport = {
             let mut state = self.state.borrow_mut();
@@ -163,7 +156,12 @@ impl Bridge {
 
     /// Runs in the callback after the transport's creation: `connection_made`, then
     /// reading, then the waiter.
-    fn deliver_made(state: Shared, this: Py<PyAny>, waiter: Option<Py<PyAny>>) {
+    fn deliver_made(
+        state: Shared,
+        this: Py<PyAny>,
+        event_loop: Py<PyAny>,
+        waiter: Option<Py<PyAny>>,
+    ) {
         running::with_gil(|py| {
             let protocol = state.borrow().protocol.clone_ref(py);
             let made = protocol
@@ -175,8 +173,12 @@ impl Bridge {
                 (!state.paused).then(|| state.transport.clone()).flatten()
             };
             if let Err(err) = made {
-                let event_loop = this.bind(py).getattr(intern!(py, "_loop"));
-                report(py, event_loop.ok(), err, "Exception in connection_made()");
+                running::report(
+                    event_loop.bind(py),
+                    err,
+                    "Exception in connection_made()",
+                    &[],
+                );
             }
             if let Some(transport) = transport {
                 transport.resume_reading();
@@ -225,43 +227,22 @@ impl Bridge {
     }
 }
 
-/// Sends an exception from a protocol callback to the loop's exception handler.
-fn report(py: Python<'_>, event_loop: Option<Bound<'_, PyAny>>, err: PyErr, message: &str) {
-    if err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py) {
-        running::stop_with(err);
-        return;
-    }
-    let Some(event_loop) = event_loop else {
-        err.write_unraisable(py, None);
-        return;
-    };
-    let reported = (|| -> PyResult<()> {
-        let context = PyDict::new(py);
-        context.set_item("message", message)?;
-        context.set_item("exception", err.value(py))?;
-        event_loop.call_method1(intern!(py, "call_exception_handler"), (context,))?;
-        Ok(())
-    })();
-    if let Err(err) = reported {
-        running::stop_with(err);
-    }
-}
-
 impl Protocol for Bridge {
     fn connection_made(&mut self, transport: Transport) {
         // Reading waits until the Python protocol has its `connection_made`.
         transport.pause_reading();
         self.state.borrow_mut().transport = Some(transport.clone());
-        let (state, this, waiter) = running::with_gil(|py| {
+        let (state, this, event_loop, waiter) = running::with_gil(|py| {
             (
                 self.state.clone(),
                 self.this.clone_ref(py),
+                self.event_loop.clone_ref(py),
                 self.waiter.take(),
             )
         });
         transport
             .event_loop()
-            .call_soon(move || Bridge::deliver_made(state, this, waiter));
+            .call_soon(move || Bridge::deliver_made(state, this, event_loop, waiter));
     }
 
     fn data_received(&mut self, data: &[u8]) {
@@ -310,11 +291,11 @@ impl Protocol for Bridge {
                 .bind(py)
                 .call_method1(intern!(py, "connection_lost"), (exc,));
             if let Err(err) = lost {
-                report(
-                    py,
-                    Some(self.event_loop.bind(py).clone()),
+                running::report(
+                    self.event_loop.bind(py),
                     err,
                     "Exception in connection_lost()",
+                    &[],
                 );
             }
             // The Python half's own bookkeeping (server, socket object).
@@ -325,29 +306,25 @@ impl Protocol for Bridge {
     }
 
     fn pause_writing(&mut self) {
-        self.call_flow(intern_name::PAUSE);
+        self.call_flow("pause_writing");
     }
 
     fn resume_writing(&mut self) {
-        self.call_flow(intern_name::RESUME);
+        self.call_flow("resume_writing");
     }
 }
 
-mod intern_name {
-    pub(super) const PAUSE: &str = "pause_writing";
-    pub(super) const RESUME: &str = "resume_writing";
-}
-
 impl Bridge {
+    /// Calls the protocol's `pause_writing` or `resume_writing`.
     fn call_flow(&self, name: &'static str) {
         running::with_gil(|py| {
             let protocol = self.state.borrow().protocol.clone_ref(py);
             if let Err(err) = protocol.bind(py).call_method0(name) {
-                report(
-                    py,
-                    Some(self.event_loop.bind(py).clone()),
+                running::report(
+                    self.event_loop.bind(py),
                     err,
                     &format!("protocol.{name}() failed"),
+                    &[],
                 );
             }
         });
