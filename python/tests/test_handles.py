@@ -132,3 +132,39 @@ def test_handle_run_directly(loop):
     h._run()
     assert seen == [1]
     h.cancel()
+
+
+def test_pending_handles_cost_the_collector_nothing(loop):
+    # A loop with many pending timers must not make every full collection visit them:
+    # handles and the contexts they copied are outside the collector's lists.
+    def tracked_contexts():
+        return sum(type(o) is contextvars.Context for o in gc.get_objects())
+
+    before = tracked_contexts()
+    handles = [loop.call_later(60, _cb) for _ in range(50)]
+    handles += [loop.call_soon(_cb) for _ in range(50)]
+    assert tracked_contexts() - before < 10
+    assert not any(gc.is_tracked(h) for h in handles)
+    for h in handles:
+        h.cancel()
+
+
+class _Holder:
+    pass
+
+
+def test_cycle_through_a_handles_context_is_collected(loop):
+    # Once Python code holds a handle's context it may put it in a cycle: the collector
+    # must see the context again and free the cycle.
+    var = contextvars.ContextVar("var")
+    h = loop.call_later(60, _cb)
+    ctx = h.get_context()
+    assert gc.is_tracked(ctx)
+    holder = _Holder()
+    holder.ctx = ctx
+    ctx.run(var.set, holder)  # holder -> ctx -> ctx's values -> holder
+    gone = weakref.ref(holder)
+    h.cancel()
+    del h, ctx, holder
+    gc.collect()
+    assert gone() is None

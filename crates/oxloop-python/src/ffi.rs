@@ -18,7 +18,7 @@ pub(crate) fn call_in_context(
     args: &Py<PyTuple>,
 ) -> PyResult<()> {
     // SAFETY: the GIL is held (`py`), and `context` is a `contextvars.Context` (checked
-    // by `copy_context_or`): `PyContext_Enter` takes a borrowed reference.
+    // by `CallContext::new`): `PyContext_Enter` takes a borrowed reference.
     if unsafe { ffi::PyContext_Enter(context.as_ptr()) } != 0 {
         return Err(PyErr::fetch(py));
     }
@@ -29,24 +29,68 @@ pub(crate) fn call_in_context(
     result
 }
 
-/// The context to run a callback in: `context` itself, or a copy of the current one
-/// (as asyncio's handles do) when it is `None`.
-pub(crate) fn copy_context_or(py: Python<'_>, context: Option<Py<PyAny>>) -> PyResult<Py<PyAny>> {
-    match context {
-        Some(context) => {
-            // SAFETY: the GIL is held; `PyContext_CheckExact` only reads the type.
-            if unsafe { ffi::PyContext_CheckExact(context.as_ptr()) } == 0 {
-                return Err(pyo3::exceptions::PyTypeError::new_err(
-                    "context must be a contextvars.Context",
-                ));
+/// The `contextvars.Context` a handle's callback runs in: the one given, or a copy of
+/// the current one (as asyncio's handles do) when none is.
+///
+/// The copy is taken out of the cycle collector's lists while it is private: only its
+/// handle refers to it, so it cannot be part of a cycle until Python code gets hold of
+/// it, which only [`CallContext::expose`] (`Handle.get_context()`) allows, and that
+/// puts it back. A million pending timers otherwise cost a million objects for every
+/// full collection to visit. A context must be tracked when it is freed (its
+/// deallocator unlinks it unconditionally), so dropping a `CallContext` tracks it first.
+pub(crate) struct CallContext(Py<PyAny>);
+
+impl CallContext {
+    pub(crate) fn new(py: Python<'_>, context: Option<Py<PyAny>>) -> PyResult<CallContext> {
+        match context {
+            Some(context) => {
+                // SAFETY: the GIL is held; `PyContext_CheckExact` only reads the type.
+                if unsafe { ffi::PyContext_CheckExact(context.as_ptr()) } == 0 {
+                    return Err(pyo3::exceptions::PyTypeError::new_err(
+                        "context must be a contextvars.Context",
+                    ));
+                }
+                Ok(CallContext(context))
             }
-            Ok(context)
+            None => {
+                // SAFETY: the GIL is held; `PyContext_CopyCurrent` returns a new
+                // reference or NULL with an exception set, which `from_owned_ptr_or_err`
+                // handles.
+                let copy =
+                    unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent()) }?;
+                untrack(&copy);
+                Ok(CallContext(copy.unbind()))
+            }
         }
-        None => {
-            // SAFETY: the GIL is held; `PyContext_CopyCurrent` returns a new reference
-            // or NULL with an exception set, which `from_owned_ptr_or_err` handles.
-            unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent()) }
-                .map(Bound::unbind)
+    }
+
+    /// The context, for running a callback in it (not handed to Python code).
+    pub(crate) fn get(&self) -> &Py<PyAny> {
+        &self.0
+    }
+
+    /// The context, handed to Python code: tracked again, since it may now join a cycle.
+    pub(crate) fn expose(&self, py: Python<'_>) -> Py<PyAny> {
+        track(self.0.bind(py));
+        self.0.clone_ref(py)
+    }
+}
+
+impl Drop for CallContext {
+    fn drop(&mut self) {
+        Python::attach(|py| track(self.0.bind(py)));
+    }
+}
+
+/// Puts an object taken out by [`untrack`] back into the cycle collector's lists.
+pub(crate) fn track(object: &Bound<'_, PyAny>) {
+    // SAFETY: the GIL is held (`object` is bound) and the object is live; it is
+    // tracked only if it is a garbage-collected type not tracked already (tracking a
+    // tracked object is an error).
+    unsafe {
+        let ptr = object.as_ptr();
+        if ffi::PyObject_IS_GC(ptr) != 0 && ffi::PyObject_GC_IsTracked(ptr) == 0 {
+            ffi::PyObject_GC_Track(ptr.cast());
         }
     }
 }

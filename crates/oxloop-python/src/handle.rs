@@ -5,7 +5,7 @@
 //! reference to the handle and runs it; `cancel()` only marks it (and, for a timer,
 //! takes it out of the timer queue), as asyncio does.
 
-use crate::ffi::call_in_context;
+use crate::ffi::{call_in_context, CallContext};
 use crate::running::{self, GilCell, LoopCell};
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -21,7 +21,7 @@ use std::time::Instant;
 pub struct Handle {
     /// The callback and its arguments; dropped by `cancel()`, as asyncio does.
     call: GilCell<Option<Call>>,
-    context: Py<PyAny>,
+    context: CallContext,
     event_loop: Py<PyAny>,
     cancelled: AtomicBool,
     /// Where the handle was created, in debug mode (asyncio's `_source_traceback`).
@@ -43,7 +43,7 @@ impl Handle {
         context: Option<Py<PyAny>>,
         debug: bool,
     ) -> PyResult<Handle> {
-        let context = crate::ffi::copy_context_or(py, context)?;
+        let context = CallContext::new(py, context)?;
         let source_traceback = if debug {
             Some(source_traceback(py)?)
         } else {
@@ -71,7 +71,7 @@ impl Handle {
             return;
         };
         let started = running::debug().then(Instant::now);
-        let result = call_in_context(py, &handle.context, &callback, &args);
+        let result = call_in_context(py, handle.context.get(), &callback, &args);
         if let Err(err) = result {
             report_callback_error(this, err);
         }
@@ -154,7 +154,7 @@ impl Handle {
 
     /// The `contextvars.Context` the callback runs in.
     fn get_context(&self, py: Python<'_>) -> Py<PyAny> {
-        self.context.clone_ref(py)
+        self.context.expose(py)
     }
 
     /// Runs the callback now, as the loop would.

@@ -168,6 +168,7 @@ impl LoopCore {
             PyClassInitializer::from(handle)
                 .add_subclass(TimerHandle::new(when, this.shared.clone())),
         )?;
+        crate::ffi::untrack(timer.bind(py));
         if let Some(at) = this.instant_at(when) {
             let fired = timer.clone_ref(py);
             let ev = core.ev.clone();
