@@ -10,6 +10,7 @@
 //! 3. from any other thread, goes through the loop's thread-safe queue, which wakes the
 //!    loop if it sleeps.
 
+use super::mailbox::ScheduledFlag;
 use super::{current_loop_id, destroyed_error, EventLoop, Shared, CURRENT};
 use std::future::Future;
 use std::io;
@@ -37,7 +38,7 @@ pub(crate) struct TaskHeader {
     key: usize,
     generation: u64,
     loop_id: u64,
-    scheduled: AtomicBool,
+    scheduled: ScheduledFlag,
     shared: Arc<Shared>,
 }
 
@@ -48,14 +49,14 @@ impl TaskHeader {
             key,
             generation,
             loop_id,
-            scheduled: AtomicBool::new(true),
+            scheduled: ScheduledFlag::new_scheduled(),
             shared,
         }
     }
 
     /// Called just before the task is polled: wakes from now on queue it again.
     pub fn begin_poll(&self) {
-        self.scheduled.store(false, Ordering::Release);
+        self.scheduled.begin_poll();
     }
 }
 
@@ -65,7 +66,7 @@ impl Wake for TaskHeader {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        if self.scheduled.swap(true, Ordering::AcqRel) {
+        if !self.scheduled.wake() {
             return;
         }
         if current_loop_id() == self.loop_id && EventLoop::schedule_task(self.key, self.generation)

@@ -32,11 +32,19 @@ mod debug;
 mod executor;
 mod handle;
 pub(crate) mod join;
+mod mailbox;
 mod panic;
 mod ready;
 mod remote;
 mod signals;
 pub(crate) mod watchers;
+
+/// The synchronisation types `mailbox.rs` is written against: the standard library's
+/// here, loom's when `tests/loom.rs` model-checks that file.
+mod sync {
+    pub(crate) use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+    pub(crate) use std::sync::{Mutex, MutexGuard};
+}
 
 pub(crate) use debug::timed;
 pub use debug::LoopStats;

@@ -12,51 +12,34 @@
 //! compare-and-swap just before it blocks (if that fails it polls without blocking), and
 //! swaps back to `AWAKE` when it wakes. All of this is one atomic variable, so no
 //! wake-up can be lost, and a loop that is already awake costs the caller no syscall.
+//! The protocol itself is in `mailbox.rs`, model-checked with loom in `tests/loom.rs`.
 
+use super::mailbox::Mailbox;
 use crate::reactor::Waker;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 /// A closure sent to the loop from another thread.
 pub(crate) type SendCallback = Box<dyn FnOnce() + Send + 'static>;
 
-const AWAKE: u8 = 0;
-const SLEEPING: u8 = 1;
-const NOTIFIED: u8 = 2;
-
-#[derive(Default)]
-struct Queue {
-    calls: Vec<SendCallback>,
-    closed: bool,
-}
-
-/// State shared between a loop and its remotes.
+/// State shared between a loop and its remotes: the mailbox (queue and sleep state,
+/// in `mailbox.rs`) and the waker fd it tells callers to write to.
 pub(crate) struct Shared {
-    queue: Mutex<Queue>,
-    state: AtomicU8,
-    stop_requested: AtomicBool,
+    mailbox: Mailbox<SendCallback>,
     pub(crate) waker: Waker,
 }
 
 impl Shared {
     pub fn new(waker: Waker) -> Shared {
         Shared {
-            queue: Mutex::new(Queue::default()),
-            state: AtomicU8::new(AWAKE),
-            stop_requested: AtomicBool::new(false),
+            mailbox: Mailbox::new(),
             waker,
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Queue> {
-        // A panic while holding the lock cannot leave the Vec inconsistent.
-        self.queue.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Tells the loop something is waiting; writes to the waker only if it sleeps.
     pub fn notify(&self) {
-        if self.state.swap(NOTIFIED, Ordering::AcqRel) == SLEEPING {
+        if self.mailbox.notify() {
             self.waker.wake();
         }
     }
@@ -64,61 +47,54 @@ impl Shared {
     /// Called by the loop just before blocking. False means something was queued in the
     /// meantime and the loop must not block.
     pub fn prepare_sleep(&self) -> bool {
-        self.state
-            .compare_exchange(AWAKE, SLEEPING, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
+        self.mailbox.prepare_sleep()
     }
 
     /// Called by the loop after polling. True when it was notified since the last call.
     pub fn after_wake(&self) -> bool {
-        self.state.swap(AWAKE, Ordering::AcqRel) == NOTIFIED
+        self.mailbox.after_wake()
     }
 
     /// Whether a notification is waiting to be picked up.
     pub fn is_notified(&self) -> bool {
-        self.state.load(Ordering::Acquire) == NOTIFIED
+        self.mailbox.is_notified()
     }
 
     /// Swaps the queued calls into `batch` (which must be empty; its capacity is reused).
     pub fn take_calls(&self, batch: &mut Vec<SendCallback>) {
-        std::mem::swap(&mut self.lock().calls, batch);
+        self.mailbox.take(batch);
     }
 
     /// Takes a pending stop request.
     pub fn take_stop(&self) -> bool {
-        self.stop_requested.swap(false, Ordering::AcqRel)
+        self.mailbox.take_stop()
     }
 
     /// Refuses further calls and hands back the ones still queued.
     pub fn close(&self) -> Vec<SendCallback> {
-        let mut queue = self.lock();
-        queue.closed = true;
-        std::mem::take(&mut queue.calls)
+        self.mailbox.close()
     }
 
     pub fn push(&self, call: SendCallback) -> Result<(), LoopClosed> {
-        {
-            let mut queue = self.lock();
-            if queue.closed {
-                return Err(LoopClosed(()));
-            }
-            queue.calls.push(call);
+        match self.mailbox.push(call) {
+            Ok(true) => self.waker.wake(),
+            Ok(false) => {}
+            Err(_) => return Err(LoopClosed(())),
         }
-        self.notify();
         Ok(())
     }
 
     pub fn request_stop(&self) -> Result<(), LoopClosed> {
-        if self.lock().closed {
-            return Err(LoopClosed(()));
+        match self.mailbox.request_stop() {
+            Some(true) => self.waker.wake(),
+            Some(false) => {}
+            None => return Err(LoopClosed(())),
         }
-        self.stop_requested.store(true, Ordering::Release);
-        self.notify();
         Ok(())
     }
 
     pub fn is_closed(&self) -> bool {
-        self.lock().closed
+        self.mailbox.is_closed()
     }
 }
 
