@@ -16,6 +16,8 @@
 //! Deadlines are nanoseconds since the loop's creation. `docs/design.md` § Timers has the
 //! measurements behind this design.
 
+#[cfg(test)]
+mod model_tests;
 mod radix;
 
 use radix::{Entry, RadixQueue};
