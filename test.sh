@@ -14,6 +14,7 @@
 #   OXLOOP_NO_INSTALL=1   never install system packages (behave as when not root)
 #   OXLOOP_PYTHONS        the Python versions to try (default "3.10 3.11 3.12 3.13")
 #   OXLOOP_PYTEST_TIMEOUT seconds one version's pytest run may take (default 600)
+#   OXLOOP_FUZZ_SECONDS   seconds each fuzz target runs (default 10; 0 skips fuzzing)
 #   CARGO_TARGET_DIR      where everything is compiled (default target/), shared by the
 #                         Rust tests and every Python version's build
 set -uo pipefail
@@ -149,6 +150,20 @@ for features in "${oxloop_extra_feature_sets[@]}"; do
     rust_detail+="; oxloop with $features"
 done
 record Rust "$rust_result" "$rust_detail"
+
+# ---------------------------------------------------------------- fuzzing -----------------
+
+fuzz_seconds=${OXLOOP_FUZZ_SECONDS:-10}
+if [ "$fuzz_seconds" -gt 0 ]; then
+    note "fuzz: fuzz/run.sh $fuzz_seconds (libFuzzer on the stable toolchain, every parser)"
+    if fuzz/run.sh "$fuzz_seconds"; then
+        record fuzz passed "${fuzz_seconds}s per target"
+    else
+        record fuzz FAILED "see fuzz/target/fuzz/"
+    fi
+else
+    record fuzz skipped "OXLOOP_FUZZ_SECONDS=0"
+fi
 
 # ---------------------------------------------------------------- Python ------------------
 

@@ -106,6 +106,6 @@ pub const ACCESS_LOG_TARGET: &str = "oxloop_http::access";
 
 #[doc(hidden)]
 pub mod fuzz {
-    //! Entry points for property tests of the parser.
-    pub use crate::parse::fuzz_parse;
+    //! Entry points for property tests and fuzzing of the parser (`fuzz/`).
+    pub use crate::parse::{fuzz_chunked, fuzz_parse};
 }

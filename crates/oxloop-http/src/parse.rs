@@ -377,6 +377,44 @@ pub fn fuzz_parse(input: &[u8]) -> u16 {
     }
 }
 
+/// Decodes `input` as a chunked body twice, in one piece and split in two at `split`
+/// (modulo its length), and asserts both give the same data, the same bytes consumed
+/// and the same verdict. For fuzzing: must never panic. Returns the rejection status,
+/// or 0.
+pub fn fuzz_chunked(input: &[u8], split: usize) -> u16 {
+    fn decode(pieces: &[&[u8]]) -> (Vec<u8>, usize, Result<bool, u16>) {
+        let mut dec = ChunkedDecoder::new(1024);
+        let (mut data, mut consumed) = (Vec::new(), 0);
+        for piece in pieces {
+            match dec.feed(piece, &mut |d| data.extend_from_slice(d)) {
+                Ok(n) => {
+                    assert!(n <= piece.len(), "consumed more than it was given");
+                    consumed += n;
+                    if n < piece.len() {
+                        assert!(dec.is_done(), "stopped early without finishing");
+                        break;
+                    }
+                }
+                Err(Reject(s)) => return (data, consumed, Err(s)),
+            }
+        }
+        (data, consumed, Ok(dec.is_done()))
+    }
+    let at = split % (input.len() + 1);
+    let whole = decode(&[input]);
+    let halves = decode(&[&input[..at], &input[at..]]);
+    match (&whole.2, &halves.2) {
+        (Ok(_), Ok(_)) => assert_eq!(whole, halves, "splitting the input changed the result"),
+        // A rejection comes at the same byte either way: the data before it agrees.
+        (Err(a), Err(b)) => assert_eq!((a, &whole.0), (b, &halves.0)),
+        _ => panic!("splitting the input changed the verdict: {whole:?} vs {halves:?}"),
+    }
+    match whole.2 {
+        Err(s) => s,
+        Ok(_) => 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

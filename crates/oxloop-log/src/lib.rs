@@ -40,6 +40,12 @@ pub use error::LogError;
 pub use file::{FileOptions, Rotation};
 pub use filter::{parse_filter, ENV_VAR};
 
+#[doc(hidden)]
+pub mod fuzz {
+    //! Entry points for fuzzing the SMTP reply parser (`fuzz/`).
+    pub use crate::email::fuzz_replies;
+}
+
 use oxloop::EventLoop;
 use std::io::IsTerminal;
 use std::rc::Rc;

@@ -31,6 +31,7 @@ use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::{Layer, Registry};
 
+pub use reply::fuzz_replies;
 pub(crate) use smtp::SmtpError;
 
 /// Which certificates authenticate the SMTP server after STARTTLS.

@@ -71,6 +71,31 @@ impl ReplyParser {
     }
 }
 
+/// Feeds `input`, split into lines at each `\n`, to a reply parser and checks what
+/// comes out: codes in 200..600, at least one line per reply, no reply over
+/// `MAX_REPLY` bytes. For fuzzing: must never panic.
+pub fn fuzz_replies(input: &[u8]) {
+    let mut parser = ReplyParser::default();
+    let mut since_reply = 0;
+    for line in input.split_inclusive(|&b| b == b'\n') {
+        since_reply += line.len();
+        match parser.push(line) {
+            Ok(Some(reply)) => {
+                assert!((200..600).contains(&reply.code), "code {}", reply.code);
+                assert!(!reply.lines.is_empty(), "a reply without lines");
+                assert!(since_reply <= MAX_REPLY, "a reply over the limit");
+                since_reply = 0;
+            }
+            Ok(None) => {}
+            // The connection is dropped on a bad reply: start again, as a new one would.
+            Err(_) => {
+                parser = ReplyParser::default();
+                since_reply = 0;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
