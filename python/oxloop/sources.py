@@ -31,6 +31,7 @@ foreign loop, needs no source: see `Loop.fileno`, `Loop.next_timeout` and
 from __future__ import annotations
 
 import asyncio
+import asyncio.selector_events
 import math
 import os
 import selectors
@@ -451,15 +452,12 @@ class AsyncioSource(Source):
     """
 
     def __init__(self, foreign: asyncio.AbstractEventLoop, *, close_loop: bool = True) -> None:
-        selector = getattr(foreign, "_selector", None)
-        if not isinstance(foreign, asyncio.BaseEventLoop) or not isinstance(
-            selector, selectors.BaseSelector
-        ):
-            raise TypeError(f"AsyncioSource wants an asyncio selector event loop, got {foreign!r}")
         if hasattr(foreign, "run_once"):
             raise TypeError(
                 f"{foreign!r} is an oxloop loop: hook it with OxloopSource (through its fileno())"
             )
+        if not isinstance(foreign, asyncio.selector_events.BaseSelectorEventLoop):
+            raise TypeError(f"AsyncioSource wants an asyncio selector event loop, got {foreign!r}")
         if foreign.is_closed():
             raise RuntimeError(f"{foreign!r} is closed")
         if foreign.is_running():
