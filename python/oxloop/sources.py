@@ -448,7 +448,9 @@ class AsyncioSource(Source):
     through `call_soon_threadsafe` or `asyncio.run_coroutine_threadsafe` (they write to
     its self-pipe, which is one of the watched fds); after a plain `call_soon`,
     `call_later` or `add_reader` on it from outside, call `source.update()`.
-    `close()` closes the foreign loop (unless `close_loop=False`).
+    `close()` closes the foreign loop (unless `close_loop=False`): end it by removing
+    the source (or closing the oxloop loop), not by closing it while it is hooked, which
+    would close fds the oxloop loop still watches.
     """
 
     def __init__(self, foreign: asyncio.AbstractEventLoop, *, close_loop: bool = True) -> None:

@@ -536,3 +536,40 @@ def test_oxloop_inside_oxloop(loop):
     assert not inner.is_closed()
     loop.close()
     assert inner.is_closed()
+
+
+def test_an_idle_foreign_loop_is_not_polled(loop):
+    foreign = asyncio.SelectorEventLoop()
+    src = AsyncioSource(foreign)
+    steps = []
+    original_step = src.step
+    src.step = lambda: (steps.append(1), original_step())
+    add_source(loop, src)
+    done = []
+    foreign.call_soon_threadsafe(foreign.call_later, 0.05, done.append, True)
+
+    async def until():
+        while not done:
+            await asyncio.sleep(0.01)
+
+    run(loop, until())
+    # Woken by the self-pipe, then by its timer: a handful of steps, not one per cycle
+    # of a spinning loop.
+    assert 1 <= len(steps) < 10
+    assert src.deadline() is None
+
+
+def test_keyboard_interrupt_in_a_foreign_loop_leaves_the_outer_loop(loop):
+    foreign = asyncio.SelectorEventLoop()
+    add_source(loop, AsyncioSource(foreign))
+
+    def interrupt():
+        raise KeyboardInterrupt
+
+    foreign.call_soon_threadsafe(interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        loop.run_forever()
+    assert asyncio._get_running_loop() is None
+    # Both loops go on working afterwards.
+    future = asyncio.run_coroutine_threadsafe(asyncio.sleep(0, "again"), foreign)
+    assert run(loop, asyncio.wrap_future(future)) == "again"
