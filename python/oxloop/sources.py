@@ -80,7 +80,7 @@ class Source:
     #: The loop the source is added to (`None` when it is not added).
     loop: Any = None
 
-    def fds(self) -> Iterable[tuple[int, int]]:
+    def fds(self) -> Iterable[tuple[Any, int]]:
         """The fds to watch now: `(fd, events)` pairs, `events` being `READ`, `WRITE`
         or `READ | WRITE`; `fd` an int or an object with `fileno()`. Default: none."""
         return ()
@@ -376,17 +376,13 @@ def _watched_by_loop(loop, fd: int) -> bool:
         return False
 
 
-def _running_loop_or_none():
-    return events._get_running_loop()
-
-
 def _update_from_anywhere(source: Source) -> None:
     """`source.update()` on the source's loop: at once when called from that loop's
     callbacks, else through `call_soon_threadsafe`."""
     loop = source.loop
     if loop is None or loop.is_closed():
         return
-    if _running_loop_or_none() is loop:
+    if events._get_running_loop() is loop:
         source.update()
     else:
         loop.call_soon_threadsafe(source.update)
