@@ -6,7 +6,8 @@
 #   ./test.sh
 #
 # System packages: the HTTP tests use curl, oxloop's `glib` feature needs the GLib
-# development files (pkg-config glib-2.0), and a Debian Python needs its venv package.
+# development files (pkg-config glib-2.0), the Tk tests an X server (Xvfb), and a
+# Debian Python needs its venv package.
 # As root with apt-get, missing ones are installed; otherwise the script says what is
 # missing and what it skips, before building anything.
 #
@@ -45,6 +46,7 @@ record() { # record PART RESULT [DETAIL]: one summary line, with the time since 
 
 have_curl() { command -v curl >/dev/null; }
 have_glib() { command -v pkg-config >/dev/null && pkg-config --exists glib-2.0; }
+have_xvfb() { command -v Xvfb >/dev/null; } # an X display for the Tk tests
 
 # Each wanted Python version: the newest patch release under ~/.pyenv/versions, else
 # python3.X on PATH, else the default python3 if it is that version.
@@ -75,11 +77,17 @@ missing_packages() {
     have_curl || packages+=(curl)
     command -v pkg-config >/dev/null || packages+=(pkg-config)
     have_glib || packages+=(libglib2.0-dev)
+    have_xvfb || packages+=(xvfb)
     local minor
     for minor in $pythons_wanted; do
         local py=${python_of[$minor]}
         if [ -n "$py" ] && ! can_make_venv "$py" && [[ $py == /usr/bin/* ]]; then
             packages+=("python$minor-venv")
+        fi
+        # Debian's tkinter (for the Tk tests) comes for its default python3 only.
+        if [ -n "$py" ] && [ "$py" = "$(readlink -f /usr/bin/python3 2>/dev/null)" ] &&
+            ! "$py" -c 'import tkinter' 2>/dev/null; then
+            packages+=(python3-tk)
         fi
     done
     printf '%s\n' "${packages[@]}" | sort -u | grep .
@@ -126,6 +134,9 @@ fi
 if ! have_curl; then
     note "SKIPPED: curl is missing, so the HTTP tests that run curl pass without running it"
 fi
+if ! have_xvfb; then
+    note "SKIPPED: the Tk tests (python/tests/test_sources_tk.py): Xvfb is missing"
+fi
 for minor in $pythons_wanted; do
     py=${python_of[$minor]}
     if [ -z "$py" ]; then
@@ -135,6 +146,8 @@ for minor in $pythons_wanted; do
         python_of[$minor]=
     else
         note "Python $minor: $py"
+        "$py" -c 'import tkinter' 2>/dev/null ||
+            note "SKIPPED: the Tk tests on Python $minor (its tkinter is missing)"
     fi
 done
 

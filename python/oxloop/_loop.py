@@ -21,7 +21,7 @@ import sys
 import threading
 from asyncio import coroutines, events, exceptions, sslproto, tasks, unix_events
 
-from . import _oxloop
+from . import _oxloop, sources
 from ._transports import SocketTransport
 
 __all__ = ["Loop"]
@@ -151,17 +151,57 @@ class Loop(_oxloop.LoopCore, unix_events.SelectorEventLoop):
             self._set_coroutine_origin_tracking(False)
             sys.set_asyncgen_hooks(*old_hooks)
 
+    def run_once(self, timeout: float | None = None) -> None:
+        """Runs exactly one cycle: waits at most `timeout` seconds for I/O (`None`:
+        until something happens; never past the earliest timer, and not at all when
+        callbacks are ready), then runs the fd callbacks, due timers and ready
+        callbacks of that cycle, as one iteration of `run_forever` does.
+
+        While it runs, this loop is the running loop (`asyncio.get_running_loop()`),
+        so asyncio code inside works; the running loop of a host that calls it (a
+        source's dispatch, another loop's callback) is put back afterwards. A
+        `stop()` made before or during the cycle is used up by it. For driving the
+        loop from another loop, with `fileno()` and `next_timeout()`: see
+        docs/python-sources.md."""
+        self._check_closed()
+        if self.is_running():
+            if self._thread_id == threading.get_ident():
+                raise RuntimeError(
+                    "This event loop is already running (run_once was called from one of "
+                    "its own callbacks)"
+                )
+            raise RuntimeError("This event loop is running in another thread")
+        outer_loop = events._get_running_loop()
+        old_hooks = sys.get_asyncgen_hooks()
+        self._set_coroutine_origin_tracking(self._debug)
+        try:
+            self._thread_id = threading.get_ident()
+            sys.set_asyncgen_hooks(
+                firstiter=self._asyncgen_firstiter_hook,
+                finalizer=self._asyncgen_finalizer_hook,
+            )
+            events._set_running_loop(self)
+            self._run_once_core(timeout, self.slow_callback_duration if self._debug else None)
+        finally:
+            self._stopping = False
+            self._thread_id = None
+            events._set_running_loop(outer_loop)
+            self._set_coroutine_origin_tracking(False)
+            sys.set_asyncgen_hooks(*old_hooks)
+
     def is_running(self) -> bool:
         """Whether `run_forever` is running."""
         return self._core_running()
 
     def close(self) -> None:
-        """Closes the loop: drops pending callbacks, shuts the default executor down
+        """Closes the loop: removes its event sources (`oxloop.sources`, each one's
+        `close()` called), drops pending callbacks, shuts the default executor down
         (without waiting) and frees the core's fds. A running loop cannot be closed."""
         if self.is_running():
             raise RuntimeError("Cannot close a running event loop")
         if self.is_closed():
             return
+        sources.close_sources(self)
         super().close()
         self._close_core()
         self._forget_children()

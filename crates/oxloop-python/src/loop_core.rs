@@ -5,14 +5,14 @@
 use crate::handle::{Handle, TimerHandle};
 use crate::running::{self, thread_token, GilCell, LoopCell, LoopShared};
 use oxloop::{EventLoop, LoopRemote};
-use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError};
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 use pyo3::PyClassInitializer;
 use std::cell::{Ref, RefCell};
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -447,6 +447,91 @@ impl LoopCore {
         running::set_debug(None);
         self.shared.running_thread.store(0, Ordering::Release);
         result
+    }
+
+    /// Runs exactly one cycle of the loop, waiting at most `timeout` seconds for I/O
+    /// (`None`: until something happens), never past the earliest timer, and not at
+    /// all when callbacks are ready. Refused while the loop runs (here or on another
+    /// thread). Raises what a callback let escape, as `_run_forever_core` does.
+    #[pyo3(signature = (timeout=None, slow_callback_duration=None))]
+    fn _run_once_core(
+        &self,
+        py: Python<'_>,
+        timeout: Option<f64>,
+        slow_callback_duration: Option<f64>,
+    ) -> PyResult<()> {
+        let timeout = match timeout {
+            None => None,
+            Some(t) if t.is_nan() => {
+                return Err(PyValueError::new_err("timeout must be a number, not NaN"))
+            }
+            Some(t) => Some(Duration::try_from_secs_f64(t.max(0.0)).unwrap_or(Duration::MAX)),
+        };
+        let me = thread_token();
+        match self.shared.running_thread.load(Ordering::Acquire) {
+            0 => {}
+            thread if thread == me => {
+                return Err(PyRuntimeError::new_err(
+                    "This event loop is already running (run_once was called from one of \
+                     its own callbacks)",
+                ))
+            }
+            _ => {
+                return Err(PyRuntimeError::new_err(
+                    "This event loop is running in another thread; run_once must not \
+                     interleave with it",
+                ))
+            }
+        }
+        let core = self.core(py)?;
+        if self
+            .shared
+            .running_thread
+            .compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return Err(PyRuntimeError::new_err(
+                "This event loop is already running",
+            ));
+        }
+        // A loop stepped from inside another loop's callback: keep what belongs to the
+        // outer loop (its debug setting and an exception on its way out) aside.
+        let outer_debug = running::debug_setting();
+        let outer_pending = running::take_pending();
+        running::set_debug(slow_callback_duration);
+        let mut result = core.ev.run_once(timeout).map_err(os_error);
+        if let Err(err) = py.check_signals() {
+            running::stop_with(err);
+        }
+        if let Some(err) = running::take_pending() {
+            result = Err(err);
+        }
+        // A `stop()` called before or during the cycle has had its effect: the cycle
+        // ended (the core forgets it too). Kept, it would make `next_timeout()` say 0
+        // for ever to a host that only calls `run_once`.
+        self.shared.stopping.store(false, Ordering::Release);
+        running::set_debug(outer_debug);
+        if let Some(err) = outer_pending {
+            running::stop_with(err);
+        }
+        self.shared.running_thread.store(0, Ordering::Release);
+        result
+    }
+
+    /// The loop's pollable fd (the core's epoll fd): readable when an fd the loop
+    /// watches is ready or another thread woke it. Timers do not make it readable: a
+    /// host also waits at most `next_timeout()`.
+    fn fileno(&self, py: Python<'_>) -> PyResult<RawFd> {
+        Ok(self.core(py)?.ev.as_raw_fd())
+    }
+
+    /// How long a host may wait on `fileno()` before the next `run_once`: `0.0` when
+    /// work is ready, the seconds to the earliest timer, or `None` when only I/O (or
+    /// another thread) can wake the loop. Call it right before waiting: it also arms the
+    /// cross-thread wake-up, so `call_soon_threadsafe` makes `fileno()` readable.
+    fn next_timeout(&self, py: Python<'_>) -> PyResult<Option<f64>> {
+        let core = self.core(py)?;
+        Ok(core.ev.prepare_wait().map(|d| d.as_secs_f64()))
     }
 
     /// Makes `run_forever` return after the current iteration.

@@ -195,6 +195,12 @@ pub(crate) fn debug() -> bool {
     DEBUG_RUNNING.load(Ordering::Relaxed) != 0 && SLOW_CALLBACK.with(|s| s.get().is_some())
 }
 
+/// The slow-callback threshold of the loop running on this thread (`None`: not in
+/// debug mode), to put back after stepping another loop inside it.
+pub(crate) fn debug_setting() -> Option<f64> {
+    SLOW_CALLBACK.with(Cell::get)
+}
+
 /// Sets the debug mode of the loop running on this thread.
 pub(crate) fn set_debug(slow_callback_duration: Option<f64>) {
     let was = SLOW_CALLBACK.with(|s| s.replace(slow_callback_duration));
@@ -208,9 +214,9 @@ pub(crate) fn set_debug(slow_callback_duration: Option<f64>) {
 /// Runs `f` with the GIL, from a callback of the core.
 pub(crate) fn with_gil<R>(f: impl FnOnce(Python<'_>) -> R) -> R {
     // SAFETY: the core runs callbacks only when Python called into it: inside
-    // `LoopCore::_run_forever_core`, or synchronously inside a method such as
-    // `StreamTransport._start` (a transport's `connection_made`); Python holds the GIL
-    // for every such call. The GIL is given up only inside the kernel wait
+    // `LoopCore::_run_forever_core` or `_run_once_core`, or synchronously inside a
+    // method such as `StreamTransport._start` (a transport's `connection_made`); Python
+    // holds the GIL for every such call. The GIL is given up only inside the kernel wait
     // (`wait_without_gil`), which runs no callback.
     let py = unsafe { Python::assume_attached() };
     f(py)

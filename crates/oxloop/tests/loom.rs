@@ -119,6 +119,27 @@ fn a_call_while_the_loop_is_awake_is_taken_before_it_sleeps() {
     });
 }
 
+/// A host that asks the loop to prepare its wait (`prepare_wait`, then polls the
+/// loop's fd itself) and then runs one cycle: `prepare_sleep` runs twice with no wake
+/// between, and a call from another thread still wakes the loop.
+#[test]
+fn a_call_reaches_a_loop_prepared_twice() {
+    loom::model(|| {
+        let model = Model::new();
+        let caller = {
+            let model = model.clone();
+            thread::spawn(move || assert!(model.call(3)))
+        };
+        let prepared = model.mailbox.prepare_sleep();
+        let mut got = model.iterate(prepared);
+        while got.is_empty() {
+            got = model.iterate(true);
+        }
+        assert_eq!(got, [3]);
+        caller.join().unwrap();
+    });
+}
+
 /// A stop asked from another thread always reaches a sleeping loop.
 #[test]
 fn a_stop_request_always_wakes_the_loop() {

@@ -339,6 +339,19 @@ fn prepare_wait_lets_other_threads_wake_the_fd() {
 }
 
 #[test]
+fn run_once_after_prepare_wait_still_waits_for_the_timer() {
+    let ev = EventLoop::new().unwrap();
+    let fired = Rc::new(Cell::new(false));
+    let f = fired.clone();
+    ev.call_later(Duration::from_millis(20), move || f.set(true));
+    assert!(ev.prepare_wait().unwrap() > Duration::ZERO);
+    // The one cycle blocks until the timer is due (the loop was already marked
+    // sleeping by `prepare_wait`, which must not turn the wait into a poll).
+    ev.run_once(None).unwrap();
+    assert!(fired.get());
+}
+
+#[test]
 fn an_unreferenced_source_does_not_keep_run_going() {
     let ev = EventLoop::new().unwrap();
     let (_a, b) = UnixStream::pair().unwrap();

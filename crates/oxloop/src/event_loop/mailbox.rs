@@ -51,11 +51,14 @@ impl<T> Mailbox<T> {
     }
 
     /// Called by the loop just before blocking. False means something was queued in the
-    /// meantime and the loop must not block.
+    /// meantime and the loop must not block. Already `SLEEPING` (a host called
+    /// `prepare_wait` before `run_once`) is fine: no notification came since.
     pub fn prepare_sleep(&self) -> bool {
-        self.state
-            .compare_exchange(AWAKE, SLEEPING, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
+        matches!(
+            self.state
+                .compare_exchange(AWAKE, SLEEPING, Ordering::AcqRel, Ordering::Acquire),
+            Ok(_) | Err(SLEEPING)
+        )
     }
 
     /// Called by the loop after polling. True when it was notified since the last call.
