@@ -11,6 +11,9 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 EXPECTED = {
     "echo.py": ["HELLO", "FROM", "OXLOOP", "loop: oxloop._loop"],
     "timers_and_threads.py": ["call_soon", "from a thread", "timer first", "timer last"],
+    "wire_beeps.py": ["beep\a"] * 4,
+    "wire_show_event.py": ["Running...", "Running...", "Event 2", "Running...", "Event 3"]
+    + ["Running...", "Event 4", "Running...", "Event 5"],
 }
 
 
