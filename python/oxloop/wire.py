@@ -384,6 +384,9 @@ class EventLoop:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            # Awaiting tasks that were already done does not yield to the loop, so
+            # their done callbacks may not have run: forget them here.
+            self._tasks.difference_update(tasks)
 
 
 class _Entry:
