@@ -811,13 +811,31 @@ class _LogState:
         self.sink: Any = None
         self._exit_hook = False
 
+    def change(self, **settings: Any) -> None:
+        """Applies new settings; if the outputs cannot be made, keeps the old ones."""
+        old = {name: getattr(self, name) for name in settings}
+        for name, value in settings.items():
+            setattr(self, name, value)
+        try:
+            self.configure()
+        except BaseException:
+            for name, value in old.items():
+                setattr(self, name, value)
+            self.configure()
+            raise
+
     def configure(self) -> None:
         """Makes the sink again for the new settings (the old one is flushed)."""
         self.close()
         state = self.loop_state()
-        if state is None or not isinstance(state.loop, _oxloop.LoopCore):
+        if state is None or not (self.terminal or self.file or self.mail):
             return
-        if not (self.terminal or self.file or self.mail):
+        if not isinstance(state.loop, _oxloop.LoopCore):
+            if self.file or self.mail:
+                raise RuntimeError(
+                    "the log's file and e-mail outputs need an oxloop loop; "
+                    f"this thread runs {type(state.loop).__name__}"
+                )
             return
         kwargs: dict[str, Any] = {
             "terminal": self.terminal,
@@ -890,16 +908,12 @@ class Log:
     @classmethod
     def set_level(cls, level: int) -> None:
         """Logs messages at `level` and more severe to the terminal and the file."""
-        log = cls._log()
-        log.level = _check_level(level)
-        log.configure()
+        cls._log().change(level=_check_level(level))
 
     @classmethod
     def set_terminal(cls, on: bool) -> None:
         """Turns the terminal output (stderr) on or off (off for a daemon)."""
-        log = cls._log()
-        log.terminal = bool(on)
-        log.configure()
+        cls._log().change(terminal=bool(on))
 
     @classmethod
     def set_file(
@@ -913,9 +927,8 @@ class Log:
         (`rotation="daily"`, or `"hourly"`), `dir/name.log` (`"never"`), or
         `dir/name.log` renamed `dir/name.N.log` when it would pass `max_bytes`
         (`"size"`); `max_files` keeps only the newest. `None` stops the file output."""
-        log = cls._log()
         if path is None:
-            log.file = None
+            file = None
         else:
             if rotation == "size" and max_bytes <= 0:
                 raise ValueError('rotation="size" needs max_bytes > 0')
@@ -923,14 +936,14 @@ class Log:
             prefix = name[:-4] if name.endswith(".log") else name
             if not prefix:
                 raise ValueError(f"log file {path!r} has no name")
-            log.file = {
+            file = {
                 "file_dir": directory or ".",
                 "file_prefix": prefix,
                 "rotation": rotation,
                 "max_bytes": max_bytes,
                 "max_files": max_files,
             }
-        log.configure()
+        cls._log().change(file=file)
 
     @classmethod
     def set_mail(
@@ -957,13 +970,14 @@ class Log:
         or the Mozilla roots); `credentials` is `(user, password)`. `from_addr=None`
         stops mailing."""
         log = cls._log()
+        mail_level = log.mail_level
         if from_addr is None:
-            log.mail = None
+            mail = None
         else:
             if isinstance(to_addrs, str):
                 to_addrs = [to_addrs]
-            log.mail_level = _check_level(level)
-            log.mail = {
+            mail_level = _check_level(level)
+            mail = {
                 "mail_server": server,
                 "mail_port": port,
                 "mail_from": from_addr,
@@ -978,7 +992,7 @@ class Log:
                 "mail_credentials": credentials,
                 "mail_allow_insecure_auth": allow_insecure_auth,
             }
-        log.configure()
+        log.change(mail=mail, mail_level=mail_level)
 
     @classmethod
     def mail_pending(cls) -> int:

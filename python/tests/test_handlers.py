@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -351,6 +353,42 @@ def test_log_to_a_file_with_levels(ev, tmp_path):
         Log.set_level(9)
     with pytest.raises(ValueError):
         Log.set_file(tmp_path / "x.log", rotation="weekly")
+    Log.info("still written to the first file")
+    Log.close()
+    assert "still written" in (tmp_path / "app.log").read_text()
+    with pytest.raises(ValueError, match="recipient"):
+        Log.set_mail(Log.ERROR, "app@example.com", ["not an address"], "127.0.0.1", 25)
+
+
+def test_log_terminal_output_on_and_off():
+    program = (
+        "from oxloop.handlers import Log\n"
+        "Log.error('first line')\n"
+        "Log.set_terminal(False)\n"
+        "Log.error('second line')\n"
+        "Log.set_terminal(True)\n"
+        "Log.warn('third line')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert "ERROR" in out.stderr and "first line" in out.stderr
+    assert "second line" not in out.stderr
+    assert "WARN" in out.stderr and "third line" in out.stderr
+
+
+def test_log_outputs_on_a_plain_asyncio_loop():
+    async def main():
+        ev = EventLoop()
+        try:
+            with pytest.raises(RuntimeError, match="need an oxloop loop"):
+                Log.set_file("/tmp/never-made.log")
+            Log.set_terminal(False)
+            Log.info("the settings before the failed change still hold")
+        finally:
+            ev.close()
+
+    asyncio.run(main())
 
 
 def test_log_file_rotation_by_size(ev, tmp_path):
