@@ -40,7 +40,8 @@ Where this differs from the original package, and why:
   destroys that handler (the original let it end the program); one from a timeout's
   callback is reported and the loop goes on. A handler whose fd was closed under it is
   reported the same way, and `exceptional_callback()` (default: `destroy()`) runs, so
-  the loop neither spins nor waits forever on it. `is_exceptional()` does not exist:
+  the loop neither spins nor waits forever on it (a socket's `fileno()` says it is
+  closed; an int fd is checked with `fstat`). `is_exceptional()` does not exist:
   epoll has no "exceptional" set in the sense of `select`.
 - `TCPClientHandler` keeps its socket non-blocking after connecting (the original made
   it blocking) and destroys itself after `connection_callback(False)`.
@@ -248,6 +249,7 @@ class Handler:
         self._reading = False
         self._writing = False
         self._destroyed = False
+        self._fd_gone = False
         self._state.changed()
 
     def __repr__(self) -> str:
@@ -331,7 +333,7 @@ class Handler:
     # The machinery.
     def _close_fd(self) -> None:
         fd = self.fd
-        if fd is None:
+        if fd is None or self._fd_gone:
             return
         if isinstance(fd, int):
             try:
@@ -353,8 +355,12 @@ class Handler:
         self._reading = self._writing = False
 
     def _current_fileno(self) -> int:
+        """The fd now: -1 once closed (a socket says so; an int fd is asked)."""
         try:
-            return _fileno_of(self.fd)
+            fileno = _fileno_of(self.fd)
+            if isinstance(self.fd, int):
+                os.fstat(fileno)
+            return fileno
         except (OSError, ValueError):
             return -1
 
@@ -385,10 +391,12 @@ class Handler:
                     loop.remove_writer(self._fileno)
                 self._writing = want_write
         except OSError as exc:
-            self._fd_lost(f"its fd cannot be watched ({exc})")
+            self._fd_lost(f"its fd cannot be watched ({exc})", gone=exc.errno == errno.EBADF)
 
-    def _fd_lost(self, why: str) -> None:
+    def _fd_lost(self, why: str, gone: bool = True) -> None:
         state = self._state
+        # Closed already: its number may belong to another file by now, never close it.
+        self._fd_gone = gone
         self._unwatch_quietly()
         state.report(f"handler {self.label!r} (fd {self._fileno}): {why}", handler=self)
         try:

@@ -188,6 +188,23 @@ def test_an_fd_closed_under_its_handler_is_reported_not_spun_on(ev):
     b.close()
 
 
+def test_an_int_fd_closed_under_its_handler_is_reported(ev):
+    r, w = os.pipe()
+    got = []
+
+    class PipeReader(Handler):
+        def read_callback(self):
+            got.append(os.read(r, 100))
+            os.close(r)  # closed without destroy()
+
+    handler = PipeReader("pipe", r)
+    os.write(w, b"x")
+    run(ev)
+    assert got == [b"x"] and not handler.alive()
+    assert "closed under it" in ev.errors[0]["message"]
+    os.close(w)
+
+
 def test_a_failing_callback_destroys_its_handler(ev):
     a, b = socket.socketpair()
 
