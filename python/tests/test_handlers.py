@@ -205,6 +205,21 @@ def test_an_int_fd_closed_under_its_handler_is_reported(ev):
     os.close(w)
 
 
+def test_an_fd_that_cannot_be_watched_is_reported_and_closed(ev, tmp_path):
+    fd = os.open(tmp_path / "regular", os.O_CREAT | os.O_RDWR)  # epoll refuses files
+
+    class FileReader(Handler):
+        def read_callback(self):
+            pass
+
+    handler = FileReader("file", fd)
+    run(ev)
+    assert not handler.alive()
+    assert "cannot be watched" in ev.errors[0]["message"]
+    with pytest.raises(OSError):
+        os.fstat(fd)  # destroy() closed it
+
+
 def test_a_failing_callback_destroys_its_handler(ev):
     a, b = socket.socketpair()
 
