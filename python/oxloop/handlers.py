@@ -653,9 +653,13 @@ class TCPListener(Handler):
                 return
             try:
                 self.handler_class(addr, conn)
-            except Exception:
+            except Exception as exc:  # that connection is lost; the listener goes on
                 conn.close()
-                raise
+                self._state.report(
+                    f"listener {self.label!r}: {self.handler_class.__name__}() failed",
+                    exc,
+                    handler=self,
+                )
 
 
 class TCPServerEventLoop(EventLoop):

@@ -341,6 +341,28 @@ def test_tcp_server_sees_the_peer_close(ev):
     assert len(closed) == 1
 
 
+def test_a_failing_connection_handler_leaves_the_listener_listening(ev):
+    made = []
+
+    class Picky(Echo):
+        def __init__(self, addr, sock):
+            made.append(addr)
+            if len(made) == 1:
+                raise ValueError("first one refused")
+            super().__init__(addr, sock)
+            self.destroy()
+            server.listener.destroy()
+
+    server = TCPServerEventLoop(("127.0.0.1", 0), TCPListener, Picky)
+    first = socket.create_connection(server.listener.address)
+    second = socket.create_connection(server.listener.address)
+    run(ev)
+    assert len(made) == 2
+    assert "Picky() failed" in ev.errors[0]["message"]
+    first.close()
+    second.close()
+
+
 def test_udp_echo(ev):
     replies = []
 
