@@ -117,3 +117,40 @@ class StreamTransport:
     @property
     def _protocol_paused(self) -> bool: ...
     def _fileno(self) -> int: ...
+
+class LogSink:
+    """The outputs of `oxloop-log` for `oxloop.handlers.Log`: the terminal (stderr), a
+    rotating file and batched, rate-limited e-mail sent by the loop. Belongs to the
+    thread that made it."""
+
+    def __init__(
+        self,
+        event_loop: LoopCore,
+        *,
+        terminal: bool = False,
+        ansi: bool | None = None,
+        level_filter: str = "trace",
+        file_dir: str | None = None,
+        file_prefix: str = "log",
+        rotation: str = "daily",
+        max_bytes: int = 0,
+        max_files: int | None = None,
+        mail_server: str | None = None,
+        mail_port: int = 25,
+        mail_from: str = "",
+        mail_to: list[str] = ...,
+        mail_level: int = 0,
+        mail_subject: str | None = None,
+        mail_interval: float = 60.0,
+        mail_gather: float = 1.0,
+        mail_timeout: float = 30.0,
+        mail_tls: str | None = None,
+        mail_ca_pem: bytes | None = None,
+        mail_credentials: tuple[str, str] | None = None,
+        mail_allow_insecure_auth: bool = False,
+    ) -> None: ...
+    def emit(self, level: int, message: str) -> None: ...
+    def mail_pending(self) -> int: ...
+    def mails_sent(self) -> int: ...
+    def send_mail_now(self) -> None: ...
+    def close(self) -> None: ...

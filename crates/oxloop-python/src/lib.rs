@@ -4,6 +4,7 @@
 //!   with asyncio's scheduling methods;
 //! - `Handle`, `TimerHandle` (`handle.rs`): asyncio's handles as native objects;
 //! - `StreamTransport` (`transport.rs`): asyncio's TCP/Unix transport on the core's;
+//! - `LogSink` (`log.rs`): the outputs of `oxloop-log` for `oxloop.handlers.Log`;
 //! - `running.rs`: which thread may touch a loop, the GIL around the kernel wait, and
 //!   the exception that leaves `run_forever`;
 //! - `ffi.rs`: the few CPython calls that need `unsafe`.
@@ -14,6 +15,7 @@
 #[allow(unsafe_code)] // the CPython calls PyO3 does not wrap, each with its SAFETY note
 mod ffi;
 mod handle;
+mod log;
 mod loop_core;
 #[allow(unsafe_code)] // `Send`/`Sync` for GIL-guarded cells, the GIL token in callbacks
 mod running;
@@ -28,5 +30,6 @@ fn _oxloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<handle::Handle>()?;
     m.add_class::<handle::TimerHandle>()?;
     m.add_class::<transport::StreamTransport>()?;
+    m.add_class::<log::LogSink>()?;
     Ok(())
 }

@@ -785,6 +785,28 @@ fn detached_loops_live_beside_the_current_one() {
 }
 
 #[test]
+fn a_detached_loop_can_become_the_current_one() {
+    let ev = EventLoop::new_detached().unwrap();
+    assert!(EventLoop::current().is_err());
+    ev.make_current().unwrap();
+    ev.make_current().unwrap(); // again: nothing changes
+    assert!(EventLoop::current().unwrap().ptr_eq(&ev));
+    // Tasks need the current loop: their wakers find it there.
+    let done = ev.spawn(async {
+        oxloop::task::sleep(Duration::from_millis(1)).await;
+        7
+    });
+    assert_eq!(ev.block_on(done).unwrap().unwrap(), 7);
+    let other = EventLoop::new_detached().unwrap();
+    let err = other.make_current().unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists);
+    ev.destroy();
+    assert!(EventLoop::current().is_err());
+    other.make_current().unwrap();
+    other.destroy();
+}
+
+#[test]
 fn the_wait_wrapper_runs_around_blocking_waits_only() {
     thread_local! {
         static WRAPPED: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };

@@ -272,6 +272,31 @@ impl EventLoop {
             })
     }
 
+    /// Makes this loop (made with [`EventLoop::new_detached`]) the current thread's loop,
+    /// so that [`EventLoop::current`], tasks and async I/O find it, until it is
+    /// destroyed. Does nothing if it already is.
+    ///
+    /// Fails with [`io::ErrorKind::AlreadyExists`] if another live loop is the thread's.
+    /// For hosts that create loops detached and later run Rust tasks on one of them
+    /// (the Python binding's e-mail log).
+    pub fn make_current(&self) -> io::Result<()> {
+        CURRENT.with(|current| {
+            let mut current = current.borrow_mut();
+            match current.upgrade() {
+                Some(inner) if Rc::ptr_eq(&inner, &self.inner) => Ok(()),
+                Some(_) => Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    "this thread already has another event loop",
+                )),
+                None => {
+                    *current = Rc::downgrade(&self.inner);
+                    CURRENT_ID.with(|c| c.set(self.inner.id));
+                    Ok(())
+                }
+            }
+        })
+    }
+
     /// Whether two handles refer to the same loop.
     pub fn ptr_eq(&self, other: &EventLoop) -> bool {
         Rc::ptr_eq(&self.inner, &other.inner)
