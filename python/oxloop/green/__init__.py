@@ -16,9 +16,10 @@ async def main():                 # from asyncio code on an oxloop loop
     return await green.run(fetch, 21)
 ```
 
-`oxloop.green.socket`, `.ssl`, `.select`, `.dns`, `.os` and `.subprocess` are
-blocking-style I/O that switches instead of blocking; `patch_all()` puts them into the
-standard library so unmodified code (urllib, http.client, socketserver) runs green.
+`socket`, `SSLSocket`, `select`, `poll`, the DNS functions, `read`/`write`/`pipe` and
+`Popen` are blocking-style I/O that switches instead of blocking; `patch_all()` puts
+them into the standard library so unmodified code (urllib, http.client, socketserver)
+runs green, and `unpatch_all()` takes them out again.
 """
 
 from ._hub import (
@@ -32,6 +33,37 @@ from ._hub import (
     sleep,
     spawn,
     wait,
+)
+from ._io import (
+    Popen,
+    SSLContext,
+    SSLSocket,
+    TaskingMixIn,
+    create_connection,
+    getaddrinfo,
+    getfqdn,
+    gethostbyaddr,
+    gethostbyname,
+    gethostbyname_ex,
+    getnameinfo,
+    pipe,
+    poll,
+    read,
+    select,
+    socket,
+    socketpair,
+    wrap_socket,
+    write,
+)
+from ._patch import (
+    is_patched,
+    patch_all,
+    patch_dns,
+    patch_select,
+    patch_socket,
+    patch_ssl,
+    patch_time,
+    unpatch_all,
 )
 from ._sync import (
     BoundedSemaphore,
@@ -64,17 +96,44 @@ __all__ = [
     "LifoQueue",
     "Lock",
     "LoopExit",
+    "Popen",
     "PriorityQueue",
     "Queue",
     "RLock",
+    "SSLContext",
+    "SSLSocket",
     "Semaphore",
     "Task",
     "TaskExit",
     "TaskPoolExecutor",
+    "TaskingMixIn",
     "Timeout",
+    "create_connection",
     "current",
+    "getaddrinfo",
+    "getfqdn",
+    "gethostbyaddr",
+    "gethostbyname",
+    "gethostbyname_ex",
+    "getnameinfo",
+    "is_patched",
+    "patch_all",
+    "patch_dns",
+    "patch_select",
+    "patch_socket",
+    "patch_ssl",
+    "patch_time",
+    "pipe",
+    "poll",
+    "read",
     "run",
+    "select",
     "sleep",
+    "socket",
+    "socketpair",
     "spawn",
+    "unpatch_all",
     "wait",
+    "wrap_socket",
+    "write",
 ]
