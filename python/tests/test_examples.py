@@ -11,6 +11,12 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 EXPECTED = {
     "echo.py": ["HELLO", "FROM", "OXLOOP", "loop: oxloop._loop"],
     "timers_and_threads.py": ["call_soon", "from a thread", "timer first", "timer last"],
+    "green_echo_server.py": ["GREEN", "ECHO", "SERVER", "done"],
+    "green_crawler.py": ["30 pages", "page 0"],
+    "green_and_asyncio.py": [
+        *(f"asyncio says hello {n} and waited for asyncio" for n in range(3)),
+        "loop: oxloop._loop",
+    ],
 }
 
 
