@@ -141,6 +141,12 @@ class EventLoop:
         self._readers: dict[int, Handler] = {}
         self._writers: dict[int, Handler] = {}
         self._signals: dict[int, list[Handler]] = {}
+        self._pending: deque = deque()  # tasks started but not yet begun
+        self._start_scheduled = False
+        self._idle: list = []  # runner greenlets waiting for tasks
+        self._ready: deque = deque()  # tasks that yielded with sleep(0)
+        self._ready_scheduled = False
+        self._socket_readers: dict = {}  # fd -> [socket weakref, waiting greenlet]
         loop._green_evloop = self
         _local.evloop = self
 
@@ -329,6 +335,10 @@ class EventLoop:
         if hub is not None and not hub.dead and hub is not getcurrent():
             self.loop.stop()
             hub.switch()
+        idle, self._idle = self._idle, []
+        for runner in idle:
+            runner.parent = getcurrent()
+            runner.throw()  # GreenletExit: the runner ends
         if self._owns_loop and not self.loop.is_closed():
             if asyncio.events._get_running_loop() is None:
                 asyncio.set_event_loop(None)
@@ -336,6 +346,59 @@ class EventLoop:
         self.loop.__dict__.pop("_green_evloop", None)
         if getattr(_local, "evloop", None) is self:
             _local.evloop = None
+
+    # Tasks run on reused runner greenlets.
+    def _schedule_start(self, task) -> None:
+        self._work += 1
+        self._pending.append(task)
+        if not self._start_scheduled:
+            self._start_scheduled = True
+            self.loop.call_soon(self._start_pending)
+
+    def _start_pending(self) -> None:
+        """Runs the started tasks on runner greenlets (in the hub)."""
+        self._start_scheduled = False
+        hub = self._hub = getcurrent()
+        pending, idle = self._pending, self._idle
+        while pending:
+            runner = idle.pop() if idle else _Runner(self._drain, hub)
+            runner.switch()  # back when it parks idle or its task waits
+
+    def _drain(self) -> None:
+        """A runner greenlet's body: begins pending tasks one after another, then
+        parks among the idle runners until there are more."""
+        me = getcurrent()
+        pending = self._pending
+        while True:
+            began = 0
+            while pending:
+                if began == _BATCH:  # let the loop have a turn
+                    if not self._start_scheduled:
+                        self._start_scheduled = True
+                        self.loop.call_soon(self._start_pending)
+                    break
+                began += 1
+                task = pending.popleft()
+                me.task = task
+                task._runner = me
+                if me.gr_context is not None:
+                    me.gr_context = None  # each task begins with a fresh context
+                task._run()
+            me.task = None
+            hub = self._hub
+            if hub is None or hub.dead or len(self._idle) >= _MAX_IDLE_RUNNERS:
+                if hub is not None and not hub.dead and me.parent is not hub:
+                    me.parent = hub
+                return
+            self._idle.append(me)
+            hub.switch()
+
+    def _run_ready(self) -> None:
+        """Resumes the tasks that yielded with `sleep(0)` since the last turn."""
+        self._ready_scheduled = False
+        ready, self._ready = self._ready, deque()
+        for runner in ready:
+            runner.switch()
 
     # The hub.
     def _start_hub(self) -> greenlet:
@@ -439,7 +502,7 @@ class _Current:
 
     @property
     def task(self):
-        return getcurrent()
+        return _current_task()
 
 
 current = _Current()
@@ -496,15 +559,42 @@ def _wake_one(waiters: deque, loop) -> None:
             return
 
 
-class Task(greenlet):
-    """A green task: `target(*args, **kwargs)` run in its own greenlet on the thread's
-    loop, once `start()`ed. It ends normally on `TaskExit` (what `kill()` raises in
-    it); any other exception is reported through the loop's exception handler and
-    the other tasks go on."""
+class _Runner(greenlet):
+    """A greenlet that runs green tasks one after another (greenlets are reused:
+    creating one costs far more than switching to it). `task` is the task it runs."""
+
+    __slots__ = ("task",)
+
+
+_MAX_IDLE_RUNNERS = 256
+_BATCH = 1024  # tasks a runner starts in a row before the loop gets a turn
+
+
+class Task:
+    """A green task: `target(*args, **kwargs)` run on a greenlet of the thread's loop,
+    once `start()`ed. It ends normally on `TaskExit` (what `kill()` raises in it); any
+    other exception is reported through the loop's exception handler and the other
+    tasks go on."""
+
+    __slots__ = (
+        "_evloop",
+        "_target",
+        "_args",
+        "_kwargs",
+        "_name",
+        "_started",
+        "_done",
+        "_result",
+        "_exception",
+        "_joiners",
+        "_kill_first",
+        "_done_callbacks",
+        "_runner",
+        "__weakref__",
+    )
 
     def __init__(self, target=None, args=(), kwargs=None, name=None) -> None:
-        greenlet.__init__(self)
-        self._evloop = _evloop()
+        self._evloop = getattr(_local, "evloop", None) or _evloop()
         self._target = target
         self._args = args
         self._kwargs = kwargs if kwargs is not None else {}
@@ -512,10 +602,11 @@ class Task(greenlet):
         self._started = False
         self._done = False
         self._result = None
-        self._exception: BaseException | None = None
-        self._joiners: deque | None = None
-        self._kill_first: BaseException | None = None
-        self._done_callbacks: list | None = None
+        self._exception = None
+        self._joiners = None
+        self._kill_first = None
+        self._done_callbacks = None
+        self._runner = None
 
     @property
     def name(self) -> str:
@@ -528,44 +619,36 @@ class Task(greenlet):
         state = "done" if self._done else ("running" if self._started else "new")
         return f"<Task {self.name} {state}>"
 
-    def __bool__(self) -> bool:
-        return True
-
     def start(self) -> Task:
         """Schedules the task to run; returns it."""
         if self._started:
             raise RuntimeError("a task can be started only once")
         self._started = True
-        evloop = self._evloop
-        evloop._work += 1
-        evloop.loop.call_soon(self._bootstrap)
+        self._evloop._schedule_start(self)
         return self
 
-    def _bootstrap(self) -> None:
-        hub = getcurrent()
-        self._evloop._hub = hub
-        self.parent = hub
-        self.switch()
-
-    def run(self) -> None:  # the greenlet's body
+    def _run(self) -> None:
+        """Runs the target in the calling runner greenlet; never raises but for
+        what must end the runner (`GreenletExit`)."""
         kill_first = self._kill_first
         try:
             if kill_first is not None:
                 raise kill_first
-            target = self._target
-            if target is not None:
-                self._result = target(*self._args, **self._kwargs)
+            self._result = self._target(*self._args, **self._kwargs)
         except TaskExit:
             pass
-        except (KeyboardInterrupt, SystemExit) as exc:
-            self._exception = exc
-            self._evloop.loop.call_soon(_throw_main, self._evloop, exc)
-        except BaseException as exc:
+        except Exception as exc:
             self._exception = exc
             if not self._done_callbacks:
                 self._evloop._report(f"exception in green task {self.name}", exc, self)
-        finally:
+        except BaseException as exc:
+            self._exception = exc
             self._finish()
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                self._evloop.loop.call_soon(_throw_main, self._evloop, exc)
+                return
+            raise
+        self._finish()
 
     def _finish(self) -> None:
         self._done = True
@@ -586,42 +669,42 @@ class Task(greenlet):
         evloop._work -= 1
         if evloop._work == 0 and evloop._stop_when_idle:
             evloop.loop.stop()
-        hub = evloop._hub
-        if hub is not None and self.parent is not hub and not hub.dead:
-            self.parent = hub
 
     def join(self, timeout: float | None = None) -> bool:
         """Waits until the task ends (or `timeout` seconds pass); whether it ended."""
         if self._done:
             return True
-        if self is getcurrent():
-            raise RuntimeError("a task cannot join itself")
         if not self._started:
             raise RuntimeError("the task was not started")
+        runner = self._runner
+        if runner is not None and runner.task is self and runner is getcurrent():
+            raise RuntimeError("a task cannot join itself")
         if self._joiners is None:
             self._joiners = deque()
         _park(self._joiners, timeout)
         return self._done
 
     def kill(self, typ: type[BaseException] | BaseException = TaskExit) -> None:
-        """Raises `typ` (`TaskExit` by default) inside the task, at the point where
-        it waits; `join()` waits for it to end. Killing the running task raises at once."""
+        """Raises `typ` (`TaskExit` by default) inside the task, where it waits (at
+        once if it has not begun); `join()` waits for it to end. Killing the running
+        task raises in it at once."""
         if self._done:
             return
         exc = typ() if isinstance(typ, type) else typ
-        if self is getcurrent():
+        runner = self._runner
+        if runner is None:  # not begun: it raises as soon as it begins
+            self._kill_first = exc
+            if not self._started:
+                self.start()
+        elif runner is getcurrent():
             raise exc
-        if not self._started:
-            self._kill_first = exc  # it raises as soon as it starts
-            self.start()
-        elif self.gr_frame is None and not self.dead:
-            self._kill_first = exc  # scheduled, not yet running
         else:
             self._evloop.loop.call_soon(self._throw_in, exc)
 
     def _throw_in(self, exc: BaseException) -> None:
-        if not self._done and not self.dead:
-            self.throw(exc)
+        runner = self._runner
+        if not self._done and runner is not None and runner.task is self:
+            runner.throw(exc)
 
     def is_alive(self) -> bool:
         """Whether the task was started and has not ended."""
@@ -660,25 +743,56 @@ def _throw_main(evloop: EventLoop, exc: BaseException) -> None:
     main.throw(exc)
 
 
+def _current_task():
+    """The running task, or the greenlet that is not running one (main)."""
+    glet = getcurrent()
+    return getattr(glet, "task", None) or glet
+
+
 def spawn(fn, *args, **kwargs) -> Task:
     """Starts `fn(*args, **kwargs)` in a new green task; returns the task."""
     task = Task(fn, args, kwargs)
     task._started = True
-    evloop = task._evloop
-    evloop._work += 1
-    evloop.loop.call_soon(task._bootstrap)
+    task._evloop._schedule_start(task)
     return task
 
 
 def sleep(seconds: float = 0) -> None:
     """Lets the other tasks run for `seconds` (0: one turn of the loop)."""
-    evloop = getattr(_local, "evloop", None) or _evloop()
-    loop = evloop.loop
+    try:
+        evloop = _local.evloop
+    except AttributeError:
+        evloop = None
+    if evloop is None:
+        evloop = _evloop()
     cur = getcurrent()
+    if type(cur) is _Runner:  # a task: the hub runs the loop
+        if seconds <= 0:
+            # Tasks yielding in one iteration share one scheduled callback.
+            evloop._ready.append(cur)
+            if not evloop._ready_scheduled:
+                evloop._ready_scheduled = True
+                evloop.loop.call_soon(evloop._run_ready)
+            try:
+                evloop._hub.switch()
+            except BaseException:
+                try:
+                    evloop._ready.remove(cur)
+                except ValueError:
+                    pass
+                raise
+            return
+        handle = evloop.loop.call_later(seconds, cur.switch)
+        try:
+            evloop._hub.switch()
+        except BaseException:
+            handle.cancel()
+            raise
+        return
     if seconds <= 0:
-        handle = loop.call_soon(cur.switch)
+        handle = evloop.loop.call_soon(cur.switch)
     else:
-        handle = loop.call_later(seconds, cur.switch)
+        handle = evloop.loop.call_later(seconds, cur.switch)
     try:
         evloop._wait()
     except BaseException:

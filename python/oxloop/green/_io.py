@@ -20,11 +20,12 @@ import socket as _stdsocket
 import ssl as _ssl
 import subprocess as _subprocess
 import time as _time
+import weakref as _weakref
 
 from greenlet import getcurrent, greenlet
 
 from . import _hub
-from ._hub import _evloop, _local, _Waiter
+from ._hub import _evloop, _local, _Runner, _Waiter
 
 __all__ = [
     "Popen",
@@ -76,9 +77,13 @@ def _loop_for_wait():
     return None if evloop.loop.is_running() else evloop
 
 
-def _wait_fd(fd: int, write: bool, timeout: float | None) -> None:
+def _wait_fd(fd: int, write: bool, timeout: float | None, owner=None) -> None:
     """Waits until `fd` is readable (writable), raising `TimeoutError` after
-    `timeout` seconds."""
+    `timeout` seconds. A socket (`owner`) waiting to read from a task keeps its fd
+    watched between waits (see `_wait_readable`)."""
+    cur = getcurrent()
+    if owner is not None and not write and type(cur) is _Runner:
+        return _wait_readable(_local.evloop, cur, owner, fd, timeout)
     evloop = _loop_for_wait()
     if evloop is None:  # cannot switch here: block as the standard library would
         if write:
@@ -89,7 +94,6 @@ def _wait_fd(fd: int, write: bool, timeout: float | None) -> None:
             raise TimeoutError("timed out")
         return
     loop = evloop.loop
-    cur = getcurrent()
     if write:
         loop._add_writer(fd, cur.switch)
     else:
@@ -108,12 +112,63 @@ def _wait_fd(fd: int, write: bool, timeout: float | None) -> None:
         raise TimeoutError("timed out")
 
 
+def _wait_readable(evloop, cur, owner, fd: int, timeout: float | None) -> None:
+    """A task's wait for a socket to be readable, without two `epoll_ctl` calls per
+    wait: the fd stays watched after the wait (`evloop._socket_readers[fd]` is
+    `[weakref to the socket, waiting greenlet or None]`), and the watcher is removed
+    only when it fires with no task waiting, or when the socket closes."""
+    readers = evloop._socket_readers
+    entry = readers.get(fd)
+    if entry is None or entry[0]() is not owner:
+        loop = evloop.loop
+        if entry is not None and _is_lazy_reader(loop, fd):
+            loop._remove_reader(fd)  # left by a socket that is gone
+        entry = readers[fd] = [_weakref.ref(owner), None]
+        loop._add_reader(fd, _on_socket_readable, evloop, fd)
+    entry[1] = cur
+    timer = None
+    if timeout is not None:
+        timer = evloop.loop.call_later(timeout, cur.switch, _TIMED_OUT)
+    try:
+        woken = evloop._hub.switch()
+    finally:
+        entry[1] = None
+        if timer is not None:
+            timer.cancel()
+    if woken is _TIMED_OUT:
+        raise TimeoutError("timed out")
+
+
+def _on_socket_readable(evloop, fd: int) -> None:
+    entry = evloop._socket_readers.get(fd)
+    if entry is None:
+        return
+    waiting = entry[1]
+    if waiting is None:  # nobody waits now: stop watching until someone does
+        del evloop._socket_readers[fd]
+        evloop.loop._remove_reader(fd)
+        return
+    entry[1] = None
+    waiting.switch()
+
+
+def _is_lazy_reader(loop, fd: int) -> bool:
+    reader = loop._fd_handles(fd)[0]
+    return reader is not None and reader._callback is _on_socket_readable
+
+
 def _cancel_waits(fd: int) -> None:
     """Wakes the tasks waiting on `fd` (about to be closed) with `EBADF`."""
     evloop = getattr(_local, "evloop", None)
     if evloop is None or evloop.loop.is_closed():
         return
     loop = evloop.loop
+    entry = evloop._socket_readers.pop(fd, None)
+    if entry is not None and _is_lazy_reader(loop, fd):
+        loop._remove_reader(fd)
+        if entry[1] is not None:
+            exc = OSError(errno.EBADF, "the socket was closed while a task waited on it")
+            loop.call_soon(entry[1].throw, exc)
     reader, writer = loop._fd_handles(fd)
     for handle, remove in ((reader, loop._remove_reader), (writer, loop._remove_writer)):
         if handle is None:
@@ -194,9 +249,24 @@ class socket(_orig_socket):  # noqa: N801 - the standard library's name
         return self._gtimeout
 
     def _wait(self, write: bool) -> None:
-        if self._gtimeout == 0.0:
+        timeout = self._gtimeout
+        if timeout == 0.0:
             raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
-        _wait_fd(self.fileno(), write, self._gtimeout)
+        if not write:
+            cur = getcurrent()
+            if type(cur) is _Runner:
+                _wait_readable(_local.evloop, cur, self, self.fileno(), timeout)
+                return
+        _wait_fd(self.fileno(), write, timeout, self)
+
+    def _wait_read(self) -> None:
+        """`_wait(False)`, the common case, with one call less."""
+        cur = getcurrent()
+        timeout = self._gtimeout
+        if type(cur) is _Runner and timeout != 0.0:
+            _wait_readable(_local.evloop, cur, self, self.fileno(), timeout)
+        else:
+            self._wait(False)
 
     # Receiving.
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
@@ -205,7 +275,7 @@ class socket(_orig_socket):  # noqa: N801 - the standard library's name
             try:
                 return _c_recv(self, bufsize, flags)
             except BlockingIOError:
-                self._wait(False)
+                self._wait_read()
 
     def recv_into(self, buffer, nbytes: int = 0, flags: int = 0) -> int:
         """Receives into `buffer`; how many bytes."""
@@ -213,7 +283,7 @@ class socket(_orig_socket):  # noqa: N801 - the standard library's name
             try:
                 return _c_recv_into(self, buffer, nbytes, flags)
             except BlockingIOError:
-                self._wait(False)
+                self._wait_read()
 
     def recvfrom(self, bufsize: int, flags: int = 0):
         """Receives a datagram: `(data, address)`."""
@@ -254,6 +324,9 @@ class socket(_orig_socket):  # noqa: N801 - the standard library's name
             sent = _c_send(self, data, flags)
         except BlockingIOError:
             sent = 0
+        else:
+            if sent == len(data):
+                return
         with memoryview(data) as view, view.cast("B") as octets:
             total = len(octets)
             while sent < total:
@@ -363,6 +436,7 @@ class SSLSocket(_ssl.SSLSocket):
     setblocking = socket.setblocking
     getblocking = socket.getblocking
     _wait = socket._wait
+    _wait_read = socket._wait_read
     _real_close = socket._real_close
 
     @property

@@ -16,7 +16,7 @@ from concurrent.futures import CancelledError
 
 from greenlet import getcurrent
 
-from ._hub import Task, _evloop, _park, _Waiter, _wake_one
+from ._hub import Task, _current_task, _evloop, _park, _Waiter, _wake_one
 
 __all__ = [
     "BoundedSemaphore",
@@ -190,7 +190,7 @@ class RLock:
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
         """Takes the lock (again, if this task holds it); whether it got it."""
-        me = getcurrent()
+        me = _current_task()
         if self._owner is me:
             self._count += 1
             return True
@@ -202,7 +202,7 @@ class RLock:
 
     def release(self) -> None:
         """Releases one level; `RuntimeError` if this task does not hold it."""
-        if self._owner is not getcurrent():
+        if self._owner is not _current_task():
             raise RuntimeError("cannot release an RLock this task does not hold")
         self._count -= 1
         if self._count == 0:
@@ -210,7 +210,7 @@ class RLock:
             self._lock.release()
 
     def _is_owned(self) -> bool:
-        return self._owner is getcurrent()
+        return self._owner is _current_task()
 
     def _release_save(self):
         state = (self._owner, self._count)
@@ -550,7 +550,7 @@ class TaskPoolExecutor:
                 else:
                     future._finish(result, None)
         finally:
-            self._tasks.discard(getcurrent())
+            self._tasks.discard(_current_task())
 
     def map(self, fn, *iterables, timeout: float | None = None):
         """`fn` over the items of `iterables`, in parallel tasks; yields the results
