@@ -214,11 +214,12 @@ class socket(_orig_socket):  # noqa: N801 - the standard library's name
     """The standard library's `socket.socket`, with blocking calls that switch to the
     loop instead of blocking the thread (and `settimeout` applied per call)."""
 
-    __slots__ = ("_gtimeout",)
+    __slots__ = ("_gtimeout", "_drained")
 
     def __init__(self, family=-1, type=-1, proto=-1, fileno=None) -> None:  # noqa: A002
         _orig_socket.__init__(self, family, type, proto, fileno)
         self._gtimeout = _socket.getdefaulttimeout()
+        self._drained = False
         _c_settimeout(self, 0.0)
 
     # Timeouts live here; the fd stays non-blocking.
@@ -269,21 +270,42 @@ class socket(_orig_socket):  # noqa: N801 - the standard library's name
             self._wait(False)
 
     # Receiving.
+    # A read that got less than it asked for has most likely emptied the socket, so
+    # the next read of a task waits for readability first rather than fail with
+    # EAGAIN (a system call and an exception saved per message in a ping-pong).
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
         """Receives up to `bufsize` bytes (b"" at end of stream)."""
+        if self._drained:
+            self._drained = False
+            cur = getcurrent()
+            if type(cur) is _Runner and self._gtimeout != 0.0 and not flags:
+                _wait_readable(_local.evloop, cur, self, self.fileno(), self._gtimeout)
         while True:
             try:
-                return _c_recv(self, bufsize, flags)
+                data = _c_recv(self, bufsize, flags)
             except BlockingIOError:
                 self._wait_read()
+                continue
+            if len(data) < bufsize:
+                self._drained = True
+            return data
 
     def recv_into(self, buffer, nbytes: int = 0, flags: int = 0) -> int:
         """Receives into `buffer`; how many bytes."""
+        if self._drained:
+            self._drained = False
+            cur = getcurrent()
+            if type(cur) is _Runner and self._gtimeout != 0.0 and not flags:
+                _wait_readable(_local.evloop, cur, self, self.fileno(), self._gtimeout)
         while True:
             try:
-                return _c_recv_into(self, buffer, nbytes, flags)
+                count = _c_recv_into(self, buffer, nbytes, flags)
             except BlockingIOError:
                 self._wait_read()
+                continue
+            if count < (nbytes or len(buffer)):
+                self._drained = True
+            return count
 
     def recvfrom(self, bufsize: int, flags: int = 0):
         """Receives a datagram: `(data, address)`."""
@@ -431,6 +453,7 @@ class SSLSocket(_ssl.SSLSocket):
     `ssl.SSLContext` once `patch_ssl()` is in effect."""
 
     _gtimeout = None  # until `_create` sets the wrapped socket's timeout
+    _drained = False
     settimeout = socket.settimeout
     gettimeout = socket.gettimeout
     setblocking = socket.setblocking
