@@ -298,6 +298,8 @@ def test_timeout(evloop):
             green.Event().wait()
     with green.Timeout(5):
         green.sleep(0)
+    # The main greenlet's waits leave the loop free, a timeout too.
+    assert not evloop.loop.is_running()
 
 
 def test_task_pool_executor(evloop):

@@ -434,14 +434,23 @@ class EventLoop:
                 "from it with `oxloop.green.run` or `spawn`"
             )
         hub = self._start_hub()
-        value = hub.switch()
+        try:
+            value = hub.switch()
+        except BaseException:
+            # Thrown in from a callback (a Timeout, a kill): leave the loop free too.
+            self._finish_hub(hub)
+            raise
         if value is _LOOP_ENDED:
             raise LoopExit("the loop stopped while this greenlet waited")
         # Woken from inside the loop: let the hub finish this iteration and stop.
-        self.loop.stop()
-        while not hub.dead:
-            hub.switch()
+        self._finish_hub(hub)
         return value
+
+    def _finish_hub(self, hub: greenlet) -> None:
+        if not hub.dead:
+            self.loop.stop()
+            while not hub.dead:
+                hub.switch()
 
     def _can_wait(self) -> bool:
         """Whether the calling greenlet may wait (it is not the one running the loop)."""
