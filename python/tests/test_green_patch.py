@@ -10,6 +10,7 @@ import sys
 import textwrap
 
 import pytest
+from test_green_io import cert_files  # noqa: F401 - the fixture
 
 from oxloop import green
 
@@ -182,3 +183,78 @@ def test_patch_and_unpatch_in_process():
         green.unpatch_all()
     assert (socket.socket, socket.getaddrinfo, select.select, time.sleep) == originals
     assert not green.is_patched()
+
+
+def test_patched_https_with_urllib(cert_files):  # noqa: F811 - the imported fixture
+    cert, key = cert_files
+    assert run_script(
+        f"""
+        from oxloop import green
+        green.patch_all()
+        import http.server, ssl, urllib.request
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                body = b"secure " + self.path.encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        class Server(green.TaskingMixIn, http.server.HTTPServer):
+            request_queue_size = 64
+
+        server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server_ctx.load_cert_chain({cert!r}, {key!r})
+        server = Server(("127.0.0.1", 0), Handler)
+        server.socket = server_ctx.wrap_socket(server.socket, server_side=True)
+        assert isinstance(server.socket, green.SSLSocket)
+        serving = green.spawn(server.serve_forever, 0.05)
+        client_ctx = ssl.create_default_context(cafile={cert!r})
+        url = "https://localhost:%d/" % server.server_address[1]
+
+        def fetch(i):
+            with urllib.request.urlopen(url + str(i), context=client_ctx, timeout=30) as r:
+                return r.read()
+
+        tasks = [green.spawn(fetch, i) for i in range(20)]
+        assert [t.join(60) and t.result() for t in tasks] == [
+            b"secure /%d" % i for i in range(20)
+        ]
+        serving.kill()
+        serving.join()
+        server.server_close()
+        print("https")
+        """
+    ) == ["https"]
+
+
+def test_asyncio_still_works_while_patched():
+    assert run_script(
+        """
+        from oxloop import green
+        green.patch_all()
+        import asyncio, oxloop
+
+        async def handle(reader, writer):
+            writer.write((await reader.readline()).upper())
+            await writer.drain()
+            writer.close()
+
+        async def main():
+            server = await asyncio.start_server(handle, "127.0.0.1", 0)
+            port = server.sockets[0].getsockname()[1]
+            reader, writer = await asyncio.open_connection("localhost", port)
+            writer.write(b"patched\\n")
+            line = await reader.readline()
+            writer.close()
+            server.close()
+            await server.wait_closed()
+            return line.decode().strip()
+
+        print(oxloop.run(main()))
+        """
+    ) == ["PATCHED"]
