@@ -8,18 +8,21 @@ import signal
 import threading
 
 import pytest
+from conftest import open_fds
 
 from oxloop import green
 
 
 @pytest.fixture
 def evloop():
-    """A fresh green loop for the thread, destroyed afterwards."""
+    """A fresh green loop for the thread, destroyed afterwards, with no fd left open."""
+    before = open_fds()
     ev = green.EventLoop()
     try:
         yield ev
     finally:
         ev.destroy()
+    assert open_fds() <= before
 
 
 def test_current_loop_and_task(evloop):
