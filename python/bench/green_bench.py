@@ -4,7 +4,9 @@
 2. 500,000 `sleep(0)` switches between 10 tasks,
 3. a green echo server's CPU per message: the server in its own process, the load
    (64-byte ping-pong over several connections) from another process; the server's
-   user + system CPU (from /proc) divided by the messages echoed.
+   user + system CPU (from /proc) divided by the messages echoed,
+4. the same ping-pong between two green tasks over a socket pair in one process (CPU
+   per round trip): the library's own cost, without the other process's wake-ups.
 
 1 and 2 are timed in CPU seconds of the process (`time.process_time`), which a shared
 machine's load disturbs less than wall time; a rate is the inverse of that time.
@@ -72,6 +74,43 @@ def bench_gevent():
         task.join()
     switch = time.process_time() - t0
     return spawn, switch
+
+
+PINGPONGS = 100_000
+
+
+def pingpong(kind: str) -> float:
+    """CPU seconds per round trip between two tasks over a Unix socket pair."""
+    if kind == "oxloop":
+        from oxloop import green
+
+        spawn, socketpair = green.spawn, green.socketpair
+    else:
+        import gevent
+        import gevent.socket
+
+        spawn, socketpair = gevent.spawn, gevent.socket.socketpair
+    a, b = socketpair()
+
+    def echo():
+        while True:
+            data = b.recv(65536)
+            if not data:
+                break
+            b.sendall(data)
+
+    def client():
+        message = b"x" * 64
+        for _ in range(PINGPONGS):
+            a.sendall(message)
+            a.recv(65536)
+        a.close()
+
+    t0 = time.process_time()
+    server, talker = spawn(echo), spawn(client)
+    talker.join()
+    server.join()
+    return (time.process_time() - t0) / PINGPONGS
 
 
 # The echo server (run as a child process: `serve oxloop|gevent`).
@@ -194,12 +233,20 @@ def main() -> None:
             best["switch"] = min(best.get("switch", switch), switch)
             cpu = echo_cpu_per_message(peer, args.connections, args.messages)
             best["echo"] = min(best.get("echo", cpu), cpu)
+            out = subprocess.run(
+                [sys.executable, __file__, "pingpong", peer], capture_output=True, text=True
+            )
+            if out.returncode:
+                raise SystemExit(out.stderr)
+            cpu = float(out.stdout)
+            best["pingpong"] = min(best.get("pingpong", cpu), cpu)
 
     print(f"{'':32} " + " ".join(f"{p:>12}" for p in peers) + "   oxloop vs gevent")
     rows = [
         ("spawn+join 100,000 (CPU ms)", "spawn", 1e3, "rate"),
         (f"sleep(0) x {SWITCH_TASKS * SWITCHES_PER_TASK:,} (CPU ms)", "switch", 1e3, "rate"),
         ("echo server CPU / message (µs)", "echo", 1e6, "cpu"),
+        ("in-process ping-pong (µs CPU)", "pingpong", 1e6, "cpu"),
     ]
     for label, key, scale, kind in rows:
         cells = " ".join(f"{results[p][key] * scale:12.2f}" for p in peers)
@@ -215,6 +262,8 @@ if __name__ == "__main__":
         serve(sys.argv[2])
     elif len(sys.argv) > 1 and sys.argv[1] == "load":
         load(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+    elif len(sys.argv) > 1 and sys.argv[1] == "pingpong":
+        print(pingpong(sys.argv[2]))
     elif len(sys.argv) > 1 and sys.argv[1] == "tasks":
         spawn_s, switch_s = bench_oxloop() if sys.argv[2] == "oxloop" else bench_gevent()
         print(spawn_s, switch_s)
