@@ -235,6 +235,51 @@ def test_tls_with_a_self_signed_certificate(evloop, cert_files):
     server.close()
 
 
+def test_sslobject_and_memory_bios_over_a_green_socket(evloop, cert_files):
+    cert, key = cert_files
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert, key)
+    client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client_ctx.load_verify_locations(cert)
+    a, b = green.socketpair()
+    server = green.spawn(
+        lambda: (lambda s: (s.sendall(s.recv(100) * 2), s.close()))(
+            green.wrap_socket(server_ctx, b, server_side=True)
+        )
+    )
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = client_ctx.wrap_bio(incoming, outgoing, server_hostname="localhost")
+
+    def flush():
+        pending = outgoing.read()
+        if pending:
+            a.sendall(pending)
+
+    def drive(operation, *args):
+        """Runs a TLS step, moving bytes between the BIOs and the green socket."""
+        while True:
+            try:
+                result = operation(*args)
+            except ssl.SSLWantReadError:
+                flush()
+                data = a.recv(65536)
+                if not data:
+                    incoming.write_eof()
+                incoming.write(data)
+                continue
+            flush()
+            return result
+
+    drive(tls.do_handshake)
+    drive(tls.write, b"bio ")
+    got = b""
+    while len(got) < 8:
+        got += drive(tls.read, 100)
+    assert got == b"bio bio "
+    server.join(10)
+    a.close()
+
+
 def test_select_and_poll(evloop):
     import select
 

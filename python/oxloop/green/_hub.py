@@ -507,10 +507,12 @@ class _Current:
 
     @property
     def loop(self) -> EventLoop:
+        """The calling thread's green `EventLoop` (created on first use)."""
         return _evloop()
 
     @property
     def task(self):
+        """The running `Task`, or the running greenlet if it is not a task."""
         return _current_task()
 
 

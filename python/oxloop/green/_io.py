@@ -908,6 +908,7 @@ class TaskingMixIn:
     (as `ThreadingMixIn` does in a thread)."""
 
     def process_request(self, request, client_address) -> None:
+        """Handles the request in a new green task."""
         _hub.spawn(self._process_request_in_task, request, client_address)
 
     def _process_request_in_task(self, request, client_address) -> None:
