@@ -102,6 +102,20 @@ def test_several_signal_handlers(evloop):
     evloop.run()  # nothing left: returns at once
 
 
+def test_run_goes_on_while_callbacks_schedule_more(evloop):
+    out = []
+
+    def chain(n):
+        out.append(n)
+        if n < 3:
+            evloop.call_later(0.001, chain, n + 1)
+            green.spawn(out.append, f"task {n}")
+
+    evloop.call_soon(chain, 0)
+    evloop.run()
+    assert out == [0, "task 0", 1, "task 1", 2, "task 2", 3]
+
+
 def test_run_forever_and_stop(evloop):
     out = []
     evloop.call_later(0.01, lambda: (out.append("x"), evloop.stop()))

@@ -77,14 +77,16 @@ class Handler:
             evloop = self._evloop
             evloop._work -= 1
             if evloop._work == 0 and evloop._stop_when_idle:
-                evloop.loop.stop()
+                evloop.loop.call_soon(evloop._stop_if_idle)
 
     def _run_once(self) -> None:
         """Runs a one-shot callback (call_soon, call_later, call_at)."""
         if not self._active:
             return
-        self._retire()
-        self._callback(*self._args, **self._kwargs)
+        try:
+            self._callback(*self._args, **self._kwargs)
+        finally:
+            self._retire()
 
     def _run_again(self, *_ignored) -> None:
         """Runs a repeating callback (fd watchers, signal handlers)."""
@@ -327,6 +329,12 @@ class EventLoop:
     def stop(self) -> None:
         """Stops the loop: `run`/`run_forever` return after this iteration."""
         self.loop.stop()
+
+    def _stop_if_idle(self) -> None:
+        """`run()`'s end: checked a turn after the last work ended, so work added in
+        the meantime keeps it going."""
+        if self._work == 0 and self._stop_when_idle:
+            self.loop.stop()
 
     def destroy(self) -> None:
         """Stops the loop, closes it if this object created it, and clears the
@@ -679,7 +687,7 @@ class Task:
                 evloop.loop.call_soon(callback, self)
         evloop._work -= 1
         if evloop._work == 0 and evloop._stop_when_idle:
-            evloop.loop.stop()
+            evloop.loop.call_soon(evloop._stop_if_idle)
 
     def join(self, timeout: float | None = None) -> bool:
         """Waits until the task ends (or `timeout` seconds pass); whether it ended."""
