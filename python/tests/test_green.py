@@ -390,3 +390,21 @@ def test_blocking_call_in_the_loop_greenlet_is_refused(evloop):
             green.sleep(0)
 
     evloop.loop.run_until_complete(main())
+
+
+def test_stop_while_the_main_greenlet_waits_raises_loop_exit(evloop):
+    evloop.call_later(0.01, evloop.stop)
+    with pytest.raises(green.LoopExit):
+        green.Event().wait()
+    assert not evloop.loop.is_running()
+
+
+def test_contextvars_do_not_leak_between_tasks(evloop):
+    import contextvars
+
+    var = contextvars.ContextVar("var", default="unset")
+    seen = []
+    for i in range(3):
+        green.spawn(lambda i=i: (seen.append(var.get()), var.set(i)))
+    evloop.run()
+    assert seen == ["unset"] * 3

@@ -460,13 +460,6 @@ class EventLoop:
             while not hub.dead:
                 hub.switch()
 
-    def _can_wait(self) -> bool:
-        """Whether the calling greenlet may wait (it is not the one running the loop)."""
-        hub = self._hub
-        if hub is None or hub.dead or not self.loop.is_running():
-            return not self.loop.is_running()
-        return hub is not getcurrent()
-
     def _report(self, message: str, exc: BaseException, task=None) -> None:
         context = {"message": message, "exception": exc}
         if task is not None:
