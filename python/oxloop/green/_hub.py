@@ -138,6 +138,8 @@ class EventLoop:
         self._main = root
         self._hub: greenlet | None = None  # the greenlet that runs the loop now
         self._own_hub: greenlet | None = None  # the hub greenlet started here
+        self._hub_in_loop = False  # whether that greenlet runs the loop now
+        self._hub_caller = None  # the greenlet it returns to when the loop stops
         self._work = 0  # live tasks and active handlers: run() ends at 0
         self._stop_when_idle = False
         self._readers: dict[int, Handler] = {}
@@ -323,7 +325,7 @@ class EventLoop:
         if self.loop.is_running():
             raise RuntimeError("the loop is already running")
         hub = self._start_hub()
-        while not hub.dead:
+        while self._hub_in_loop and not hub.dead:
             hub.switch()
 
     def stop(self) -> None:
@@ -341,8 +343,11 @@ class EventLoop:
         thread's current loop (a new `EventLoop` may then be made on this thread)."""
         hub = self._own_hub
         if hub is not None and not hub.dead and hub is not getcurrent():
-            self.loop.stop()
-            hub.switch()
+            self._finish_hub(hub)
+            self._hub_caller = None
+            hub.parent = getcurrent()
+            hub.throw()  # GreenletExit: the parked hub ends
+        self._own_hub = None
         idle, self._idle = self._idle, []
         for runner in idle:
             runner.parent = getcurrent()
@@ -408,19 +413,29 @@ class EventLoop:
         for runner in ready:
             runner.switch()
 
-    # The hub.
+    # The hub: one greenlet, reused for each run of the loop it starts.
     def _start_hub(self) -> greenlet:
-        hub = greenlet(self._hub_main)
-        self._hub = self._own_hub = hub
+        hub = self._own_hub
+        if hub is None or hub.dead:
+            hub = self._own_hub = greenlet(self._hub_main)
+        self._hub = hub
+        self._hub_in_loop = True
+        self._hub_caller = getcurrent()
         return hub
 
     def _hub_main(self):
-        try:
-            self.loop.run_forever()
-        finally:
-            if self._hub is getcurrent():
-                self._hub = None
-        return _LOOP_ENDED
+        while True:
+            try:
+                self.loop.run_forever()
+            finally:
+                self._hub_in_loop = False
+                if self._hub is getcurrent():
+                    self._hub = None
+            # Parked until the loop is wanted again (greenlets are costly to create).
+            caller, self._hub_caller = self._hub_caller, None
+            if caller is None or caller.dead:
+                return _LOOP_ENDED
+            caller.switch(_LOOP_ENDED)
 
     def _wait(self):
         """Switches from the calling greenlet to the hub until a callback switches
@@ -455,9 +470,9 @@ class EventLoop:
         return value
 
     def _finish_hub(self, hub: greenlet) -> None:
-        if not hub.dead:
+        if self._hub_in_loop and not hub.dead:
             self.loop.stop()
-            while not hub.dead:
+            while self._hub_in_loop and not hub.dead:
                 hub.switch()
 
     def _report(self, message: str, exc: BaseException, task=None) -> None:
