@@ -224,7 +224,7 @@ def test_tls_with_a_self_signed_certificate(evloop, cert_files):
     def client(i):
         plain = green.create_connection(server.getsockname())
         with client_ctx.wrap_socket(plain, server_hostname="localhost") as conn:
-            assert isinstance(conn, green.SSLSocket)
+            assert isinstance(conn, green.SSLSocket) and isinstance(conn, green.socket)
             conn.sendall(b"secret %d" % i)
             return conn.recv(100)
 

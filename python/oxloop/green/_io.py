@@ -447,25 +447,11 @@ def create_connection(address, timeout=_stdsocket._GLOBAL_DEFAULT_TIMEOUT, sourc
     raise error if error is not None else OSError("getaddrinfo returned nothing")
 
 
-class SSLSocket(_ssl.SSLSocket):
-    """`ssl.SSLSocket` whose handshake, reads and writes switch to the loop instead of
-    blocking. Made by `wrap_socket(context, sock)`, `SSLContext.wrap_socket`, or any
-    `ssl.SSLContext` once `patch_ssl()` is in effect."""
-
-    _gtimeout = None  # until `_create` sets the wrapped socket's timeout
-    _drained = False
-    settimeout = socket.settimeout
-    gettimeout = socket.gettimeout
-    setblocking = socket.setblocking
-    getblocking = socket.getblocking
-    _wait = socket._wait
-    _wait_read = socket._wait_read
-    _real_close = socket._real_close
-
-    @property
-    def timeout(self):
-        """The timeout (as `gettimeout()`)."""
-        return self._gtimeout
+class SSLSocket(_ssl.SSLSocket, socket):
+    """`ssl.SSLSocket` whose connection, handshake, reads and writes switch to the loop
+    instead of blocking. It is also a green `socket` (the plain calls before the wrap
+    and after `unwrap` are the green socket's). Made by `wrap_socket(context, sock)`,
+    `SSLContext.wrap_socket`, or any `ssl.SSLContext` once `patch_ssl()` is in effect."""
 
     def _ssl_call(self, fn, *args):
         while True:
@@ -503,27 +489,13 @@ class SSLSocket(_ssl.SSLSocket):
         return self._ssl_call(self._sslobj.write, data)
 
     def send(self, data, flags: int = 0) -> int:
-        """Sends some of `data` through TLS (or raw before the wrap)."""
+        """Sends some of `data` through TLS (or plain before the wrap)."""
         self._checkClosed()
         if self._sslobj is None:
             return socket.send(self, data, flags)
         if flags:
             raise ValueError("non-zero flags not allowed in calls to send() on SSLSocket")
         return self.write(data)
-
-    def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
-        """Receives up to `buflen` decrypted bytes."""
-        if self._sslobj is None:
-            self._checkClosed()
-            return socket.recv(self, buflen, flags)
-        return super().recv(buflen, flags)
-
-    def recv_into(self, buffer, nbytes=None, flags: int = 0) -> int:
-        """Receives decrypted bytes into `buffer`."""
-        if self._sslobj is None:
-            self._checkClosed()
-            return socket.recv_into(self, buffer, nbytes or 0, flags)
-        return super().recv_into(buffer, nbytes, flags)
 
     def unwrap(self):
         """Ends TLS on the connection; returns the plain socket."""
@@ -532,32 +504,6 @@ class SSLSocket(_ssl.SSLSocket):
         plain = self._ssl_call(self._sslobj.shutdown)
         self._sslobj = None
         return plain
-
-    def connect(self, addr) -> None:
-        """Connects (without blocking) and then runs the handshake."""
-        self._green_connect(addr, False)
-
-    def connect_ex(self, addr) -> int:
-        """`connect`, returning an errno instead of raising for the TCP part."""
-        return self._green_connect(addr, True)
-
-    def _green_connect(self, addr, return_errno: bool):
-        if self.server_side:
-            raise ValueError("can't connect in server-side mode")
-        if self._connected or self._sslobj is not None:
-            raise ValueError("attempt to connect already-connected SSLSocket!")
-        err = socket.connect_ex(self, addr)
-        if err:
-            if return_errno:
-                return err
-            raise OSError(err, _os.strerror(err))
-        self._sslobj = self.context._wrap_socket(
-            self, False, self.server_hostname, owner=self, session=self._session
-        )
-        self._connected = True
-        if self.do_handshake_on_connect:
-            self.do_handshake()
-        return 0
 
     def accept(self):
         """Waits for a connection and wraps it in server-side TLS."""
