@@ -352,3 +352,22 @@ def test_subprocess_pipes(evloop):
         assert "timed out" in str(info.value)
         slow.kill()
         assert slow.wait() != 0
+
+
+def test_udp_and_dup(evloop):
+    receiver = green.socket(stdsocket.AF_INET, stdsocket.SOCK_DGRAM)
+    sender = green.socket(stdsocket.AF_INET, stdsocket.SOCK_DGRAM)
+    with receiver, sender:
+        receiver.bind(("127.0.0.1", 0))
+        task = green.spawn(receiver.recvfrom, 100)
+        green.sleep(0.01)
+        assert task.is_alive()
+        sender.sendto(b"datagram", receiver.getsockname())
+        task.join(5)
+        data, addr = task.result()
+        assert data == b"datagram" and addr[1] == sender.getsockname()[1]
+        copy = receiver.dup()
+        with copy:
+            assert isinstance(copy, green.socket) and copy.gettimeout() is None
+            sender.sendto(b"again", receiver.getsockname())
+            assert copy.recv(100) == b"again"
