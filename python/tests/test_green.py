@@ -58,6 +58,9 @@ def test_call_from_thread(evloop):
     threading.Thread(target=from_thread).start()
     assert done.wait(5)
     assert out == [3]
+    evloop.call_from_thread(out.append, "cancelled").cancel()
+    evloop.run()  # nothing is counted as left to do
+    assert out == [3]
 
 
 def test_readers_and_writers(evloop):

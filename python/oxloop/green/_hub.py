@@ -105,6 +105,16 @@ class Handler:
             self._evloop._forget(key, self)
 
 
+class _ThreadHandler(Handler):
+    """The handler of `call_from_thread`: not counted as the loop's work (it is
+    made on another thread), so retiring it only marks it done."""
+
+    __slots__ = ()
+
+    def _retire(self) -> None:
+        self._active = False
+
+
 class EventLoop:
     """The green view of the thread's `oxloop.Loop`: evergreen's loop API on the
     loop that asyncio uses too. One per thread: `EventLoop.current()`, or
@@ -179,7 +189,7 @@ class EventLoop:
     def call_from_thread(self, callback, *args, **kw) -> Handler:
         """`call_soon` from any thread: the only thread-safe method. The handler's
         `cancel()` must be called on the loop's thread."""
-        h = Handler.__new__(Handler)
+        h = _ThreadHandler.__new__(_ThreadHandler)
         h._evloop, h._callback, h._args, h._kwargs = self, callback, args, kw
         h._active, h._key = True, None
         # Counted as work only once it reaches the loop's thread.
