@@ -77,6 +77,21 @@ def test_hundreds_of_tasks_doing_socket_io(evloop):
     server.close()
 
 
+def test_add_reader_on_a_green_socket_that_was_read(evloop):
+    a, b = green.socketpair()
+    with a, b:
+        green.spawn(lambda: b.send(b"x"))
+        assert a.recv(1) == b"x"  # from the main greenlet
+        reader = green.spawn(a.recv, 1)
+        green.spawn(lambda: (green.sleep(0.01), b.send(b"y")))
+        assert reader.join(5) and reader.result() == b"y"  # leaves the fd watched
+        got = []
+        evloop.add_reader(a, lambda: (got.append(a.recv(1)), evloop.remove_reader(a)))
+        b.send(b"z")
+        evloop.run()
+        assert got == [b"z"]
+
+
 def test_socket_timeouts_and_nonblocking_mode(evloop):
     a, b = green.socketpair()
     with a, b:

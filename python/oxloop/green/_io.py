@@ -152,6 +152,9 @@ def _on_socket_readable(evloop, fd: int) -> None:
     waiting.switch()
 
 
+_hub._socket_reader_callback[0] = _on_socket_readable
+
+
 def _is_lazy_reader(loop, fd: int) -> bool:
     reader = loop._fd_handles(fd)[0]
     return reader is not None and reader._callback is _on_socket_readable
