@@ -411,3 +411,30 @@ def test_contextvars_do_not_leak_between_tasks(evloop):
         green.spawn(lambda i=i: (seen.append(var.get()), var.set(i)))
     evloop.run()
     assert seen == ["unset"] * 3
+
+
+def test_a_green_loop_per_thread():
+    results = []
+
+    def in_thread():
+        ev = green.EventLoop.current()  # this thread's own loop
+        try:
+            a, b = green.socketpair()
+            with a, b:
+                task = green.spawn(lambda: b.recv(10))
+                green.sleep(0.01)
+                a.send(b"thread")
+                task.join(5)
+                results.append((task.result(), ev.loop is not main_loop))
+        finally:
+            ev.destroy()
+
+    main_ev = green.EventLoop()
+    main_loop = main_ev.loop
+    try:
+        thread = threading.Thread(target=in_thread)
+        thread.start()
+        thread.join(10)
+    finally:
+        main_ev.destroy()
+    assert results == [(b"thread", True)]
