@@ -386,3 +386,15 @@ def test_udp_and_dup(evloop):
             assert isinstance(copy, green.socket) and copy.gettimeout() is None
             sender.sendto(b"again", receiver.getsockname())
             assert copy.recv(100) == b"again"
+
+
+def test_kill_a_task_blocked_in_recv_then_read_again(evloop):
+    a, b = green.socketpair()
+    with a, b:
+        blocked = green.spawn(a.recv, 10)
+        green.sleep(0.01)
+        blocked.kill()
+        assert blocked.join(5) and blocked.exception is None
+        b.send(b"after")
+        reader = green.spawn(a.recv, 10)
+        assert reader.join(5) and reader.result() == b"after"
