@@ -398,3 +398,24 @@ def test_kill_a_task_blocked_in_recv_then_read_again(evloop):
         b.send(b"after")
         reader = green.spawn(a.recv, 10)
         assert reader.join(5) and reader.result() == b"after"
+
+
+def test_reads_from_tasks_the_main_greenlet_and_select_on_one_socket(evloop):
+    a, b = green.socketpair()
+    with a, b:
+
+        def later(data):
+            green.sleep(0.01)
+            b.send(data)
+
+        for turn in range(2):
+            green.spawn(later, b"1")
+            assert green.spawn(a.recv, 1).join(5)  # a task: leaves the fd watched
+            green.spawn(later, b"2")
+            assert a.recv(1) == b"2"  # the main greenlet watches it only while waiting
+            green.spawn(later, b"3")
+            assert green.select([a], [], [], 5)[0] == [a]
+            assert a.recv(1) == b"3"
+            green.spawn(later, b"4")
+            task = green.spawn(a.recv, 1)
+            assert task.join(5) and task.result() == b"4", turn

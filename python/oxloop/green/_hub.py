@@ -33,8 +33,6 @@ __all__ = [
 ]
 
 _local = threading.local()
-# The fd callback green sockets leave installed between reads (set by `_io`).
-_socket_reader_callback: list = [None]
 _task_numbers = itertools.count(1)
 
 
@@ -162,7 +160,8 @@ class EventLoop:
         self._idle: list = []  # runner greenlets waiting for tasks
         self._ready: deque = deque()  # tasks that yielded with sleep(0)
         self._ready_scheduled = False
-        self._socket_readers: dict = {}  # fd -> [socket weakref, waiting greenlet]
+        # fd -> [socket weakref, waiting greenlet or None, the watcher's handle]
+        self._socket_readers: dict = {}
         loop._green_evloop = self
         _local.evloop = self
 
@@ -231,13 +230,11 @@ class EventLoop:
     def _add_watcher(self, fd, callback, args, kw, write: bool) -> Handler:
         fd = _fileno(fd)
         handles = self.loop._fd_handles(fd)
-        reader = handles[0]
-        if not write and reader is not None and reader._callback is _socket_reader_callback[0]:
-            entry = self._socket_readers.get(fd)
-            if entry is None or entry[1] is None:  # a green socket's idle watcher
-                self._socket_readers.pop(fd, None)
-                self.loop._remove_reader(fd)
-                handles = (None, handles[1])
+        entry = self._socket_readers.get(fd)
+        if not write and entry is not None and not entry[2].cancelled() and entry[1] is None:
+            del self._socket_readers[fd]  # the idle watcher a green socket left
+            self.loop._remove_reader(fd)
+            handles = (None, handles[1])
         if handles[1 if write else 0] is not None:
             kind = "writer" if write else "reader"
             raise RuntimeError(f"fd {fd} already has a {kind}")

@@ -80,7 +80,8 @@ def _loop_for_wait():
 def _wait_fd(fd: int, write: bool, timeout: float | None, owner=None) -> None:
     """Waits until `fd` is readable (writable), raising `TimeoutError` after
     `timeout` seconds. A socket (`owner`) waiting to read from a task keeps its fd
-    watched between waits (see `_wait_readable`)."""
+    watched between waits (see `_wait_readable`); other waits watch it only while
+    they wait."""
     cur = getcurrent()
     if owner is not None and not write and type(cur) is _Runner:
         return _wait_readable(_local.evloop, cur, owner, fd, timeout)
@@ -115,16 +116,19 @@ def _wait_fd(fd: int, write: bool, timeout: float | None, owner=None) -> None:
 def _wait_readable(evloop, cur, owner, fd: int, timeout: float | None) -> None:
     """A task's wait for a socket to be readable, without two `epoll_ctl` calls per
     wait: the fd stays watched after the wait (`evloop._socket_readers[fd]` is
-    `[weakref to the socket, waiting greenlet or None]`), and the watcher is removed
-    only when it fires with no task waiting, or when the socket closes."""
+    `[weakref to the socket, waiting greenlet or None, the watcher's handle]`), and
+    the watcher is removed only when it fires with no task waiting, or when the socket
+    closes. A watcher that someone else replaced or removed (its handle is then
+    cancelled) is installed again."""
     readers = evloop._socket_readers
     entry = readers.get(fd)
-    if entry is None or entry[0]() is not owner:
+    if entry is None or entry[2].cancelled() or entry[0]() is not owner:
+        # None yet, replaced or removed by someone else, or left by a socket that is gone.
         loop = evloop.loop
-        if entry is not None and _is_lazy_reader(loop, fd):
-            loop._remove_reader(fd)  # left by a socket that is gone
-        entry = readers[fd] = [_weakref.ref(owner), None]
-        loop._add_reader(fd, _on_socket_readable, evloop, fd)
+        if entry is not None and not entry[2].cancelled():
+            loop._remove_reader(fd)
+        handle = loop._add_reader(fd, _on_socket_readable, evloop, fd)
+        entry = readers[fd] = [_weakref.ref(owner), None, handle]
     entry[1] = cur
     timer = None
     if timeout is not None:
@@ -152,14 +156,6 @@ def _on_socket_readable(evloop, fd: int) -> None:
     waiting.switch()
 
 
-_hub._socket_reader_callback[0] = _on_socket_readable
-
-
-def _is_lazy_reader(loop, fd: int) -> bool:
-    reader = loop._fd_handles(fd)[0]
-    return reader is not None and reader._callback is _on_socket_readable
-
-
 def _cancel_waits(fd: int) -> None:
     """Wakes the tasks waiting on `fd` (about to be closed) with `EBADF`."""
     evloop = getattr(_local, "evloop", None)
@@ -167,7 +163,7 @@ def _cancel_waits(fd: int) -> None:
         return
     loop = evloop.loop
     entry = evloop._socket_readers.pop(fd, None)
-    if entry is not None and _is_lazy_reader(loop, fd):
+    if entry is not None and not entry[2].cancelled():
         loop._remove_reader(fd)
         if entry[1] is not None:
             exc = OSError(errno.EBADF, "the socket was closed while a task waited on it")
