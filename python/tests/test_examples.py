@@ -32,6 +32,12 @@ EXPECTED = {
     "handlers_tcp_echo_client.py": ["echo: message 1", "echo: message 2", "echo: message 3"],
     "handlers_udp_echo_server.py": ["listening on port {port}", "echoed 3 datagrams"],
     "handlers_udp_emitter.py": ["reply: ping 1", "reply: ping 2", "reply: ping 3"],
+    "green_echo_server.py": ["GREEN", "ECHO", "SERVER", "done"],
+    "green_crawler.py": ["30 pages", "page 0"],
+    "green_and_asyncio.py": [
+        *(f"asyncio says hello {n} and waited for asyncio" for n in range(3)),
+        "loop: oxloop._loop",
+    ],
 }
 
 # Examples that need an X display; each is run by a test of its own, under Xvfb.
