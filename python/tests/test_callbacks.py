@@ -24,6 +24,34 @@ def test_call_soon_fifo(loop):
     assert seen == list(range(100))
 
 
+@pytest.mark.parametrize("factory", ["asyncio", "oxloop"])
+def test_calls_from_threads_keep_fifo_order_with_call_soon(factory):
+    # asyncio keeps one FIFO queue for call_soon and call_soon_threadsafe: a call from
+    # another thread made after a call_soon runs after it, and before a later one.
+    import oxloop
+
+    loop = oxloop.new_event_loop() if factory == "oxloop" else asyncio.new_event_loop()
+    out = []
+
+    def from_thread(name):
+        t = threading.Thread(target=loop.call_soon_threadsafe, args=(out.append, name))
+        t.start()
+        t.join()
+
+    try:
+        loop.call_soon(out.append, "a")
+        from_thread("b")
+        loop.call_soon(out.append, "c")
+        from_thread("d")
+        from_thread("e")
+        loop.call_soon(out.append, "f")
+        loop.call_soon(loop.stop)
+        loop.run_forever()
+        assert out == ["a", "b", "c", "d", "e", "f"]
+    finally:
+        loop.close()
+
+
 def test_callback_added_during_iteration_runs_next(loop):
     seen = []
 

@@ -190,6 +190,15 @@ def test_run_coroutine_threadsafe_exception_and_cancel():
         fut.cancel()
         with pytest.raises(concurrent.futures.CancelledError):
             fut.result(timeout=10)
+
+        async def others_finished():
+            me = asyncio.current_task()
+            while any(t is not me for t in asyncio.all_tasks()):
+                await asyncio.sleep(0)
+
+        # The cancelled task ends on the loop's thread; let it before stopping (as on
+        # asyncio's loop, a task still pending at close would be reported).
+        asyncio.run_coroutine_threadsafe(others_finished(), loop).result(timeout=10)
     finally:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)

@@ -37,6 +37,11 @@ pub struct LoopCore {
     shared: Arc<LoopShared>,
     /// The core's remote, for other threads; `None` once closed.
     remote: GilCell<Option<LoopRemote>>,
+    /// Callbacks scheduled through the remote (`call_soon_threadsafe`, or `call_soon`
+    /// from another thread) and not yet in the core's ready queue, oldest first. A
+    /// `call_soon` on the loop's thread moves them there before queueing its own, so
+    /// the two kinds keep the one FIFO order asyncio's single deque gives them.
+    from_threads: GilCell<Vec<Py<Handle>>>,
     /// A reading of `time.monotonic()` and an `Instant` read just after it (both are
     /// `CLOCK_MONOTONIC`): converts deadlines between the two. The instant is a few
     /// nanoseconds later than the seconds say, so timers are never early.
@@ -132,8 +137,6 @@ impl LoopCore {
         }
         let handle = Py::new(py, LoopCore::new_handle(slf, callback, args, context)?)?;
         crate::ffi::untrack(handle.bind(py));
-        let fired = handle.clone_ref(py);
-        let run = move || running::with_gil(|py| Handle::run(fired.bind(py)));
         let local = if threadsafe {
             None
         } else {
@@ -146,10 +149,49 @@ impl LoopCore {
             }
         };
         match local {
-            Some(core) => drop(core.ev.call_soon(run)),
-            None => this.send(py, run)?,
+            Some(core) => {
+                if !this.from_threads.borrow(py).is_empty() {
+                    this.queue_from_threads(py, &core);
+                }
+                queue(&core, handle.clone_ref(py));
+            }
+            None => LoopCore::send_from_thread(slf, handle.clone_ref(py))?,
         }
         Ok(handle)
+    }
+
+    /// Queues `handle` for the loop's next iteration from any thread: after every
+    /// callback scheduled before it. The first of a batch sends the loop (through its
+    /// remote, which wakes it) a call that moves the batch to the ready queue.
+    fn send_from_thread(slf: &Bound<'_, Self>, handle: Py<Handle>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let first = {
+            let mut pending = this.from_threads.borrow_mut(py);
+            pending.push(handle);
+            pending.len() == 1
+        };
+        if !first {
+            return Ok(());
+        }
+        let core = slf.clone().unbind();
+        this.send(py, move || {
+            running::with_gil(|py| {
+                let this = core.get();
+                if let Ok(ev) = this.core(py) {
+                    this.queue_from_threads(py, &ev);
+                }
+            })
+        })
+        .inspect_err(|_| this.from_threads.borrow_mut(py).clear())
+    }
+
+    /// Moves the callbacks scheduled from other threads to the core's ready queue.
+    fn queue_from_threads(&self, py: Python<'_>, core: &Core) {
+        let pending = std::mem::take(&mut *self.from_threads.borrow_mut(py));
+        for handle in pending {
+            queue(core, handle);
+        }
     }
 
     fn schedule_timer(
@@ -231,6 +273,14 @@ impl LoopCore {
 }
 
 /// asyncio's debug-mode check: a coroutine is not a callback.
+/// Puts `handle` on the core's ready queue.
+fn queue(core: &Core, handle: Py<Handle>) {
+    drop(
+        core.ev
+            .call_soon(move || running::with_gil(|py| Handle::run(handle.bind(py)))),
+    );
+}
+
 fn check_callback(py: Python<'_>, callback: &Py<PyAny>) -> PyResult<()> {
     let coroutines = py.import("asyncio.coroutines")?;
     let callback = callback.bind(py);
@@ -274,6 +324,7 @@ impl LoopCore {
             }))),
             shared: Arc::new(LoopShared::new()),
             remote: GilCell::new(Some(remote)),
+            from_threads: GilCell::new(Vec::new()),
             clock_base,
         })
     }
@@ -570,6 +621,7 @@ impl LoopCore {
             .take();
         self.shared.closed.store(true, Ordering::Relaxed);
         let remote = self.remote.borrow_mut(py).take();
+        let from_threads = std::mem::take(&mut *self.from_threads.borrow_mut(py));
         if let Some(core) = core {
             for handle in core.signals.borrow().values() {
                 handle.cancel();
@@ -580,6 +632,7 @@ impl LoopCore {
             drop(core);
         }
         drop(remote);
+        drop(from_threads);
         Ok(())
     }
 
