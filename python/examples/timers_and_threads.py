@@ -2,8 +2,9 @@
 
     python timers_and_threads.py
 
-Prints the callbacks in the order the loop runs them: `call_soon` first, then the
-timers by deadline, with the worker thread's call in between.
+Prints the callbacks in the order the loop runs them: the `call_soon` first, then the
+worker thread's call (one FIFO queue, as in asyncio, whatever the thread's timing), then
+the two timers it set, by deadline rather than by the order they were set in.
 """
 
 import asyncio
@@ -21,11 +22,14 @@ def main() -> None:
         if name == "last":
             done.set_result(None)
 
-    loop.call_later(0.05, later, "last")
-    loop.call_later(0.02, later, "first")
+    def from_thread() -> None:
+        print("from a thread")
+        loop.call_later(0.05, later, "last")
+        loop.call_later(0.02, later, "first")
+
     loop.call_soon(print, "call_soon")
-    worker = threading.Thread(target=lambda: loop.call_soon_threadsafe(print, "from a thread"))
-    loop.call_later(0.01, worker.start)
+    worker = threading.Thread(target=loop.call_soon_threadsafe, args=(from_thread,))
+    worker.start()
     try:
         loop.run_until_complete(done)
         worker.join()
