@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! oxloop demo                                      # every part of oxloop, working
-//! oxloop serve-http --dir DIR [--port N] [--bind ADDR]  # serve a directory over HTTP
+//! oxloop serve-http --dir DIR [--port N] [--bind ADDR] [--threads N]  # serve a directory over HTTP
 //! oxloop bench [--quick] [--json FILE] [--chart FILE.svg]  # oxloop against its peers
 //! ```
 
@@ -36,6 +36,9 @@ enum Command {
         /// The address to listen on.
         #[arg(long, default_value = "127.0.0.1")]
         bind: String,
+        /// How many loops (threads) serve the port, with SO_REUSEPORT.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
     },
     /// Measures oxloop against its peers on this machine: echo servers (oxloop's
     /// protocol and async APIs against raw epoll, tokio, smol, libuv), HTTP
@@ -82,9 +85,13 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo => demo::run(),
-        Command::ServeHttp { dir, port, bind } => {
-            oxloop_http::serve_dir_forever(&dir, &bind, port).map_err(std::io::Error::other)
-        }
+        Command::ServeHttp {
+            dir,
+            port,
+            bind,
+            threads,
+        } => oxloop_http::serve_dir_forever(&dir, &bind, port, threads)
+            .map_err(std::io::Error::other),
         Command::Bench(args) => bench::run(args),
         Command::Serve {
             kind,

@@ -21,11 +21,24 @@ fn get(addr: &str, path: &str) -> String {
 
 #[test]
 fn serves_a_directory_until_sigterm() {
-    let dir = std::env::temp_dir().join(format!("oxloop-serve-{}", std::process::id()));
+    serve_until_sigterm(1);
+}
+
+/// `--threads 2`: two loops share the port (a cluster); every request is answered and
+/// SIGTERM stops both.
+#[test]
+fn serves_with_two_loops_until_sigterm() {
+    serve_until_sigterm(2);
+}
+
+fn serve_until_sigterm(threads: usize) {
+    let dir = std::env::temp_dir().join(format!("oxloop-serve-{}-{threads}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("hello.txt"), "hello from a file\n").unwrap();
+    let threads_arg = threads.to_string();
     let mut child = Command::new(env!("CARGO_BIN_EXE_oxloop"))
         .args(["serve-http", "--dir", dir.to_str().unwrap(), "--port", "0"])
+        .args(["--threads", &threads_arg])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -41,10 +54,12 @@ fn serves_a_directory_until_sigterm() {
         .expect("a 'serving DIR on http://ADDR' line")
         .to_string();
 
-    let ok = get(&addr, "/hello.txt");
-    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
-    assert!(ok.contains("text/plain"), "{ok}");
-    assert!(ok.ends_with("hello from a file\n"), "{ok}");
+    for _ in 0..20 {
+        let ok = get(&addr, "/hello.txt");
+        assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+        assert!(ok.contains("text/plain"), "{ok}");
+        assert!(ok.ends_with("hello from a file\n"), "{ok}");
+    }
     let traversal = get(&addr, "/../../etc/passwd");
     assert!(
         traversal.starts_with("HTTP/1.1 404")

@@ -93,7 +93,8 @@ impl HttpServer {
             on_drained: RefCell::new(None),
         });
         let for_factory = shared.clone();
-        let listener = ev.create_server_with(addr, &ServerOptions::default(), move || {
+        let options = ServerOptions::default().reuse_port(shared.config.reuse_port);
+        let listener = ev.create_server_with(addr, &options, move || {
             HttpProtocol::new(for_factory.clone())
         })?;
         let addr = *listener.socket_addrs().first().ok_or_else(|| {

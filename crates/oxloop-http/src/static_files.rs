@@ -19,6 +19,7 @@
 //! and a `sendfile`.
 
 use crate::{Config, HttpServer, Request, Response};
+use oxloop::cluster::{Cluster, SharedAddrs};
 use oxloop::EventLoop;
 use std::fs::OpenOptions;
 use std::io::{self, Read};
@@ -260,39 +261,90 @@ pub(crate) fn content_type(path: &Path) -> &'static str {
 
 /// Serves `dir` on `bind:port` with one log line per request on standard error, until
 /// SIGINT or SIGTERM: the first shuts down gracefully after the requests in progress,
-/// a second exits at once. This is `oxloop serve-http`; errors come back as messages for the user. Unless the program installed a
-/// `tracing` subscriber of its own, one is installed that writes events at INFO and
-/// above to standard error.
-pub fn serve_dir_forever(dir: &str, bind: &str, port: u16) -> Result<(), String> {
+/// a second exits at once. With `threads` above 1, that many loops serve the port
+/// (an `oxloop::cluster`, `SO_REUSEPORT`). This is `oxloop serve-http`; errors come
+/// back as messages for the user. Unless the program installed a `tracing` subscriber
+/// of its own, one is installed that writes events at INFO and above to standard error.
+pub fn serve_dir_forever(dir: &str, bind: &str, port: u16, threads: usize) -> Result<(), String> {
     // Err: the program has a subscriber already, which then gets the lines.
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_max_level(tracing::Level::INFO)
         .try_init();
-    let ev = oxloop::EventLoop::new().map_err(|e| e.to_string())?;
     let addr = if bind.contains(':') {
         format!("[{bind}]:{port}")
     } else {
         format!("{bind}:{port}")
     };
-    let server = serve_dir(
-        &ev,
-        addr.as_str(),
-        dir,
-        crate::Config::default().log_requests(true),
-    )
-    .map_err(|e| format!("cannot serve {dir} on {addr}: {e}"))?;
-    println!("serving {dir} on http://{}", server.local_addr());
+    let cannot = |e: io::Error| format!("cannot serve {dir} on {addr}: {e}");
+    let ev = oxloop::EventLoop::new().map_err(|e| e.to_string())?;
+    if threads <= 1 {
+        let server = serve_dir(
+            &ev,
+            addr.as_str(),
+            dir,
+            crate::Config::default().log_requests(true),
+        )
+        .map_err(cannot)?;
+        println!("serving {dir} on http://{}", server.local_addr());
+        let shutdown = move |done: Box<dyn FnOnce()>| server.shutdown(done);
+        return run_until_signalled(&ev, shutdown);
+    }
+    StaticFiles::new(dir).map_err(cannot)?;
+    let addrs = SharedAddrs::new(addr.to_socket_addrs().map_err(cannot)?.collect());
+    let for_loops = addrs.clone();
+    let root = dir.to_string();
+    let cluster = Cluster::start(threads, move |ev, _| {
+        let config = crate::Config::default().log_requests(true).reuse_port(true);
+        let server = serve_dir(ev, &for_loops.get()[..], &root, config)?;
+        for_loops.set(vec![server.local_addr()]);
+        Cluster::on_shutdown(move || server.shutdown(|| {}));
+        Ok(())
+    })
+    .map_err(cannot)?;
+    println!(
+        "serving {dir} with {threads} loops on http://{}",
+        addrs.get()[0]
+    );
+    let handle = cluster.shutdown_handle();
+    // The main thread's loop waits for the signals, and for the cluster to end.
+    let remote = ev.remote();
+    let joiner = std::thread::spawn(move || {
+        let outcomes = cluster.join();
+        let _ = remote.stop();
+        outcomes
+    });
+    run_until_signalled(&ev, move |_done| handle.shutdown())?;
+    let failed: Vec<String> = joiner
+        .join()
+        .map_err(|_| "a loop's thread panicked".to_string())?
+        .into_iter()
+        .filter_map(|outcome| outcome.err().map(|e| e.to_string()))
+        .collect();
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(failed.join("; "))
+    }
+}
+
+/// Runs `ev` until it is stopped; the first SIGINT or SIGTERM calls `shutdown` (with
+/// a callback that stops `ev`), a second exits the process.
+fn run_until_signalled(
+    ev: &oxloop::EventLoop,
+    shutdown: impl Fn(Box<dyn FnOnce()>) + 'static,
+) -> Result<(), String> {
+    let shutdown = std::rc::Rc::new(shutdown);
+    let asked = std::rc::Rc::new(std::cell::Cell::new(false));
     for signal in [libc::SIGINT, libc::SIGTERM] {
-        let server = server.clone();
-        let ev2 = ev.clone();
+        let (shutdown, asked, ev2) = (shutdown.clone(), asked.clone(), ev.clone());
         ev.add_signal_handler(signal, move || {
-            if server.is_shutting_down() {
+            if asked.replace(true) {
                 std::process::exit(130);
             }
             tracing::info!(target: "oxloop_http", "shutting down after the requests in progress");
             let ev3 = ev2.clone();
-            server.shutdown(move || ev3.stop());
+            shutdown(Box::new(move || ev3.stop()));
         })
         .map_err(|e| e.to_string())?;
     }

@@ -27,6 +27,7 @@
 //! Where things live:
 //!
 //! - [`event_loop`]: the loop, its handles, the cross-thread remote;
+//! - [`cluster`]: one loop per thread, all serving one address (loop per core);
 //! - `reactor`: the backends (epoll on Linux, `polling` elsewhere), the
 //!   waker and the signal plumbing: the only `unsafe` code in the crate;
 //! - [`source`]: event sources (one interface for fds, timers, channels, child
@@ -39,6 +40,7 @@
 #![deny(unsafe_code)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+pub mod cluster;
 pub mod event_loop;
 pub mod io;
 pub mod net;
