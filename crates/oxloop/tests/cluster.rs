@@ -139,3 +139,54 @@ fn a_failed_setup_is_the_error_of_start() {
     assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
     assert_eq!(err.to_string(), "loop one cannot bind");
 }
+
+/// The async API in a cluster: each loop accepts on its own `SO_REUSEPORT` listener in
+/// a task, one task per connection; the shutdown hook ends the accepting task and the
+/// loops end when their connections have.
+#[test]
+fn async_tasks_serve_in_every_loop() {
+    use futures_util::{AsyncReadExt, AsyncWriteExt};
+    use oxloop::cluster::SharedAddrs;
+    use oxloop::net::TcpListener;
+
+    let served = Arc::new(Mutex::new(HashMap::<String, usize>::new()));
+    let s = served.clone();
+    let addrs = SharedAddrs::new(vec!["127.0.0.1:0".parse().unwrap()]);
+    let for_loops = addrs.clone();
+    let cluster = Cluster::start(2, move |ev, _| {
+        let listener = TcpListener::bind_reuse_port(for_loops.get()[0])?;
+        for_loops.set(vec![listener.local_addr()?]);
+        let served = s.clone();
+        let accepting = ev.spawn(async move {
+            loop {
+                let (mut conn, _) = listener.accept().await.unwrap();
+                let name = std::thread::current().name().unwrap().to_string();
+                *served.lock().unwrap().entry(name).or_default() += 1;
+                oxloop::task::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    loop {
+                        match conn.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => conn.write_all(&buf[..n]).await.unwrap(),
+                        }
+                    }
+                });
+            }
+        });
+        Cluster::on_shutdown(move || accepting.abort());
+        Ok(())
+    })
+    .unwrap();
+    let addr = addrs.get()[0];
+    for i in 0..40 {
+        let msg = format!("async {i}");
+        assert_eq!(echo_once(addr, msg.as_bytes()), msg.as_bytes());
+    }
+    let counts = served.lock().unwrap().clone();
+    assert_eq!(counts.values().sum::<usize>(), 40, "{counts:?}");
+    assert_eq!(counts.len(), 2, "both loops served: {counts:?}");
+    cluster.shutdown();
+    for outcome in cluster.join() {
+        outcome.unwrap();
+    }
+}

@@ -19,8 +19,22 @@ impl TcpListener {
     /// Binds to `addr` (port 0 picks a free port) with `SO_REUSEADDR` and a backlog of
     /// 1024.
     pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+        TcpListener::bind_with(addr, false)
+    }
+
+    /// Binds like [`bind`](Self::bind), with `SO_REUSEPORT` too: several loops (an
+    /// [`oxloop::cluster`](crate::cluster)) or processes listen on the same port, and
+    /// the kernel spreads connections over them.
+    pub fn bind_reuse_port(addr: SocketAddr) -> io::Result<TcpListener> {
+        TcpListener::bind_with(addr, true)
+    }
+
+    fn bind_with(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
         socket.set_reuse_address(true)?;
+        if reuse_port {
+            socket.set_reuse_port(true)?;
+        }
         socket.bind(&addr.into())?;
         socket.listen(1024)?;
         Self::from_std(socket.into())
