@@ -23,6 +23,8 @@ pub struct Config {
     pub(crate) max_connections: usize,
     pub(crate) server_name: String,
     pub(crate) log_requests: bool,
+    pub(crate) peer_addrs: bool,
+    pub(crate) reuse_port: bool,
 }
 
 impl Default for Config {
@@ -36,6 +38,8 @@ impl Default for Config {
             max_connections: 10_000,
             server_name: "oxloop".to_string(),
             log_requests: false,
+            peer_addrs: false,
+            reuse_port: false,
         }
     }
 }
@@ -94,6 +98,21 @@ impl Config {
     /// a subscriber decides where it goes.
     pub fn log_requests(mut self, on: bool) -> Config {
         self.log_requests = on;
+        self
+    }
+
+    /// Reads each connection's peer address once (one `getpeername(2)`) and hands it
+    /// to its requests ([`Request::peer_addr`](crate::Request::peer_addr)). Off by
+    /// default.
+    pub fn peer_addrs(mut self, on: bool) -> Config {
+        self.peer_addrs = on;
+        self
+    }
+
+    /// Listens with `SO_REUSEPORT`, so that several processes or threads can serve
+    /// one port, the kernel spreading connections among them. Off by default.
+    pub fn reuse_port(mut self, on: bool) -> Config {
+        self.reuse_port = on;
         self
     }
 }

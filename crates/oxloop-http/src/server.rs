@@ -81,6 +81,7 @@ impl HttpServer {
         handler: Handler,
     ) -> io::Result<HttpServer> {
         let response_start = ResponseStart::new(&config.server_name);
+        let options = ServerOptions::default().reuse_port(config.reuse_port);
         let shared = Rc::new(Shared {
             ev: ev.clone(),
             config,
@@ -93,7 +94,7 @@ impl HttpServer {
             on_drained: RefCell::new(None),
         });
         let for_factory = shared.clone();
-        let listener = ev.create_server_with(addr, &ServerOptions::default(), move || {
+        let listener = ev.create_server_with(addr, &options, move || {
             HttpProtocol::new(for_factory.clone())
         })?;
         let addr = *listener.socket_addrs().first().ok_or_else(|| {
