@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -212,13 +213,24 @@ async def start_wsgi(
     *,
     threads: int = 8,
     root_path: str = "",
+    multiprocess: bool = False,
     **settings: Any,
 ) -> Server:
     """Serves the WSGI (PEP 3333) application `app` on the running oxloop loop, the
     application running on `threads` threads."""
     loop = _running_oxloop()
+    base = {
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "http",
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": threads > 1,
+        "wsgi.multiprocess": multiprocess,
+        "wsgi.run_once": False,
+        "wsgi.input_terminated": True,
+        "wsgi.file_wrapper": FileWrapper,
+    }
     native = _oxloop._serve_wsgi(
-        loop, app, host, port, threads, logger.error, root_path, FileWrapper, settings
+        loop, app, host, port, threads, logger.error, root_path, FileWrapper, base, settings
     )
     return Server(native)
 

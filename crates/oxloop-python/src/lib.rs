@@ -21,6 +21,7 @@ mod loop_core;
 mod running;
 mod transport;
 mod web;
+mod wsgi;
 
 use pyo3::prelude::*;
 
@@ -33,5 +34,6 @@ fn _oxloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<transport::StreamTransport>()?;
     m.add_class::<web::WebServer>()?;
     m.add_function(wrap_pyfunction!(asgi::_serve_asgi, m)?)?;
+    m.add_function(wrap_pyfunction!(wsgi::_serve_wsgi, m)?)?;
     Ok(())
 }
