@@ -10,7 +10,7 @@
 //! request body not yet arrived, a response body above its high-water mark).
 
 use crate::loop_core::LoopCore;
-use crate::running;
+use crate::running::{self, LoopCell, LoopShared};
 use crate::web::{self, WebServer};
 use oxloop::EventLoop;
 use oxloop_http::{BodyWriter, HttpServer, Request, RequestBody, Response, Version};
@@ -22,11 +22,13 @@ use std::cell::RefCell;
 use std::future::{poll_fn, Future};
 use std::pin::pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 /// What every request of one server shares.
 struct App {
     ev: EventLoop,
+    running: Arc<LoopShared>,
     app: Py<PyAny>,
     event_loop: Py<PyAny>,
     task_class: Py<PyAny>,
@@ -204,16 +206,29 @@ fn ready(py: Python<'_>, value: Option<Bound<'_, PyAny>>) -> PyResult<Py<PyAny>>
     .into_any())
 }
 
-/// The `receive` callable of one request.
-#[pyclass(unsendable, module = "oxloop._oxloop")]
-pub struct Receive {
+/// One request's exchange and server, for the callables the application gets (which
+/// only the loop's thread may use; see `running`).
+struct Parts {
     x: Shared,
     app: Rc<App>,
+}
+
+/// The `receive` callable of one request.
+#[pyclass(frozen, module = "oxloop._oxloop")]
+pub struct Receive {
+    parts: LoopCell<Parts>,
+    running: Arc<LoopShared>,
 }
 
 #[pymethods]
 impl Receive {
     fn __call__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.parts.get(py, &self.running)?.receive(py)
+    }
+}
+
+impl Parts {
+    fn receive(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let mut x = self.x.borrow_mut();
         if x.disconnected {
             return ready(py, Some(disconnect_message(py)?));
@@ -267,7 +282,7 @@ impl Receive {
     }
 }
 
-impl Receive {
+impl Parts {
     /// An asyncio future completed by an oxloop task once the next piece arrived.
     fn wait_for_body(&self, py: Python<'_>, mut body: RequestBody) -> PyResult<Py<PyAny>> {
         let fut = self
@@ -304,15 +319,21 @@ impl Receive {
 }
 
 /// The `send` callable of one request.
-#[pyclass(unsendable, module = "oxloop._oxloop")]
+#[pyclass(frozen, module = "oxloop._oxloop")]
 pub struct Send {
-    x: Shared,
-    app: Rc<App>,
+    parts: LoopCell<Parts>,
+    running: Arc<LoopShared>,
 }
 
 #[pymethods]
 impl Send {
     fn __call__(&self, message: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        self.parts.get(message.py(), &self.running)?.send(message)
+    }
+}
+
+impl Parts {
+    fn send(&self, message: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         let py = message.py();
         let message = message
             .cast::<PyDict>()
@@ -331,7 +352,7 @@ impl Send {
     }
 }
 
-impl Send {
+impl Parts {
     fn start(&self, message: &Bound<'_, PyDict>) -> PyResult<Py<PyAny>> {
         let py = message.py();
         let status: u16 = message
@@ -452,7 +473,7 @@ impl Send {
                 let for_task = fut.clone_ref(py);
                 let data = data.to_vec();
                 let x = self.x.clone();
-                let me = Send {
+                let me = Parts {
                     x: self.x.clone(),
                     app: self.app.clone(),
                 };
@@ -505,15 +526,21 @@ fn response(status: u16, headers: Vec<(String, String)>) -> Response {
 
 /// Called when the application's task is done: logs its exception, answers 500 when
 /// nothing was sent, ends a streamed body.
-#[pyclass(unsendable, module = "oxloop._oxloop")]
+#[pyclass(frozen, module = "oxloop._oxloop")]
 pub struct AppDone {
-    x: Shared,
-    app: Rc<App>,
+    parts: LoopCell<Parts>,
+    running: Arc<LoopShared>,
 }
 
 #[pymethods]
 impl AppDone {
     fn __call__(&self, task: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.parts.get(task.py(), &self.running)?.app_done(task)
+    }
+}
+
+impl Parts {
+    fn app_done(&self, task: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = task.py();
         let cancelled = task.call_method0(intern!(py, "cancelled"))?.is_truthy()?;
         let failed = if cancelled {
@@ -636,18 +663,24 @@ impl App {
             disconnect_waiters: Vec::new(),
             finish_after_send: false,
         }));
+        let parts = || {
+            LoopCell::new(Parts {
+                x: x.clone(),
+                app: self.clone(),
+            })
+        };
         let receive = Py::new(
             py,
             Receive {
-                x: x.clone(),
-                app: self.clone(),
+                parts: parts(),
+                running: self.running.clone(),
             },
         )?;
         let send = Py::new(
             py,
             Send {
-                x: x.clone(),
-                app: self.clone(),
+                parts: parts(),
+                running: self.running.clone(),
             },
         )?;
         let coro = self.app.bind(py).call1((scope, receive, send))?;
@@ -657,8 +690,8 @@ impl App {
         let done = Py::new(
             py,
             AppDone {
-                x: x.clone(),
-                app: self.clone(),
+                parts: parts(),
+                running: self.running.clone(),
             },
         )?;
         task.call_method1(intern!(py, "add_done_callback"), (done,))?;
@@ -723,11 +756,13 @@ pub fn _serve_asgi(
     asgi.set_item("spec_version", "2.4")?;
     let task_class = py.import("asyncio")?.getattr("Task")?.unbind();
     let ev = event_loop.get().event_loop(py)?;
+    let running = event_loop.get().running_state();
     let root_path = root_path.trim_end_matches('/').to_owned();
     let event_loop_obj = event_loop.clone().into_any().unbind();
     let make_app = move |addr: std::net::SocketAddr| {
         Rc::new(App {
             ev: ev.clone(),
+            running,
             app,
             event_loop: event_loop_obj,
             task_class,

@@ -7,27 +7,36 @@
 //! what both share: the server object, its settings, and the request's facts.
 
 use crate::loop_core::{os_error, LoopCore};
-use crate::running;
+use crate::running::{self, LoopCell, LoopShared};
 use oxloop_http::{Config, HttpServer, Request};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A running HTTP server of a Python loop (from `_serve_asgi` or `_serve_wsgi`).
-#[pyclass(unsendable, module = "oxloop._oxloop")]
+#[pyclass(frozen, module = "oxloop._oxloop")]
 pub struct WebServer {
-    server: HttpServer,
+    /// The server; only the loop's thread may touch it (see `running`).
+    server: LoopCell<HttpServer>,
+    running: Arc<LoopShared>,
+    addr: SocketAddr,
 }
 
 impl WebServer {
-    pub(crate) fn new(server: HttpServer) -> WebServer {
-        WebServer { server }
+    pub(crate) fn new(server: HttpServer, running: Arc<LoopShared>) -> WebServer {
+        WebServer {
+            addr: server.local_addr(),
+            server: LoopCell::new(server),
+            running,
+        }
     }
 
-    pub(crate) fn local_addr(&self) -> std::net::SocketAddr {
-        self.server.local_addr()
+    pub(crate) fn local_addr(&self) -> SocketAddr {
+        self.addr
     }
 }
 
@@ -36,25 +45,25 @@ impl WebServer {
     /// The address listened on, `(host, port)`.
     #[getter]
     fn address(&self) -> (String, u16) {
-        let addr = self.server.local_addr();
-        (addr.ip().to_string(), addr.port())
+        (self.addr.ip().to_string(), self.addr.port())
     }
 
     /// Connections open now.
-    fn connections(&self) -> usize {
-        self.server.connections()
+    fn connections(&self, py: Python<'_>) -> PyResult<usize> {
+        Ok(self.server.get(py, &self.running)?.connections())
     }
 
     /// Graceful shutdown: stops listening, closes idle connections, lets requests in
     /// progress finish; `done()` is called on the loop once no connection is left.
-    fn shutdown(&self, done: Py<PyAny>) {
-        self.server.shutdown(move || {
+    fn shutdown(&self, py: Python<'_>, done: Py<PyAny>) -> PyResult<()> {
+        self.server.get(py, &self.running)?.shutdown(move || {
             running::with_gil(|py| {
                 if let Err(err) = done.call0(py) {
                     err.write_unraisable(py, None);
                 }
             })
         });
+        Ok(())
     }
 }
 
@@ -110,7 +119,7 @@ pub(crate) fn bind(
 ) -> PyResult<WebServer> {
     let ev = event_loop.get().event_loop(event_loop.py())?;
     let server = bind(&ev, (host, port)).map_err(os_error)?;
-    Ok(WebServer::new(server))
+    Ok(WebServer::new(server, event_loop.get().running_state()))
 }
 
 /// The request target's path, percent-decoded (UTF-8, invalid sequences replaced).
