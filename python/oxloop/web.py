@@ -91,7 +91,7 @@ class _Lifespan:
         self.task = loop.create_task(self._run(scope))
         await self.inbox.put({"type": "lifespan.startup"})
         await asyncio.wait([self.started, self.task], return_when=asyncio.FIRST_COMPLETED)
-        if not self.started.done():
+        if not self.started.done() or self.started.cancelled():
             # The application ended (or failed) without answering the startup.
             if self.mode == "on":
                 raise RuntimeError("the ASGI application does not support lifespan")
@@ -106,7 +106,7 @@ class _Lifespan:
             return
         await self.inbox.put({"type": "lifespan.shutdown"})
         await asyncio.wait([self.stopped, self.task], return_when=asyncio.FIRST_COMPLETED)
-        if self.stopped.done() and self.stopped.result() is not None:
+        if self.stopped.done() and not self.stopped.cancelled() and self.stopped.result():
             logger.error("ASGI lifespan shutdown failed: %s", self.stopped.result())
 
     async def _run(self, scope: dict[str, Any]) -> None:
