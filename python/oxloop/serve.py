@@ -118,7 +118,9 @@ def _serve_one(args: argparse.Namespace) -> None:
 
 def _supervise(args: argparse.Namespace, argv: list[str]) -> int:
     """Runs `args.workers` worker processes and restarts those that die."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     if args.port == 0:
         logger.error("--workers needs a fixed --port")
         return 2

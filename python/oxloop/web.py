@@ -200,9 +200,7 @@ async def start_asgi(
     life = _Lifespan(app, lifespan)
     await life.startup()
     state = life.state if life.supported else None
-    native = _oxloop._serve_asgi(
-        loop, app, host, port, logger.error, root_path, state, settings
-    )
+    native = _oxloop._serve_asgi(loop, app, host, port, logger.error, root_path, state, settings)
     return Server(native, life)
 
 
@@ -296,4 +294,3 @@ def serve_wsgi(
         start_wsgi(app, host, port, threads=threads, root_path=root_path, **settings),
         graceful_timeout,
     )
-

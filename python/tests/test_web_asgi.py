@@ -229,11 +229,21 @@ def test_hostile_input_is_answered_by_the_server():
     with serving(
         oxloop.web.start_asgi, app=raw_app, max_head_bytes=1024, max_body_bytes=100
     ) as address:
-        out = raw_exchange(address, b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 2000 + b"\r\n\r\n", half_close=False)
+        out = raw_exchange(
+            address,
+            b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 2000 + b"\r\n\r\n",
+            half_close=False,
+        )
         assert out.startswith(b"HTTP/1.1 431")
-        out = raw_exchange(address, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + b"a" * 1000, half_close=False)
+        out = raw_exchange(
+            address,
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + b"a" * 1000,
+            half_close=False,
+        )
         assert out.startswith(b"HTTP/1.1 413")
-        out = raw_exchange(address, b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")
+        out = raw_exchange(
+            address, b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"
+        )
         assert out.startswith(b"HTTP/1.1 400")
         out = raw_exchange(address, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert out.startswith(b"HTTP/1.1 201")

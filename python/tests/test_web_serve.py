@@ -17,7 +17,7 @@ from conftest import free_port
 
 pytestmark = pytest.mark.timeout(90)
 
-APP = '''
+APP = """
 import asyncio, os, time
 
 def wsgi(environ, start_response):
@@ -36,7 +36,7 @@ async def asgi(scope, receive, send):
         await asyncio.sleep(1.0)
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": str(os.getpid()).encode()})
-'''
+"""
 
 
 def get(port: int, path: str = "/", timeout: float = 10.0) -> bytes:

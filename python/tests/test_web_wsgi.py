@@ -113,7 +113,9 @@ def app(environ, start_response):
         except ValueError:
             import sys
 
-            start_response("503 Service Unavailable", [("Content-Type", "text/plain")], sys.exc_info())
+            start_response(
+                "503 Service Unavailable", [("Content-Type", "text/plain")], sys.exc_info()
+            )
         return [b"sorry"]
     if path == "/file":
         f = open(__file__, "rb")  # noqa: SIM115 - the server closes it
@@ -259,6 +261,8 @@ def test_flask():
     # PEP 3333 allows and the validator does not.
     with serving(oxloop.web.start_wsgi, app=fapp) as address:
         assert get(address, "/")[1] == b"hello /"
-        r, data = get(address, "/json", "POST", b'{"a": [1, 2]}', {"Content-Type": "application/json"})
+        r, data = get(
+            address, "/json", "POST", b'{"a": [1, 2]}', {"Content-Type": "application/json"}
+        )
         assert json.loads(data) == {"got": {"a": [1, 2]}, "remote": "127.0.0.1"}
         assert get(address, "/stream")[1] == b"0\n1\n2\n"
