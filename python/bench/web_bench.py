@@ -31,8 +31,8 @@ APPS = r"""
 import json
 
 DOC = {"items": [{"id": i, "name": "item %d" % i, "tags": ["a", "b"], "price": i * 1.5}
-                 for i in range(58)]}
-assert 4000 <= len(json.dumps(DOC)) <= 4200, len(json.dumps(DOC))
+                 for i in range(62)]}
+assert 4000 <= len(json.dumps(DOC)) <= 4150, len(json.dumps(DOC))
 HELLO = b"Hello, world!"
 
 
