@@ -39,6 +39,11 @@ struct App {
     root_path: String,
     /// The lifespan state, copied (shallowly) into each request's scope.
     state: Option<Py<PyDict>>,
+    /// `{"loop": event_loop}`, the keyword arguments of every `asyncio.Task(...)`.
+    task_kwargs: Py<PyDict>,
+    /// The complete awaitable whose value is `None` (it holds no state, so one is
+    /// shared by every `send`).
+    done: Py<PyAny>,
 }
 
 /// Where the request body stands, for `receive`.
@@ -378,7 +383,7 @@ impl Parts {
             return Err(PyRuntimeError::new_err("http.response.start sent twice"));
         }
         x.outgoing = Outgoing::Head(status, headers);
-        ready(py, None)
+        Ok(self.app.done.clone_ref(py))
     }
 
     fn body(&self, message: &Bound<'_, PyDict>) -> PyResult<Py<PyAny>> {
@@ -421,7 +426,7 @@ impl Parts {
                     let waiters = std::mem::take(&mut x.disconnect_waiters);
                     drop(x);
                     resolve_all(py, waiters, disconnect_message(py));
-                    return ready(py, None);
+                    return Ok(self.app.done.clone_ref(py));
                 }
                 let (head, writer) = Response::stream(status);
                 x.response = Some(with_headers(head, headers));
@@ -458,7 +463,7 @@ impl Parts {
         match polled {
             Poll::Ready(Ok(())) => {
                 self.after_write(py, writer, more);
-                ready(py, None)
+                Ok(self.app.done.clone_ref(py))
             }
             Poll::Ready(Err(_)) => {
                 self.x.borrow_mut().disconnected = true;
@@ -684,9 +689,10 @@ impl App {
             },
         )?;
         let coro = self.app.bind(py).call1((scope, receive, send))?;
-        let kwargs = PyDict::new(py);
-        kwargs.set_item(intern!(py, "loop"), self.event_loop.bind(py))?;
-        let task = self.task_class.bind(py).call((coro,), Some(&kwargs))?;
+        let task = self
+            .task_class
+            .bind(py)
+            .call((coro,), Some(self.task_kwargs.bind(py)))?;
         let done = Py::new(
             py,
             AppDone {
@@ -759,6 +765,10 @@ pub fn _serve_asgi(
     let running = event_loop.get().running_state();
     let root_path = root_path.trim_end_matches('/').to_owned();
     let event_loop_obj = event_loop.clone().into_any().unbind();
+    let task_kwargs = PyDict::new(py);
+    task_kwargs.set_item("loop", &event_loop_obj)?;
+    let task_kwargs = task_kwargs.unbind();
+    let done = ready(py, None)?;
     let make_app = move |addr: std::net::SocketAddr| {
         Rc::new(App {
             ev: ev.clone(),
@@ -775,6 +785,8 @@ pub fn _serve_asgi(
                 .unbind(),
             root_path,
             state,
+            task_kwargs,
+            done,
         })
     };
     let slot: Rc<RefCell<Option<Rc<App>>>> = Rc::new(RefCell::new(None));
