@@ -7,7 +7,9 @@ same dict on every request), served by one process each: oxloop WSGI and ASGI
 (`python -m oxloop.serve`), granian WSGI and ASGI (one worker, one runtime thread,
 HTTP/1 only) and uvicorn with uvloop and httptools. Each server runs alone, pinned to
 CPU 0; wrk (keep-alive, `--connections` connections) runs pinned to CPU 1. Prints
-requests/s and oxloop's ratios. A server that is not installed is skipped with a note:
+requests/s (the median of `--rounds` rounds, each running every server in turn, so
+that a burst of load from elsewhere on the machine hits one sample of each rather than
+all of one server's) and oxloop's ratios. A server that is not installed is skipped with a note:
 install the peers into the benchmark's venv only, e.g.
 
     python -m venv .venv/bench
@@ -22,6 +24,7 @@ import importlib.util
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -157,26 +160,39 @@ def main() -> int:
     p.add_argument("--connections", type=int, default=100)
     p.add_argument("--threads", type=int, default=1, help="oxloop WSGI threads")
     p.add_argument("--servers", nargs="*", default=list(SERVERS))
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds over every server in turn; the median of each is reported",
+    )
     args = p.parse_args()
     if shutil.which("wrk") is None or shutil.which("taskset") is None:
         print("needs wrk and taskset")
         return 1
-    rates: dict[tuple[str, str], float] = {}
+    samples: dict[tuple[str, str], list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         with open(os.path.join(tmp, "bench_apps.py"), "w") as f:
             f.write(APPS)
-        for app in ("hello", "json"):
-            for server in args.servers:
-                port = free_port()
-                cmd = command(server, app, port, args.threads)
-                if cmd is None:
-                    print(f"{server:13} {app:5}  skipped: not installed in this venv")
-                    continue
-                rate = measure(cmd, port, args.duration, args.connections, tmp)
-                if rate is None:
-                    continue
-                rates[(server, app)] = rate
-                print(f"{server:13} {app:5}  {rate:10,.0f} requests/s", flush=True)
+        for round_number in range(1, args.rounds + 1):
+            print(f"round {round_number}")
+            for app in ("hello", "json"):
+                for server in args.servers:
+                    port = free_port()
+                    cmd = command(server, app, port, args.threads)
+                    if cmd is None:
+                        if round_number == 1:
+                            print(f"{server:13} {app:5}  skipped: not installed in this venv")
+                        continue
+                    rate = measure(cmd, port, args.duration, args.connections, tmp)
+                    if rate is None:
+                        continue
+                    samples.setdefault((server, app), []).append(rate)
+                    print(f"{server:13} {app:5}  {rate:10,.0f} requests/s", flush=True)
+    rates = {key: statistics.median(values) for key, values in samples.items()}
+    print("\nmedian of the rounds:")
+    for (server, app), rate in rates.items():
+        print(f"{server:13} {app:5}  {rate:10,.0f} requests/s")
     print()
     for app in ("hello", "json"):
         for ours, peer in (
