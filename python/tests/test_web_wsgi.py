@@ -104,6 +104,10 @@ def app(environ, start_response):
         write = start_response("200 OK", [("Content-Type", "text/plain")])
         write(b"written ")
         return Closing([b"and ", b"returned"], "write")
+    if path == "/write-list":
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        write(b"written, ")
+        return [b"then ", b"a list"]
     if path == "/error-before":
         raise RuntimeError("failed before the response")
     if path == "/exc-info":
@@ -194,6 +198,8 @@ def test_write_close_errors_and_files():
         r, data = get(address, "/write")
         assert (r.status, data) == (200, b"written and returned")
         assert CLOSED == ["write"]
+        r, data = get(address, "/write-list")
+        assert data == b"written, then a list"
         r, data = get(address, "/error-before")
         assert r.status == 500
         r, data = get(address, "/exc-info")

@@ -484,16 +484,19 @@ impl Worker {
         start: &StartResponse,
         result: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        // A list or tuple is the whole body, known now: one `Content-Length` response.
-        if let Ok(list) = result.cast::<PyList>() {
-            return start.finish_whole(Some(Whole::Bytes(join(list.iter())?)));
-        }
-        if let Ok(tuple) = result.cast::<PyTuple>() {
-            return start.finish_whole(Some(Whole::Bytes(join(tuple.iter())?)));
-        }
-        if result.is_instance(self.file_wrapper.bind(py))? {
-            if let Some(file) = regular_file(result)? {
-                return start.finish_whole(Some(file));
+        // A list or tuple is the whole body, known now: one `Content-Length` response
+        // (unless `write()` already started a streamed one).
+        if !start.progress().sent {
+            if let Ok(list) = result.cast::<PyList>() {
+                return start.finish_whole(Some(Whole::Bytes(join(list.iter())?)));
+            }
+            if let Ok(tuple) = result.cast::<PyTuple>() {
+                return start.finish_whole(Some(Whole::Bytes(join(tuple.iter())?)));
+            }
+            if result.is_instance(self.file_wrapper.bind(py))? {
+                if let Some(file) = regular_file(result)? {
+                    return start.finish_whole(Some(file));
+                }
             }
         }
         for piece in result.try_iter()? {
