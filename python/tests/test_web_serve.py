@@ -60,15 +60,16 @@ def wait_until_serving(port: int, proc: subprocess.Popen) -> None:
     raise AssertionError("the server did not start listening")
 
 
-def pids_seen(port: int, want: int, tries: int = 200) -> set[bytes]:
+def pids_seen(port: int, want: int, seconds: float = 20.0) -> set[bytes]:
+    """The worker pids that answer new connections, until `want` were seen (a worker
+    may still be starting: connections go only to those already listening)."""
     seen: set[bytes] = set()
-    for _ in range(tries):
+    deadline = time.monotonic() + seconds
+    while len(seen) < want and time.monotonic() < deadline:
         try:
             seen.add(get(port))
         except (OSError, http.client.HTTPException):
             time.sleep(0.05)  # a worker being replaced
-        if len(seen) >= want:
-            break
     return seen
 
 
@@ -110,7 +111,7 @@ def test_two_wsgi_workers_restart_and_sigterm(tmp_path):
         deadline = time.monotonic() + 30
         replaced = set()
         while time.monotonic() < deadline and not (replaced - first):
-            replaced |= pids_seen(port, 2, tries=20)
+            replaced |= pids_seen(port, 2, seconds=1.0)
         assert replaced - first, "a new worker took the dead one's place"
         stop_gracefully(proc, port, signal.SIGTERM)
     finally:
