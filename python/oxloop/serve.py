@@ -141,6 +141,7 @@ def _supervise(args: argparse.Namespace, argv: list[str]) -> int:
         workers.append(subprocess.Popen(command))
     logger.info("supervising %d workers on port %d", args.workers, args.port)
     restarts: list[float] = []
+    gave_up = False
     while not stopping:
         time.sleep(0.2)
         for i, proc in enumerate(workers):
@@ -151,6 +152,7 @@ def _supervise(args: argparse.Namespace, argv: list[str]) -> int:
             restarts = [t for t in restarts if now - t < 10]
             if len(restarts) >= 5 * args.workers:
                 logger.error("workers keep dying; giving up")
+                gave_up = True
                 stop(signal.SIGTERM, None)
                 break
             restarts.append(now)
@@ -163,7 +165,7 @@ def _supervise(args: argparse.Namespace, argv: list[str]) -> int:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    return 0
+    return 1 if gave_up else 0
 
 
 def main(argv: list[str] | None = None) -> int:
