@@ -39,8 +39,11 @@ struct App {
     root_path: String,
     /// The lifespan state, copied (shallowly) into each request's scope.
     state: Option<Py<PyDict>>,
-    /// `{"loop": event_loop}`, the keyword arguments of every `asyncio.Task(...)`.
+    /// `{"loop": event_loop}` (and `eager_start=True` from Python 3.12 on), the keyword
+    /// arguments of every `asyncio.Task(...)`.
     task_kwargs: Py<PyDict>,
+    /// Tasks start eagerly: their first step runs at once, inside the handler.
+    eager: bool,
     /// The complete awaitable whose value is `None` (it holds no state, so one is
     /// shared by every `send`).
     done: Py<PyAny>,
@@ -700,7 +703,12 @@ impl App {
                 running: self.running.clone(),
             },
         )?;
-        task.call_method1(intern!(py, "add_done_callback"), (done,))?;
+        if self.eager && task.call_method0(intern!(py, "done"))?.is_truthy()? {
+            // Finished in its first step (eager start): no callback to schedule.
+            done.get().__call__(&task)?;
+        } else {
+            task.call_method1(intern!(py, "add_done_callback"), (done,))?;
+        }
         Ok(x)
     }
 
@@ -767,6 +775,12 @@ pub fn _serve_asgi(
     let event_loop_obj = event_loop.clone().into_any().unbind();
     let task_kwargs = PyDict::new(py);
     task_kwargs.set_item("loop", &event_loop_obj)?;
+    // From Python 3.12 on, a task may run its first step at once: an application that
+    // answers without waiting then costs no loop callback at all.
+    let eager = py.version_info() >= (3, 12);
+    if eager {
+        task_kwargs.set_item("eager_start", true)?;
+    }
     let task_kwargs = task_kwargs.unbind();
     let done = ready(py, None)?;
     let make_app = move |addr: std::net::SocketAddr| {
@@ -786,6 +800,7 @@ pub fn _serve_asgi(
             root_path,
             state,
             task_kwargs,
+            eager,
             done,
         })
     };
