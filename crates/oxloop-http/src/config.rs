@@ -13,6 +13,7 @@ use std::time::Duration;
 /// | `body_timeout` (longest pause between two reads of a body) | 10 s | 408, close |
 /// | `idle_timeout` (keep-alive connection without a request) | 60 s | silent close |
 /// | `max_connections` | 10 000 | accepting pauses until one closes (a connection accepted in the same burst past the limit gets 503) |
+/// | `reuse_port` | off | (listens with `SO_REUSEPORT`: several loops or processes share the port, see `oxloop::cluster`) |
 #[derive(Clone, Debug)]
 pub struct Config {
     pub(crate) max_head_bytes: usize,
@@ -23,8 +24,8 @@ pub struct Config {
     pub(crate) max_connections: usize,
     pub(crate) server_name: String,
     pub(crate) log_requests: bool,
-    pub(crate) peer_addrs: bool,
     pub(crate) reuse_port: bool,
+    pub(crate) peer_addrs: bool,
 }
 
 impl Default for Config {
@@ -38,8 +39,8 @@ impl Default for Config {
             max_connections: 10_000,
             server_name: "oxloop".to_string(),
             log_requests: false,
-            peer_addrs: false,
             reuse_port: false,
+            peer_addrs: false,
         }
     }
 }
@@ -101,18 +102,18 @@ impl Config {
         self
     }
 
+    /// Listens with `SO_REUSEPORT`, so that several loops (an `oxloop::cluster`) or
+    /// processes serve the same port, the kernel spreading connections over them.
+    pub fn reuse_port(mut self, on: bool) -> Config {
+        self.reuse_port = on;
+        self
+    }
+
     /// Reads each connection's peer address once (one `getpeername(2)`) and hands it
     /// to its requests ([`Request::peer_addr`](crate::Request::peer_addr)). Off by
     /// default.
     pub fn peer_addrs(mut self, on: bool) -> Config {
         self.peer_addrs = on;
-        self
-    }
-
-    /// Listens with `SO_REUSEPORT`, so that several processes or threads can serve
-    /// one port, the kernel spreading connections among them. Off by default.
-    pub fn reuse_port(mut self, on: bool) -> Config {
-        self.reuse_port = on;
         self
     }
 }

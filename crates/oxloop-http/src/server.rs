@@ -81,7 +81,6 @@ impl HttpServer {
         handler: Handler,
     ) -> io::Result<HttpServer> {
         let response_start = ResponseStart::new(&config.server_name);
-        let options = ServerOptions::default().reuse_port(config.reuse_port);
         let shared = Rc::new(Shared {
             ev: ev.clone(),
             config,
@@ -94,6 +93,7 @@ impl HttpServer {
             on_drained: RefCell::new(None),
         });
         let for_factory = shared.clone();
+        let options = ServerOptions::default().reuse_port(shared.config.reuse_port);
         let listener = ev.create_server_with(addr, &options, move || {
             HttpProtocol::new(for_factory.clone())
         })?;
