@@ -171,6 +171,10 @@ async def raw_app(scope, receive, send):
         DISCONNECTS.append(message["type"])
         DISCONNECTED.set()
         return
+    if path == "/fail-mid-stream":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"partial", "more_body": True})
+        raise RuntimeError("failed half-way")
     if path == "/slow-pieces":
         await send({"type": "http.response.start", "status": 200, "headers": []})
         for _ in range(3):
@@ -200,6 +204,14 @@ def test_raw_asgi_corners():
         r = conn.getresponse()
         assert r.status == 500
         r.read()
+        conn.close()
+        # A failure half-way through a streamed body cuts the connection: the client
+        # sees an incomplete response, never a complete one.
+        conn = http.client.HTTPConnection(*address, timeout=5)
+        conn.request("GET", "/fail-mid-stream")
+        r = conn.getresponse()
+        with pytest.raises((http.client.IncompleteRead, ConnectionError)):
+            r.read()
         conn.close()
         conn = http.client.HTTPConnection(*address, timeout=5)
         conn.request("GET", "/slow-pieces")

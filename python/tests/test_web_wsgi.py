@@ -108,6 +108,14 @@ def app(environ, start_response):
         write = start_response("200 OK", [("Content-Type", "text/plain")])
         write(b"written, ")
         return [b"then ", b"a list"]
+    if path == "/fail-mid-stream":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+
+        def pieces():
+            yield b"partial"
+            raise RuntimeError("failed half-way")
+
+        return pieces()
     if path == "/error-before":
         raise RuntimeError("failed before the response")
     if path == "/exc-info":
@@ -200,6 +208,12 @@ def test_write_close_errors_and_files():
         assert CLOSED == ["write"]
         r, data = get(address, "/write-list")
         assert data == b"written, then a list"
+        conn = http.client.HTTPConnection(*address, timeout=10)
+        conn.request("GET", "/fail-mid-stream")
+        r = conn.getresponse()
+        with pytest.raises((http.client.IncompleteRead, ConnectionError)):
+            r.read()
+        conn.close()
         r, data = get(address, "/error-before")
         assert r.status == 500
         r, data = get(address, "/exc-info")

@@ -926,6 +926,7 @@ impl Conn {
     /// Moves pieces of `stream` to the transport; returns whether the body ended.
     fn send_queued(&mut self, t: &Transport, stream: &StreamShared, chunked: bool) -> bool {
         let mut finished = false;
+        let mut aborted = false;
         // Move queued pieces to the transport until it is full (then
         // `resume_writing` calls us again) or the queue is empty (then the
         // writer's next `send` or its drop does).
@@ -949,7 +950,8 @@ impl Conn {
             }
             if s.finished && s.chunks.is_empty() {
                 finished = true;
-                if chunked {
+                aborted = s.aborted;
+                if chunked && !aborted {
                     self.out.extend_from_slice(b"0\r\n\r\n");
                 }
                 s.notify = None;
@@ -967,6 +969,11 @@ impl Conn {
             if finished || !took {
                 break;
             }
+        }
+        if aborted {
+            // The body was given up (`BodyWriter::abort`): what is written stays
+            // incomplete, and the client sees the connection cut.
+            t.abort();
         }
         finished
     }

@@ -87,6 +87,8 @@ struct Exchange {
     disconnect_waiters: Vec<Py<PyAny>>,
     /// A streamed body ends once the piece in flight is sent.
     finish_after_send: bool,
+    /// The application failed while streaming: the body is cut, not ended.
+    abort_stream: bool,
 }
 
 type Shared = Rc<RefCell<Exchange>>;
@@ -509,7 +511,11 @@ impl Parts {
             x.outgoing = Outgoing::Streaming(Some(writer));
             return;
         }
-        drop(writer);
+        if x.abort_stream {
+            writer.abort();
+        } else {
+            drop(writer);
+        }
         x.outgoing = Outgoing::Complete;
         let waiters = std::mem::take(&mut x.disconnect_waiters);
         drop(x);
@@ -592,11 +598,17 @@ impl Parts {
                 });
             }
             Outgoing::Streaming(None) => {
-                // The task sending the last piece ends the body.
+                // The task sending the last piece ends (or cuts) the body.
                 x.outgoing = Outgoing::Streaming(None);
                 x.finish_after_send = true;
+                x.abort_stream = failed;
             }
-            Outgoing::Streaming(Some(_)) | Outgoing::Complete => {}
+            Outgoing::Streaming(Some(writer)) => {
+                if failed {
+                    writer.abort();
+                }
+            }
+            Outgoing::Complete => {}
         }
         x.wake();
         let waiters = std::mem::take(&mut x.disconnect_waiters);
@@ -670,6 +682,7 @@ impl App {
             disconnected: false,
             disconnect_waiters: Vec::new(),
             finish_after_send: false,
+            abort_stream: false,
         }));
         let parts = || {
             LoopCell::new(Parts {

@@ -56,6 +56,8 @@ struct State {
     output_done: bool,
     /// The application failed before its head was sent: answer 500.
     failed: bool,
+    /// The application failed while its body was streamed: cut the connection.
+    aborted: bool,
     /// The loop's handler or response pump, waiting for output.
     output_waker: Option<Waker>,
     /// The connection is gone.
@@ -447,8 +449,10 @@ impl Worker {
                 self.log(py, "Exception in WSGI application", &err);
                 s = job.exchange.lock();
             }
-            if s.head.is_none() {
+            if s.head.is_none() && !start.get().progress().sent {
                 s.failed = true;
+            } else {
+                s.aborted = true;
             }
         }
         if s.head.is_none() && !s.failed {
@@ -688,6 +692,9 @@ async fn pump_response(mut writer: oxloop_http::BodyWriter, exchange: Arc<Exchan
         .await;
         exchange.changed.notify_all();
         let Some(piece) = piece else {
+            if exchange.lock().aborted {
+                writer.abort();
+            }
             return;
         };
         if writer.send(piece).await.is_err() {
@@ -776,7 +783,7 @@ impl App {
                 response(status, headers, Response::new(status).body(bytes))
             }
             Some(Whole::File(file, len)) => response(status, headers, Response::file(file, len)),
-            None if done => {
+            None if done && !exchange.lock().aborted => {
                 let mut s = exchange.lock();
                 let mut bytes = Vec::with_capacity(s.output_queued);
                 for piece in s.output.drain(..) {
