@@ -154,3 +154,33 @@ class LogSink:
     def mails_sent(self) -> int: ...
     def send_mail_now(self) -> None: ...
     def close(self) -> None: ...
+class WebServer:
+    """A running HTTP server of a loop (oxloop-http), from `_serve_asgi` / `_serve_wsgi`."""
+
+    @property
+    def address(self) -> tuple[str, int]: ...
+    def connections(self) -> int: ...
+    def shutdown(self, done: Callable[[], object]) -> None: ...
+
+def _serve_asgi(
+    event_loop: LoopCore,
+    app: Any,
+    host: str,
+    port: int,
+    logger: Callable[..., object],
+    root_path: str = "",
+    state: dict[str, Any] | None = None,
+    options: dict[str, Any] | None = None,
+) -> WebServer: ...
+def _serve_wsgi(
+    event_loop: LoopCore,
+    app: Callable[..., Any],
+    host: str,
+    port: int,
+    threads: int,
+    logger: Callable[..., object],
+    root_path: str,
+    file_wrapper: type,
+    base: dict[str, Any],
+    options: dict[str, Any] | None = None,
+) -> WebServer: ...

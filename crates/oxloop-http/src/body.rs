@@ -126,6 +126,8 @@ pub(crate) struct StreamState {
     pub queued: usize,
     /// The writer finished (or was dropped).
     pub finished: bool,
+    /// The writer gave up: the connection is cut instead of ending the body.
+    pub aborted: bool,
     /// The connection is gone: sends fail.
     pub broken: bool,
     /// The writer waits for room.
@@ -190,6 +192,14 @@ impl BodyWriter {
     /// Ends the body.
     pub fn finish(self) {
         // Drop does it.
+    }
+
+    /// Gives up on the body (the producer failed half-way): what was queued is sent,
+    /// then the connection is cut, so that the client sees an incomplete response
+    /// rather than a complete one.
+    pub fn abort(self) {
+        self.shared.borrow_mut().aborted = true;
+        // Drop ends it.
     }
 }
 

@@ -25,6 +25,7 @@ pub struct Config {
     pub(crate) server_name: String,
     pub(crate) log_requests: bool,
     pub(crate) reuse_port: bool,
+    pub(crate) peer_addrs: bool,
 }
 
 impl Default for Config {
@@ -39,6 +40,7 @@ impl Default for Config {
             server_name: "oxloop".to_string(),
             log_requests: false,
             reuse_port: false,
+            peer_addrs: false,
         }
     }
 }
@@ -104,6 +106,14 @@ impl Config {
     /// processes serve the same port, the kernel spreading connections over them.
     pub fn reuse_port(mut self, on: bool) -> Config {
         self.reuse_port = on;
+        self
+    }
+
+    /// Reads each connection's peer address once (one `getpeername(2)`) and hands it
+    /// to its requests ([`Request::peer_addr`](crate::Request::peer_addr)). Off by
+    /// default.
+    pub fn peer_addrs(mut self, on: bool) -> Config {
+        self.peer_addrs = on;
         self
     }
 }

@@ -88,6 +88,8 @@ pub(crate) struct Conn {
     key: usize,
     transport: Option<Transport>,
     peer: String,
+    /// The client's address, handed to each request ([`Request::peer_addr`]).
+    peer_addr: Option<std::net::SocketAddr>,
     /// Unparsed input (only used when a request is split across reads, or while a
     /// response is in progress).
     input: Vec<u8>,
@@ -190,6 +192,7 @@ impl HttpProtocol {
                 key: usize::MAX,
                 transport: None,
                 peer: String::new(),
+                peer_addr: None,
                 input: Vec::new(),
                 req: Request::default(),
                 out: Vec::new(),
@@ -222,6 +225,9 @@ impl Protocol for HttpProtocol {
         let (key, over_limit) = shared.register(Rc::downgrade(&tracked));
         let mut c = self.conn.borrow_mut();
         c.key = key;
+        if shared.config.peer_addrs {
+            c.peer_addr = transport.peer_addr().ok().and_then(|a| a.as_inet());
+        }
         if shared.config.log_requests {
             c.peer = transport
                 .peer_addr()
@@ -693,6 +699,7 @@ impl Conn {
 
     /// Calls the handler for the request in `self.req`.
     fn dispatch(&mut self) {
+        self.req.peer_addr = self.peer_addr;
         match &self.shared.handler {
             Handler::Sync(handler) => {
                 // A panicking handler costs its connection a 500, not the server.
@@ -919,6 +926,7 @@ impl Conn {
     /// Moves pieces of `stream` to the transport; returns whether the body ended.
     fn send_queued(&mut self, t: &Transport, stream: &StreamShared, chunked: bool) -> bool {
         let mut finished = false;
+        let mut aborted = false;
         // Move queued pieces to the transport until it is full (then
         // `resume_writing` calls us again) or the queue is empty (then the
         // writer's next `send` or its drop does).
@@ -942,7 +950,8 @@ impl Conn {
             }
             if s.finished && s.chunks.is_empty() {
                 finished = true;
-                if chunked {
+                aborted = s.aborted;
+                if chunked && !aborted {
                     self.out.extend_from_slice(b"0\r\n\r\n");
                 }
                 s.notify = None;
@@ -960,6 +969,11 @@ impl Conn {
             if finished || !took {
                 break;
             }
+        }
+        if aborted {
+            // The body was given up (`BodyWriter::abort`): what is written stays
+            // incomplete, and the client sees the connection cut.
+            t.abort();
         }
         finished
     }

@@ -34,6 +34,7 @@ pub struct Request {
     pub(crate) stream: Option<RequestBody>,
     /// The client asked to close (or HTTP/1.0 without keep-alive).
     pub(crate) close: bool,
+    pub(crate) peer_addr: Option<std::net::SocketAddr>,
 }
 
 impl Request {
@@ -111,6 +112,12 @@ impl Request {
     /// taken.
     pub fn take_body(&mut self) -> Option<RequestBody> {
         self.stream.take()
+    }
+
+    /// The client's address (TCP), when [`Config::peer_addrs`](crate::Config::peer_addrs)
+    /// is on.
+    pub fn peer_addr(&self) -> Option<std::net::SocketAddr> {
+        self.peer_addr
     }
 
     /// Whether the connection will close after this request's response.

@@ -7,11 +7,13 @@
 //! - `LogSink` (`log.rs`): the outputs of `oxloop-log` for `oxloop.handlers.Log`;
 //! - `running.rs`: which thread may touch a loop, the GIL around the kernel wait, and
 //!   the exception that leaves `run_forever`;
+//! - `web.rs`, `asgi.rs`, `wsgi.rs`: ASGI and WSGI applications served by oxloop-http;
 //! - `ffi.rs`: the few CPython calls that need `unsafe`.
 
 #![deny(unsafe_code)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+mod asgi;
 #[allow(unsafe_code)] // the CPython calls PyO3 does not wrap, each with its SAFETY note
 mod ffi;
 mod handle;
@@ -20,6 +22,8 @@ mod loop_core;
 #[allow(unsafe_code)] // `Send`/`Sync` for GIL-guarded cells, the GIL token in callbacks
 mod running;
 mod transport;
+mod web;
+mod wsgi;
 
 use pyo3::prelude::*;
 
@@ -31,5 +35,8 @@ fn _oxloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<handle::TimerHandle>()?;
     m.add_class::<transport::StreamTransport>()?;
     m.add_class::<log::LogSink>()?;
+    m.add_class::<web::WebServer>()?;
+    m.add_function(wrap_pyfunction!(asgi::_serve_asgi, m)?)?;
+    m.add_function(wrap_pyfunction!(wsgi::_serve_wsgi, m)?)?;
     Ok(())
 }

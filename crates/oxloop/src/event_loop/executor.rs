@@ -11,7 +11,7 @@
 //!    loop if it sleeps.
 
 use super::mailbox::ScheduledFlag;
-use super::{current_loop_id, destroyed_error, EventLoop, Shared, CURRENT};
+use super::{destroyed_error, is_loop_of_thread, loop_of_thread, EventLoop, Shared};
 use std::future::Future;
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -69,14 +69,16 @@ impl Wake for TaskHeader {
         if !self.scheduled.wake() {
             return;
         }
-        if current_loop_id() == self.loop_id && EventLoop::schedule_task(self.key, self.generation)
+        if is_loop_of_thread(self.loop_id)
+            && EventLoop::schedule_task(self.loop_id, self.key, self.generation)
         {
             return;
         }
-        let (key, generation) = (self.key, self.generation);
-        // Fails only when the loop is gone, and then there is nothing to wake.
+        let (loop_id, key, generation) = (self.loop_id, self.key, self.generation);
+        // Fails only when the loop is gone, and then there is nothing to wake. The call
+        // runs inside the loop's own iteration, where `loop_of_thread` finds it.
         let _ = self.shared.push(Box::new(move || {
-            EventLoop::schedule_task(key, generation);
+            EventLoop::schedule_task(loop_id, key, generation);
         }));
     }
 }
@@ -217,8 +219,8 @@ impl EventLoop {
     /// Queues a woken task, from the loop's own thread. False when the state is busy
     /// (a waker called from inside the loop's bookkeeping): the caller then goes through
     /// the thread-safe queue instead.
-    pub(crate) fn schedule_task(key: usize, generation: u64) -> bool {
-        let Some(inner) = CURRENT.with(|c| c.borrow().upgrade()) else {
+    pub(crate) fn schedule_task(loop_id: u64, key: usize, generation: u64) -> bool {
+        let Some(inner) = loop_of_thread(loop_id) else {
             return true; // the loop is gone: nothing to schedule
         };
         let Ok(mut state) = inner.state.try_borrow_mut() else {

@@ -80,14 +80,30 @@ thread_local! {
     static CURRENT: RefCell<Weak<Inner>> = const { RefCell::new(Weak::new()) };
     /// Its id (0: none), so a waker can tell cheaply whether it runs on its loop's thread.
     static CURRENT_ID: Cell<u64> = const { Cell::new(0) };
+    /// The loop running on this thread now (the innermost one), which may be a detached
+    /// loop ([`EventLoop::new_detached`]) that `CURRENT` does not know.
+    static RUNNING: RefCell<Weak<Inner>> = const { RefCell::new(Weak::new()) };
+    /// Its id (0: none).
+    static RUNNING_ID: Cell<u64> = const { Cell::new(0) };
 }
 
 /// Source of loop ids; 0 means "no loop".
 static NEXT_LOOP_ID: AtomicU64 = AtomicU64::new(1);
 
-/// The id of the current thread's loop, 0 if none.
-pub(crate) fn current_loop_id() -> u64 {
-    CURRENT_ID.with(Cell::get)
+/// Whether the loop with this id is this thread's loop or runs on this thread now.
+pub(crate) fn is_loop_of_thread(id: u64) -> bool {
+    RUNNING_ID.with(Cell::get) == id || CURRENT_ID.with(Cell::get) == id
+}
+
+/// The loop with this id, if it runs on this thread now or is this thread's loop.
+pub(crate) fn loop_of_thread(id: u64) -> Option<Rc<Inner>> {
+    if RUNNING_ID.with(Cell::get) == id {
+        return RUNNING.with(|r| r.borrow().upgrade());
+    }
+    if CURRENT_ID.with(Cell::get) == id {
+        return CURRENT.with(|c| c.borrow().upgrade());
+    }
+    None
 }
 
 /// A function that runs the loop's blocking wait, given to it as a closure (see
@@ -611,7 +627,13 @@ impl EventLoop {
             ));
         }
         state.running = true;
-        Ok(RunningGuard { inner: &self.inner })
+        let previous = RUNNING.with(|r| r.replace(Rc::downgrade(&self.inner)));
+        let previous_id = RUNNING_ID.with(|r| r.replace(self.inner.id));
+        Ok(RunningGuard {
+            inner: &self.inner,
+            previous,
+            previous_id,
+        })
     }
 
     fn iterate(&self, max_wait: Option<Duration>) -> io::Result<()> {
@@ -911,11 +933,17 @@ impl Drop for Inner {
 
 struct RunningGuard<'a> {
     inner: &'a Inner,
+    /// The loop that was running on this thread before (nested loops), restored.
+    previous: Weak<Inner>,
+    previous_id: u64,
 }
 
 impl Drop for RunningGuard<'_> {
     fn drop(&mut self) {
         self.inner.state.borrow_mut().running = false;
+        let previous = std::mem::take(&mut self.previous);
+        let _ = RUNNING.try_with(|r| *r.borrow_mut() = previous);
+        let _ = RUNNING_ID.try_with(|r| r.set(self.previous_id));
     }
 }
 

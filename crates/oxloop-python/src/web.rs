@@ -1,0 +1,137 @@
+//! Web serving: ASGI and WSGI applications on oxloop-http.
+//!
+//! HTTP itself (parsing, limits, keep-alive, pipelining, writing responses) is
+//! oxloop-http's, on the core loop of the Python loop object; Python sees only the
+//! application call. `asgi.rs` runs ASGI applications as asyncio tasks on the loop's
+//! own thread; `wsgi.rs` runs WSGI applications on a pool of threads. This file holds
+//! what both share: the server object, its settings, and the request's facts.
+
+use crate::loop_core::{os_error, LoopCore};
+use crate::running::{self, LoopCell, LoopShared};
+use oxloop_http::{Config, HttpServer, Request};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A running HTTP server of a Python loop (from `_serve_asgi` or `_serve_wsgi`).
+#[pyclass(frozen, module = "oxloop._oxloop")]
+pub struct WebServer {
+    /// The server; only the loop's thread may touch it (see `running`).
+    server: LoopCell<HttpServer>,
+    running: Arc<LoopShared>,
+    addr: SocketAddr,
+}
+
+impl WebServer {
+    pub(crate) fn new(server: HttpServer, running: Arc<LoopShared>) -> WebServer {
+        WebServer {
+            addr: server.local_addr(),
+            server: LoopCell::new(server),
+            running,
+        }
+    }
+
+    pub(crate) fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+#[pymethods]
+impl WebServer {
+    /// The address listened on, `(host, port)`.
+    #[getter]
+    fn address(&self) -> (String, u16) {
+        (self.addr.ip().to_string(), self.addr.port())
+    }
+
+    /// Connections open now.
+    fn connections(&self, py: Python<'_>) -> PyResult<usize> {
+        Ok(self.server.get(py, &self.running)?.connections())
+    }
+
+    /// Graceful shutdown: stops listening, closes idle connections, lets requests in
+    /// progress finish; `done()` is called on the loop once no connection is left.
+    fn shutdown(&self, py: Python<'_>, done: Py<PyAny>) -> PyResult<()> {
+        self.server.get(py, &self.running)?.shutdown(move || {
+            running::with_gil(|py| {
+                if let Err(err) = done.call0(py) {
+                    err.write_unraisable(py, None);
+                }
+            })
+        });
+        Ok(())
+    }
+}
+
+/// The server settings given from Python (`oxloop.web`'s keyword arguments).
+pub(crate) fn config(options: Option<&Bound<'_, PyDict>>) -> PyResult<Config> {
+    let mut config = Config::default().peer_addrs(true);
+    let Some(options) = options else {
+        return Ok(config);
+    };
+    for (key, value) in options.iter() {
+        let key: String = key.extract()?;
+        let seconds = |v: &Bound<'_, PyAny>| -> PyResult<Duration> {
+            Duration::try_from_secs_f64(v.extract()?)
+                .map_err(|e| PyValueError::new_err(format!("{key}: {e}")))
+        };
+        config = match key.as_str() {
+            "max_head_bytes" => config.max_head_bytes(value.extract()?),
+            "max_body_bytes" => config.max_body_bytes(value.extract()?),
+            "head_timeout" => config.head_timeout(seconds(&value)?),
+            "body_timeout" => config.body_timeout(seconds(&value)?),
+            "idle_timeout" => config.idle_timeout(seconds(&value)?),
+            "max_connections" => config.max_connections(value.extract()?),
+            "reuse_port" => config.reuse_port(value.extract()?),
+            "server_name" => config.server_name(value.extract::<String>()?),
+            "access_log" => {
+                let on: bool = value.extract()?;
+                if on {
+                    // The request log is a `tracing` event; without a subscriber of
+                    // the program's own, it goes to stderr.
+                    let _ = tracing_subscriber::fmt()
+                        .with_writer(std::io::stderr)
+                        .with_ansi(false)
+                        .try_init();
+                }
+                config.log_requests(on)
+            }
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "unknown server setting {other:?}"
+                )))
+            }
+        };
+    }
+    Ok(config)
+}
+
+/// Binds `host:port` on `event_loop`'s core with `bind`.
+pub(crate) fn bind(
+    event_loop: &Bound<'_, LoopCore>,
+    host: &str,
+    port: u16,
+    bind: impl FnOnce(&oxloop::EventLoop, (&str, u16)) -> std::io::Result<HttpServer>,
+) -> PyResult<WebServer> {
+    let ev = event_loop.get().event_loop(event_loop.py())?;
+    let server = bind(&ev, (host, port)).map_err(os_error)?;
+    Ok(WebServer::new(server, event_loop.get().running_state()))
+}
+
+/// The request target's path, percent-decoded (UTF-8, invalid sequences replaced).
+pub(crate) fn decoded_path(req: &Request) -> Cow<'_, str> {
+    percent_encoding::percent_decode_str(req.path()).decode_utf8_lossy()
+}
+
+/// A header value from the application as text: UTF-8 when it is, else Latin-1 (the
+/// bytes HTTP allows).
+pub(crate) fn header_text(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => s.to_owned(),
+        Err(_) => bytes.iter().map(|&b| b as char).collect(),
+    }
+}

@@ -1,0 +1,210 @@
+"""WSGI and ASGI serving: oxloop against granian and uvicorn (uvloop + httptools), wrk.
+
+    python python/bench/web_bench.py [--duration 5] [--connections 100] [--threads 1]
+
+Two applications, a 13-byte "hello" and a 4 KiB JSON document (`json.dumps` of the
+same dict on every request), served by one process each: oxloop WSGI and ASGI
+(`python -m oxloop.serve`), granian WSGI and ASGI (one worker, one runtime thread,
+HTTP/1 only) and uvicorn with uvloop and httptools. Each server runs alone, pinned to
+CPU 0; wrk (keep-alive, `--connections` connections) runs pinned to CPU 1. Prints
+requests/s (the median of `--rounds` rounds, each running every server in turn, so
+that a burst of load from elsewhere on the machine hits one sample of each rather than
+all of one server's) and oxloop's ratios. A server that is not installed is skipped with a note:
+install the peers into the benchmark's venv only, e.g.
+
+    python -m venv .venv/bench
+    .venv/bench/bin/pip install ./python granian uvicorn uvloop httptools
+    .venv/bench/bin/python python/bench/web_bench.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+APPS = r"""
+import json
+
+DOC = {"items": [{"id": i, "name": "item %d" % i, "tags": ["a", "b"], "price": i * 1.5}
+                 for i in range(62)]}
+assert 4000 <= len(json.dumps(DOC)) <= 4150, len(json.dumps(DOC))
+HELLO = b"Hello, world!"
+
+
+def wsgi_hello(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "13")])
+    return [HELLO]
+
+
+def wsgi_json(environ, start_response):
+    body = json.dumps(DOC).encode()
+    start_response("200 OK", [("Content-Type", "application/json"),
+                              ("Content-Length", str(len(body)))])
+    return [body]
+
+
+async def asgi_hello(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/plain"), (b"content-length", b"13")]})
+    await send({"type": "http.response.body", "body": HELLO})
+
+
+async def asgi_json(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    body = json.dumps(DOC).encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+"""
+
+
+def command(server: str, app: str, port: int, threads: int) -> list[str] | None:
+    """The command that serves `app` (hello/json) with `server`, or None if missing."""
+    py = sys.executable
+    kind = "wsgi" if server.endswith("wsgi") else "asgi"
+    target = f"bench_apps:{kind}_{app}"
+    if server.startswith("oxloop"):
+        return [py, "-m", "oxloop.serve", target, "--interface", kind, "--port", str(port)] + (
+            ["--threads", str(threads)] if kind == "wsgi" else ["--lifespan", "off"]
+        )
+    if server.startswith("granian"):
+        if importlib.util.find_spec("granian") is None:
+            return None
+        return (
+            [py, "-m", "granian", "--interface", kind, "--host", "127.0.0.1", "--port"]
+            + [str(port), "--workers", "1", "--runtime-threads", "1", "--http", "1"]
+            + ["--no-ws", "--log-level", "warning", target]
+        )
+    if server == "uvicorn":
+        if any(importlib.util.find_spec(m) is None for m in ("uvicorn", "uvloop", "httptools")):
+            return None
+        return [py, "-m", "uvicorn", target, "--port", str(port), "--loop", "uvloop"] + [
+            "--http",
+            "httptools",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+            "--lifespan",
+            "off",
+        ]
+    raise ValueError(server)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def measure(cmd: list[str], port: int, duration: int, connections: int, cwd: str) -> float | None:
+    env = dict(os.environ, PYTHONPATH=cwd)
+    server = subprocess.Popen(
+        ["taskset", "-c", "0", *cmd],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if server.poll() is not None or time.monotonic() > deadline:
+                print("   server failed:", server.stderr.read().decode().strip()[-300:])
+                return None
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        url = f"http://127.0.0.1:{port}/"
+        subprocess.run(["wrk", "-t1", "-c10", "-d1s", url], capture_output=True)  # warm-up
+        out = subprocess.run(
+            ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{duration}s", url],
+            capture_output=True,
+            text=True,
+        ).stdout
+        rate = None
+        for line in out.splitlines():
+            if line.startswith("Requests/sec:"):
+                rate = float(line.split()[1])
+            if "Non-2xx" in line or "Socket errors" in line:
+                print("   wrk:", line.strip())
+        return rate
+    finally:
+        server.terminate()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+SERVERS = ("oxloop-wsgi", "granian-wsgi", "oxloop-asgi", "granian-asgi", "uvicorn")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--duration", type=int, default=5)
+    p.add_argument("--connections", type=int, default=100)
+    p.add_argument("--threads", type=int, default=1, help="oxloop WSGI threads")
+    p.add_argument("--servers", nargs="*", default=list(SERVERS))
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds over every server in turn; the median of each is reported",
+    )
+    args = p.parse_args()
+    if shutil.which("wrk") is None or shutil.which("taskset") is None:
+        print("needs wrk and taskset")
+        return 1
+    samples: dict[tuple[str, str], list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        with open(os.path.join(tmp, "bench_apps.py"), "w") as f:
+            f.write(APPS)
+        for round_number in range(1, args.rounds + 1):
+            print(f"round {round_number}")
+            for app in ("hello", "json"):
+                for server in args.servers:
+                    port = free_port()
+                    cmd = command(server, app, port, args.threads)
+                    if cmd is None:
+                        if round_number == 1:
+                            print(f"{server:13} {app:5}  skipped: not installed in this venv")
+                        continue
+                    rate = measure(cmd, port, args.duration, args.connections, tmp)
+                    if rate is None:
+                        continue
+                    samples.setdefault((server, app), []).append(rate)
+                    print(f"{server:13} {app:5}  {rate:10,.0f} requests/s", flush=True)
+    rates = {key: statistics.median(values) for key, values in samples.items()}
+    print("\nmedian of the rounds:")
+    for (server, app), rate in rates.items():
+        print(f"{server:13} {app:5}  {rate:10,.0f} requests/s")
+    print()
+    for app in ("hello", "json"):
+        for ours, peer in (
+            ("oxloop-wsgi", "granian-wsgi"),
+            ("oxloop-asgi", "granian-asgi"),
+            ("oxloop-asgi", "uvicorn"),
+        ):
+            if (ours, app) in rates and (peer, app) in rates:
+                ratio = rates[(ours, app)] / rates[(peer, app)]
+                print(f"{app:5} {ours} vs {peer}: {ratio:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,269 @@
+"""ASGI applications served by `oxloop.web` (oxloop-http), over real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http.client
+import json
+import socket
+import struct
+import threading
+
+import pytest
+from web_helpers import raw_exchange, serving
+
+import oxloop.web
+
+starlette = pytest.importorskip("starlette")
+
+from starlette.applications import Starlette  # noqa: E402
+from starlette.responses import JSONResponse, PlainTextResponse, StreamingResponse  # noqa: E402
+from starlette.routing import Route  # noqa: E402
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def make_starlette(events: list[str]) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        events.append("startup")
+        yield {"greeting": "hello"}
+        events.append("shutdown")
+
+    async def home(request):
+        return PlainTextResponse(f"{request.state.greeting} {request.url.path}")
+
+    async def echo(request):
+        body = await request.body()
+        return JSONResponse(
+            {
+                "size": len(body),
+                "head": body[:16].decode("latin-1"),
+                "q": request.query_params.get("q"),
+                "client": request.client.host,
+                "path": request.url.path,
+                "root_path": request.scope["root_path"],
+                "method": request.method,
+                "x": request.headers.get("x-thing"),
+            }
+        )
+
+    async def stream(request):
+        n = int(request.query_params.get("n", "5"))
+        size = int(request.query_params.get("size", "7"))
+
+        async def pieces():
+            for i in range(n):
+                yield (b"%06d" % i) + b"x" * (size - 6)
+
+        return StreamingResponse(pieces(), media_type="application/octet-stream")
+
+    async def boom(request):
+        raise ValueError("boom from the application")
+
+    return Starlette(
+        routes=[
+            Route("/", home),
+            Route("/echo", echo, methods=["GET", "POST", "PUT"]),
+            Route("/stream", stream),
+            Route("/boom", boom),
+            Route("/caf\u00e9", home),
+        ],
+        lifespan=lifespan,
+    )
+
+
+def test_starlette_requests_lifespan_and_errors():
+    events: list[str] = []
+    app = make_starlette(events)
+    with serving(oxloop.web.start_asgi, app=app) as address:
+        assert events == ["startup"]
+        conn = http.client.HTTPConnection(*address, timeout=5)
+        # Several requests on one keep-alive connection.
+        for _ in range(3):
+            conn.request("GET", "/")
+            r = conn.getresponse()
+            assert (r.status, r.read()) == (200, b"hello /")
+            assert r.getheader("content-type").startswith("text/plain")
+        conn.request("POST", "/echo?q=%C3%A9", body=b"hello world", headers={"X-Thing": "1"})
+        r = conn.getresponse()
+        data = json.loads(r.read())
+        assert data == {
+            "size": 11,
+            "head": "hello world",
+            "q": "\u00e9",
+            "client": "127.0.0.1",
+            "path": "/echo",
+            "root_path": "",
+            "method": "POST",
+            "x": "1",
+        }
+        conn.request("GET", "/caf%C3%A9")
+        r = conn.getresponse()
+        assert r.read() == "hello /caf\u00e9".encode()
+        # An exception in the application: a 500, and the server goes on.
+        conn.request("GET", "/boom")
+        r = conn.getresponse()
+        assert r.status == 500
+        r.read()
+        conn.close()
+        conn = http.client.HTTPConnection(*address, timeout=5)
+        conn.request("GET", "/")
+        assert conn.getresponse().read() == b"hello /"
+        conn.close()
+    assert events == ["startup", "shutdown"]
+
+
+def test_streamed_bodies_both_ways():
+    app = make_starlette([])
+    with serving(oxloop.web.start_asgi, app=app) as address:
+        conn = http.client.HTTPConnection(*address, timeout=10)
+        # A large chunked upload (above every high-water mark).
+        big = bytes(range(256)) * 8192  # 2 MiB
+
+        def pieces():
+            for i in range(0, len(big), 100_000):
+                yield big[i : i + 100_000]
+
+        conn.request("PUT", "/echo", body=pieces(), encode_chunked=True)
+        data = json.loads(conn.getresponse().read())
+        assert data["size"] == len(big)
+        # A large streamed response, read slowly enough to fill the buffers.
+        conn.request("GET", "/stream?n=200&size=16384")
+        r = conn.getresponse()
+        assert r.getheader("transfer-encoding") == "chunked"
+        body = r.read()
+        assert len(body) == 200 * 16384
+        assert body[:6] == b"000000" and body[-16384:][:6] == b"000199"
+        conn.close()
+
+
+def test_root_path_and_lifespan_state():
+    app = make_starlette([])
+    with serving(oxloop.web.start_asgi, app=app, root_path="/api") as address:
+        conn = http.client.HTTPConnection(*address, timeout=5)
+        # As behind a proxy that strips the prefix: the scope's path gets it back.
+        conn.request("GET", "/echo")
+        data = json.loads(conn.getresponse().read())
+        assert data["root_path"] == "/api"
+        assert data["path"] == "/api/echo"
+        conn.close()
+
+
+async def raw_app(scope, receive, send):
+    """A plain ASGI application for the protocol's corners."""
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            else:
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    path = scope["path"]
+    if path == "/nothing":
+        return  # no response at all: 500
+    if path == "/wait-disconnect":
+        message = await receive()
+        assert message["type"] == "http.request"
+        message = await receive()
+        DISCONNECTS.append(message["type"])
+        DISCONNECTED.set()
+        return
+    if path == "/fail-mid-stream":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"partial", "more_body": True})
+        raise RuntimeError("failed half-way")
+    if path == "/slow-pieces":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for _ in range(3):
+            await asyncio.sleep(0.01)
+            await send({"type": "http.response.body", "body": b"ab", "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    headers = [(b"content-type", b"text/plain"), (b"x-method", scope["method"].encode())]
+    await send({"type": "http.response.start", "status": 201, "headers": headers})
+    await send({"type": "http.response.body", "body": b"got %d" % len(body)})
+
+
+DISCONNECTS: list[str] = []
+DISCONNECTED = threading.Event()
+
+
+def test_raw_asgi_corners():
+    with serving(oxloop.web.start_asgi, app=raw_app) as address:
+        conn = http.client.HTTPConnection(*address, timeout=5)
+        conn.request("GET", "/nothing")
+        r = conn.getresponse()
+        assert r.status == 500
+        r.read()
+        conn.close()
+        # A failure half-way through a streamed body cuts the connection: the client
+        # sees an incomplete response, never a complete one.
+        conn = http.client.HTTPConnection(*address, timeout=5)
+        conn.request("GET", "/fail-mid-stream")
+        r = conn.getresponse()
+        with pytest.raises((http.client.IncompleteRead, ConnectionError)):
+            r.read()
+        conn.close()
+        conn = http.client.HTTPConnection(*address, timeout=5)
+        conn.request("GET", "/slow-pieces")
+        assert conn.getresponse().read() == b"ababab"
+        conn.request("HEAD", "/x")
+        r = conn.getresponse()
+        assert (r.status, r.getheader("x-method"), r.read()) == (201, "HEAD", b"")
+        conn.close()
+        # Pipelined requests are answered in order.
+        out = raw_exchange(
+            address,
+            b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+            b"GET /b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        assert out.count(b"HTTP/1.1 201") == 2
+        assert out.index(b"got 3") < out.index(b"got 0")
+        # receive() gives http.disconnect once the connection is gone (here reset; a
+        # half-close is not a disconnect: the client may still read the answer).
+        with socket.create_connection(address, timeout=5) as sock:
+            sock.sendall(b"GET /wait-disconnect HTTP/1.1\r\nHost: x\r\n\r\n")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        assert DISCONNECTED.wait(5)
+        assert DISCONNECTS == ["http.disconnect"]
+
+
+def test_hostile_input_is_answered_by_the_server():
+    with serving(
+        oxloop.web.start_asgi, app=raw_app, max_head_bytes=1024, max_body_bytes=100
+    ) as address:
+        out = raw_exchange(
+            address,
+            b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 2000 + b"\r\n\r\n",
+            half_close=False,
+        )
+        assert out.startswith(b"HTTP/1.1 431")
+        out = raw_exchange(
+            address,
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + b"a" * 1000,
+            half_close=False,
+        )
+        assert out.startswith(b"HTTP/1.1 413")
+        out = raw_exchange(
+            address, b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"
+        )
+        assert out.startswith(b"HTTP/1.1 400")
+        out = raw_exchange(address, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert out.startswith(b"HTTP/1.1 201")
+
+
+def test_start_asgi_needs_an_oxloop_loop():
+    async def main():
+        await oxloop.web.start_asgi(raw_app, port=0)
+
+    with pytest.raises(TypeError):
+        asyncio.run(main())

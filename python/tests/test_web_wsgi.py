@@ -1,0 +1,288 @@
+"""WSGI applications served by `oxloop.web` (oxloop-http, a thread pool), over real
+sockets; every test application is wrapped in `wsgiref.validate.validator`."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+from wsgiref.validate import validator
+
+import pytest
+from web_helpers import raw_exchange, serving
+
+import oxloop.web
+
+pytestmark = pytest.mark.timeout(60)
+
+REQUIRED = (
+    "REQUEST_METHOD",
+    "SCRIPT_NAME",
+    "PATH_INFO",
+    "QUERY_STRING",
+    "SERVER_NAME",
+    "SERVER_PORT",
+    "SERVER_PROTOCOL",
+    "wsgi.version",
+    "wsgi.url_scheme",
+    "wsgi.input",
+    "wsgi.errors",
+    "wsgi.multithread",
+    "wsgi.multiprocess",
+    "wsgi.run_once",
+)
+
+CLOSED: list[str] = []
+RELEASE = threading.Event()
+
+
+class Closing:
+    """A response iterable that records its close()."""
+
+    def __init__(self, pieces: list[bytes], name: str) -> None:
+        self.pieces = pieces
+        self.name = name
+
+    def __iter__(self):
+        return iter(self.pieces)
+
+    def close(self) -> None:
+        CLOSED.append(self.name)
+
+
+def app(environ, start_response):
+    path = environ["PATH_INFO"]
+    if path == "/environ":
+        missing = [k for k in REQUIRED if k not in environ]
+        facts = {
+            "missing": missing,
+            "path": path,
+            "script": environ["SCRIPT_NAME"],
+            "query": environ["QUERY_STRING"],
+            "method": environ["REQUEST_METHOD"],
+            "type": environ.get("CONTENT_TYPE"),
+            "length": environ.get("CONTENT_LENGTH"),
+            "thing": environ.get("HTTP_X_THING"),
+            "remote": environ.get("REMOTE_ADDR"),
+            "protocol": environ["SERVER_PROTOCOL"],
+            "terminated": environ.get("wsgi.input_terminated"),
+        }
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [json.dumps(facts).encode()]
+    if path.startswith("/caf"):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [path.encode("latin-1")]
+    if path == "/read":
+        stream = environ["wsgi.input"]
+        first = stream.readline()
+        rest = stream.read(10)
+        lines = list(stream)
+        tail = stream.read(1000)  # wsgiref.validate wants read() with a size
+        assert stream.read(1) == b""
+        body = b"%d|%d|%d|%d" % (len(first), len(rest), len(lines), len(tail))
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [body]
+    if path == "/size":
+        stream = environ["wsgi.input"]
+        total = 0
+        while True:
+            piece = stream.read(65536)
+            if not piece:
+                break
+            total += len(piece)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [str(total).encode()]
+    if path == "/stream":
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+
+        def pieces():
+            for i in range(200):
+                yield (b"%06d" % i) + b"x" * 16378
+
+        return pieces()
+    if path == "/write":
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        write(b"written ")
+        return Closing([b"and ", b"returned"], "write")
+    if path == "/write-list":
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        write(b"written, ")
+        return [b"then ", b"a list"]
+    if path == "/fail-mid-stream":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+
+        def pieces():
+            yield b"partial"
+            raise RuntimeError("failed half-way")
+
+        return pieces()
+    if path == "/error-before":
+        raise RuntimeError("failed before the response")
+    if path == "/exc-info":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        try:
+            raise ValueError("changed my mind")
+        except ValueError:
+            import sys
+
+            start_response(
+                "503 Service Unavailable", [("Content-Type", "text/plain")], sys.exc_info()
+            )
+        return [b"sorry"]
+    if path == "/file":
+        f = open(__file__, "rb")  # noqa: SIM115 - the server closes it
+        f.seek(10)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return environ["wsgi.file_wrapper"](f)
+    if path == "/block":
+        RELEASE.wait(10)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"released"]
+    start_response("404 Not Found", [("Content-Type", "text/plain")])
+    return [b"not found"]
+
+
+validated = validator(app)
+
+
+def get(address, path, method="GET", body=None, headers=None):
+    conn = http.client.HTTPConnection(*address, timeout=10)
+    conn.request(method, path, body=body, headers=headers or {})
+    r = conn.getresponse()
+    data = r.read()
+    conn.close()
+    return r, data
+
+
+def test_environ_and_bodies():
+    with serving(oxloop.web.start_wsgi, app=validated, threads=4) as address:
+        r, data = get(
+            address,
+            "/environ?a=1&b=%20",
+            "POST",
+            b"xyz",
+            {"Content-Type": "text/plain", "X-Thing": "yes"},
+        )
+        facts = json.loads(data)
+        assert facts == {
+            "missing": [],
+            "path": "/environ",
+            "script": "",
+            "query": "a=1&b=%20",
+            "method": "POST",
+            "type": "text/plain",
+            "length": "3",
+            "thing": "yes",
+            "remote": "127.0.0.1",
+            "protocol": "HTTP/1.1",
+            "terminated": True,
+        }
+        # PATH_INFO is the decoded bytes as latin-1 (PEP 3333).
+        r, data = get(address, "/caf%C3%A9")
+        assert data == "/caf\u00e9".encode()
+        body = b"first line\n" + b"0123456789" + b"a\nb\nc\n" + b"tail"
+        r, data = get(address, "/read", "POST", body)
+        # The last "line" is the tail without a newline, read by iteration.
+        assert data == b"11|10|4|0"
+        big = b"z" * (3 * 1024 * 1024 + 5)
+
+        def chunks():
+            for i in range(0, len(big), 200_000):
+                yield big[i : i + 200_000]
+
+        conn = http.client.HTTPConnection(*address, timeout=10)
+        conn.request("POST", "/size", body=chunks(), encode_chunked=True)
+        assert conn.getresponse().read() == str(len(big)).encode()
+        conn.request("GET", "/stream")
+        r = conn.getresponse()
+        data = r.read()
+        assert len(data) == 200 * 16384 and data[-16384:][:6] == b"000199"
+        conn.close()
+
+
+def test_write_close_errors_and_files():
+    CLOSED.clear()
+    with serving(oxloop.web.start_wsgi, app=validated) as address:
+        r, data = get(address, "/write")
+        assert (r.status, data) == (200, b"written and returned")
+        assert CLOSED == ["write"]
+        r, data = get(address, "/write-list")
+        assert data == b"written, then a list"
+        conn = http.client.HTTPConnection(*address, timeout=10)
+        conn.request("GET", "/fail-mid-stream")
+        r = conn.getresponse()
+        with pytest.raises((http.client.IncompleteRead, ConnectionError)):
+            r.read()
+        conn.close()
+        r, data = get(address, "/error-before")
+        assert r.status == 500
+        r, data = get(address, "/exc-info")
+        assert (r.status, data) == (503, b"sorry")
+        r, data = get(address, "/file")
+        with open(__file__, "rb") as f:
+            assert data == f.read()[10:]
+        r, data = get(address, "/nowhere")
+        assert r.status == 404
+
+
+def test_slow_application_does_not_stall_others():
+    RELEASE.clear()
+    with serving(oxloop.web.start_wsgi, app=validated, threads=2) as address:
+        results: list[bytes] = []
+        blocked = threading.Thread(target=lambda: results.append(get(address, "/block")[1]))
+        blocked.start()
+        try:
+            for _ in range(5):
+                assert get(address, "/caf")[1] == b"/caf"
+        finally:
+            RELEASE.set()
+            blocked.join(10)
+        assert results == [b"released"]
+
+
+def test_root_path_pipelining_and_limits():
+    with serving(
+        oxloop.web.start_wsgi, app=validated, root_path="/app", max_body_bytes=1000
+    ) as address:
+        r, data = get(address, "/app/environ")
+        facts = json.loads(data)
+        assert (facts["script"], facts["path"]) == ("/app", "/environ")
+        out = raw_exchange(
+            address,
+            b"GET /app/caf1 HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /app/caf2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        assert out.index(b"/caf1") < out.index(b"/caf2")
+        out = raw_exchange(
+            address,
+            b"POST /app/size HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n" + b"a" * 5000,
+            half_close=False,
+        )
+        assert out.startswith(b"HTTP/1.1 413")
+
+
+def test_flask():
+    flask = pytest.importorskip("flask")
+    fapp = flask.Flask("oxloop_test")
+
+    @fapp.route("/")
+    def home():
+        return "hello " + flask.request.path
+
+    @fapp.post("/json")
+    def echo():
+        return {"got": flask.request.get_json(), "remote": flask.request.remote_addr}
+
+    @fapp.route("/stream")
+    def stream():
+        return flask.Response((f"{i}\n" for i in range(3)), mimetype="text/plain")
+
+    # Not under wsgiref.validate: werkzeug reads wsgi.input without a size, which
+    # PEP 3333 allows and the validator does not.
+    with serving(oxloop.web.start_wsgi, app=fapp) as address:
+        assert get(address, "/")[1] == b"hello /"
+        r, data = get(
+            address, "/json", "POST", b'{"a": [1, 2]}', {"Content-Type": "application/json"}
+        )
+        assert json.loads(data) == {"got": {"a": [1, 2]}, "remote": "127.0.0.1"}
+        assert get(address, "/stream")[1] == b"0\n1\n2\n"
