@@ -45,9 +45,10 @@ ROOT = os.path.dirname(PYTHON_DIR)
 OUTCOMES = ("passed", "failed", "errors", "skipped", "xfailed", "xpassed")
 FAILING = ("failed", "errors", "xpassed")
 
-# Requirements that only lint, type-check, publish or measure coverage: not installed.
+# Requirements that only lint, type-check, publish, run coverage under pytest
+# (pytest-cov) or drive Docker (aiohttp's Autobahn tests, left out): not installed.
 NOT_FOR_RUNNING_TESTS = re.compile(
-    r"^(ruff|mypy|types-|twine|coverage|pytest-cov|python-on-whales)",
+    r"^(ruff|mypy|types-|twine|pytest-cov|python-on-whales)",
     re.IGNORECASE,
 )
 
@@ -366,7 +367,7 @@ def _print_result(result: dict, details: bool) -> None:
     if result.get("not_installed"):
         print("  not installable here (skipped): " + ", ".join(result["not_installed"]))
     if result.get("left_out"):
-        print("  not installed (lint, types, coverage): " + ", ".join(result["left_out"]))
+        print("  not installed (not needed to run the tests): " + ", ".join(result["left_out"]))
     columns = ["loop", *OUTCOMES, "ran_on_loop", "seconds"]
     print("  " + "  ".join(f"{column:>11}" for column in columns) + "  status")
     for summary in result["summaries"]:
