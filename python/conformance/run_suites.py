@@ -21,9 +21,10 @@ python/requirements-test.txt) the script
    ran on the loop under test (they built at least one), and the tests that fail only on
    oxloop.
 
-The suites run one after the other and without pytest-xdist. The exit code is 0
-whenever the runner worked: failing tests are results. It is an explicit command, not
-part of the default tests.
+The script needs Python 3.11 or newer (`tomllib`); `--python` picks the interpreter
+of the suites' venvs. The suites run one after the other and without pytest-xdist.
+The exit code is 0 whenever the runner worked: failing tests are results. It is an
+explicit command, not part of the default tests.
 """
 
 from __future__ import annotations
