@@ -285,7 +285,14 @@ class Loop(_oxloop.LoopCore, unix_events.SelectorEventLoop):
             return 0
         done = self.create_future()
         transp._send_file(fileno, offset, count, done)
-        await done
+        try:
+            await done
+        except exceptions.CancelledError:
+            # The core cannot take back the part of the file it has not sent yet: the
+            # connection is aborted so that the rest never goes out after the
+            # cancellation (the peer sees the file cut short, as on asyncio's loop).
+            transp.abort()
+            raise
         file.seek(offset + count)
         return count
 

@@ -186,3 +186,49 @@ def test_pipe_transport_events(n):
 
     trace = _both(scenario)
     assert trace[0] == "made" and trace[-1] == ("lost", None)
+
+
+def test_protocol_callbacks_run_in_the_context_the_server_was_made_in():
+    # asyncio's transports call the protocol from handles that inherit the context the
+    # server was created in (uvicorn's ASGI tasks read context variables set there).
+    import contextvars
+
+    var = contextvars.ContextVar("var", default="unset")
+
+    def scenario(loop, trace):
+        class Recorder(asyncio.Protocol):
+            def connection_made(self, transport):
+                trace.append(("connection_made", var.get()))
+
+            def data_received(self, data):
+                trace.append(("data_received", var.get()))
+
+            def eof_received(self):
+                trace.append(("eof_received", var.get()))
+
+            def connection_lost(self, exc):
+                trace.append(("connection_lost", var.get()))
+                done.set_result(None)
+
+        done = loop.create_future()
+
+        async def serve():
+            var.set("server")
+            return await loop.create_server(Recorder, "127.0.0.1", 0)
+
+        async def client(port):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"ping")
+            await writer.drain()
+            writer.close()
+            await done
+            await writer.wait_closed()
+
+        server = loop.run_until_complete(asyncio.wait_for(serve(), 10))
+        port = server.sockets[0].getsockname()[1]
+        loop.run_until_complete(asyncio.wait_for(client(port), 10))
+        server.close()
+        loop.run_until_complete(server.wait_closed())
+
+    trace = _both(scenario)
+    assert ("data_received", "server") in trace

@@ -450,6 +450,38 @@ def test_loop_sendfile(loop):
     assert got == payload + payload[3:9]
 
 
+def test_cancelled_loop_sendfile_sends_no_more_of_the_file(loop):
+    """A cancelled `loop.sendfile` sends no more: the connection is aborted with the
+    file cut short, instead of the rest going out after the cancellation."""
+    payload = b"x" * (8 << 20)
+
+    async def main():
+        a, b = socket.socketpair()
+        b.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        transport, proto = await loop.connect_accepted_socket(lambda: Collector(loop), b)
+        with tempfile.TemporaryFile() as f:
+            f.write(payload)
+            f.seek(0)
+            # The peer does not read yet, so the file cannot be sent before the cancel.
+            sending = loop.create_task(loop.sendfile(transport, f))
+            await asyncio.sleep(0.01)
+            sending.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await sending
+        a.setblocking(False)
+        got = 0
+        try:
+            while chunk := await loop.sock_recv(a, 1 << 20):
+                got += len(chunk)
+        except ConnectionError:
+            pass
+        a.close()
+        await proto.done
+        return got
+
+    assert run(loop, main()) < len(payload)
+
+
 async def _read_all(loop, sock):
     sock.setblocking(False)
     got = bytearray()

@@ -29,6 +29,26 @@ pub(crate) fn call_in_context(
     result
 }
 
+/// Makes `context` the current `contextvars.Context` of this thread, as `context.run`
+/// does before its call; [`exit_context`] leaves it. Fails if it is entered already.
+pub(crate) fn enter_context(py: Python<'_>, context: &Py<PyAny>) -> PyResult<()> {
+    // SAFETY: the GIL is held (`py`), and `context` is a `contextvars.Context` (the
+    // callers hold it in a `CallContext`, which checks or makes one): `PyContext_Enter`
+    // takes a borrowed reference.
+    if unsafe { ffi::PyContext_Enter(context.as_ptr()) } != 0 {
+        return Err(PyErr::fetch(py));
+    }
+    Ok(())
+}
+
+/// Leaves `context`, entered by [`enter_context`] on this thread and current again
+/// (every context entered since has been left).
+pub(crate) fn exit_context(_py: Python<'_>, context: &Py<PyAny>) {
+    // SAFETY: the GIL is held (`_py`); the context is the current one (see above), so
+    // leaving it cannot fail.
+    unsafe { ffi::PyContext_Exit(context.as_ptr()) };
+}
+
 /// The `contextvars.Context` a handle's callback runs in: the one given, or a copy of
 /// the current one (as asyncio's handles do) when none is.
 ///

@@ -11,7 +11,13 @@
 //! after the transport is created, reading starts only after it, then the waiter's
 //! result is set; a protocol's exception in `data_received`/`eof_received` goes to the
 //! exception handler and closes the connection with `connection_lost(exc)`.
+//!
+//! The protocol's callbacks run in a copy of the `contextvars.Context` current when
+//! the transport was made (for a server's connection: the context `create_server` was
+//! called in), as they do on asyncio's transports, whose callbacks are handles that
+//! inherit it.
 
+use crate::ffi::CallContext;
 use crate::loop_core::{os_error, LoopCore};
 use crate::running::{self, LoopCell, LoopShared};
 use oxloop::protocol::{Protocol, Transport};
@@ -20,7 +26,7 @@ use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::os::fd::RawFd;
 use std::rc::Rc;
@@ -81,6 +87,43 @@ struct State {
 
 type Shared = Rc<RefCell<State>>;
 
+/// The `contextvars.Context` the protocol's callbacks run in: a copy of the one current
+/// when the transport was made.
+struct ProtocolContext {
+    context: CallContext,
+    /// The context is entered (a callback runs in it); a callback made inside another,
+    /// such as `pause_writing` inside a `write` from `data_received`, runs as it is.
+    entered: Cell<bool>,
+}
+
+impl ProtocolContext {
+    /// A copy of the current context.
+    fn copy_current(py: Python<'_>) -> PyResult<Rc<ProtocolContext>> {
+        Ok(Rc::new(ProtocolContext {
+            context: CallContext::new(py, None)?,
+            entered: Cell::new(false),
+        }))
+    }
+
+    /// Runs `f` (a call into the protocol) inside the context.
+    fn run<R>(&self, py: Python<'_>, f: impl FnOnce() -> R) -> R {
+        if self.entered.get() {
+            return f();
+        }
+        let context = self.context.get();
+        if let Err(err) = crate::ffi::enter_context(py, context) {
+            // Entered elsewhere (it never is: only this transport holds it).
+            err.write_unraisable(py, None);
+            return f();
+        }
+        self.entered.set(true);
+        let result = f();
+        self.entered.set(false);
+        crate::ffi::exit_context(py, context);
+        result
+    }
+}
+
 /// The native half of oxloop's TCP and Unix stream transports.
 #[pyclass(subclass, frozen, weakref, module = "oxloop._oxloop")]
 pub struct StreamTransport {
@@ -123,6 +166,7 @@ struct Bridge {
     this: Py<PyAny>,
     event_loop: Py<PyAny>,
     waiter: Option<Py<PyAny>>,
+    context: Rc<ProtocolContext>,
 }
 
 impl Bridge {
@@ -161,12 +205,15 @@ impl Bridge {
         this: Py<PyAny>,
         event_loop: Py<PyAny>,
         waiter: Option<Py<PyAny>>,
+        context: Rc<ProtocolContext>,
     ) {
         running::with_gil(|py| {
             let protocol = state.borrow().protocol.clone_ref(py);
-            let made = protocol
-                .bind(py)
-                .call_method1(intern!(py, "connection_made"), (this.bind(py),));
+            let made = context.run(py, || {
+                protocol
+                    .bind(py)
+                    .call_method1(intern!(py, "connection_made"), (this.bind(py),))
+            });
             let transport = {
                 let mut state = state.borrow_mut();
                 state.made = true;
@@ -232,22 +279,23 @@ impl Protocol for Bridge {
         // Reading waits until the Python protocol has its `connection_made`.
         transport.pause_reading();
         self.state.borrow_mut().transport = Some(transport.clone());
-        let (state, this, event_loop, waiter) = running::with_gil(|py| {
+        let (state, this, event_loop, waiter, context) = running::with_gil(|py| {
             (
                 self.state.clone(),
                 self.this.clone_ref(py),
                 self.event_loop.clone_ref(py),
                 self.waiter.take(),
+                self.context.clone(),
             )
         });
         transport
             .event_loop()
-            .call_soon(move || Bridge::deliver_made(state, this, event_loop, waiter));
+            .call_soon(move || Bridge::deliver_made(state, this, event_loop, waiter, context));
     }
 
     fn data_received(&mut self, data: &[u8]) {
         running::with_gil(|py| {
-            if let Err(err) = self.receive(py, data) {
+            if let Err(err) = self.context.run(py, || self.receive(py, data)) {
                 self.fatal(
                     py,
                     err,
@@ -260,10 +308,12 @@ impl Protocol for Bridge {
     fn eof_received(&mut self) -> bool {
         running::with_gil(|py| {
             let protocol = self.state.borrow().protocol.clone_ref(py);
-            let keep_open = protocol
-                .bind(py)
-                .call_method0(intern!(py, "eof_received"))
-                .and_then(|r| r.is_truthy());
+            let keep_open = self.context.run(py, || {
+                protocol
+                    .bind(py)
+                    .call_method0(intern!(py, "eof_received"))
+                    .and_then(|r| r.is_truthy())
+            });
             match keep_open {
                 Ok(keep_open) => keep_open,
                 Err(err) => {
@@ -287,9 +337,11 @@ impl Protocol for Bridge {
                 (None, None) => py.None(),
             };
             let this = self.this.bind(py);
-            let lost = protocol
-                .bind(py)
-                .call_method1(intern!(py, "connection_lost"), (exc,));
+            let lost = self.context.run(py, || {
+                protocol
+                    .bind(py)
+                    .call_method1(intern!(py, "connection_lost"), (exc,))
+            });
             if let Err(err) = lost {
                 running::report(
                     self.event_loop.bind(py),
@@ -306,28 +358,31 @@ impl Protocol for Bridge {
     }
 
     fn pause_writing(&mut self) {
-        self.call_flow("pause_writing");
+        // Inside the `write` that filled the buffer: in its caller's context, as in
+        // asyncio.
+        running::with_gil(|py| self.call_flow(py, "pause_writing"));
     }
 
     fn resume_writing(&mut self) {
-        self.call_flow("resume_writing");
+        running::with_gil(|py| {
+            self.context
+                .run(py, || self.call_flow(py, "resume_writing"))
+        });
     }
 }
 
 impl Bridge {
     /// Calls the protocol's `pause_writing` or `resume_writing`.
-    fn call_flow(&self, name: &'static str) {
-        running::with_gil(|py| {
-            let protocol = self.state.borrow().protocol.clone_ref(py);
-            if let Err(err) = protocol.bind(py).call_method0(name) {
-                running::report(
-                    self.event_loop.bind(py),
-                    err,
-                    &format!("protocol.{name}() failed"),
-                    &[],
-                );
-            }
-        });
+    fn call_flow(&self, py: Python<'_>, name: &'static str) {
+        let protocol = self.state.borrow().protocol.clone_ref(py);
+        if let Err(err) = protocol.bind(py).call_method0(name) {
+            running::report(
+                self.event_loop.bind(py),
+                err,
+                &format!("protocol.{name}() failed"),
+                &[],
+            );
+        }
     }
 }
 
@@ -410,6 +465,7 @@ impl StreamTransport {
             this: face,
             event_loop: event_loop.clone().unbind().into_any(),
             waiter,
+            context: ProtocolContext::copy_current(py)?,
         };
         Transport::adopt(&core_loop, socket, bridge).map_err(os_error)?;
         Ok(())
