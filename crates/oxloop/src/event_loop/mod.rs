@@ -627,8 +627,14 @@ impl EventLoop {
             ));
         }
         state.running = true;
-        let previous = RUNNING.with(|r| r.replace(Rc::downgrade(&self.inner)));
+        // `RUNNING` names the loop whose id `RUNNING_ID` holds (when not 0). It is left
+        // pointing at a loop that stopped, so that a loop run again and again (one
+        // `run_once` per iteration, as the Python binding does) replaces nothing.
         let previous_id = RUNNING_ID.with(|r| r.replace(self.inner.id));
+        let previous = RUNNING.with(|r| {
+            let same = std::ptr::eq(r.borrow().as_ptr(), Rc::as_ptr(&self.inner));
+            (!same).then(|| r.replace(Rc::downgrade(&self.inner)))
+        });
         Ok(RunningGuard {
             inner: &self.inner,
             previous,
@@ -933,17 +939,21 @@ impl Drop for Inner {
 
 struct RunningGuard<'a> {
     inner: &'a Inner,
-    /// The loop that was running on this thread before (nested loops), restored.
-    previous: Weak<Inner>,
+    /// What `RUNNING` held before, if it was replaced: restored when a loop was
+    /// running (nested loops).
+    previous: Option<Weak<Inner>>,
     previous_id: u64,
 }
 
 impl Drop for RunningGuard<'_> {
     fn drop(&mut self) {
         self.inner.state.borrow_mut().running = false;
-        let previous = std::mem::take(&mut self.previous);
-        let _ = RUNNING.try_with(|r| *r.borrow_mut() = previous);
         let _ = RUNNING_ID.try_with(|r| r.set(self.previous_id));
+        // Only a loop still running needs its entry back; after the outermost loop,
+        // `RUNNING` keeps this one, ready for its next run.
+        if let Some(previous) = self.previous.take().filter(|_| self.previous_id != 0) {
+            let _ = RUNNING.try_with(|r| *r.borrow_mut() = previous);
+        }
     }
 }
 
