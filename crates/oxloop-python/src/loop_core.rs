@@ -479,22 +479,20 @@ impl LoopCore {
             ));
         }
         running::set_debug(slow_callback_duration);
-        let result = loop {
-            if let Err(err) = core.ev.run_once(None) {
-                break Err(os_error(err));
-            }
+        let mut outcome = Ok(());
+        let ran = core.ev.run_while(|| {
             // Python's signal handlers (Ctrl-C's KeyboardInterrupt among them), run here
             // rather than inside the wait so that they may use the loop.
             if let Err(err) = py.check_signals() {
                 running::stop_with(err);
             }
             if running::has_pending() {
-                break Err(running::take_pending().expect("checked above"));
+                outcome = Err(running::take_pending().expect("checked above"));
+                return false;
             }
-            if self.shared.stopping.swap(false, Ordering::AcqRel) {
-                break Ok(());
-            }
-        };
+            !self.shared.stopping.swap(false, Ordering::AcqRel)
+        });
+        let result = ran.map_err(os_error).and(outcome);
         running::set_debug(None);
         self.shared.running_thread.store(0, Ordering::Release);
         result

@@ -831,3 +831,29 @@ fn the_wait_wrapper_runs_around_blocking_waits_only() {
         "waiting for a timer goes through the wrapper"
     );
 }
+
+/// `run_while` runs iterations until its closure says no, running the loop's work as
+/// `run_once` does, and the loop counts as running meanwhile.
+#[test]
+fn run_while_iterates_until_told_to_end() {
+    let ev = EventLoop::new().unwrap();
+    let ran = Rc::new(Cell::new(0));
+    for _ in 0..3 {
+        let ran = ran.clone();
+        ev.call_soon(move || ran.set(ran.get() + 1));
+    }
+    let mut iterations = 0;
+    let e = ev.clone();
+    ev.run_while(|| {
+        iterations += 1;
+        assert!(e.is_running());
+        if iterations == 1 {
+            e.call_later(Duration::from_millis(5), || {});
+        }
+        iterations < 2
+    })
+    .unwrap();
+    assert_eq!(ran.get(), 3);
+    assert_eq!(iterations, 2, "the second iteration waited for the timer");
+    assert!(!ev.is_running());
+}

@@ -85,6 +85,9 @@ thread_local! {
     static RUNNING: RefCell<Weak<Inner>> = const { RefCell::new(Weak::new()) };
     /// Its id (0: none).
     static RUNNING_ID: Cell<u64> = const { Cell::new(0) };
+    /// The id of the loop `RUNNING` points to, running or not: a plain cell, so that a
+    /// loop run again and again finds itself there without touching `RUNNING`.
+    static RUNNING_HELD_ID: Cell<u64> = const { Cell::new(0) };
 }
 
 /// Source of loop ids; 0 means "no loop".
@@ -525,6 +528,23 @@ impl EventLoop {
         result
     }
 
+    /// Runs iterations, as [`run_once(None)`](EventLoop::run_once) would one after the
+    /// other, calling `after_each` after every one, until it returns `false`. For an
+    /// embedder with work of its own between iterations (the Python binding runs
+    /// Python's signal handlers there); cheaper than calling `run_once` in a loop, since
+    /// the loop is marked running once.
+    pub fn run_while(&self, mut after_each: impl FnMut() -> bool) -> io::Result<()> {
+        let _running = self.enter()?;
+        loop {
+            let result = self.iterate(None);
+            self.inner.state.borrow_mut().stopping = false;
+            result?;
+            if !after_each() {
+                return Ok(());
+            }
+        }
+    }
+
     /// How long the loop could sleep now: `Some(ZERO)` when work is ready, the time to the
     /// earliest timer, or `None` when only I/O can wake it.
     pub fn next_timeout(&self) -> Option<Duration> {
@@ -630,11 +650,10 @@ impl EventLoop {
         // `RUNNING` names the loop whose id `RUNNING_ID` holds (when not 0). It is left
         // pointing at a loop that stopped, so that a loop run again and again (one
         // `run_once` per iteration, as the Python binding does) replaces nothing.
-        let previous_id = RUNNING_ID.with(|r| r.replace(self.inner.id));
-        let previous = RUNNING.with(|r| {
-            let same = std::ptr::eq(r.borrow().as_ptr(), Rc::as_ptr(&self.inner));
-            (!same).then(|| r.replace(Rc::downgrade(&self.inner)))
-        });
+        let id = self.inner.id;
+        let previous_id = RUNNING_ID.with(|r| r.replace(id));
+        let previous = (RUNNING_HELD_ID.with(|h| h.replace(id)) != id)
+            .then(|| RUNNING.with(|r| r.replace(Rc::downgrade(&self.inner))));
         Ok(RunningGuard {
             inner: &self.inner,
             previous,
@@ -953,6 +972,7 @@ impl Drop for RunningGuard<'_> {
         // `RUNNING` keeps this one, ready for its next run.
         if let Some(previous) = self.previous.take().filter(|_| self.previous_id != 0) {
             let _ = RUNNING.try_with(|r| *r.borrow_mut() = previous);
+            let _ = RUNNING_HELD_ID.try_with(|h| h.set(self.previous_id));
         }
     }
 }
