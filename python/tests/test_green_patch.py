@@ -10,7 +10,6 @@ import sys
 import textwrap
 
 import pytest
-from test_green_io import cert_files  # noqa: F401 - the fixture
 
 from oxloop import green
 
@@ -185,7 +184,7 @@ def test_patch_and_unpatch_in_process():
     assert not green.is_patched()
 
 
-def test_patched_https_with_urllib(cert_files):  # noqa: F811 - the imported fixture
+def test_patched_https_with_urllib(cert_files):
     cert, key = cert_files
     assert run_script(
         f"""
