@@ -718,28 +718,27 @@ def pipe() -> tuple[int, int]:
     return r, w
 
 
-def read(fd: int, n: int) -> bytes:
-    """`os.read` that waits greenly until `fd` is readable."""
+def _when_ready(fd: int, writing: bool, op, arg):
+    """`op(fd, arg)` once `fd` is ready: waited for first on a blocking fd (the call
+    must not block the loop), after each `BlockingIOError` on a non-blocking one."""
     if _os.get_blocking(fd):
-        _wait_fd(fd, False, None)
-        return _os.read(fd, n)
+        _wait_fd(fd, writing, None)
+        return op(fd, arg)
     while True:
         try:
-            return _os.read(fd, n)
+            return op(fd, arg)
         except BlockingIOError:
-            _wait_fd(fd, False, None)
+            _wait_fd(fd, writing, None)
+
+
+def read(fd: int, n: int) -> bytes:
+    """`os.read` that waits greenly until `fd` is readable."""
+    return _when_ready(fd, False, _os.read, n)
 
 
 def write(fd: int, data) -> int:
     """`os.write` that waits greenly until `fd` is writable."""
-    if _os.get_blocking(fd):
-        _wait_fd(fd, True, None)
-        return _os.write(fd, data)
-    while True:
-        try:
-            return _os.write(fd, data)
-        except BlockingIOError:
-            _wait_fd(fd, True, None)
+    return _when_ready(fd, True, _os.write, data)
 
 
 class _GreenPipe(io.RawIOBase):
