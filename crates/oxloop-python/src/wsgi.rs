@@ -588,8 +588,11 @@ fn environ<'py>(
         _ => path,
     };
     env.set_item(intern!(py, "PATH_INFO"), path)?;
-    env.set_item(intern!(py, "QUERY_STRING"), req.query().unwrap_or(""))?;
-    env.set_item(intern!(py, "RAW_URI"), req.target())?;
+    // Non-ASCII bytes in the target are passed on one character per byte, as
+    // PEP 3333 has every environ string.
+    let query = latin1(req.query().unwrap_or("").as_bytes());
+    env.set_item(intern!(py, "QUERY_STRING"), query)?;
+    env.set_item(intern!(py, "RAW_URI"), latin1(req.target().as_bytes()))?;
     let protocol = match req.version() {
         Version::Http11 => intern!(py, "HTTP/1.1"),
         Version::Http10 => intern!(py, "HTTP/1.0"),
