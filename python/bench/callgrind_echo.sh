@@ -10,7 +10,9 @@
 # usage: python/bench/callgrind_echo.sh [API] [LOOP...]
 #   API: protocol (default), buffered or streams; LOOP: oxloop uvloop asyncio
 # env:   PYTHON (default: the one ./test.sh made, .venv/py3.11/bin/python; it needs oxloop
-#        and, for the peer, uvloop: `.venv/py3.11/bin/pip install uvloop`), SHORT (1000), LONG (5000), SIZE (64), CONNS (1)
+#        and, for the peer, uvloop: `.venv/py3.11/bin/pip install uvloop`), SHORT (1000), LONG (5000), SIZE (64), CONNS (1);
+#        BREAKDOWN=1 adds each loop's instructions per message by shared object
+#        (the interpreter, the loop's extension, libc, the kernel interface)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PYTHON=${PYTHON:-.venv/py3.11/bin/python}
@@ -44,6 +46,26 @@ run_one() { # loop messages -> prints total instructions
     callgrind_annotate "$file" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}'
 }
 
+by_object() { # callgrind file -> "object instructions" lines (the shared object each function is in)
+    callgrind_annotate --threshold=100 "$1" 2>/dev/null | awk '
+        /^ *[0-9,]+ \(/ && match($0, /\[[^]]*\]$/) {
+            n = $1; gsub(",", "", n)
+            object = substr($0, RSTART + 1, RLENGTH - 2); sub(".*/", "", object)
+            total[object] += n
+        }
+        END { for (o in total) print o, total[o] }'
+}
+
+breakdown() { # loop -> per-message instructions by shared object, largest first
+    local kind=$1
+    by_object "$OUT/callgrind.$kind.$SHORT" >"$OUT/objects.$kind.short"
+    by_object "$OUT/callgrind.$kind.$LONG" >"$OUT/objects.$kind.long"
+    awk -v n=$(( (LONG - SHORT) * CONNS )) '
+        NR == FNR { short[$1] = $2; next }
+        { per = ($2 - short[$1]) / n; if (per >= 20) printf "    %-40s %8.0f\n", $1, per }
+    ' "$OUT/objects.$kind.short" "$OUT/objects.$kind.long" | sort -k2 -n -r
+}
+
 echo "$API echo: $CONNS connection(s), $SIZE-byte messages, 1 in flight; $SHORT and $LONG messages"
 printf '| loop | instructions per message | vs oxloop |\n|---|---|---|\n'
 ox=""
@@ -60,4 +82,13 @@ for kind in $LOOPS; do
     [ -n "$ox" ] && ratio=$(awk -v a="$per" -v b="$ox" 'BEGIN { printf "%.2f", a / b }')
     printf '| %s | %s | %s |\n' "$kind" "$per" "$ratio"
 done
+if [ -n "${BREAKDOWN:-}" ]; then
+    echo
+    echo "instructions per message by shared object (20 or more):"
+    for kind in $LOOPS; do
+        [ -f "$OUT/callgrind.$kind.$LONG" ] || continue
+        echo "  $kind"
+        breakdown "$kind"
+    done
+fi
 echo "(callgrind files in $OUT)"
