@@ -5,7 +5,9 @@
 Two applications, a 13-byte "hello" and a 4 KiB JSON document (`json.dumps` of the
 same dict on every request), served by one process each: oxloop WSGI and ASGI
 (`python -m oxloop.serve`), granian WSGI and ASGI (one worker, one runtime thread,
-HTTP/1 only) and uvicorn with uvloop and httptools. Each server runs alone, pinned to
+HTTP/1 only), bjoern (WSGI, C on libev) and uvicorn with uvloop and httptools; each
+both with keep-alive (one request in flight per connection) and pipelined
+(`--pipeline` requests in flight, 16 by default). Each server runs alone, pinned to
 CPU 0; wrk (keep-alive, `--connections` connections) runs pinned to CPU 1. Prints
 requests/s (the median of `--rounds` rounds, each running every server in turn, so
 that a burst of load from elsewhere on the machine hits one sample of each rather than
@@ -13,7 +15,9 @@ all of one server's) and oxloop's ratios. A server that is not installed is skip
 install the peers into the benchmark's venv only, e.g.
 
     python -m venv .venv/bench
-    .venv/bench/bin/pip install ./python granian uvicorn uvloop httptools
+    .venv/bench/bin/pip install ./python granian uvicorn uvloop httptools bjoern
+
+(bjoern builds from source against libev: `apt-get install libev-dev` first.)
     .venv/bench/bin/python python/bench/web_bench.py
 """
 
@@ -87,6 +91,11 @@ def command(server: str, app: str, port: int, threads: int) -> list[str] | None:
             + [str(port), "--workers", "1", "--runtime-threads", "1", "--http", "1"]
             + ["--no-ws", "--log-level", "warning", target]
         )
+    if server == "bjoern":
+        if importlib.util.find_spec("bjoern") is None:
+            return None
+        run = f"import bjoern, bench_apps; bjoern.run(bench_apps.wsgi_{app}, '127.0.0.1', {port})"
+        return [py, "-c", run]
     if server == "uvicorn":
         if any(importlib.util.find_spec(m) is None for m in ("uvicorn", "uvloop", "httptools")):
             return None
@@ -108,7 +117,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def measure(cmd: list[str], port: int, duration: int, connections: int, cwd: str) -> float | None:
+# wrk sends `depth` requests back to back on each connection and counts each response.
+PIPELINE = """
+init = function(args)
+    local depth = tonumber(args[1]) or 1
+    local r = {}
+    for i = 1, depth do r[i] = wrk.format() end
+    req = table.concat(r)
+end
+request = function() return req end
+"""
+
+
+def measure(
+    cmd: list[str], port: int, duration: int, connections: int, cwd: str, depth: int
+) -> float | None:
     env = dict(os.environ, PYTHONPATH=cwd)
     server = subprocess.Popen(
         ["taskset", "-c", "0", *cmd],
@@ -130,8 +153,13 @@ def measure(cmd: list[str], port: int, duration: int, connections: int, cwd: str
                 time.sleep(0.1)
         url = f"http://127.0.0.1:{port}/"
         subprocess.run(["wrk", "-t1", "-c10", "-d1s", url], capture_output=True)  # warm-up
+        load = ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{duration}s"]
+        if depth > 1:
+            load += ["-s", os.path.join(cwd, "pipeline.lua"), url, "--", str(depth)]
+        else:
+            load.append(url)
         out = subprocess.run(
-            ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{duration}s", url],
+            load,
             capture_output=True,
             text=True,
         ).stdout
@@ -151,7 +179,7 @@ def measure(cmd: list[str], port: int, duration: int, connections: int, cwd: str
             server.wait()
 
 
-SERVERS = ("oxloop-wsgi", "granian-wsgi", "oxloop-asgi", "granian-asgi", "uvicorn")
+SERVERS = ("oxloop-wsgi", "granian-wsgi", "bjoern", "oxloop-asgi", "granian-asgi", "uvicorn")
 
 
 def main() -> int:
@@ -159,6 +187,12 @@ def main() -> int:
     p.add_argument("--duration", type=int, default=5)
     p.add_argument("--connections", type=int, default=100)
     p.add_argument("--threads", type=int, default=1, help="oxloop WSGI threads")
+    p.add_argument(
+        "--pipeline",
+        type=int,
+        default=16,
+        help="requests in flight per connection in the pipelined runs (1: keep-alive only)",
+    )
     p.add_argument("--servers", nargs="*", default=list(SERVERS))
     p.add_argument(
         "--rounds",
@@ -174,35 +208,42 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         with open(os.path.join(tmp, "bench_apps.py"), "w") as f:
             f.write(APPS)
+        with open(os.path.join(tmp, "pipeline.lua"), "w") as f:
+            f.write(PIPELINE)
+        modes = [("keep-alive", 1)] + ([("pipelined", args.pipeline)] if args.pipeline > 1 else [])
         for round_number in range(1, args.rounds + 1):
             print(f"round {round_number}")
-            for app in ("hello", "json"):
-                for server in args.servers:
-                    port = free_port()
-                    cmd = command(server, app, port, args.threads)
-                    if cmd is None:
-                        if round_number == 1:
-                            print(f"{server:13} {app:5}  skipped: not installed in this venv")
-                        continue
-                    rate = measure(cmd, port, args.duration, args.connections, tmp)
-                    if rate is None:
-                        continue
-                    samples.setdefault((server, app), []).append(rate)
-                    print(f"{server:13} {app:5}  {rate:10,.0f} requests/s", flush=True)
+            for mode, depth in modes:
+                for app in ("hello", "json"):
+                    for server in args.servers:
+                        port = free_port()
+                        cmd = command(server, app, port, args.threads)
+                        key = f"{server:13} {app:5} {mode:10}"
+                        if cmd is None:
+                            if round_number == 1:
+                                print(f"{key}  skipped: not installed in this venv")
+                            continue
+                        rate = measure(cmd, port, args.duration, args.connections, tmp, depth)
+                        if rate is None:
+                            continue
+                        samples.setdefault((server, app, mode), []).append(rate)
+                        print(f"{key}  {rate:10,.0f} requests/s", flush=True)
     rates = {key: statistics.median(values) for key, values in samples.items()}
     print("\nmedian of the rounds:")
-    for (server, app), rate in rates.items():
-        print(f"{server:13} {app:5}  {rate:10,.0f} requests/s")
+    for (server, app, mode), rate in rates.items():
+        print(f"{server:13} {app:5} {mode:10}  {rate:10,.0f} requests/s")
     print()
-    for app in ("hello", "json"):
-        for ours, peer in (
-            ("oxloop-wsgi", "granian-wsgi"),
-            ("oxloop-asgi", "granian-asgi"),
-            ("oxloop-asgi", "uvicorn"),
-        ):
-            if (ours, app) in rates and (peer, app) in rates:
-                ratio = rates[(ours, app)] / rates[(peer, app)]
-                print(f"{app:5} {ours} vs {peer}: {ratio:.2f}x")
+    for mode, _ in modes:
+        for app in ("hello", "json"):
+            for ours, peer in (
+                ("oxloop-wsgi", "granian-wsgi"),
+                ("oxloop-wsgi", "bjoern"),
+                ("oxloop-asgi", "granian-asgi"),
+                ("oxloop-asgi", "uvicorn"),
+            ):
+                if (ours, app, mode) in rates and (peer, app, mode) in rates:
+                    ratio = rates[(ours, app, mode)] / rates[(peer, app, mode)]
+                    print(f"{app:5} {mode:10} {ours} vs {peer}: {ratio:.2f}x")
     return 0
 
 
