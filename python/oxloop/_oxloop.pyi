@@ -184,4 +184,5 @@ def _serve_wsgi(
     file_wrapper: type,
     base: dict[str, Any],
     options: dict[str, Any] | None = None,
+    green: tuple[Callable[[Callable[[], None]], object], Callable[[], Any]] | None = None,
 ) -> WebServer: ...
