@@ -18,6 +18,7 @@ import os as _os
 import select as _select
 import socket as _stdsocket
 import ssl as _ssl
+import stat as _stat
 import subprocess as _subprocess
 import time as _time
 import weakref as _weakref
@@ -26,6 +27,7 @@ from greenlet import getcurrent, greenlet
 
 from . import _hub
 from ._hub import _evloop, _local, _Runner, _Waiter
+from ._threads import _green_loop
 
 __all__ = [
     "Popen",
@@ -64,6 +66,8 @@ _orig_getnameinfo = _socket.getnameinfo
 _orig_select = _select.select
 _orig_poll = _select.poll
 _orig_sleep = _time.sleep
+_orig_os_read = _os.read
+_orig_os_write = _os.write
 
 _TIMED_OUT = object()
 
@@ -733,12 +737,55 @@ def _when_ready(fd: int, writing: bool, op, arg):
 
 def read(fd: int, n: int) -> bytes:
     """`os.read` that waits greenly until `fd` is readable."""
-    return _when_ready(fd, False, _os.read, n)
+    return _when_ready(fd, False, _orig_os_read, n)
 
 
 def write(fd: int, data) -> int:
     """`os.write` that waits greenly until `fd` is writable."""
-    return _when_ready(fd, True, _os.write, data)
+    return _when_ready(fd, True, _orig_os_write, data)
+
+
+_PIPE_BUF = getattr(_select, "PIPE_BUF", 512)
+
+
+def _waits_green(fd: int) -> bool:
+    """Whether the patched `os.read`/`os.write` should wait greenly on `fd`: the
+    caller is a green task (or a main greenlet whose thread has a green loop), and
+    `fd` is a blocking pipe or socket. Regular files never wait; a non-blocking fd
+    keeps `BlockingIOError`, which its owner expects."""
+    if _green_loop() is None:
+        return False
+    try:
+        mode = _os.fstat(fd).st_mode
+        if not (_stat.S_ISFIFO(mode) or _stat.S_ISSOCK(mode)):
+            return False
+        return _os.get_blocking(fd)
+    except OSError:
+        return False  # let the original report the bad fd
+
+
+def patched_os_read(fd: int, n: int) -> bytes:
+    """`os.read` for `patch_os`: on a blocking pipe or socket in a green task, waits
+    greenly until `fd` is readable, then reads (what the original returns)."""
+    if _waits_green(fd):
+        _wait_fd(fd, False, None)
+    return _orig_os_read(fd, n)
+
+
+def patched_os_write(fd: int, data) -> int:
+    """`os.write` for `patch_os`: on a blocking pipe or socket in a green task, writes
+    all of `data` (as a blocking write does) in pieces of `PIPE_BUF` bytes, each after
+    a green wait until `fd` is writable, so no piece blocks the thread."""
+    if not _waits_green(fd):
+        return _orig_os_write(fd, data)
+    view = memoryview(data).cast("B")
+    if not view:
+        return _orig_os_write(fd, data)
+    total = 0
+    while total < len(view):
+        _wait_fd(fd, True, None)
+        total += _orig_os_write(fd, view[total : total + _PIPE_BUF])
+    return total
 
 
 class _GreenPipe(io.RawIOBase):
