@@ -117,47 +117,64 @@ def _wait_fd(fd: int, write: bool, timeout: float | None, owner=None) -> None:
         raise TimeoutError("timed out")
 
 
+class _SocketWatch:
+    """The reader that a task-reading socket leaves on its fd between waits (in
+    `evloop._socket_readers[fd]` and in the socket's `_watch`): `fire` is the fd's
+    callback; it resumes the `waiting` task, or, with none waiting, removes itself."""
+
+    __slots__ = ("owner", "waiting", "handle", "evloop", "fd")
+
+    def __init__(self, evloop, owner, fd: int) -> None:
+        self.owner = _weakref.ref(owner)
+        self.waiting = None
+        self.evloop = evloop
+        self.fd = fd
+        self.handle = evloop.loop._add_reader(fd, self.fire)
+
+    def fire(self) -> None:
+        waiting = self.waiting
+        if waiting is None:  # nobody waits now: stop watching until someone does
+            readers = self.evloop._socket_readers
+            if readers.get(self.fd) is self:
+                del readers[self.fd]
+            self.evloop.loop._remove_reader(self.fd)
+            return
+        self.waiting = None
+        waiting.switch()
+
+
 def _wait_readable(evloop, cur, owner, fd: int, timeout: float | None) -> None:
     """A task's wait for a socket to be readable, without two `epoll_ctl` calls per
-    wait: the fd stays watched after the wait (`evloop._socket_readers[fd]` is
-    `[weakref to the socket, waiting greenlet or None, the watcher's handle]`), and
-    the watcher is removed only when it fires with no task waiting, or when the socket
-    closes. A watcher that someone else replaced or removed (its handle is then
-    cancelled) is installed again."""
-    readers = evloop._socket_readers
-    entry = readers.get(fd)
-    if entry is None or entry[2].cancelled() or entry[0]() is not owner:
-        # None yet, replaced or removed by someone else, or left by a socket that is gone.
-        loop = evloop.loop
-        if entry is not None and not entry[2].cancelled():
-            loop._remove_reader(fd)
-        handle = loop._add_reader(fd, _on_socket_readable, evloop, fd)
-        entry = readers[fd] = [_weakref.ref(owner), None, handle]
-    entry[1] = cur
-    timer = None
-    if timeout is not None:
-        timer = evloop.loop.call_later(timeout, cur.switch, _TIMED_OUT)
+    wait: the fd stays watched after the wait (a `_SocketWatch`), and the watcher is
+    removed only when it fires with no task waiting, or when the socket closes. A
+    watcher that someone else replaced or removed (its handle is then cancelled) is
+    installed again."""
+    watch = owner._watch
+    if watch is None or watch.evloop is not evloop or watch.handle.cancelled():
+        readers = evloop._socket_readers
+        watch = readers.get(fd)
+        if watch is None or watch.handle.cancelled() or watch.owner() is not owner:
+            # None yet, replaced or removed by someone else, or left by a socket
+            # that is gone.
+            if watch is not None and not watch.handle.cancelled():
+                evloop.loop._remove_reader(fd)
+            watch = readers[fd] = _SocketWatch(evloop, owner, fd)
+        owner._watch = watch
+    watch.waiting = cur
+    if timeout is None:
+        try:
+            evloop._hub.switch()
+        finally:
+            watch.waiting = None
+        return
+    timer = evloop.loop.call_later(timeout, cur.switch, _TIMED_OUT)
     try:
         woken = evloop._hub.switch()
     finally:
-        entry[1] = None
-        if timer is not None:
-            timer.cancel()
+        watch.waiting = None
+        timer.cancel()
     if woken is _TIMED_OUT:
         raise TimeoutError("timed out")
-
-
-def _on_socket_readable(evloop, fd: int) -> None:
-    entry = evloop._socket_readers.get(fd)
-    if entry is None:
-        return
-    waiting = entry[1]
-    if waiting is None:  # nobody waits now: stop watching until someone does
-        del evloop._socket_readers[fd]
-        evloop.loop._remove_reader(fd)
-        return
-    entry[1] = None
-    waiting.switch()
 
 
 def _cancel_waits(fd: int) -> None:
@@ -166,12 +183,12 @@ def _cancel_waits(fd: int) -> None:
     if evloop is None or evloop.loop.is_closed():
         return
     loop = evloop.loop
-    entry = evloop._socket_readers.pop(fd, None)
-    if entry is not None and not entry[2].cancelled():
+    watch = evloop._socket_readers.pop(fd, None)
+    if watch is not None and not watch.handle.cancelled():
         loop._remove_reader(fd)
-        if entry[1] is not None:
+        if watch.waiting is not None:
             exc = OSError(errno.EBADF, "the socket was closed while a task waited on it")
-            loop.call_soon(entry[1].throw, exc)
+            loop.call_soon(watch.waiting.throw, exc)
     reader, writer = loop._fd_handles(fd)
     for handle, remove in ((reader, loop._remove_reader), (writer, loop._remove_writer)):
         if handle is None:
@@ -217,12 +234,13 @@ class socket(_orig_socket):  # noqa: N801 - the standard library's name
     """The standard library's `socket.socket`, with blocking calls that switch to the
     loop instead of blocking the thread (and `settimeout` applied per call)."""
 
-    __slots__ = ("_gtimeout", "_drained")
+    __slots__ = ("_gtimeout", "_drained", "_watch")
 
     def __init__(self, family=-1, type=-1, proto=-1, fileno=None) -> None:  # noqa: A002
         _orig_socket.__init__(self, family, type, proto, fileno)
         self._gtimeout = _socket.getdefaulttimeout()
         self._drained = False
+        self._watch = None
         _c_settimeout(self, 0.0)
 
     # Timeouts live here; the fd stays non-blocking.
@@ -281,8 +299,22 @@ class socket(_orig_socket):  # noqa: N801 - the standard library's name
         if self._drained:
             self._drained = False
             cur = getcurrent()
-            if type(cur) is _Runner and self._gtimeout != 0.0 and not flags:
-                _wait_readable(_local.evloop, cur, self, self.fileno(), self._gtimeout)
+            if type(cur) is _Runner and not flags:
+                timeout = self._gtimeout
+                watch = self._watch
+                if timeout is None and watch is not None and not watch.handle.cancelled():
+                    # The usual case, inline: wait on the watcher this socket left.
+                    evloop = _local.evloop
+                    if watch.evloop is evloop:
+                        watch.waiting = cur
+                        try:
+                            evloop._hub.switch()
+                        finally:
+                            watch.waiting = None
+                    else:
+                        _wait_readable(evloop, cur, self, self.fileno(), None)
+                elif timeout != 0.0:
+                    _wait_readable(_local.evloop, cur, self, self.fileno(), timeout)
         while True:
             try:
                 data = _c_recv(self, bufsize, flags)
