@@ -25,6 +25,7 @@ import weakref as _weakref
 
 from greenlet import getcurrent, greenlet
 
+from .. import _oxloop
 from . import _hub
 from ._hub import _evloop, _local, _Runner, _Waiter
 from ._threads import _green_loop
@@ -117,30 +118,26 @@ def _wait_fd(fd: int, write: bool, timeout: float | None, owner=None) -> None:
         raise TimeoutError("timed out")
 
 
-class _SocketWatch:
+class _SocketWatch(_oxloop.TaskReader):
     """The reader that a task-reading socket leaves on its fd between waits (in
-    `evloop._socket_readers[fd]` and in the socket's `_watch`): `fire` is the fd's
-    callback; it resumes the `waiting` task, or, with none waiting, removes itself."""
+    `evloop._socket_readers[fd]` and in the socket's `_watch`). When the fd is ready
+    the loop switches (natively) to the greenlet in `waiting`; with none waiting it
+    calls `idle()`, which removes the reader."""
 
-    __slots__ = ("owner", "waiting", "handle", "evloop", "fd")
+    __slots__ = ("owner", "handle", "evloop", "fd")
 
     def __init__(self, evloop, owner, fd: int) -> None:
         self.owner = _weakref.ref(owner)
-        self.waiting = None
         self.evloop = evloop
         self.fd = fd
-        self.handle = evloop.loop._add_reader(fd, self.fire)
+        self.handle = evloop.loop._add_task_reader(fd, self)
 
-    def fire(self) -> None:
-        waiting = self.waiting
-        if waiting is None:  # nobody waits now: stop watching until someone does
-            readers = self.evloop._socket_readers
-            if readers.get(self.fd) is self:
-                del readers[self.fd]
-            self.evloop.loop._remove_reader(self.fd)
-            return
-        self.waiting = None
-        waiting.switch()
+    def idle(self) -> None:
+        """The fd is ready and nobody waits: stop watching until someone does."""
+        readers = self.evloop._socket_readers
+        if readers.get(self.fd) is self:
+            del readers[self.fd]
+        self.evloop.loop._remove_reader(self.fd)
 
 
 def _wait_readable(evloop, cur, owner, fd: int, timeout: float | None) -> None:
