@@ -18,8 +18,10 @@ async def main():                 # from asyncio code on an oxloop loop
 
 `socket`, `SSLSocket`, `select`, `poll`, the DNS functions, `read`/`write`/`pipe` and
 `Popen` are blocking-style I/O that switches instead of blocking; `patch_all()` puts
-them into the standard library so unmodified code (urllib, http.client, socketserver)
-runs green, and `unpatch_all()` takes them out again.
+them into the standard library (with green-aware `threading` locks, `queue`,
+`threading.local`, `os.read`/`os.write` on pipes and signal handlers) so unmodified
+code (urllib, http.client, socketserver) runs green, and `unpatch_all()` takes them
+out again.
 """
 
 from ._hub import (
