@@ -3,6 +3,7 @@
 ```sh
 python -m oxloop.serve myapp:app --interface wsgi --host 127.0.0.1 --port 8000 --workers 2
 python -m oxloop.serve myapp:app --interface asgi
+python -m oxloop.serve myapp:app --interface wsgi --green
 ```
 
 With `--workers N` (N > 1) this process supervises N worker processes that listen on
@@ -42,6 +43,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--workers", type=int, default=1, help="processes (SO_REUSEPORT)")
     p.add_argument("--threads", type=int, default=8, help="WSGI worker threads per process")
+    p.add_argument(
+        "--green",
+        action="store_true",
+        help="WSGI: one green task per request on the loop's thread, after "
+        "oxloop.green.patch_all() (instead of threads)",
+    )
     p.add_argument("--root-path", default="", help="ASGI root_path / WSGI SCRIPT_NAME")
     p.add_argument("--lifespan", choices=("auto", "on", "off"), default="auto")
     p.add_argument("--app-dir", default=".", help="put this directory on sys.path first")
@@ -79,6 +86,11 @@ def is_asgi(app: Any) -> bool:
 def _serve_one(args: argparse.Namespace) -> None:
     from . import web
 
+    if args.green:
+        # Before the application is imported, so that names it copies are patched.
+        from . import green
+
+        green.patch_all()
     app = load_app(args.app, args.app_dir)
     settings: dict[str, Any] = {
         "max_head_bytes": args.max_head_bytes,
@@ -93,6 +105,8 @@ def _serve_one(args: argparse.Namespace) -> None:
     interface = args.interface
     if interface == "auto":
         interface = "asgi" if is_asgi(app) else "wsgi"
+    if interface == "asgi" and args.green:
+        raise SystemExit("--green is for WSGI applications")
     if interface == "asgi":
         web.serve_asgi(
             app,
@@ -109,6 +123,7 @@ def _serve_one(args: argparse.Namespace) -> None:
             args.host,
             args.port,
             threads=args.threads,
+            green=args.green,
             root_path=args.root_path,
             graceful_timeout=args.graceful_timeout,
             multiprocess=args.reuse_port,

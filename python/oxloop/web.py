@@ -8,6 +8,7 @@ import oxloop.web
 
 oxloop.web.serve_asgi(app, host="127.0.0.1", port=8000)   # until SIGTERM or SIGINT
 oxloop.web.serve_wsgi(app, host="127.0.0.1", port=8000, threads=8)
+oxloop.web.serve_wsgi(app, port=8000, green=True)   # green tasks, patched stdlib
 ```
 
 Inside a running oxloop loop, `await start_asgi(app, ...)` / `await start_wsgi(app, ...)`
@@ -210,25 +211,33 @@ async def start_wsgi(
     port: int = 8000,
     *,
     threads: int = 8,
+    green: bool = False,
     root_path: str = "",
     multiprocess: bool = False,
     **settings: Any,
 ) -> Server:
     """Serves the WSGI (PEP 3333) application `app` on the running oxloop loop, the
-    application running on `threads` threads."""
+    application running on `threads` threads, or with `green=True` in one green task
+    per request on the loop's thread (`oxloop.green`; blocking calls must be green
+    ones, or patched with `oxloop.green.patch_all()`, which this does not do)."""
     loop = _running_oxloop()
+    runner = None
+    if green:
+        from .green._serving import wsgi_runner
+
+        runner = wsgi_runner(loop)
     base = {
         "wsgi.version": (1, 0),
         "wsgi.url_scheme": "http",
         "wsgi.errors": sys.stderr,
-        "wsgi.multithread": threads > 1,
+        "wsgi.multithread": threads > 1 and not green,
         "wsgi.multiprocess": multiprocess,
         "wsgi.run_once": False,
         "wsgi.input_terminated": True,
         "wsgi.file_wrapper": FileWrapper,
     }
     native = _oxloop._serve_wsgi(
-        loop, app, host, port, threads, logger.error, root_path, FileWrapper, base, settings
+        loop, app, host, port, threads, logger.error, root_path, FileWrapper, base, settings, runner
     )
     return Server(native)
 
@@ -284,13 +293,21 @@ def serve_wsgi(
     port: int = 8000,
     *,
     threads: int = 8,
+    green: bool = False,
     root_path: str = "",
     graceful_timeout: float = 30.0,
     **settings: Any,
 ) -> None:
     """Serves the WSGI application `app` on a new oxloop loop until SIGTERM or SIGINT,
-    then shuts down gracefully (requests in progress get `graceful_timeout` seconds)."""
+    then shuts down gracefully (requests in progress get `graceful_timeout` seconds).
+    With `green=True` each request runs in a green task on the loop's thread, after
+    `oxloop.green.patch_all()` (call it before importing the application, so that
+    names it copies from `socket`, `time` and the like are the green ones)."""
+    if green:
+        from . import green as green_tasks
+
+        green_tasks.patch_all()
     _run(
-        start_wsgi(app, host, port, threads=threads, root_path=root_path, **settings),
+        start_wsgi(app, host, port, threads=threads, green=green, root_path=root_path, **settings),
         graceful_timeout,
     )

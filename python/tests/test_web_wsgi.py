@@ -1,5 +1,8 @@
-"""WSGI applications served by `oxloop.web` (oxloop-http, a thread pool), over real
-sockets; every test application is wrapped in `wsgiref.validate.validator`."""
+"""WSGI applications served by `oxloop.web` (oxloop-http, a thread pool or green
+tasks), over real sockets; every test application is wrapped in
+`wsgiref.validate.validator`. Each test runs in both modes (`green=False`, `green=True`);
+the green tasks here wait only through `oxloop.green` calls (the standard library is
+not patched in the test process; `test_web_green.py` serves patched applications)."""
 
 from __future__ import annotations
 
@@ -14,6 +17,20 @@ from web_helpers import raw_exchange, serving
 import oxloop.web
 
 pytestmark = pytest.mark.timeout(60)
+
+try:
+    from oxloop import green
+except ImportError:  # greenlet missing: only the thread pool is tested
+    green = None
+
+MODES = [
+    pytest.param(False, id="threads"),
+    pytest.param(
+        True,
+        id="green",
+        marks=pytest.mark.skipif(green is None, reason="greenlet is not installed"),
+    ),
+]
 
 REQUIRED = (
     "REQUEST_METHOD",
@@ -138,6 +155,13 @@ def app(environ, start_response):
         RELEASE.wait(10)
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"released"]
+    if path == "/green-block":
+        for _ in range(1000):  # a green task polls: the loop must go on meanwhile
+            if RELEASE.is_set():
+                break
+            green.sleep(0.01)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"released"]
     start_response("404 Not Found", [("Content-Type", "text/plain")])
     return [b"not found"]
 
@@ -154,8 +178,9 @@ def get(address, path, method="GET", body=None, headers=None):
     return r, data
 
 
-def test_environ_and_bodies():
-    with serving(oxloop.web.start_wsgi, app=validated, threads=4) as address:
+@pytest.mark.parametrize("green_mode", MODES)
+def test_environ_and_bodies(green_mode):
+    with serving(oxloop.web.start_wsgi, app=validated, threads=4, green=green_mode) as address:
         r, data = get(
             address,
             "/environ?a=1&b=%20",
@@ -200,9 +225,10 @@ def test_environ_and_bodies():
         conn.close()
 
 
-def test_write_close_errors_and_files():
+@pytest.mark.parametrize("green_mode", MODES)
+def test_write_close_errors_and_files(green_mode):
     CLOSED.clear()
-    with serving(oxloop.web.start_wsgi, app=validated) as address:
+    with serving(oxloop.web.start_wsgi, app=validated, green=green_mode) as address:
         r, data = get(address, "/write")
         assert (r.status, data) == (200, b"written and returned")
         assert CLOSED == ["write"]
@@ -225,11 +251,13 @@ def test_write_close_errors_and_files():
         assert r.status == 404
 
 
-def test_slow_application_does_not_stall_others():
+@pytest.mark.parametrize("green_mode", MODES)
+def test_slow_application_does_not_stall_others(green_mode):
     RELEASE.clear()
-    with serving(oxloop.web.start_wsgi, app=validated, threads=2) as address:
+    path = "/green-block" if green_mode else "/block"
+    with serving(oxloop.web.start_wsgi, app=validated, threads=2, green=green_mode) as address:
         results: list[bytes] = []
-        blocked = threading.Thread(target=lambda: results.append(get(address, "/block")[1]))
+        blocked = threading.Thread(target=lambda: results.append(get(address, path)[1]))
         blocked.start()
         try:
             for _ in range(5):
@@ -240,9 +268,14 @@ def test_slow_application_does_not_stall_others():
         assert results == [b"released"]
 
 
-def test_root_path_pipelining_and_limits():
+@pytest.mark.parametrize("green_mode", MODES)
+def test_root_path_pipelining_and_limits(green_mode):
     with serving(
-        oxloop.web.start_wsgi, app=validated, root_path="/app", max_body_bytes=1000
+        oxloop.web.start_wsgi,
+        app=validated,
+        root_path="/app",
+        max_body_bytes=1000,
+        green=green_mode,
     ) as address:
         r, data = get(address, "/app/environ")
         facts = json.loads(data)
@@ -261,7 +294,8 @@ def test_root_path_pipelining_and_limits():
         assert out.startswith(b"HTTP/1.1 413")
 
 
-def test_flask():
+@pytest.mark.parametrize("green_mode", MODES)
+def test_flask(green_mode):
     flask = pytest.importorskip("flask")
     fapp = flask.Flask("oxloop_test")
 
@@ -279,7 +313,7 @@ def test_flask():
 
     # Not under wsgiref.validate: werkzeug reads wsgi.input without a size, which
     # PEP 3333 allows and the validator does not.
-    with serving(oxloop.web.start_wsgi, app=fapp) as address:
+    with serving(oxloop.web.start_wsgi, app=fapp, green=green_mode) as address:
         assert get(address, "/")[1] == b"hello /"
         r, data = get(
             address, "/json", "POST", b'{"a": [1, 2]}', {"Content-Type": "application/json"}

@@ -101,7 +101,7 @@ impl Handle {
 }
 
 /// Sends a callback's exception where asyncio sends it (see `running::report`).
-fn report_callback_error(handle: &Bound<'_, Handle>, err: PyErr) {
+pub(crate) fn report_callback_error(handle: &Bound<'_, Handle>, err: PyErr) {
     let py = handle.py();
     let this = handle.get();
     let source = callback_source(this, py).unwrap_or_else(|_| "<callback>".to_owned());

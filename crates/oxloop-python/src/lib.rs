@@ -21,6 +21,7 @@ mod log;
 mod loop_core;
 #[allow(unsafe_code)] // `Send`/`Sync` for GIL-guarded cells, the GIL token in callbacks
 mod running;
+mod task_reader;
 mod transport;
 mod web;
 mod wsgi;
@@ -34,6 +35,7 @@ fn _oxloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<handle::Handle>()?;
     m.add_class::<handle::TimerHandle>()?;
     m.add_class::<transport::StreamTransport>()?;
+    m.add_class::<task_reader::TaskReader>()?;
     m.add_class::<log::LogSink>()?;
     m.add_class::<web::WebServer>()?;
     m.add_function(wrap_pyfunction!(asgi::_serve_asgi, m)?)?;

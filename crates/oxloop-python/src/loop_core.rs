@@ -4,6 +4,7 @@
 
 use crate::handle::{Handle, TimerHandle};
 use crate::running::{self, thread_token, GilCell, LoopCell, LoopShared};
+use crate::task_reader::TaskReader;
 use oxloop::{EventLoop, LoopRemote};
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -392,6 +393,44 @@ impl LoopCore {
         args: Py<PyTuple>,
     ) -> PyResult<Py<Handle>> {
         LoopCore::add_watcher(slf, fd, callback, args, false)
+    }
+
+    /// Watches `fd` for reading with a green socket's `reader` (replacing an earlier
+    /// reader); returns the handle. When `fd` is ready, the callback joins the ready
+    /// queue as any fd callback does, but runs `reader` natively (no context is entered:
+    /// it only switches greenlets, and each greenlet has its own context).
+    fn _add_task_reader(
+        slf: &Bound<'_, Self>,
+        fd: RawFd,
+        reader: Py<TaskReader>,
+    ) -> PyResult<Py<Handle>> {
+        let py = slf.py();
+        let core = slf.get().core(py)?;
+        let args = PyTuple::empty(py).unbind();
+        let callback = reader.clone_ref(py).into_any();
+        let handle = Py::new(py, LoopCore::new_handle(slf, callback, args, None)?)?;
+        crate::ffi::untrack(handle.bind(py));
+        LoopCore::remove_watcher(py, &core, fd, false);
+        let fired = handle.clone_ref(py);
+        let ev = core.ev.clone();
+        let run = move || {
+            let (fired, reader) =
+                running::with_gil(|py| (fired.clone_ref(py), reader.clone_ref(py)));
+            ev.call_soon(move || {
+                running::with_gil(|py| {
+                    let handle = fired.bind(py);
+                    if handle.get().is_cancelled() {
+                        return;
+                    }
+                    if let Err(err) = TaskReader::fire(reader.bind(py)) {
+                        crate::handle::report_callback_error(handle, err);
+                    }
+                })
+            });
+        };
+        core.ev.add_reader(fd, run).map_err(os_error)?;
+        core.readers.borrow_mut().insert(fd, handle.clone_ref(py));
+        Ok(handle)
     }
 
     /// Watches `fd` for writing (replacing an earlier writer); returns the handle.

@@ -1,12 +1,16 @@
-//! WSGI (PEP 3333) applications on oxloop-http, run on a pool of threads.
+//! WSGI (PEP 3333) applications on oxloop-http, run on a pool of threads or in green
+//! tasks on the loop's own thread.
 //!
-//! The loop's thread builds the `environ` and hands the request to a worker thread;
-//! the worker calls the application and iterates its response, and the response
-//! comes back through one exchange (`Arc<Exchange>`: a mutex, a condition variable
-//! for the worker, a waker for the loop's handler). The request body flows the other
-//! way through the same exchange. Both directions hold at most `HIGH_WATER` bytes: the
-//! worker waits (without the GIL) when the client reads slowly, and the loop stops
-//! reading the socket when the application reads its body slowly.
+//! The loop's thread builds the `environ` and hands the request to a worker thread
+//! (or, in green mode, starts a green task for it); the worker calls the application
+//! and iterates its response, and the response comes back through one exchange
+//! (`Arc<Exchange>`: a mutex, a condition variable for the worker, a waker for the
+//! loop's handler). The request body flows the other way through the same exchange.
+//! Both directions hold at most `HIGH_WATER` bytes: the worker waits (without the GIL)
+//! when the client reads slowly, and the loop stops reading the socket when the
+//! application reads its body slowly. A green task waits instead by switching to the
+//! loop (a Python wait object, `oxloop.green._serving.RequestWait`), and the loop's
+//! side wakes it through the same object where it would signal the condition variable.
 
 use crate::ffi;
 use crate::loop_core::LoopCore;
@@ -14,7 +18,9 @@ use crate::running;
 use crate::web::{self, WebServer};
 use oxloop::EventLoop;
 use oxloop_http::{HttpServer, Request, RequestBody, Response, Version};
-use pyo3::exceptions::{PyAssertionError, PyConnectionError, PyTypeError, PyValueError};
+use pyo3::exceptions::{
+    PyAssertionError, PyConnectionError, PyRuntimeError, PyTypeError, PyValueError,
+};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
@@ -24,7 +30,7 @@ use std::future::poll_fn;
 use std::io::{Seek, SeekFrom};
 use std::rc::Rc;
 use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
 use std::task::{Poll, Waker};
 
 /// Bytes queued in either direction before the producer waits.
@@ -62,13 +68,18 @@ struct State {
     output_waker: Option<Waker>,
     /// The connection is gone.
     disconnected: bool,
+    /// Green mode: the wait of the request's task, while it waits for a change.
+    green_wait: Option<Py<PyAny>>,
 }
 
-/// One request's exchange between the loop and a worker thread.
+/// One request's exchange between the loop and a worker thread (or green task).
 struct Exchange {
     state: Mutex<State>,
-    /// The worker waits here for body pieces or room for output.
+    /// The worker thread waits here for body pieces or room for output.
     changed: Condvar,
+    /// Green mode: makes the wait object of a green task (`RequestWait()`); `None`
+    /// when a worker thread runs the application.
+    green_wait: Option<Py<PyAny>>,
 }
 
 impl Exchange {
@@ -76,25 +87,58 @@ impl Exchange {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Worker side: waits (without the GIL) until `ready` holds.
+    /// Worker side: waits until `ready` holds, without the GIL on a worker thread, by
+    /// switching to the loop in a green task (which may then raise, when killed).
     fn wait_until(
         &self,
         py: Python<'_>,
         ready: impl Fn(&State) -> bool + Send + Sync,
-    ) -> MutexGuard<'_, State> {
+    ) -> PyResult<MutexGuard<'_, State>> {
         {
             let s = self.lock();
             if ready(&s) {
-                return s;
+                return Ok(s);
             }
         }
-        py.detach(|| {
-            let mut s = self.lock();
-            while !ready(&s) {
-                s = self.changed.wait(s).unwrap_or_else(|e| e.into_inner());
+        let Some(make_wait) = &self.green_wait else {
+            py.detach(|| {
+                let mut s = self.lock();
+                while !ready(&s) {
+                    s = self.changed.wait(s).unwrap_or_else(|e| e.into_inner());
+                }
+            });
+            return Ok(self.lock());
+        };
+        loop {
+            let wait = make_wait.call0(py)?;
+            {
+                let mut s = self.lock();
+                if ready(&s) {
+                    return Ok(s);
+                }
+                s.green_wait = Some(wait.clone_ref(py));
+            }
+            // Never with the state's mutex held: other tasks run meanwhile.
+            let waited = wait.call_method0(py, intern!(py, "wait"));
+            self.lock().green_wait = None;
+            waited?;
+        }
+    }
+
+    /// Loop side: tells the worker that the state changed.
+    fn notify(&self) {
+        self.changed.notify_all();
+        if self.green_wait.is_none() {
+            return;
+        }
+        let Some(wait) = self.lock().green_wait.take() else {
+            return;
+        };
+        running::with_gil(|py| {
+            if let Err(err) = wait.call_method0(py, intern!(py, "wake")) {
+                err.write_unraisable(py, None);
             }
         });
-        self.lock()
     }
 
     fn wake_loop(s: &mut State) {
@@ -113,16 +157,29 @@ struct Progress {
     sent: bool,
 }
 
-/// One request for a worker thread.
+/// One request for a worker thread or green task.
 struct Job {
     environ: Py<PyDict>,
     exchange: Arc<Exchange>,
 }
 
+/// Where the requests' applications run.
+enum Runner {
+    /// A pool of worker threads, fed through this channel.
+    Threads(mpsc::Sender<Job>),
+    /// Green tasks on the loop's thread: `spawn(request)` starts one that calls
+    /// `request()`; `make_wait()` makes the object a waiting task switches through.
+    Green {
+        worker: Arc<Worker>,
+        spawn: Py<PyAny>,
+        make_wait: Py<PyAny>,
+    },
+}
+
 /// What every request of one server shares.
 struct App {
     ev: EventLoop,
-    jobs: mpsc::Sender<Job>,
+    runner: Runner,
     base: Py<PyDict>,
     root_path: String,
 }
@@ -134,7 +191,7 @@ struct Worker {
     file_wrapper: Py<PyAny>,
 }
 
-/// `wsgi.input`: the request body, read on a worker thread.
+/// `wsgi.input`: the request body, read on a worker thread (or in a green task).
 #[pyclass(frozen, module = "oxloop._oxloop")]
 pub struct WsgiInput {
     exchange: Arc<Exchange>,
@@ -143,11 +200,26 @@ pub struct WsgiInput {
 }
 
 impl WsgiInput {
+    /// The buffer, held while a read waits. Green tasks share one thread, so a second
+    /// task reading the same body at once is refused instead of deadlocking.
+    fn buffer(&self) -> PyResult<MutexGuard<'_, Vec<u8>>> {
+        if self.exchange.green_wait.is_none() {
+            return Ok(self.buffer.lock().unwrap_or_else(|e| e.into_inner()));
+        }
+        match self.buffer.try_lock() {
+            Ok(buffer) => Ok(buffer),
+            Err(TryLockError::Poisoned(e)) => Ok(e.into_inner()),
+            Err(TryLockError::WouldBlock) => Err(PyRuntimeError::new_err(
+                "wsgi.input is being read by another task",
+            )),
+        }
+    }
+
     /// Adds the next piece to `buffer`; false at the end of the body.
     fn fill(&self, py: Python<'_>, buffer: &mut Vec<u8>) -> PyResult<bool> {
         let mut s = self.exchange.wait_until(py, |s| {
             !s.input.is_empty() || s.input_done || s.input_broken
-        });
+        })?;
         if let Some(piece) = s.input.pop_front() {
             s.input_queued -= piece.len();
             if s.input_queued < HIGH_WATER / 2 {
@@ -178,7 +250,7 @@ impl WsgiInput {
         py: Python<'py>,
         limit: Option<usize>,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        let mut buffer = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut buffer = self.buffer()?;
         let mut searched = 0;
         loop {
             if let Some(i) = buffer[searched..].iter().position(|&b| b == b'\n') {
@@ -222,7 +294,7 @@ impl WsgiInput {
         size: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let size = size_arg(size)?;
-        let mut buffer = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut buffer = self.buffer()?;
         while size.is_none_or(|n| buffer.len() < n) {
             if !self.fill(py, &mut buffer)? {
                 break;
@@ -294,7 +366,7 @@ impl StartResponse {
         let head = self.take_head()?;
         let mut s = self
             .exchange
-            .wait_until(py, |s| s.output_queued < HIGH_WATER || s.disconnected);
+            .wait_until(py, |s| s.output_queued < HIGH_WATER || s.disconnected)?;
         if s.disconnected {
             return Err(PyConnectionError::new_err("the client disconnected"));
         }
@@ -413,8 +485,26 @@ impl Write {
     }
 }
 
+/// A request that a green task runs: calling it runs the application (once).
+#[pyclass(frozen, module = "oxloop._oxloop")]
+pub struct GreenRequest {
+    worker: Arc<Worker>,
+    job: Mutex<Option<Job>>,
+}
+
+#[pymethods]
+impl GreenRequest {
+    /// Runs the application for the request and hands its response to the loop.
+    fn __call__(&self, py: Python<'_>) {
+        let job = self.job.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(job) = job {
+            self.worker.run(py, job);
+        }
+    }
+}
+
 impl Worker {
-    /// Runs one request on this worker thread.
+    /// Runs one request on this worker thread (or green task).
     fn run(&self, py: Python<'_>, job: Job) {
         let start = match Py::new(
             py,
@@ -566,7 +656,7 @@ impl Drop for DisconnectOnDrop {
             s.input_broken = true;
         }
         drop(s);
-        exchange.changed.notify_all();
+        exchange.notify();
     }
 }
 
@@ -670,7 +760,7 @@ async fn pump_body(mut body: RequestBody, exchange: Arc<Exchange>) {
         }
         let more = !(s.input_done || s.input_broken || s.disconnected);
         drop(s);
-        exchange.changed.notify_all();
+        exchange.notify();
         if !more {
             return;
         }
@@ -693,7 +783,7 @@ async fn pump_response(mut writer: oxloop_http::BodyWriter, exchange: Arc<Exchan
             Poll::Pending
         })
         .await;
-        exchange.changed.notify_all();
+        exchange.notify();
         let Some(piece) = piece else {
             if exchange.lock().aborted {
                 writer.abort();
@@ -704,7 +794,7 @@ async fn pump_response(mut writer: oxloop_http::BodyWriter, exchange: Arc<Exchan
             let mut s = exchange.lock();
             s.disconnected = true;
             drop(s);
-            exchange.changed.notify_all();
+            exchange.notify();
             return;
         }
     }
@@ -724,15 +814,20 @@ fn response(status: u16, headers: Vec<(String, String)>, mut response: Response)
 
 impl App {
     async fn handle(self: Rc<App>, mut req: Request) -> Response {
-        let exchange = Arc::new(Exchange {
-            state: Mutex::new(State::default()),
-            changed: Condvar::new(),
-        });
         let body = req.take_body();
-        if body.is_none() {
-            exchange.lock().input_done = true;
-        }
         let job = running::with_gil(|py| -> PyResult<Job> {
+            let green_wait = match &self.runner {
+                Runner::Threads(_) => None,
+                Runner::Green { make_wait, .. } => Some(make_wait.clone_ref(py)),
+            };
+            let exchange = Arc::new(Exchange {
+                state: Mutex::new(State {
+                    input_done: body.is_none(),
+                    ..State::default()
+                }),
+                changed: Condvar::new(),
+                green_wait,
+            });
             let input = Py::new(
                 py,
                 WsgiInput {
@@ -741,10 +836,7 @@ impl App {
                 },
             )?;
             let environ = environ(py, &self, &req, input)?.unbind();
-            Ok(Job {
-                environ,
-                exchange: exchange.clone(),
-            })
+            Ok(Job { environ, exchange })
         });
         let job = match job {
             Ok(job) => job,
@@ -753,8 +845,27 @@ impl App {
                 return Response::error(500).close();
             }
         };
-        if self.jobs.send(job).is_err() {
-            return Response::error(503).close();
+        let exchange = job.exchange.clone();
+        match &self.runner {
+            Runner::Threads(jobs) => {
+                if jobs.send(job).is_err() {
+                    return Response::error(503).close();
+                }
+            }
+            Runner::Green { worker, spawn, .. } => {
+                let started = running::with_gil(|py| -> PyResult<()> {
+                    let request = GreenRequest {
+                        worker: worker.clone(),
+                        job: Mutex::new(Some(job)),
+                    };
+                    spawn.call1(py, (Py::new(py, request)?,))?;
+                    Ok(())
+                });
+                if let Err(err) = started {
+                    running::with_gil(|py| err.write_unraisable(py, None));
+                    return Response::error(503).close();
+                }
+            }
         }
         let mut guard = DisconnectOnDrop(Some(exchange.clone()));
         if let Some(body) = body {
@@ -806,33 +917,10 @@ impl App {
     }
 }
 
-/// Serves the WSGI application `app` on `event_loop` at `host:port`, calling it on
-/// `threads` worker threads. `base` holds the environ keys that never change.
-#[pyfunction]
-#[pyo3(signature = (event_loop, app, host, port, threads, logger, root_path, file_wrapper, base, options=None))]
-#[allow(clippy::too_many_arguments)]
-pub fn _serve_wsgi(
-    event_loop: &Bound<'_, LoopCore>,
-    app: Py<PyAny>,
-    host: &str,
-    port: u16,
-    threads: usize,
-    logger: Py<PyAny>,
-    root_path: &str,
-    file_wrapper: Py<PyAny>,
-    base: Bound<'_, PyDict>,
-    options: Option<&Bound<'_, PyDict>>,
-) -> PyResult<WebServer> {
-    let py = event_loop.py();
-    let config = web::config(options)?;
-    let ev = event_loop.get().event_loop(py)?;
+/// Starts `threads` worker threads that run requests until the channel closes.
+fn thread_pool(threads: usize, worker: Arc<Worker>) -> PyResult<mpsc::Sender<Job>> {
     let (jobs, queue) = mpsc::channel::<Job>();
     let queue = Arc::new(Mutex::new(queue));
-    let worker = Arc::new(Worker {
-        app,
-        logger,
-        file_wrapper,
-    });
     for i in 0..threads.max(1) {
         let queue = queue.clone();
         let worker = worker.clone();
@@ -850,6 +938,46 @@ pub fn _serve_wsgi(
             })
             .map_err(crate::loop_core::os_error)?;
     }
+    Ok(jobs)
+}
+
+/// Serves the WSGI application `app` on `event_loop` at `host:port`, calling it on
+/// `threads` worker threads, or, when `green` is `(spawn, make_wait)`, in green tasks
+/// on the loop's thread (`spawn(request)` starts a task that calls `request()`;
+/// `make_wait()` makes the object through which a waiting task switches to the loop,
+/// with `wait()` and `wake()`). `base` holds the environ keys that never change.
+#[pyfunction]
+#[pyo3(signature = (event_loop, app, host, port, threads, logger, root_path, file_wrapper, base, options=None, green=None))]
+#[allow(clippy::too_many_arguments)]
+pub fn _serve_wsgi(
+    event_loop: &Bound<'_, LoopCore>,
+    app: Py<PyAny>,
+    host: &str,
+    port: u16,
+    threads: usize,
+    logger: Py<PyAny>,
+    root_path: &str,
+    file_wrapper: Py<PyAny>,
+    base: Bound<'_, PyDict>,
+    options: Option<&Bound<'_, PyDict>>,
+    green: Option<(Py<PyAny>, Py<PyAny>)>,
+) -> PyResult<WebServer> {
+    let py = event_loop.py();
+    let config = web::config(options)?;
+    let ev = event_loop.get().event_loop(py)?;
+    let worker = Arc::new(Worker {
+        app,
+        logger,
+        file_wrapper,
+    });
+    let runner = match green {
+        Some((spawn, make_wait)) => Runner::Green {
+            worker,
+            spawn,
+            make_wait,
+        },
+        None => Runner::Threads(thread_pool(threads, worker)?),
+    };
     let root_path = root_path.trim_end_matches('/').to_owned();
     base.set_item("SCRIPT_NAME", &root_path)?;
     let slot: Rc<std::cell::RefCell<Option<Rc<App>>>> = Rc::new(std::cell::RefCell::new(None));
@@ -865,7 +993,7 @@ pub fn _serve_wsgi(
     base.set_item("SERVER_PORT", addr.port().to_string())?;
     *slot.borrow_mut() = Some(Rc::new(App {
         ev,
-        jobs,
+        runner,
         base: base.unbind(),
         root_path,
     }));

@@ -18,8 +18,10 @@ async def main():                 # from asyncio code on an oxloop loop
 
 `socket`, `SSLSocket`, `select`, `poll`, the DNS functions, `read`/`write`/`pipe` and
 `Popen` are blocking-style I/O that switches instead of blocking; `patch_all()` puts
-them into the standard library so unmodified code (urllib, http.client, socketserver)
-runs green, and `unpatch_all()` takes them out again.
+them into the standard library (with green-aware `threading` locks, `queue`,
+`threading.local`, `os.read`/`os.write` on pipes and signal handlers) so unmodified
+code (urllib, http.client, socketserver) runs green, and `unpatch_all()` takes them
+out again.
 """
 
 from ._hub import (
@@ -59,9 +61,14 @@ from ._patch import (
     is_patched,
     patch_all,
     patch_dns,
+    patch_os,
+    patch_queue,
     patch_select,
+    patch_signal,
     patch_socket,
     patch_ssl,
+    patch_subprocess,
+    patch_thread,
     patch_time,
     unpatch_all,
 )
@@ -119,9 +126,14 @@ __all__ = [
     "is_patched",
     "patch_all",
     "patch_dns",
+    "patch_os",
+    "patch_queue",
     "patch_select",
+    "patch_signal",
     "patch_socket",
     "patch_ssl",
+    "patch_subprocess",
+    "patch_thread",
     "patch_time",
     "pipe",
     "poll",

@@ -160,7 +160,7 @@ class EventLoop:
         self._idle: list = []  # runner greenlets waiting for tasks
         self._ready: deque = deque()  # tasks that yielded with sleep(0)
         self._ready_scheduled = False
-        # fd -> [socket weakref, waiting greenlet or None, the watcher's handle]
+        # fd -> the reader a green socket leaves installed (`_io._SocketWatch`)
         self._socket_readers: dict = {}
         loop._green_evloop = self
         _local.evloop = self
@@ -230,8 +230,9 @@ class EventLoop:
     def _add_watcher(self, fd, callback, args, kw, write: bool) -> Handler:
         fd = _fileno(fd)
         handles = self.loop._fd_handles(fd)
-        entry = self._socket_readers.get(fd)
-        if not write and entry is not None and not entry[2].cancelled() and entry[1] is None:
+        watch = self._socket_readers.get(fd)
+        idle = watch is not None and not watch.handle.cancelled() and watch.waiting is None
+        if not write and idle:
             del self._socket_readers[fd]  # the idle watcher a green socket left
             self.loop._remove_reader(fd)
             handles = (None, handles[1])

@@ -18,14 +18,17 @@ import os as _os
 import select as _select
 import socket as _stdsocket
 import ssl as _ssl
+import stat as _stat
 import subprocess as _subprocess
 import time as _time
 import weakref as _weakref
 
 from greenlet import getcurrent, greenlet
 
+from .. import _oxloop
 from . import _hub
 from ._hub import _evloop, _local, _Runner, _Waiter
+from ._threads import _green_loop
 
 __all__ = [
     "Popen",
@@ -64,6 +67,8 @@ _orig_getnameinfo = _socket.getnameinfo
 _orig_select = _select.select
 _orig_poll = _select.poll
 _orig_sleep = _time.sleep
+_orig_os_read = _os.read
+_orig_os_write = _os.write
 
 _TIMED_OUT = object()
 
@@ -113,47 +118,60 @@ def _wait_fd(fd: int, write: bool, timeout: float | None, owner=None) -> None:
         raise TimeoutError("timed out")
 
 
+class _SocketWatch(_oxloop.TaskReader):
+    """The reader that a task-reading socket leaves on its fd between waits (in
+    `evloop._socket_readers[fd]` and in the socket's `_watch`). When the fd is ready
+    the loop switches (natively) to the greenlet in `waiting`; with none waiting it
+    calls `idle()`, which removes the reader."""
+
+    __slots__ = ("owner", "handle", "evloop", "fd")
+
+    def __init__(self, evloop, owner, fd: int) -> None:
+        self.owner = _weakref.ref(owner)
+        self.evloop = evloop
+        self.fd = fd
+        self.handle = evloop.loop._add_task_reader(fd, self)
+
+    def idle(self) -> None:
+        """The fd is ready and nobody waits: stop watching until someone does."""
+        readers = self.evloop._socket_readers
+        if readers.get(self.fd) is self:
+            del readers[self.fd]
+        self.evloop.loop._remove_reader(self.fd)
+
+
 def _wait_readable(evloop, cur, owner, fd: int, timeout: float | None) -> None:
     """A task's wait for a socket to be readable, without two `epoll_ctl` calls per
-    wait: the fd stays watched after the wait (`evloop._socket_readers[fd]` is
-    `[weakref to the socket, waiting greenlet or None, the watcher's handle]`), and
-    the watcher is removed only when it fires with no task waiting, or when the socket
-    closes. A watcher that someone else replaced or removed (its handle is then
-    cancelled) is installed again."""
-    readers = evloop._socket_readers
-    entry = readers.get(fd)
-    if entry is None or entry[2].cancelled() or entry[0]() is not owner:
-        # None yet, replaced or removed by someone else, or left by a socket that is gone.
-        loop = evloop.loop
-        if entry is not None and not entry[2].cancelled():
-            loop._remove_reader(fd)
-        handle = loop._add_reader(fd, _on_socket_readable, evloop, fd)
-        entry = readers[fd] = [_weakref.ref(owner), None, handle]
-    entry[1] = cur
-    timer = None
-    if timeout is not None:
-        timer = evloop.loop.call_later(timeout, cur.switch, _TIMED_OUT)
+    wait: the fd stays watched after the wait (a `_SocketWatch`), and the watcher is
+    removed only when it fires with no task waiting, or when the socket closes. A
+    watcher that someone else replaced or removed (its handle is then cancelled) is
+    installed again."""
+    watch = owner._watch
+    if watch is None or watch.evloop is not evloop or watch.handle.cancelled():
+        readers = evloop._socket_readers
+        watch = readers.get(fd)
+        if watch is None or watch.handle.cancelled() or watch.owner() is not owner:
+            # None yet, replaced or removed by someone else, or left by a socket
+            # that is gone.
+            if watch is not None and not watch.handle.cancelled():
+                evloop.loop._remove_reader(fd)
+            watch = readers[fd] = _SocketWatch(evloop, owner, fd)
+        owner._watch = watch
+    watch.waiting = cur
+    if timeout is None:
+        try:
+            evloop._hub.switch()
+        finally:
+            watch.waiting = None
+        return
+    timer = evloop.loop.call_later(timeout, cur.switch, _TIMED_OUT)
     try:
         woken = evloop._hub.switch()
     finally:
-        entry[1] = None
-        if timer is not None:
-            timer.cancel()
+        watch.waiting = None
+        timer.cancel()
     if woken is _TIMED_OUT:
         raise TimeoutError("timed out")
-
-
-def _on_socket_readable(evloop, fd: int) -> None:
-    entry = evloop._socket_readers.get(fd)
-    if entry is None:
-        return
-    waiting = entry[1]
-    if waiting is None:  # nobody waits now: stop watching until someone does
-        del evloop._socket_readers[fd]
-        evloop.loop._remove_reader(fd)
-        return
-    entry[1] = None
-    waiting.switch()
 
 
 def _cancel_waits(fd: int) -> None:
@@ -162,12 +180,12 @@ def _cancel_waits(fd: int) -> None:
     if evloop is None or evloop.loop.is_closed():
         return
     loop = evloop.loop
-    entry = evloop._socket_readers.pop(fd, None)
-    if entry is not None and not entry[2].cancelled():
+    watch = evloop._socket_readers.pop(fd, None)
+    if watch is not None and not watch.handle.cancelled():
         loop._remove_reader(fd)
-        if entry[1] is not None:
+        if watch.waiting is not None:
             exc = OSError(errno.EBADF, "the socket was closed while a task waited on it")
-            loop.call_soon(entry[1].throw, exc)
+            loop.call_soon(watch.waiting.throw, exc)
     reader, writer = loop._fd_handles(fd)
     for handle, remove in ((reader, loop._remove_reader), (writer, loop._remove_writer)):
         if handle is None:
@@ -213,12 +231,13 @@ class socket(_orig_socket):  # noqa: N801 - the standard library's name
     """The standard library's `socket.socket`, with blocking calls that switch to the
     loop instead of blocking the thread (and `settimeout` applied per call)."""
 
-    __slots__ = ("_gtimeout", "_drained")
+    __slots__ = ("_gtimeout", "_drained", "_watch")
 
     def __init__(self, family=-1, type=-1, proto=-1, fileno=None) -> None:  # noqa: A002
         _orig_socket.__init__(self, family, type, proto, fileno)
         self._gtimeout = _socket.getdefaulttimeout()
         self._drained = False
+        self._watch = None
         _c_settimeout(self, 0.0)
 
     # Timeouts live here; the fd stays non-blocking.
@@ -277,8 +296,22 @@ class socket(_orig_socket):  # noqa: N801 - the standard library's name
         if self._drained:
             self._drained = False
             cur = getcurrent()
-            if type(cur) is _Runner and self._gtimeout != 0.0 and not flags:
-                _wait_readable(_local.evloop, cur, self, self.fileno(), self._gtimeout)
+            if type(cur) is _Runner and not flags:
+                timeout = self._gtimeout
+                watch = self._watch
+                if timeout is None and watch is not None and not watch.handle.cancelled():
+                    # The usual case, inline: wait on the watcher this socket left.
+                    evloop = _local.evloop
+                    if watch.evloop is evloop:
+                        watch.waiting = cur
+                        try:
+                            evloop._hub.switch()
+                        finally:
+                            watch.waiting = None
+                    else:
+                        _wait_readable(evloop, cur, self, self.fileno(), None)
+                elif timeout != 0.0:
+                    _wait_readable(_local.evloop, cur, self, self.fileno(), timeout)
         while True:
             try:
                 data = _c_recv(self, bufsize, flags)
@@ -733,12 +766,55 @@ def _when_ready(fd: int, writing: bool, op, arg):
 
 def read(fd: int, n: int) -> bytes:
     """`os.read` that waits greenly until `fd` is readable."""
-    return _when_ready(fd, False, _os.read, n)
+    return _when_ready(fd, False, _orig_os_read, n)
 
 
 def write(fd: int, data) -> int:
     """`os.write` that waits greenly until `fd` is writable."""
-    return _when_ready(fd, True, _os.write, data)
+    return _when_ready(fd, True, _orig_os_write, data)
+
+
+_PIPE_BUF = getattr(_select, "PIPE_BUF", 512)
+
+
+def _waits_green(fd: int) -> bool:
+    """Whether the patched `os.read`/`os.write` should wait greenly on `fd`: the
+    caller is a green task (or a main greenlet whose thread has a green loop), and
+    `fd` is a blocking pipe or socket. Regular files never wait; a non-blocking fd
+    keeps `BlockingIOError`, which its owner expects."""
+    if _green_loop() is None:
+        return False
+    try:
+        mode = _os.fstat(fd).st_mode
+        if not (_stat.S_ISFIFO(mode) or _stat.S_ISSOCK(mode)):
+            return False
+        return _os.get_blocking(fd)
+    except OSError:
+        return False  # let the original report the bad fd
+
+
+def patched_os_read(fd: int, n: int) -> bytes:
+    """`os.read` for `patch_os`: on a blocking pipe or socket in a green task, waits
+    greenly until `fd` is readable, then reads (what the original returns)."""
+    if _waits_green(fd):
+        _wait_fd(fd, False, None)
+    return _orig_os_read(fd, n)
+
+
+def patched_os_write(fd: int, data) -> int:
+    """`os.write` for `patch_os`: on a blocking pipe or socket in a green task, writes
+    all of `data` (as a blocking write does) in pieces of `PIPE_BUF` bytes, each after
+    a green wait until `fd` is writable, so no piece blocks the thread."""
+    if not _waits_green(fd):
+        return _orig_os_write(fd, data)
+    view = memoryview(data).cast("B")
+    if not view:
+        return _orig_os_write(fd, data)
+    total = 0
+    while total < len(view):
+        _wait_fd(fd, True, None)
+        total += _orig_os_write(fd, view[total : total + _PIPE_BUF])
+    return total
 
 
 class _GreenPipe(io.RawIOBase):
