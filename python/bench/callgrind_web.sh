@@ -10,7 +10,7 @@
 # together.
 #
 # usage: python/bench/callgrind_web.sh [SERVER...]
-#   SERVER: oxloop-wsgi granian-wsgi bjoern oxloop-asgi granian-asgi uvicorn (default: all)
+#   SERVER: oxloop-wsgi oxloop-green granian-wsgi bjoern oxloop-asgi granian-asgi uvicorn (default: all)
 # env:   PYTHON (default .venv/bench/bin/python, made as web_bench.py says), APP (hello
 #        or json; default hello), REQUESTS (default 2000), DEPTH (default 1)
 set -euo pipefail
@@ -19,7 +19,7 @@ PYTHON=${PYTHON:-.venv/bench/bin/python}
 APP=${APP:-hello}
 REQUESTS=${REQUESTS:-2000}
 DEPTH=${DEPTH:-1}
-SERVERS=${*:-oxloop-wsgi granian-wsgi bjoern oxloop-asgi granian-asgi uvicorn}
+SERVERS=${*:-oxloop-wsgi oxloop-green granian-wsgi bjoern oxloop-asgi granian-asgi uvicorn}
 OUT=$(mktemp -d)
 export PYTHONHASHSEED=0
 

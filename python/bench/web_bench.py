@@ -4,7 +4,8 @@
 
 Two applications, a 13-byte "hello" and a 4 KiB JSON document (`json.dumps` of the
 same dict on every request), served by one process each: oxloop WSGI and ASGI
-(`python -m oxloop.serve`), granian WSGI and ASGI (one worker, one runtime thread,
+(`python -m oxloop.serve`; WSGI also with `--green`, the app in green tasks on the
+loop's thread), granian WSGI and ASGI (one worker, one runtime thread,
 HTTP/1 only), bjoern (WSGI, C on libev) and uvicorn with uvloop and httptools; each
 both with keep-alive (one request in flight per connection) and pipelined
 (`--pipeline` requests in flight, 16 by default). Each server runs alone, pinned to
@@ -79,6 +80,12 @@ def command(server: str, app: str, port: int, threads: int) -> list[str] | None:
     py = sys.executable
     kind = "wsgi" if server.endswith("wsgi") else "asgi"
     target = f"bench_apps:{kind}_{app}"
+    if server == "oxloop-green":
+        target = f"bench_apps:wsgi_{app}"
+        return [py, "-m", "oxloop.serve", target, "--interface", "wsgi", "--green"] + [
+            "--port",
+            str(port),
+        ]
     if server.startswith("oxloop"):
         return [py, "-m", "oxloop.serve", target, "--interface", kind, "--port", str(port)] + (
             ["--threads", str(threads)] if kind == "wsgi" else ["--lifespan", "off"]
@@ -179,7 +186,15 @@ def measure(
             server.wait()
 
 
-SERVERS = ("oxloop-wsgi", "granian-wsgi", "bjoern", "oxloop-asgi", "granian-asgi", "uvicorn")
+SERVERS = (
+    "oxloop-wsgi",
+    "oxloop-green",
+    "granian-wsgi",
+    "bjoern",
+    "oxloop-asgi",
+    "granian-asgi",
+    "uvicorn",
+)
 
 
 def main() -> int:
@@ -238,6 +253,8 @@ def main() -> int:
             for ours, peer in (
                 ("oxloop-wsgi", "granian-wsgi"),
                 ("oxloop-wsgi", "bjoern"),
+                ("oxloop-green", "granian-wsgi"),
+                ("oxloop-green", "bjoern"),
                 ("oxloop-asgi", "granian-asgi"),
                 ("oxloop-asgi", "uvicorn"),
             ):
