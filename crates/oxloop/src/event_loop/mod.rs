@@ -23,7 +23,8 @@
 //!
 //! # Borrowing rules
 //!
-//! All state lives in one `RefCell`. Every callback is taken out of the state before it
+//! All state lives in one `RefCell` (counters and the stop and destroyed flags are
+//! `Cell`s beside it). Every callback is taken out of the state before it
 //! runs and the borrow is released, so callbacks may call any method of the loop. User
 //! closures are also always dropped outside the borrow, because their captures may
 //! call back into the loop when dropped.

@@ -198,6 +198,7 @@ impl Transport {
         self.read_into(&mut ReadBuffer::temporary());
     }
 
+    /// One `recv` into `buf`, then `data_received`, end of stream or the error.
     #[inline(always)]
     fn read_into(&self, buf: &mut [u8]) {
         let result = {
