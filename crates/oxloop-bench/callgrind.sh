@@ -5,17 +5,22 @@
 # and once for a long ping-pong load (1 connection, 64-byte messages, 1 in flight);
 # the server exits when the connection closes and callgrind writes its totals. The
 # difference in instructions divided by the difference in messages cancels start-up
-# and shutdown. The per-function profile of the long oxloop run is printed at the end.
+# and shutdown. The per-function profile of the long run of the first server is
+# printed at the end. Every server is built with the same Cargo profile (one binary):
+# `fast` (release + fat LTO + one codegen unit) unless PROFILE says otherwise.
 #
 # usage: crates/oxloop-bench/callgrind.sh [SERVER...]   (default: oxloop raw-epoll tokio)
 # env:   SHORT (default 2000), LONG (default 12000) messages per connection;
-#        SIZE (64); DEPTH (1); CONNS (1)
+#        SIZE (64); DEPTH (1); CONNS (1); PROFILE (fast; or release)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
+PROFILE=${PROFILE:-fast}
 # Symbols for the per-function report; debug info does not change the code.
-CARGO_PROFILE_RELEASE_DEBUG=line-tables-only cargo build --release -q -p oxloop-bench
-BIN=$CARGO_TARGET_DIR/release/oxloop-bench
+cargo build --profile "$PROFILE" -q -p oxloop-bench --config "profile.$PROFILE.debug=\"line-tables-only\""
+DIR=$PROFILE
+[ "$PROFILE" = dev ] && DIR=debug
+BIN=$CARGO_TARGET_DIR/$DIR/oxloop-bench
 SHORT=${SHORT:-2000}
 LONG=${LONG:-12000}
 SIZE=${SIZE:-64}
@@ -40,7 +45,7 @@ run_one() { # kind messages -> prints total instructions
     callgrind_annotate "$file" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}'
 }
 
-echo "$CONNS connection(s), $SIZE-byte messages, $DEPTH in flight; messages per connection: $SHORT and $LONG"
+echo "$CONNS connection(s), $SIZE-byte messages, $DEPTH in flight; messages per connection: $SHORT and $LONG; profile $PROFILE"
 printf '| server | Ir (short run) | Ir (long run) | instructions per message |\n|---|---|---|---|\n'
 for kind in $KINDS; do
     short=$(run_one "$kind" "$SHORT")
@@ -49,8 +54,9 @@ for kind in $KINDS; do
     printf '| %s | %s | %s | %s |\n' "$kind" "$short" "$long" "$per"
 done
 echo "(callgrind files in $OUT)"
-if [ -f "$OUT/callgrind.oxloop.$LONG" ]; then
+FIRST=${KINDS%% *}
+if [ -f "$OUT/callgrind.$FIRST.$LONG" ]; then
     echo
-    echo "Top functions (self instructions) of the long oxloop run:"
-    { callgrind_annotate --inclusive=no "$OUT/callgrind.oxloop.$LONG" 2>/dev/null | sed -n '/^Ir/,$p' | head -45; } || true
+    echo "Top functions (self instructions) of the long $FIRST run:"
+    { callgrind_annotate --inclusive=no "$OUT/callgrind.$FIRST.$LONG" 2>/dev/null | sed -n '/^Ir/,$p' | head -45; } || true
 fi

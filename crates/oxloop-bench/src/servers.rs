@@ -2,12 +2,12 @@
 //! killed, or exits the process once `exit_after` connections have closed (for
 //! instruction counting under callgrind, which writes its results at exit).
 
-use crate::sys::Epoll;
+use crate::sys::{self, Epoll};
 use oxloop::protocol::{LoopNetExt, Protocol, Transport};
 use oxloop::EventLoop;
 use std::cell::Cell;
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
@@ -185,92 +185,88 @@ impl Protocol for Echo {
     }
 }
 
+/// One connection of the raw server: its socket (closed when dropped), and the bytes
+/// it refused (empty, so unallocated, except after a short send).
 struct RawConn {
-    stream: TcpStream,
+    _socket: TcpStream,
     pending: Vec<u8>,
 }
 
-const LISTENER: u64 = u64::MAX;
-
-/// The raw epoll echo server: level-triggered, one read per readiness into one
-/// shared buffer, write straight back, buffer only what the socket refuses.
+/// The raw epoll echo server, written as tightly as a C programmer would: one
+/// level-triggered epoll set, `recv` into one buffer, `send` straight back, with libc's
+/// calls and no allocation or bookkeeping on the way; only bytes the socket refuses are
+/// kept (with `EPOLLOUT` watched until they are sent).
 pub fn raw_epoll(listener: TcpListener, exit_after: Option<u64>) -> io::Result<()> {
     const IN: u32 = libc::EPOLLIN as u32;
     const IN_OUT: u32 = (libc::EPOLLIN | libc::EPOLLOUT) as u32;
+    const READABLE: u32 = (libc::EPOLLIN | libc::EPOLLHUP | libc::EPOLLERR) as u32;
+    const WRITABLE: u32 = (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) as u32;
     listener.set_nonblocking(true)?;
+    let listener_fd = listener.as_raw_fd();
     let ep = Epoll::new()?;
-    ep.add(listener.as_raw_fd(), IN, LISTENER)?;
+    ep.add(listener_fd, IN, listener_fd as u64)?;
     let mut conns: Vec<Option<RawConn>> = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
-    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
+    let mut events = [libc::epoll_event { events: 0, u64: 0 }; 256];
     let closed = Cell::new(0u64);
     loop {
         let n = ep.wait(&mut events, -1)?;
         for ev in &events[..n] {
-            let (token, flags) = (ev.u64, ev.events);
-            if token == LISTENER {
+            let (fd, flags) = (ev.u64 as i32, ev.events);
+            if fd == listener_fd {
                 while let Ok((s, _)) = listener.accept() {
                     s.set_nonblocking(true)?;
                     s.set_nodelay(true)?;
                     let fd = s.as_raw_fd();
                     ep.add(fd, IN, fd as u64)?;
-                    let fd = fd as usize;
-                    if conns.len() <= fd {
-                        conns.resize_with(fd + 1, || None);
+                    let i = fd as usize;
+                    if conns.len() <= i {
+                        conns.resize_with(i + 1, || None);
                     }
-                    conns[fd] = Some(RawConn {
-                        stream: s,
+                    conns[i] = Some(RawConn {
+                        _socket: s,
                         pending: Vec::new(),
                     });
                 }
                 continue;
             }
-            let fd = token as usize;
-            let Some(conn) = conns[fd].as_mut() else {
+            let Some(conn) = conns[fd as usize].as_mut() else {
                 continue;
             };
             let mut close = false;
-            if flags & libc::EPOLLOUT as u32 != 0 && !conn.pending.is_empty() {
-                match (&conn.stream).write(&conn.pending) {
+            if !conn.pending.is_empty() && flags & WRITABLE != 0 {
+                match sys::send(fd, &conn.pending) {
                     Ok(w) => {
                         conn.pending.drain(..w);
                         if conn.pending.is_empty() {
-                            ep.modify(fd as i32, IN, token)?;
+                            ep.modify(fd, IN, fd as u64)?;
                         }
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(_) => close = true,
+                    Err(e) => close = e.kind() != io::ErrorKind::WouldBlock,
                 }
             }
-            if !close && flags & (libc::EPOLLIN | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0 {
-                match (&conn.stream).read(&mut buf) {
+            if !close && flags & READABLE != 0 {
+                match sys::recv(fd, &mut buf) {
                     Ok(0) => close = true,
-                    Ok(r) => {
-                        let data = &buf[..r];
-                        if conn.pending.is_empty() {
-                            match (&conn.stream).write(data) {
-                                Ok(w) if w == r => {}
-                                Ok(w) => {
-                                    conn.pending.extend_from_slice(&data[w..]);
-                                    ep.modify(fd as i32, IN_OUT, token)?;
-                                }
-                                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                                    conn.pending.extend_from_slice(data);
-                                    ep.modify(fd as i32, IN_OUT, token)?;
-                                }
-                                Err(_) => close = true,
-                            }
-                        } else {
-                            conn.pending.extend_from_slice(data);
+                    Ok(r) if conn.pending.is_empty() => match sys::send(fd, &buf[..r]) {
+                        Ok(w) if w == r => {}
+                        Ok(w) => {
+                            conn.pending.extend_from_slice(&buf[w..r]);
+                            ep.modify(fd, IN_OUT, fd as u64)?;
                         }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(_) => close = true,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            conn.pending.extend_from_slice(&buf[..r]);
+                            ep.modify(fd, IN_OUT, fd as u64)?;
+                        }
+                        Err(_) => close = true,
+                    },
+                    Ok(r) => conn.pending.extend_from_slice(&buf[..r]),
+                    Err(e) => close = e.kind() != io::ErrorKind::WouldBlock,
                 }
             }
             if close {
-                ep.delete(fd as i32)?;
-                conns[fd] = None;
+                ep.delete(fd)?;
+                conns[fd as usize] = None; // closes the socket
                 count_close(&closed, exit_after);
             }
         }

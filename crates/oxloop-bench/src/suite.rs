@@ -140,6 +140,24 @@ impl ServerProcess {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Waits up to `timeout` for the child to exit by itself (a server started with
+    /// `--exit-after`); kills it if it does not.
+    pub fn wait_exit(mut self, timeout: Duration) -> io::Result<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the server did not exit after its connections closed",
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 impl Drop for ServerProcess {
@@ -437,6 +455,126 @@ fn parse_strace_summary(lines: &[String]) -> Option<(u64, Vec<(String, u64)>)> {
         top.push((name, calls));
     }
     None
+}
+
+/// User-space instructions a server executed while echoing, counted by valgrind's
+/// callgrind in two runs of different lengths.
+#[derive(Clone, Copy, Debug)]
+pub struct InstructionCount {
+    /// Messages echoed (all connections) in the short run.
+    pub short_messages: u64,
+    /// Instructions of the whole short run, start-up and shutdown included.
+    pub short_instructions: u64,
+    /// Messages echoed in the long run.
+    pub long_messages: u64,
+    /// Instructions of the whole long run.
+    pub long_instructions: u64,
+}
+
+impl InstructionCount {
+    /// Instructions per echoed message: the difference between the runs over the
+    /// difference in messages, so start-up and shutdown cancel out.
+    pub fn per_message(&self) -> f64 {
+        let messages = self
+            .long_messages
+            .saturating_sub(self.short_messages)
+            .max(1);
+        self.long_instructions
+            .saturating_sub(self.short_instructions) as f64
+            / messages as f64
+    }
+}
+
+/// Whether valgrind can be run.
+pub fn valgrind_available() -> bool {
+    Command::new("valgrind")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Counts the user-space instructions `kind` executes per echoed message of `case`:
+/// the server runs under `valgrind --tool=callgrind` with `--exit-after` (so callgrind
+/// writes its totals when the connections close), once for `short` and once for
+/// `long` messages per connection (see [`InstructionCount::per_message`]). What
+/// `crates/oxloop-bench/callgrind.sh` does, from Rust. `exe` is a program with the
+/// `serve` command (this crate's or `oxloop`'s); `cpu` pins the server.
+pub fn count_instructions(
+    exe: &Path,
+    kind: ServerKind,
+    case: Case,
+    (short, long): (u64, u64),
+    cpu: Option<usize>,
+) -> io::Result<InstructionCount> {
+    let dir = std::env::temp_dir().join(format!("oxloop-callgrind-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let result = (|| {
+        let (short_messages, short_instructions) =
+            callgrind_run(exe, kind, case, short, &dir, cpu)?;
+        let (long_messages, long_instructions) = callgrind_run(exe, kind, case, long, &dir, cpu)?;
+        Ok(InstructionCount {
+            short_messages,
+            short_instructions,
+            long_messages,
+            long_instructions,
+        })
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+/// One server run under callgrind: messages echoed and instructions counted.
+fn callgrind_run(
+    exe: &Path,
+    kind: ServerKind,
+    case: Case,
+    messages: u64,
+    dir: &Path,
+    cpu: Option<usize>,
+) -> io::Result<(u64, u64)> {
+    let program = match kind {
+        ServerKind::Libuv => crate::servers::libuv_program().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, "the libuv server was not built")
+        })?,
+        _ => exe,
+    };
+    let out = dir.join(format!("callgrind.{}.{messages}", kind.name()));
+    let mut cmd = Command::new("valgrind");
+    cmd.arg("--tool=callgrind")
+        .arg(format!("--callgrind-out-file={}", out.display()))
+        .arg(program)
+        .args(["serve", kind.name(), "127.0.0.1:0", "--exit-after"])
+        .arg(case.connections.to_string())
+        .stderr(Stdio::null());
+    let server = ServerProcess::start_command(cmd, cpu)?;
+    let cfg = LoadConfig {
+        addr: server.addr,
+        connections: case.connections,
+        size: case.size,
+        depth: case.depth,
+        duration: None,
+        messages_per_connection: Some(messages),
+    };
+    let load = loadgen::run(&cfg)?;
+    let status = server.wait_exit(Duration::from_secs(60))?;
+    if !status.success() {
+        return Err(io::Error::other(format!(
+            "{kind} under callgrind: {status}"
+        )));
+    }
+    let text = std::fs::read_to_string(&out)?;
+    let total = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("totals:")
+                .or_else(|| l.strip_prefix("summary:"))
+        })
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| io::Error::other(format!("no totals in {}", out.display())))?;
+    Ok((load.messages, total))
 }
 
 /// Resident memory of a server before and after `count` idle connections (each

@@ -91,6 +91,30 @@ pub fn raise_fd_limit() -> io::Result<u64> {
     Ok(lim.rlim_cur as u64)
 }
 
+/// `recv(2)` on a non-blocking socket: bytes read (0 at end of stream), or the error
+/// (`WouldBlock` when nothing is waiting).
+#[inline]
+pub fn recv(fd: i32, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: the pointer and length describe `buf`, which the kernel only writes.
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// `send(2)` with `MSG_NOSIGNAL` (a reset peer gives `EPIPE`, not `SIGPIPE`): bytes the
+/// socket took, or the error (`WouldBlock` when it takes none).
+#[inline]
+pub fn send(fd: i32, data: &[u8]) -> io::Result<usize> {
+    // SAFETY: the pointer and length describe `data`, which the kernel only reads.
+    let n = unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), libc::MSG_NOSIGNAL) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
 /// A small epoll instance (closed on drop).
 pub struct Epoll {
     fd: i32,

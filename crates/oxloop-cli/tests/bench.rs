@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-const SCENARIOS: [&str; 14] = [
+const SCENARIOS: [&str; 15] = [
     "timers",
     "call-soon",
     "cross-thread",
@@ -16,6 +16,7 @@ const SCENARIOS: [&str; 14] = [
     "pipeline-c1-64",
     "pipeline-c100-64",
     "syscalls",
+    "instructions",
     "http",
     "idle",
 ];
@@ -72,7 +73,7 @@ fn quick_bench_writes_every_scenario_as_json() {
     for s in scenarios {
         if s.get("skipped").is_some() {
             assert!(
-                ["http", "syscalls", "python"].contains(&s["id"].as_str().unwrap()),
+                ["http", "syscalls", "instructions", "python"].contains(&s["id"].as_str().unwrap()),
                 "{s}"
             );
             continue;
@@ -93,6 +94,15 @@ fn quick_bench_writes_every_scenario_as_json() {
             for r in rows {
                 assert!(r["messages"].as_u64().unwrap() > 0, "{r}");
                 assert!(r["messages_per_s"].as_f64().unwrap() > 0.0, "{r}");
+            }
+        }
+        if let Some(rows) = s.get("instructions").and_then(|r| r.as_array()) {
+            let servers: Vec<&str> = rows.iter().map(|r| r["server"].as_str().unwrap()).collect();
+            for name in ["raw-epoll", "oxloop", "async", "tokio", "smol"] {
+                assert!(servers.contains(&name), "{name} missing in {s}");
+            }
+            for r in rows {
+                assert!(r["per_message"].as_f64().unwrap() > 0.0, "{r}");
             }
         }
         if let Some(p) = s.get("in_process") {

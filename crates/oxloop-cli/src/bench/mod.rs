@@ -20,20 +20,22 @@ use oxloop_bench::servers::{self, ServerKind};
 use oxloop_bench::suite::{self, Case, Measurement, ServerProcess};
 use oxloop_bench::{inproc, sys};
 use report::{
-    IdleRow, InProcessRow, Machine, PhaseRow, RatioRow, Report, Scenario, SyscallRow, ThroughputRow,
+    IdleRow, InProcessRow, InstructionRow, Machine, PhaseRow, RatioRow, Report, Scenario,
+    SyscallRow, ThroughputRow,
 };
 use std::io;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// The scenario groups `--scenarios` accepts.
-pub const GROUPS: [&str; 9] = [
+pub const GROUPS: [&str; 10] = [
     "timers",
     "call-soon",
     "cross-thread",
     "echo",
     "pipeline",
     "syscalls",
+    "instructions",
     "http",
     "idle",
     "python",
@@ -56,7 +58,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "FILE.svg")]
     pub chart: Option<PathBuf>,
     /// Run only these scenario groups (comma list): timers, call-soon, cross-thread,
-    /// echo, pipeline, syscalls, http, idle, python.
+    /// echo, pipeline, syscalls, instructions, http, idle, python.
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     pub scenarios: Option<Vec<String>>,
     /// Idle connections per server for the memory scenario (default 10,000; 1,000
@@ -184,6 +186,7 @@ pub fn run(args: BenchArgs) -> io::Result<()> {
             pinned: pin,
         },
         command: std::env::args().collect::<Vec<_>>().join(" "),
+        profile: build_profile(),
         duration_per_case_s: duration.as_secs_f64(),
         quick,
         ..Report::default()
@@ -204,6 +207,9 @@ pub fn run(args: BenchArgs) -> io::Result<()> {
         }
     }
     if has("syscalls") {
+        steps += all.len() as u64;
+    }
+    if has("instructions") {
         steps += all.len() as u64;
     }
     if has("http") {
@@ -304,6 +310,19 @@ pub fn run(args: BenchArgs) -> io::Result<()> {
             )?);
         }
     }
+    if has("instructions") {
+        if pin {
+            sys::pin_to_cpu(1)?;
+        }
+        rep.scenarios.push(instruction_scenario(
+            &exe,
+            &all,
+            quick,
+            pin,
+            &pb,
+            &mut rep.verified_bytes,
+        )?);
+    }
     if has("http") {
         if pin {
             sys::pin_to_cpu(1)?;
@@ -372,7 +391,7 @@ pub fn run(args: BenchArgs) -> io::Result<()> {
     rep.elapsed_s = started.elapsed().as_secs_f64();
 
     println!(
-        "oxloop bench — {} — {} CPUs, Linux {}, {}; load average {:.2} {:.2} {:.2} at the start, {:.2} {:.2} {:.2} at the end; {:.2} s per case; {:.0} s in all\n",
+        "oxloop bench — {} — {} CPUs, Linux {}, {}; load average {:.2} {:.2} {:.2} at the start, {:.2} {:.2} {:.2} at the end; {:.2} s per case; {:.0} s in all; Cargo profile `{}`\n",
         rep.date,
         rep.machine.cpus,
         rep.machine.kernel,
@@ -384,7 +403,8 @@ pub fn run(args: BenchArgs) -> io::Result<()> {
         rep.machine.load_average_end[1],
         rep.machine.load_average_end[2],
         rep.duration_per_case_s,
-        rep.elapsed_s
+        rep.elapsed_s,
+        rep.profile
     );
     for s in &rep.scenarios {
         println!("{}", s.markdown());
@@ -719,6 +739,83 @@ fn syscall_scenario(
     ));
     s.notes.extend(libuv_note());
     Ok(s)
+}
+
+/// User-space instructions per echoed message (1 connection, 64 B ping-pong) of every
+/// echo server, each run under callgrind: the figure that tells the loops apart, since
+/// the kernel's TCP work (the same for all) dominates their CPU time.
+fn instruction_scenario(
+    exe: &std::path::Path,
+    kinds: &[ServerKind],
+    quick: bool,
+    pin: bool,
+    pb: &ProgressBar,
+    verified: &mut u64,
+) -> io::Result<Scenario> {
+    let case = Case {
+        connections: 1,
+        size: 64,
+        depth: 1,
+    };
+    let mut s = Scenario {
+        id: "instructions".into(),
+        title:
+            "User-space instructions per echoed message (callgrind; 1 connection, 64 B ping-pong)"
+                .into(),
+        ..Scenario::default()
+    };
+    if !suite::valgrind_available() {
+        s.skipped = Some("valgrind is not installed (apt-get install valgrind)".into());
+        pb.inc(kinds.len() as u64);
+        return Ok(s);
+    }
+    let runs = if quick { (200, 1_200) } else { (2_000, 12_000) };
+    for &kind in kinds {
+        pb.set_message(format!("instructions: {kind} under callgrind"));
+        let c = suite::count_instructions(exe, kind, case, runs, pin.then_some(0))
+            .map_err(|e| io::Error::new(e.kind(), format!("instructions of {kind}: {e}")))?;
+        *verified += (c.short_messages + c.long_messages) * case.size as u64;
+        s.instructions.push(InstructionRow {
+            server: kind.name().into(),
+            per_message: c.per_message(),
+            messages: [c.short_messages, c.long_messages],
+            instructions: [c.short_instructions, c.long_instructions],
+            ..InstructionRow::default()
+        });
+        pb.inc(1);
+    }
+    let base = |name: &str| {
+        s.instructions
+            .iter()
+            .find(|r| r.server == name)
+            .map(|r| r.per_message)
+    };
+    let (raw, tokio) = (base("raw-epoll"), base("tokio"));
+    for r in s.instructions.iter_mut() {
+        r.vs_raw = raw.filter(|&b| b > 0.0).map(|b| r.per_message / b);
+        r.vs_tokio = tokio.filter(|&b| b > 0.0).map(|b| r.per_message / b);
+    }
+    s.notes.push(format!(
+        "Each server runs under `valgrind --tool=callgrind` twice, for {} and {} messages, and exits when its connection closes; instructions per message = (long run − short run) ÷ (difference in messages), so start-up and shutdown cancel out. Counts are exact and do not depend on the machine's load; the kernel's work is not counted. Every server is built with this program's Cargo profile (`{}`).",
+        runs.0,
+        runs.1,
+        build_profile()
+    ));
+    s.notes.extend(libuv_note());
+    Ok(s)
+}
+
+/// The Cargo profile this program was built with, from its own path
+/// (`target/<profile>/oxloop`).
+fn build_profile() -> String {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| {
+            p.parent()
+                .and_then(|d| d.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// The Python event loops, in run order; oxloop is compared with the others.

@@ -11,6 +11,9 @@ pub struct Report {
     pub machine: Machine,
     /// The command line.
     pub command: String,
+    /// The Cargo profile this program was built with (`fast`, `release`, ...): every
+    /// server of the run is built with it, since they are all this one program.
+    pub profile: String,
     /// Seconds per echo case.
     pub duration_per_case_s: f64,
     /// Whether `--quick` was given.
@@ -65,6 +68,9 @@ pub struct Scenario {
     /// System calls per message.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub syscalls: Vec<SyscallRow>,
+    /// User-space instructions per message (callgrind).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub instructions: Vec<InstructionRow>,
     /// An in-process comparison with tokio.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub in_process: Option<InProcessRow>,
@@ -154,6 +160,25 @@ pub struct SyscallRow {
     /// Per-message calls over the raw server's.
     pub vs_raw: Option<f64>,
     /// Per-message calls over tokio's.
+    pub vs_tokio: Option<f64>,
+}
+
+/// User-space instructions one server executed per echoed message, counted by
+/// callgrind.
+#[derive(Serialize, Debug, Default, Clone)]
+pub struct InstructionRow {
+    /// The server.
+    pub server: String,
+    /// Instructions per message (the long run's total minus the short run's, over the
+    /// difference in messages).
+    pub per_message: f64,
+    /// Messages of the short and the long run.
+    pub messages: [u64; 2],
+    /// Instructions of the short and the long run.
+    pub instructions: [u64; 2],
+    /// Per-message instructions over the raw server's.
+    pub vs_raw: Option<f64>,
+    /// Per-message instructions over tokio's.
     pub vs_tokio: Option<f64>,
 }
 
@@ -284,6 +309,23 @@ impl Scenario {
                     r.top,
                     ratio(r.vs_raw),
                     ratio(r.vs_tokio)
+                );
+            }
+        }
+        if !self.instructions.is_empty() {
+            s += "| server | instructions per message | ÷ raw | ÷ tokio | messages (short, long run) | instructions (short, long run) |\n";
+            s += "|---|--:|--:|--:|--:|--:|\n";
+            for r in &self.instructions {
+                s += &format!(
+                    "| {} | {:.0} | {} | {} | {}, {} | {}, {} |\n",
+                    r.server,
+                    r.per_message,
+                    ratio(r.vs_raw),
+                    ratio(r.vs_tokio),
+                    r.messages[0],
+                    r.messages[1],
+                    r.instructions[0],
+                    r.instructions[1]
                 );
             }
         }

@@ -69,11 +69,18 @@ impl Wake for TaskHeader {
         if !self.scheduled.wake() {
             return;
         }
-        if is_loop_of_thread(self.loop_id)
-            && EventLoop::schedule_task(self.loop_id, self.key, self.generation)
-        {
-            return;
+        if !EventLoop::schedule_task(self.loop_id, self.key, self.generation) {
+            self.wake_from_elsewhere();
         }
+    }
+}
+
+impl TaskHeader {
+    /// A wake from another thread (or while the loop's state is borrowed): through the
+    /// loop's thread-safe queue. Out of line, so the common wake stays small.
+    #[cold]
+    #[inline(never)]
+    fn wake_from_elsewhere(&self) {
         let (loop_id, key, generation) = (self.loop_id, self.key, self.generation);
         // Fails only when the loop is gone, and then there is nothing to wake. The call
         // runs inside the loop's own iteration, where `loop_of_thread` finds it.
@@ -176,12 +183,11 @@ impl EventLoop {
 
     /// Stores a new task and queues its first poll. Returns its key and generation.
     pub(crate) fn spawn_raw(&self, future: TaskFuture) -> Option<(usize, u64)> {
-        let mut state = self.inner.state.borrow_mut();
-        if state.destroyed {
-            drop(state);
+        if self.inner.destroyed.get() {
             drop(future);
             return None;
         }
+        let mut state = self.inner.state.borrow_mut();
         let generation = state.next_task_generation;
         state.next_task_generation += 1;
         let entry = state.tasks.vacant_entry();
@@ -216,12 +222,14 @@ impl EventLoop {
         true
     }
 
-    /// Queues a woken task, from the loop's own thread. False when the state is busy
-    /// (a waker called from inside the loop's bookkeeping): the caller then goes through
-    /// the thread-safe queue instead.
+    /// Queues a woken task, from the loop's own thread. False when this is not the
+    /// loop's thread, or when the state is busy (a waker called from inside the loop's
+    /// bookkeeping): the caller then goes through the thread-safe queue instead.
     pub(crate) fn schedule_task(loop_id: u64, key: usize, generation: u64) -> bool {
         let Some(inner) = loop_of_thread(loop_id) else {
-            return true; // the loop is gone: nothing to schedule
+            // Not the loop of this thread; or it is, but the loop is gone, and then
+            // there is nothing to schedule.
+            return is_loop_of_thread(loop_id);
         };
         let Ok(mut state) = inner.state.try_borrow_mut() else {
             return false;
@@ -254,13 +262,12 @@ impl EventLoop {
                     return Ok(output);
                 }
             }
-            self.iterate(None)?;
-            let mut state = self.inner.state.borrow_mut();
-            if state.destroyed {
+            self.iterate_inline(None)?;
+            if self.inner.destroyed.get() {
                 return Err(destroyed_error());
             }
-            if state.stopping && !main.is_woken() {
-                state.stopping = false;
+            if self.inner.stopping.get() && !main.is_woken() {
+                self.inner.stopping.set(false);
                 return Err(io::Error::new(
                     io::ErrorKind::Interrupted,
                     "the event loop was stopped before the future completed",

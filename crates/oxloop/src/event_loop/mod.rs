@@ -23,7 +23,8 @@
 //!
 //! # Borrowing rules
 //!
-//! All state lives in one `RefCell`. Every callback is taken out of the state before it
+//! All state lives in one `RefCell` (counters and the stop and destroyed flags are
+//! `Cell`s beside it). Every callback is taken out of the state before it
 //! runs and the borrow is released, so callbacks may call any method of the loop. User
 //! closures are also always dropped outside the borrow, because their captures may
 //! call back into the loop when dropped.
@@ -62,7 +63,7 @@ use self::signals::SignalHandlers;
 pub(crate) use self::watchers::Direction;
 pub(crate) use self::watchers::FdHandler;
 use self::watchers::{FdCallback, Target, Watchers};
-use crate::reactor::{Backend, Events, Interest, Trigger, Waker as FdWaker};
+use crate::reactor::{Backend, Events, Interest, Ready, Trigger, Waker as FdWaker};
 use crate::timers::Timers;
 use slab::Slab;
 use std::cell::{Cell, RefCell};
@@ -146,6 +147,12 @@ pub(crate) struct Inner {
     callbacks_run: Cell<u64>,
     /// Iterations run.
     iterations: Cell<u64>,
+    /// `stop()` was called: `run`/`run_forever` end after the current iteration.
+    /// Outside the `RefCell`, like the counters, so the check after every iteration
+    /// costs no borrow.
+    stopping: Cell<bool>,
+    /// `destroy()` ran (or the last handle went): the loop refuses new work.
+    destroyed: Cell<bool>,
     /// Debug mode: slow-callback warnings and creation sites (see `debug.rs`).
     debug: Cell<Option<Duration>>,
     /// Runs around a wait that may block (see [`EventLoop::set_wait_wrapper`]).
@@ -168,8 +175,6 @@ struct State {
     now: Instant,
     now_fresh: bool,
     running: bool,
-    stopping: bool,
-    destroyed: bool,
     keep_alive: usize,
     panic_handler: Option<PanicHandler>,
     propagate_panics: bool,
@@ -243,8 +248,6 @@ impl EventLoop {
                 now,
                 now_fresh: true,
                 running: false,
-                stopping: false,
-                destroyed: false,
                 keep_alive: 0,
                 panic_handler: None,
                 propagate_panics: false,
@@ -257,6 +260,8 @@ impl EventLoop {
             events: RefCell::new(Events::new()),
             callbacks_run: Cell::new(0),
             iterations: Cell::new(0),
+            stopping: Cell::new(false),
+            destroyed: Cell::new(false),
             debug: Cell::new(None),
             wait_wrapper: Cell::new(None),
             waker_fd,
@@ -340,11 +345,10 @@ impl EventLoop {
     #[track_caller]
     pub fn call_soon(&self, f: impl FnOnce() + 'static) -> Handle {
         let f = self.traced_once(f);
-        let mut state = self.inner.state.borrow_mut();
-        if state.destroyed {
-            drop(state);
+        if self.inner.destroyed.get() {
             return Handle::inert();
         }
+        let mut state = self.inner.state.borrow_mut();
         let seq = state.ready.push(f);
         drop(state);
         self.handle(HandleKind::Soon(seq))
@@ -367,11 +371,10 @@ impl EventLoop {
     }
 
     fn schedule(&self, deadline: u64, f: crate::timers::TimerCallback) -> Handle {
-        let mut state = self.inner.state.borrow_mut();
-        if state.destroyed {
-            drop(state);
+        if self.inner.destroyed.get() {
             return Handle::inert();
         }
+        let mut state = self.inner.state.borrow_mut();
         let id = state.timers.insert(deadline, f);
         drop(state);
         self.handle(HandleKind::Timer(id))
@@ -418,7 +421,7 @@ impl EventLoop {
         }
         let registered = {
             let mut state = self.inner.state.borrow_mut();
-            if state.destroyed {
+            if self.inner.destroyed.get() {
                 Err(destroyed_error())
             } else {
                 state.watchers.watch(&self.inner.backend, fd, dir, mode)
@@ -469,11 +472,10 @@ impl EventLoop {
     #[track_caller]
     pub fn add_signal_handler(&self, signum: i32, f: impl FnMut() + 'static) -> io::Result<Handle> {
         let f = self.traced_mut(f);
-        let mut state = self.inner.state.borrow_mut();
-        if state.destroyed {
-            drop(state);
+        if self.inner.destroyed.get() {
             return Err(destroyed_error());
         }
+        let mut state = self.inner.state.borrow_mut();
         let wake_fd = self.inner.shared.waker.write_fd();
         let id = state.signals.add(signum, wake_fd, f);
         drop(state);
@@ -512,7 +514,7 @@ impl EventLoop {
     /// Ends `run`/`run_forever` after the current iteration. Called before the loop
     /// runs, the next run does one iteration (without blocking) and returns.
     pub fn stop(&self) {
-        self.inner.state.borrow_mut().stopping = true;
+        self.inner.stopping.set(true);
     }
 
     /// Runs exactly one iteration, blocking at most `timeout` (`None`: until something
@@ -524,7 +526,7 @@ impl EventLoop {
     pub fn run_once(&self, timeout: Option<Duration>) -> io::Result<()> {
         let _running = self.enter()?;
         let result = self.iterate(timeout);
-        self.inner.state.borrow_mut().stopping = false;
+        self.inner.stopping.set(false);
         result
     }
 
@@ -536,8 +538,8 @@ impl EventLoop {
     pub fn run_while(&self, mut after_each: impl FnMut() -> bool) -> io::Result<()> {
         let _running = self.enter()?;
         loop {
-            let result = self.iterate(None);
-            self.inner.state.borrow_mut().stopping = false;
+            let result = self.iterate_inline(None);
+            self.inner.stopping.set(false);
             result?;
             if !after_each() {
                 return Ok(());
@@ -549,7 +551,7 @@ impl EventLoop {
     /// earliest timer, or `None` when only I/O can wake it.
     pub fn next_timeout(&self) -> Option<Duration> {
         let mut state = self.inner.state.borrow_mut();
-        if state.ready.live() > 0 || state.stopping || self.inner.shared.is_notified() {
+        if state.ready.live() > 0 || self.inner.stopping.get() || self.inner.shared.is_notified() {
             return Some(Duration::ZERO);
         }
         let deadline = state.timers.next_deadline()?;
@@ -581,7 +583,7 @@ impl EventLoop {
     /// Whether `run` would do anything now.
     pub fn has_work(&self) -> bool {
         let state = self.inner.state.borrow();
-        !state.destroyed
+        !self.inner.destroyed.get()
             && (state.ready.live() > 0
                 || !state.tasks.is_empty()
                 || state.timers.referenced() > 0
@@ -598,7 +600,7 @@ impl EventLoop {
 
     /// Whether the loop has been destroyed.
     pub fn is_destroyed(&self) -> bool {
-        self.inner.state.borrow().destroyed
+        self.inner.destroyed.get()
     }
 
     /// Iterations run so far.
@@ -621,13 +623,11 @@ impl EventLoop {
             if !forever && !self.has_work() {
                 break;
             }
-            self.iterate(None)?;
-            let mut state = self.inner.state.borrow_mut();
-            if state.destroyed {
+            self.iterate_inline(None)?;
+            if self.inner.destroyed.get() {
                 break;
             }
-            if state.stopping {
-                state.stopping = false;
+            if self.inner.stopping.replace(false) {
                 break;
             }
         }
@@ -636,10 +636,10 @@ impl EventLoop {
 
     /// Marks the loop running; the guard clears the mark, even when a panic unwinds.
     fn enter(&self) -> io::Result<RunningGuard<'_>> {
-        let mut state = self.inner.state.borrow_mut();
-        if state.destroyed {
+        if self.inner.destroyed.get() {
             return Err(destroyed_error());
         }
+        let mut state = self.inner.state.borrow_mut();
         if state.running {
             return Err(io::Error::new(
                 io::ErrorKind::WouldBlock,
@@ -661,40 +661,23 @@ impl EventLoop {
         })
     }
 
+    /// One iteration (see the module's documentation), out of line for `run_once`.
+    #[inline(never)]
     fn iterate(&self, max_wait: Option<Duration>) -> io::Result<()> {
-        let inner = &*self.inner;
-        let mut events = inner.events.borrow_mut();
-        let notified = {
-            let mut state = inner.state.borrow_mut();
-            let state = &mut *state;
-            if state.destroyed {
-                return Ok(());
-            }
-            let mut timeout = inner.poll_timeout(state, max_wait);
-            if timeout != Some(Duration::ZERO) && !inner.shared.prepare_sleep() {
-                timeout = Some(Duration::ZERO);
-            }
-            // Timed only when asked for (`track_wait_time`), and only a wait that may
-            // block: a clock read costs as much as the rest of an idle iteration.
-            let before =
-                (state.track_wait_time && timeout != Some(Duration::ZERO)).then(Instant::now);
-            let result = match inner.wait_wrapper.get() {
-                Some(wrapper) if timeout != Some(Duration::ZERO) => {
-                    let mut result = Ok(());
-                    wrapper(&mut || result = inner.backend.wait(&mut events, timeout));
-                    result
-                }
-                _ => inner.backend.wait(&mut events, timeout),
-            };
-            let notified = inner.shared.after_wake();
-            if let Some(before) = before {
-                state.time_waiting += before.elapsed();
-            }
-            state.now_fresh = false;
-            result?;
-            notified
-        };
+        self.iterate_inline(max_wait)
+    }
 
+    /// One iteration, inlined into the loops that run many (`run`, `run_forever`,
+    /// `run_while`, `block_on`): the call and the saving and restoring of registers
+    /// around it are then paid once per run instead of once per iteration.
+    #[inline(always)]
+    fn iterate_inline(&self, max_wait: Option<Duration>) -> io::Result<()> {
+        let inner = &*self.inner;
+        if inner.destroyed.get() {
+            return Ok(());
+        }
+        let mut events = inner.events.borrow_mut();
+        let notified = self.wait(&mut events, max_wait)?;
         for ready in events.iter() {
             if ready.fd == inner.waker_fd {
                 inner.shared.waker.drain();
@@ -702,15 +685,11 @@ impl EventLoop {
             }
             let target = inner.state.borrow_mut().watchers.target(ready);
             match target {
+                // The hot path (transports, async fds) stays small; callback watchers
+                // take the out-of-line one.
                 Target::Handler(handler) => self.guarded(move || handler.on_ready(ready)),
-                Target::Reader(reader) => {
-                    self.run_fd_callback(ready.fd, Direction::Read, reader);
-                    if ready.writable() {
-                        self.dispatch_fd(ready.fd, Direction::Write);
-                    }
-                }
-                Target::Writer => self.dispatch_fd(ready.fd, Direction::Write),
                 Target::Nothing => {}
+                other => self.run_fd_callbacks(ready, other),
             }
         }
         drop(events);
@@ -718,19 +697,101 @@ impl EventLoop {
         if notified {
             self.run_remote_calls();
         }
-        let (signals, timers) = {
+        // One borrow answers what the rest of the iteration has to do.
+        let (signals, timers, mut ready) = {
             let state = inner.state.borrow();
-            (state.signals.take_pending(), state.timers.len())
+            (
+                state.signals.take_pending(),
+                state.timers.len(),
+                state.ready.len(),
+            )
         };
+        if signals != 0 || timers != 0 {
+            self.run_signals_and_timers(signals, timers);
+            ready = inner.state.borrow().ready.len();
+        }
+        if ready != 0 {
+            self.run_ready(ready);
+        }
+        inner.iterations.set(inner.iterations.get() + 1);
+        Ok(())
+    }
+
+    /// Blocks in the backend for at most the time `poll_timeout` allows, filling
+    /// `events`. Returns whether another thread notified the loop meanwhile.
+    #[inline]
+    fn wait(&self, events: &mut Events, max_wait: Option<Duration>) -> io::Result<bool> {
+        let inner = &*self.inner;
+        let mut state = inner.state.borrow_mut();
+        let mut timeout = inner.poll_timeout(&mut state, max_wait);
+        if timeout != Some(Duration::ZERO) && !inner.shared.prepare_sleep() {
+            timeout = Some(Duration::ZERO);
+        }
+        let result = if timeout != Some(Duration::ZERO)
+            && (state.track_wait_time || inner.wait_wrapper.get().is_some())
+        {
+            self.wait_timed_or_wrapped(&mut state, events, timeout)
+        } else {
+            inner.backend.wait(events, timeout)
+        };
+        let notified = inner.shared.after_wake();
+        state.now_fresh = false;
+        result?;
+        Ok(notified)
+    }
+
+    /// A wait that may block with `track_wait_time` on (timed) or a wait wrapper set.
+    #[cold]
+    #[inline(never)]
+    fn wait_timed_or_wrapped(
+        &self,
+        state: &mut State,
+        events: &mut Events,
+        timeout: Option<Duration>,
+    ) -> io::Result<()> {
+        let inner = &*self.inner;
+        // Timed only when asked for: a clock read costs as much as the rest of an idle
+        // iteration.
+        let before = state.track_wait_time.then(Instant::now);
+        let result = match inner.wait_wrapper.get() {
+            Some(wrapper) => {
+                let mut result = Ok(());
+                wrapper(&mut || result = inner.backend.wait(events, timeout));
+                result
+            }
+            None => inner.backend.wait(events, timeout),
+        };
+        if let Some(before) = before {
+            state.time_waiting += before.elapsed();
+        }
+        result
+    }
+
+    /// Runs the callback watchers of a ready fd (`add_reader`/`add_writer`).
+    #[inline(never)]
+    fn run_fd_callbacks(&self, ready: Ready, target: Target) {
+        match target {
+            Target::Reader(reader) => {
+                self.run_fd_callback(ready.fd, Direction::Read, reader);
+                if ready.writable() {
+                    self.dispatch_fd(ready.fd, Direction::Write);
+                }
+            }
+            Target::Writer => self.dispatch_fd(ready.fd, Direction::Write),
+            Target::Handler(handler) => self.guarded(move || handler.on_ready(ready)),
+            Target::Nothing => {}
+        }
+    }
+
+    /// The signal and timer steps of an iteration, when there is something to do.
+    #[inline(never)]
+    fn run_signals_and_timers(&self, signals: u64, timers: usize) {
         if signals != 0 {
             self.run_signal_handlers(signals);
         }
         if timers != 0 {
             self.run_timers();
         }
-        self.run_ready();
-        inner.iterations.set(inner.iterations.get() + 1);
-        Ok(())
     }
 
     fn dispatch_fd(&self, fd: RawFd, dir: Direction) {
@@ -752,11 +813,12 @@ impl EventLoop {
         drop(leftover);
     }
 
+    #[inline(never)]
     fn run_remote_calls(&self) {
         let mut batch = {
             let mut state = self.inner.state.borrow_mut();
             if self.inner.shared.take_stop() {
-                state.stopping = true;
+                self.inner.stopping.set(true);
             }
             std::mem::take(&mut state.remote_batch)
         };
@@ -807,8 +869,8 @@ impl EventLoop {
         }
     }
 
-    fn run_ready(&self) {
-        let n = self.inner.state.borrow().ready.len();
+    /// Runs the first `n` entries of the ready queue (those queued before the step).
+    fn run_ready(&self, n: usize) {
         for _ in 0..n {
             let entry = self.inner.state.borrow_mut().ready.pop();
             match entry {
@@ -831,10 +893,10 @@ impl EventLoop {
         mode: Trigger,
         counts: bool,
     ) -> io::Result<()> {
-        let mut state = self.inner.state.borrow_mut();
-        if state.destroyed {
+        if self.inner.destroyed.get() {
             return Err(destroyed_error());
         }
+        let mut state = self.inner.state.borrow_mut();
         state
             .watchers
             .add_handler(&self.inner.backend, fd, handler, interest, mode, counts)
@@ -842,10 +904,10 @@ impl EventLoop {
 
     /// Changes what a handler's fd is watched for.
     pub(crate) fn set_interest(&self, fd: RawFd, interest: Interest) -> io::Result<()> {
-        let mut state = self.inner.state.borrow_mut();
-        if state.destroyed {
+        if self.inner.destroyed.get() {
             return Err(destroyed_error());
         }
+        let mut state = self.inner.state.borrow_mut();
         state
             .watchers
             .set_interest(&self.inner.backend, fd, interest)
@@ -897,8 +959,9 @@ impl Inner {
         u64::try_from(t.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
     }
 
+    #[inline]
     fn poll_timeout(&self, state: &mut State, max_wait: Option<Duration>) -> Option<Duration> {
-        if state.ready.live() > 0 || state.stopping {
+        if state.ready.live() > 0 || self.stopping.get() {
             return Some(Duration::ZERO);
         }
         if state.timers.len() == 0 {
@@ -921,10 +984,9 @@ impl Inner {
                 // `Drop` of `Inner` retries with nothing borrowed.
                 return;
             };
-            if state.destroyed {
+            if self.destroyed.replace(true) {
                 return;
             }
-            state.destroyed = true;
             let tasks = std::mem::take(&mut state.tasks);
             let (fd_callbacks, fd_handlers) = state.watchers.take_all(&self.backend);
             Leftovers {
@@ -997,7 +1059,7 @@ impl fmt::Debug for EventLoop {
         let mut d = f.debug_struct("EventLoop");
         if let Ok(state) = state {
             d.field("running", &state.running)
-                .field("destroyed", &state.destroyed)
+                .field("destroyed", &self.inner.destroyed.get())
                 .field("ready", &state.ready.live())
                 .field("timers", &state.timers.len())
                 .field("fds", &state.watchers.len());

@@ -135,7 +135,7 @@ impl EventLoop {
 
     fn restore_panic_handler(&self, handler: Option<PanicHandler>) {
         let mut state = self.inner.state.borrow_mut();
-        if state.panic_handler.is_none() && !state.destroyed {
+        if state.panic_handler.is_none() && !self.inner.destroyed.get() {
             state.panic_handler = handler;
         }
     }

@@ -1,7 +1,7 @@
 //! The shared read buffer and the per-connection write buffer.
 
 use socket2::SockRef;
-use std::cell::RefCell;
+use std::cell::{RefCell, RefMut};
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, IoSlice};
@@ -37,15 +37,35 @@ impl ReadBuffer {
         })
     }
 
+    /// The buffer, unless it is in use further up the stack (then a caller reads into
+    /// a [`temporary`](Self::temporary) one instead of aliasing it).
+    #[inline(always)]
+    pub fn try_borrow(&self) -> Option<RefMut<'_, Box<[u8]>>> {
+        self.buf.try_borrow_mut().ok()
+    }
+
+    /// A buffer of the same size for a nested read.
+    pub fn temporary() -> Box<[u8]> {
+        vec![0u8; READ_BUFFER_SIZE].into_boxed_slice()
+    }
+
     /// Runs `f` with the buffer. A nested use (a protocol that drives another loop
     /// from inside `data_received`) gets a temporary buffer instead of aliasing it.
-    #[inline]
+    #[inline(always)]
     pub fn with<R>(&self, f: impl FnOnce(&mut [u8]) -> R) -> R {
         match self.buf.try_borrow_mut() {
             Ok(mut buf) => f(&mut buf),
-            Err(_) => f(&mut vec![0u8; READ_BUFFER_SIZE]),
+            Err(_) => with_temporary(f),
         }
     }
+}
+
+/// [`ReadBuffer::with`] when the shared buffer is in use: out of line, so the common
+/// path inlines `f`.
+#[cold]
+#[inline(never)]
+fn with_temporary<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
+    f(&mut ReadBuffer::temporary())
 }
 
 /// Chunks larger than this are stored on their own; smaller writes are appended to the

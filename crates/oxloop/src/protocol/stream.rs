@@ -180,29 +180,48 @@ impl Transport {
         self.inner.ev.set_interest(self.inner.fd, interest)
     }
 
+    /// Reads what the socket has into the thread's shared buffer and hands it to the
+    /// protocol.
+    #[inline(always)]
     fn on_readable(&self) {
-        self.inner.read_buf.with(|buf| {
-            let result = {
-                let state = self.inner.state.borrow();
-                match state.sock.as_ref() {
-                    Some(sock) if state.reading => {
-                        rustix::net::recv(sock, &mut *buf, RecvFlags::empty())
-                    }
-                    _ => return,
-                }
-            };
-            match result {
-                Ok((0, _)) => self.on_eof(),
-                Ok((n, _)) => {
-                    let data = &buf[..n];
-                    self.call_protocol(|p| p.data_received(data));
-                }
-                Err(Errno::AGAIN | Errno::INTR) => {}
-                Err(e) => self.fail(e.into()),
-            }
-        });
+        match self.inner.read_buf.try_borrow() {
+            Some(mut buf) => self.read_into(&mut buf),
+            None => self.read_into_temporary(),
+        }
     }
 
+    /// [`on_readable`](Self::on_readable) while the shared buffer is in use further up
+    /// the stack (a protocol running a nested loop).
+    #[cold]
+    #[inline(never)]
+    fn read_into_temporary(&self) {
+        self.read_into(&mut ReadBuffer::temporary());
+    }
+
+    /// One `recv` into `buf`, then `data_received`, end of stream or the error.
+    #[inline(always)]
+    fn read_into(&self, buf: &mut [u8]) {
+        let result = {
+            let state = self.inner.state.borrow();
+            match state.sock.as_ref() {
+                Some(sock) if state.reading => {
+                    rustix::net::recv(sock, &mut *buf, RecvFlags::empty())
+                }
+                _ => return,
+            }
+        };
+        match result {
+            Ok((0, _)) => self.on_eof(),
+            Ok((n, _)) => {
+                let data = &buf[..n];
+                self.call_protocol(|p| p.data_received(data));
+            }
+            Err(Errno::AGAIN | Errno::INTR) => {}
+            Err(e) => self.fail(e.into()),
+        }
+    }
+
+    #[inline(never)]
     fn on_eof(&self) {
         {
             let mut state = self.inner.state.borrow_mut();
@@ -237,6 +256,7 @@ impl Transport {
     /// closed, with [`io::ErrorKind::BrokenPipe`] after [`write_eof`](Self::write_eof),
     /// and with the socket's error if sending fails (then the connection is closed and
     /// the protocol also gets `connection_lost(Some(err))`).
+    #[inline]
     pub fn write(&self, data: &[u8]) -> io::Result<()> {
         // The common case, kept small: nothing buffered and the socket takes it all.
         let state = self.inner.state.borrow();
@@ -387,6 +407,9 @@ impl Transport {
         Ok(())
     }
 
+    /// Sends what the write buffer holds (the socket became writable). Out of line: the
+    /// read path, which runs for every message, stays small.
+    #[inline(never)]
     fn on_writable(&self) {
         let mut state = self.inner.state.borrow_mut();
         if !state.writing {
@@ -508,6 +531,8 @@ impl Transport {
 
     /// Closes because of `err`: the protocol gets `connection_lost(Some(err))`. Errors
     /// after the transport is closed are not reported again.
+    #[cold]
+    #[inline(never)]
     fn fail(&self, err: io::Error) {
         self.finish(Some(err));
     }

@@ -98,6 +98,7 @@ impl Backend {
 
     /// Waits for readiness for at most `timeout` (`None`: until something happens).
     /// An interrupted wait (a signal arrived) returns with no reports.
+    #[inline]
     pub fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
         events.list.clear();
         let timespec = timeout.map(|d| Timespec {
