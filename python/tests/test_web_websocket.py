@@ -269,10 +269,35 @@ def test_handshake_checks_and_raw_exchange():
             rest = read_until_closed(sock)
             assert rest == b"\x88\x02\x03\xe8"  # the close echoed, then the end
         key = base64.b64encode(os.urandom(16)).decode()
-        common = f"GET /echo HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        common = "GET /echo HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         bad_version = f"{common}Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 8\r\n\r\n"
         reply = raw_exchange(address, bad_version.encode())
         assert reply.startswith(b"HTTP/1.1 426 ")
         assert b"Sec-WebSocket-Version: 13" in reply
         no_key = f"{common}Sec-WebSocket-Version: 13\r\n\r\n"
         assert raw_exchange(address, no_key.encode()).startswith(b"HTTP/1.1 400 ")
+
+
+def test_graceful_shutdown_closes_with_1001_on_one_loop():
+    """Server and `websockets` client on the same oxloop loop."""
+    seen: list[tuple] = []
+
+    async def app(scope, receive, send):
+        assert scope["type"] == "websocket"
+        await receive()
+        await send({"type": "websocket.accept"})
+        message = await receive()
+        seen.append((message["type"], message.get("code")))
+
+    async def main() -> None:
+        server = await oxloop.web.start_asgi(app, port=0, lifespan="off")
+        host, port = server.address
+        async with connect(f"ws://{host}:{port}/") as ws:
+            await server.shutdown(timeout=5)
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.recv()
+            assert closed.value.rcvd.code == 1001
+        assert server.connections() == 0
+
+    oxloop.run(asyncio.wait_for(main(), 30))
+    assert seen == [("websocket.disconnect", 1001)]
