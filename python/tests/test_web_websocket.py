@@ -63,6 +63,21 @@ def make_app(events: list[tuple]) -> Starlette:
     async def boom_early(ws: WebSocket) -> None:
         raise ValueError("boom before accepting")
 
+    async def flood(ws: WebSocket) -> None:
+        # Sends more than the socket buffers hold while the client does not read, then
+        # lets the client send as much before reading it: back-pressure both ways.
+        await ws.accept()
+        n = int(ws.query_params["n"])
+        for i in range(n):
+            await ws.send_bytes(bytes([i % 256]) * 262144)
+        await asyncio.sleep(0.3)
+        total = 0
+        for i in range(n):
+            data = await ws.receive_bytes()
+            assert data == bytes([i % 256]) * 262144
+            total += len(data)
+        await ws.send_text(str(total))
+
     async def home(request):
         return PlainTextResponse("plain http")
 
@@ -75,6 +90,7 @@ def make_app(events: list[tuple]) -> Starlette:
             WebSocketRoute("/deny", deny),
             WebSocketRoute("/boom", boom),
             WebSocketRoute("/boom-early", boom_early),
+            WebSocketRoute("/flood", flood),
         ]
     )
 
@@ -156,6 +172,22 @@ def test_server_close_rejection_denial_and_failures():
 
         run(client())
     assert ("after close", "websocket.disconnect") in events
+
+
+def test_back_pressure_both_ways():
+    n = 40
+    with serving(oxloop.web.start_asgi, app=make_app([])) as (host, port):
+
+        async def client() -> None:
+            async with connect(f"ws://{host}:{port}/flood?n={n}", max_size=None) as ws:
+                await asyncio.sleep(0.3)
+                for i in range(n):
+                    assert await ws.recv() == bytes([i % 256]) * 262144
+                for i in range(n):
+                    await ws.send(bytes([i % 256]) * 262144)
+                assert await ws.recv() == str(n * 262144)
+
+        run(client())
 
 
 def test_message_size_limit_closes_with_1009():
