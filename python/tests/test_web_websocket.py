@@ -63,21 +63,6 @@ def make_app(events: list[tuple]) -> Starlette:
     async def boom_early(ws: WebSocket) -> None:
         raise ValueError("boom before accepting")
 
-    async def flood(ws: WebSocket) -> None:
-        # Sends more than the socket buffers hold while the client does not read, then
-        # lets the client send as much before reading it: back-pressure both ways.
-        await ws.accept()
-        n = int(ws.query_params["n"])
-        for i in range(n):
-            await ws.send_bytes(bytes([i % 256]) * 262144)
-        await asyncio.sleep(0.3)
-        total = 0
-        for i in range(n):
-            data = await ws.receive_bytes()
-            assert data == bytes([i % 256]) * 262144
-            total += len(data)
-        await ws.send_text(str(total))
-
     async def home(request):
         return PlainTextResponse("plain http")
 
@@ -90,7 +75,6 @@ def make_app(events: list[tuple]) -> Starlette:
             WebSocketRoute("/deny", deny),
             WebSocketRoute("/boom", boom),
             WebSocketRoute("/boom-early", boom_early),
-            WebSocketRoute("/flood", flood),
         ]
     )
 
@@ -174,18 +158,51 @@ def test_server_close_rejection_denial_and_failures():
     assert ("after close", "websocket.disconnect") in events
 
 
+SIZE = 1024 * 1024
+
+
+async def flood(scope, receive, send) -> None:
+    """Sends more than the socket buffers hold while the client does not read, then
+    lets the client send as much before reading it: back-pressure both ways. (A plain
+    ASGI application, so that it sees the server's own `send`.)"""
+    if scope["type"] != "websocket":
+        return
+    n = int(scope["query_string"].decode())
+    await receive()
+    await send({"type": "websocket.accept"})
+    waited = 0
+    for i in range(n):
+        pending = send({"type": "websocket.send", "bytes": bytes([i % 256]) * SIZE})
+        waited += isinstance(pending, asyncio.Future)  # a future only when it must wait
+        await pending
+    await asyncio.sleep(0.3)
+    total = 0
+    for i in range(n):
+        message = await receive()
+        assert message["bytes"] == bytes([i % 256]) * SIZE
+        total += len(message["bytes"])
+    await send({"type": "websocket.send", "text": f"{total} {waited > 0}"})
+    assert (await receive())["type"] == "websocket.disconnect"
+
+
 def test_back_pressure_both_ways():
-    n = 40
-    with serving(oxloop.web.start_asgi, app=make_app([])) as (host, port):
+    n = 24
+    with serving(oxloop.web.start_asgi, app=flood, lifespan="off") as (host, port):
 
         async def client() -> None:
-            async with connect(f"ws://{host}:{port}/flood?n={n}", max_size=None) as ws:
+            url = f"ws://{host}:{port}/?{n}"
+            # A small receive buffer (no autotuning), so the kernel cannot hold it all.
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            sock.connect((host, port))
+            sock.setblocking(False)
+            async with connect(url, sock=sock, max_size=None, max_queue=2) as ws:
                 await asyncio.sleep(0.3)
                 for i in range(n):
-                    assert await ws.recv() == bytes([i % 256]) * 262144
+                    assert await ws.recv() == bytes([i % 256]) * SIZE
                 for i in range(n):
-                    await ws.send(bytes([i % 256]) * 262144)
-                assert await ws.recv() == str(n * 262144)
+                    await ws.send(bytes([i % 256]) * SIZE)
+                assert await ws.recv() == f"{n * SIZE} True"
 
         run(client())
 
@@ -333,3 +350,10 @@ def test_graceful_shutdown_closes_with_1001_on_one_loop():
 
     oxloop.run(asyncio.wait_for(main(), 30))
     assert seen == [("websocket.disconnect", 1001)]
+
+
+def test_command_line_setting():
+    from oxloop import serve
+
+    args = serve._parser().parse_args(["m:app", "--ws-max-message-bytes", "4096"])
+    assert args.ws_max_message_bytes == 4096

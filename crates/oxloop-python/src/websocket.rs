@@ -221,7 +221,7 @@ struct Session {
     app_done: bool,
     /// A `receive()` waiting for a message or the end.
     receive_waiter: Option<Py<PyAny>>,
-    /// A `send()` waiting for the transport's buffer to drain.
+    /// A `send()` waiting for the transport (its buffer to drain, or the switch).
     send_waiter: Option<Py<PyAny>>,
     close_timer: Option<Handle>,
 }
@@ -453,15 +453,10 @@ fn wake_waiters(session: &SessionRef) {
             };
             let send = match s.phase {
                 Phase::Closed => s.send_waiter.take().map(|f| (f, Err(closed_error()))),
-                _ if !s
-                    .transport
-                    .as_ref()
-                    .is_some_and(Transport::is_writing_paused) =>
-                {
-                    s.send_waiter
-                        .take()
-                        .map(|f| (f, Ok(py.None().into_bound(py))))
-                }
+                _ if s.transport.as_ref().is_some_and(|t| !t.is_writing_paused()) => s
+                    .send_waiter
+                    .take()
+                    .map(|f| (f, Ok(py.None().into_bound(py)))),
                 _ => None,
             };
             (receive, send)
@@ -488,6 +483,7 @@ impl Upgraded for Connection {
             }
         }
         self.data_received(buffered);
+        wake_waiters(&self.0);
     }
 
     fn data_received(&mut self, data: &[u8]) {
@@ -855,9 +851,10 @@ impl Parts {
         s.flush_out();
         if s.transport
             .as_ref()
-            .is_some_and(Transport::is_writing_paused)
+            .is_none_or(Transport::is_writing_paused)
         {
-            // Back-pressure: the application waits until the client reads.
+            // Back-pressure: the application waits until the client reads (or, before
+            // the `101` went out, until the connection is switched).
             let fut = self
                 .app
                 .event_loop
