@@ -60,6 +60,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--body-timeout", type=float, default=10.0)
     p.add_argument("--idle-timeout", type=float, default=60.0)
     p.add_argument("--max-connections", type=int, default=10_000)
+    p.add_argument(
+        "--ws-max-message-bytes",
+        type=int,
+        default=16 * 1024 * 1024,
+        help="ASGI WebSocket: larger messages close the connection with 1009",
+    )
     p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     return p
 
@@ -115,6 +121,7 @@ def _serve_one(args: argparse.Namespace) -> None:
             root_path=args.root_path,
             lifespan=args.lifespan,
             graceful_timeout=args.graceful_timeout,
+            ws_max_message_bytes=args.ws_max_message_bytes,
             **settings,
         )
     else:

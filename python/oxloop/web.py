@@ -18,7 +18,12 @@ Server settings (keyword arguments of every function here): `max_head_bytes` (16
 larger heads get 431), `max_body_bytes` (8 MiB; 413), `head_timeout`, `body_timeout`
 (10 s each; 408), `idle_timeout` (60 s), `max_connections` (10,000), `access_log`
 (one line per request on stderr), `reuse_port` (`SO_REUSEPORT`, for several processes
-on one port), `server_name` (the `Server` header).
+on one port), `server_name` (the `Server` header); for ASGI also
+`ws_max_message_bytes` (16 MiB; a larger WebSocket message closes the connection with
+1009).
+
+ASGI applications get `http`, `websocket` (RFC 6455: the server answers pings, checks
+frames, reassembles fragments and runs the close handshake) and `lifespan` scopes.
 """
 
 from __future__ import annotations
@@ -195,8 +200,9 @@ async def start_asgi(
     lifespan: str = "auto",
     **settings: Any,
 ) -> Server:
-    """Serves the ASGI 3 application `app` on the running oxloop loop: runs the
-    lifespan startup (`lifespan`: "auto", "on" or "off"), then listens."""
+    """Serves the ASGI 3 application `app` (`http` and `websocket` scopes) on the
+    running oxloop loop: runs the lifespan startup (`lifespan`: "auto", "on" or
+    "off"), then listens. A graceful `shutdown()` closes WebSockets with 1001."""
     loop = _running_oxloop()
     life = _Lifespan(app, lifespan)
     await life.startup()

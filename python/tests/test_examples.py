@@ -34,6 +34,15 @@ EXPECTED = {
     "handlers_udp_emitter.py": ["reply: ping 1", "reply: ping 2", "reply: ping 3"],
     "green_echo_server.py": ["GREEN", "ECHO", "SERVER", "done"],
     "green_crawler.py": ["30 pages", "page 0"],
+    "websocket_chat.py": [
+        "bob joined (1 online)",
+        "alice joined (2 online)",
+        "alice: hello from alice",
+        "bob: hi alice",
+        "alice got: bob: hi alice",
+        "alice left",
+        "bob was told: 1001 the server is shutting down",
+    ],
     "green_and_asyncio.py": [
         *(f"asyncio says hello {n} and waited for asyncio" for n in range(3)),
         "loop: oxloop._loop",

@@ -24,10 +24,12 @@ use crate::head::{self, Head};
 use crate::parse::{parse_head, ChunkedDecoder, Framing, Reject};
 use crate::response::Response;
 use crate::shared::{Handler, ResponseFuture, Shared, Tracked};
+use crate::upgrade::{Upgrade, Upgraded};
 use crate::{Request, ACCESS_LOG_TARGET};
 use oxloop::protocol::{Protocol, Transport};
 use oxloop::task::JoinHandle;
 use oxloop::Handle;
+use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io::{self, Seek};
@@ -128,7 +130,13 @@ enum State {
     Lingering,
     /// The transport reported the connection lost.
     Closed,
+    /// A `101 Switching Protocols` went out: the connection's bytes go to this.
+    Upgraded(UpgradedShared),
 }
+
+/// The protocol a connection switched to (shared, so that it can be called without
+/// the connection borrowed).
+type UpgradedShared = Rc<RefCell<Box<dyn Upgraded>>>;
 
 /// What produces the current response of an open connection, besides the read
 /// callback.
@@ -257,20 +265,27 @@ impl Protocol for HttpProtocol {
         self.conn.borrow_mut().on_eof()
     }
 
-    fn connection_lost(&mut self, _err: Option<io::Error>) {
-        let (task, shared, key) = {
+    fn connection_lost(&mut self, err: Option<io::Error>) {
+        let (lost, shared, key) = {
             let mut c = self.conn.borrow_mut();
-            let task = c.on_lost();
-            (task, c.shared.clone(), c.key)
+            let lost = c.on_lost();
+            (lost, c.shared.clone(), c.key)
         };
-        // Dropped outside the borrow: the task's future may hold the connection.
-        if let Some(task) = task {
-            task.abort();
+        // Outside the borrow: the task's future may hold the connection.
+        match lost {
+            Lost::Nothing => {}
+            Lost::Handler(task) => task.abort(),
+            Lost::Upgraded(upgraded) => upgraded.borrow_mut().connection_lost(err),
         }
         shared.unregister(key);
     }
 
     fn resume_writing(&mut self) {
+        let upgraded = self.conn.try_borrow().ok().and_then(|c| c.upgraded());
+        if let Some(upgraded) = upgraded {
+            Conn::upgraded_resume_writing(upgraded, &self.ev);
+            return;
+        }
         // Sending a stream, and answering pipelined requests, stop while the
         // transport's buffer is above its high-water mark; go on.
         match self.conn.try_borrow_mut() {
@@ -294,6 +309,25 @@ impl Tracked for RefCell<Conn> {
 impl Conn {
     fn transport(&self) -> Option<&Transport> {
         self.transport.as_ref()
+    }
+
+    /// The protocol the connection switched to, if it did.
+    fn upgraded(&self) -> Option<UpgradedShared> {
+        match &self.state {
+            State::Upgraded(u) => Some(u.clone()),
+            _ => None,
+        }
+    }
+
+    /// Tells the protocol the connection switched to that it may write again (in a
+    /// callback of its own if it is in use).
+    fn upgraded_resume_writing(upgraded: UpgradedShared, ev: &oxloop::EventLoop) {
+        if let Ok(mut u) = upgraded.try_borrow_mut() {
+            u.resume_writing();
+            return;
+        }
+        let ev2 = ev.clone();
+        ev.call_soon(move || Conn::upgraded_resume_writing(upgraded, &ev2));
     }
 
     // ----- timeouts ------------------------------------------------------------
@@ -394,12 +428,19 @@ impl Conn {
 
     fn on_data(&mut self, data: &[u8]) {
         if !self.state.is_open() {
+            if let State::Upgraded(u) = &self.state {
+                u.borrow_mut().data_received(data);
+            }
             return; // lingering: discarded
         }
         if self.input.is_empty() {
             let used = self.consume(data);
-            if used < data.len() && self.state.is_open() {
-                self.input.extend_from_slice(&data[used..]);
+            if used < data.len() {
+                if self.state.is_open() {
+                    self.input.extend_from_slice(&data[used..]);
+                } else {
+                    self.forward_to_upgraded(&data[used..]);
+                }
             }
         } else {
             self.input.extend_from_slice(data);
@@ -414,11 +455,23 @@ impl Conn {
         let used = self.consume(&input);
         self.input = input;
         if !self.state.is_open() {
-            self.input = Vec::new();
+            let rest = std::mem::take(&mut self.input);
+            self.forward_to_upgraded(&rest[used..]);
         } else {
             self.input.drain(..used);
             if self.input.is_empty() && self.input.capacity() > 64 * 1024 {
                 self.input = Vec::new();
+            }
+        }
+    }
+
+    /// Input that followed a request answered with `101` (a closure handler's: an
+    /// async handler's waits in `input`) goes to the new protocol.
+    #[cold]
+    fn forward_to_upgraded(&mut self, rest: &[u8]) {
+        if let State::Upgraded(u) = &self.state {
+            if !rest.is_empty() {
+                u.borrow_mut().data_received(rest);
             }
         }
     }
@@ -435,7 +488,7 @@ impl Conn {
                 return;
             }
             State::Open { .. } => {}
-            State::Lingering | State::Closed => return,
+            State::Lingering | State::Closed | State::Upgraded(_) => return,
         }
         let limit = self.shared.config.max_head_bytes;
         if self.state.is_busy() || self.body.is_some() || self.output_full() {
@@ -642,6 +695,9 @@ impl Conn {
     fn on_eof(&mut self) -> bool {
         self.peer_eof = true;
         if !self.state.is_open() {
+            if let State::Upgraded(u) = &self.state {
+                return u.borrow_mut().eof_received();
+            }
             return false;
         }
         if let Some(body) = self.body.take() {
@@ -660,8 +716,8 @@ impl Conn {
         false
     }
 
-    /// The connection is gone; returns the task of an async handler still running.
-    fn on_lost(&mut self) -> Option<JoinHandle<()>> {
+    /// The connection is gone; returns what must learn it outside the borrow.
+    fn on_lost(&mut self) -> Lost {
         let state = std::mem::replace(&mut self.state, State::Closed);
         self.deadline = None;
         self.timer = None;
@@ -675,7 +731,7 @@ impl Conn {
             State::Open {
                 answer: Answer::Handler(task),
                 ..
-            } => Some(task),
+            } => Lost::Handler(task),
             State::Open {
                 answer: Answer::Stream { body, .. },
                 ..
@@ -689,9 +745,10 @@ impl Conn {
                 if let Some(w) = waker {
                     w.wake();
                 }
-                None
+                Lost::Nothing
             }
-            _ => None,
+            State::Upgraded(upgraded) => Lost::Upgraded(upgraded),
+            _ => Lost::Nothing,
         }
     }
 
@@ -739,7 +796,7 @@ impl Conn {
         };
         match &mut c.state {
             State::Open { answer, .. } => *answer = Answer::Inline,
-            State::Lingering | State::Closed => return,
+            State::Lingering | State::Closed | State::Upgraded(_) => return,
         }
         if let Some(body) = &mut c.body {
             // The handler answered without reading the whole body: skip the rest.
@@ -781,7 +838,12 @@ impl Conn {
             headers,
             body,
             close,
+            upgrade,
         } = response;
+        if let Some(upgrade) = upgrade {
+            self.switch_protocols(status, &headers, *upgrade);
+            return;
+        }
         // A peer that half-closed still gets every answer it asked for; the connection
         // closes once idle (`continue_input`), so its end does not decide keep-alive.
         let keep_alive = !(self.exchange.close
@@ -849,6 +911,58 @@ impl Conn {
                     stream.borrow_mut().broken = true;
                 }
             }
+        }
+    }
+
+    /// Answers `101 Switching Protocols` and hands the connection to the new
+    /// protocol. (A request that cannot switch, HTTP/1.0 or `HEAD`, is answered 400
+    /// and closed.)
+    #[inline(never)]
+    fn switch_protocols(
+        &mut self,
+        status: u16,
+        headers: &[(Cow<'static, str>, Cow<'static, str>)],
+        upgrade: Upgrade,
+    ) {
+        if !self.state.is_open() {
+            return;
+        }
+        if status != 101 || !self.exchange.http11 || self.exchange.head {
+            self.exchange.close = true;
+            self.respond(Response::error(400).close());
+            return;
+        }
+        if let Some(log) = self.log.take() {
+            tracing::info!(target: ACCESS_LOG_TARGET, "{} 101 0", log.line);
+        }
+        head::write_switch(
+            &mut self.out,
+            &self.shared.response_start,
+            self.shared.ev.time(),
+            headers,
+            &upgrade.protocol,
+        );
+        let upgraded = upgrade.upgraded;
+        self.flush();
+        let Some(t) = self.transport.clone() else {
+            return;
+        };
+        // The HTTP deadlines end here; the new protocol keeps its own.
+        self.deadline = None;
+        if let Some((_, timer)) = self.timer.take() {
+            timer.cancel();
+        }
+        self.body = None;
+        let buffered = std::mem::take(&mut self.input);
+        let upgraded: UpgradedShared = Rc::new(RefCell::new(upgraded));
+        self.state = State::Upgraded(upgraded.clone());
+        if !self.peer_eof {
+            t.resume_reading();
+        }
+        let mut u = upgraded.borrow_mut();
+        u.connected(t, &buffered);
+        if self.shared.shutting_down.get() {
+            u.shut_down();
         }
     }
 
@@ -1070,6 +1184,11 @@ impl Conn {
     /// response.
     pub(crate) fn shutdown(&mut self) {
         if !self.state.is_open() {
+            if let State::Upgraded(u) = &self.state {
+                if let Ok(mut u) = u.try_borrow_mut() {
+                    u.shut_down();
+                }
+            }
             return;
         }
         if !self.state.is_busy() && self.body.is_none() && self.input.is_empty() {
@@ -1078,6 +1197,15 @@ impl Conn {
             self.close_after_response();
         }
     }
+}
+
+/// What a lost connection must tell outside its borrow.
+enum Lost {
+    Nothing,
+    /// An async handler still running: aborted.
+    Handler(JoinHandle<()>),
+    /// The protocol the connection switched to.
+    Upgraded(UpgradedShared),
 }
 
 /// Polls a response future, turning a panic into `None` (the client then gets a 500

@@ -231,10 +231,34 @@ impl Head<'_> {
     }
 }
 
+/// Appends the head of a `101 Switching Protocols` to `protocol` with the handler's
+/// `headers` (`now`: the loop's clock). Kept apart from [`Head::write`], whose common
+/// path it would lengthen.
+pub(crate) fn write_switch(
+    out: &mut Vec<u8>,
+    start: &ResponseStart,
+    now: Instant,
+    headers: &[(Cow<'static, str>, Cow<'static, str>)],
+    protocol: &str,
+) {
+    out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\n");
+    start.push_headers(out, now);
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"Connection: Upgrade\r\nUpgrade: ");
+    out.extend_from_slice(protocol.as_bytes());
+    out.extend_from_slice(b"\r\n\r\n");
+}
+
 /// The reason phrase for a status code.
 pub fn reason(status: u16) -> &'static str {
     match status {
         100 => "Continue",
+        101 => "Switching Protocols",
         200 => "OK",
         201 => "Created",
         204 => "No Content",
@@ -251,6 +275,7 @@ pub fn reason(status: u16) -> &'static str {
         413 => "Content Too Large",
         414 => "URI Too Long",
         417 => "Expectation Failed",
+        426 => "Upgrade Required",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         501 => "Not Implemented",

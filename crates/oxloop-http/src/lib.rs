@@ -5,7 +5,9 @@
 //! - [`HttpServer::bind_async`] runs an `async` handler per request as an oxloop task,
 //!   with a streamed request body ([`Request::take_body`]) and optionally a streamed
 //!   response ([`Response::stream`]);
-//! - [`serve_dir`] / [`StaticFiles`] serve a directory.
+//! - [`serve_dir`] / [`StaticFiles`] serve a directory;
+//! - [`Response::upgrade`] switches a connection to another protocol (WebSocket):
+//!   after the `101` head, an [`Upgraded`] value gets the connection's bytes.
 //!
 //! ```no_run
 //! use oxloop::EventLoop;
@@ -92,6 +94,7 @@ mod response;
 mod server;
 mod shared;
 mod static_files;
+mod upgrade;
 
 pub use body::{BodyWriter, RequestBody};
 pub use config::Config;
@@ -100,6 +103,7 @@ pub use request::{Request, Version};
 pub use response::Response;
 pub use server::HttpServer;
 pub use static_files::{serve_dir, serve_dir_forever, StaticFiles};
+pub use upgrade::Upgraded;
 
 /// The `tracing` target of the request log lines ([`Config::log_requests`]).
 pub const ACCESS_LOG_TARGET: &str = "oxloop_http::access";

@@ -2,6 +2,7 @@
 
 use crate::body::{Body, BodyWriter, StreamShared, StreamState};
 use crate::head::reason;
+use crate::upgrade::{Upgrade, Upgraded};
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::fs::File;
@@ -20,6 +21,8 @@ pub struct Response {
     pub(crate) headers: Vec<(Cow<'static, str>, Cow<'static, str>)>,
     pub(crate) body: Body,
     pub(crate) close: bool,
+    /// The protocol a `101` switches to ([`Response::upgrade`]).
+    pub(crate) upgrade: Option<Box<Upgrade>>,
 }
 
 impl std::fmt::Debug for Response {
@@ -40,6 +43,7 @@ impl Response {
             headers: Vec::new(),
             body: Body::Bytes(Cow::Borrowed(b"")),
             close: false,
+            upgrade: None,
         }
     }
 
@@ -77,6 +81,28 @@ impl Response {
         let mut r = Response::new(status);
         r.body = Body::Stream(shared.clone());
         (r, BodyWriter { shared })
+    }
+
+    /// `101 Switching Protocols` to `protocol` (the `Upgrade` header; `Connection:
+    /// Upgrade` is added): after this head the connection belongs to `upgraded`,
+    /// which gets the transport and every byte that follows. The handler decides
+    /// whether the request may switch (HTTP/1.1, its `Upgrade` header, the new
+    /// protocol's handshake headers, which it adds to this response). A protocol name
+    /// that is not an HTTP token gives a 500 instead.
+    pub fn upgrade(
+        protocol: impl Into<Cow<'static, str>>,
+        upgraded: impl Upgraded + 'static,
+    ) -> Response {
+        let protocol = protocol.into();
+        if !is_token(&protocol) {
+            return Response::error(500).close();
+        }
+        let mut r = Response::new(101);
+        r.upgrade = Some(Box::new(Upgrade {
+            protocol,
+            upgraded: Box::new(upgraded),
+        }));
+        r
     }
 
     /// A response sending `len` bytes of `file` from its current position.
@@ -129,11 +155,7 @@ impl Response {
         .iter()
         .any(|r| name.eq_ignore_ascii_case(r));
         let unsafe_text = |s: &str| s.bytes().any(|b| b == b'\r' || b == b'\n');
-        let bad_name = name.is_empty()
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-        if !reserved && !bad_name && !unsafe_text(&value) {
+        if !reserved && is_token(&name) && !unsafe_text(&value) {
             self.headers.push((name, value));
         }
         self
@@ -144,4 +166,11 @@ impl Response {
         self.close = true;
         self
     }
+}
+
+/// Whether `s` is an HTTP token (a header name, a protocol name).
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }

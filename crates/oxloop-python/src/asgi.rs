@@ -12,6 +12,7 @@
 use crate::loop_core::LoopCore;
 use crate::running::{self, LoopCell, LoopShared};
 use crate::web::{self, WebServer};
+use crate::websocket;
 use oxloop::EventLoop;
 use oxloop_http::{BodyWriter, HttpServer, Request, RequestBody, Response, Version};
 use pyo3::exceptions::{PyConnectionError, PyRuntimeError, PyStopIteration, PyTypeError};
@@ -26,27 +27,29 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 /// What every request of one server shares.
-struct App {
-    ev: EventLoop,
-    running: Arc<LoopShared>,
-    app: Py<PyAny>,
-    event_loop: Py<PyAny>,
-    task_class: Py<PyAny>,
+pub(crate) struct App {
+    pub(crate) ev: EventLoop,
+    pub(crate) running: Arc<LoopShared>,
+    pub(crate) app: Py<PyAny>,
+    pub(crate) event_loop: Py<PyAny>,
+    pub(crate) task_class: Py<PyAny>,
     /// `logger.error(message, exc_info=...)` of `oxloop.web`.
-    logger: Py<PyAny>,
-    asgi: Py<PyDict>,
-    server: Py<PyAny>,
-    root_path: String,
+    pub(crate) logger: Py<PyAny>,
+    pub(crate) asgi: Py<PyDict>,
+    pub(crate) server: Py<PyAny>,
+    pub(crate) root_path: String,
     /// The lifespan state, copied (shallowly) into each request's scope.
-    state: Option<Py<PyDict>>,
+    pub(crate) state: Option<Py<PyDict>>,
     /// `{"loop": event_loop}` (and `eager_start=True` from Python 3.12 on), the keyword
     /// arguments of every `asyncio.Task(...)`.
-    task_kwargs: Py<PyDict>,
+    pub(crate) task_kwargs: Py<PyDict>,
     /// Tasks start eagerly: their first step runs at once, inside the handler.
-    eager: bool,
+    pub(crate) eager: bool,
     /// The complete awaitable whose value is `None` (it holds no state, so one is
     /// shared by every `send`).
-    done: Py<PyAny>,
+    pub(crate) done: Py<PyAny>,
+    /// The settings of WebSocket connections.
+    pub(crate) websocket: websocket::Settings,
 }
 
 /// Where the request body stands, for `receive`.
@@ -121,7 +124,11 @@ impl Drop for DisconnectOnDrop {
     }
 }
 
-fn resolve_all(py: Python<'_>, waiters: Vec<Py<PyAny>>, value: PyResult<Bound<'_, PyAny>>) {
+pub(crate) fn resolve_all(
+    py: Python<'_>,
+    waiters: Vec<Py<PyAny>>,
+    value: PyResult<Bound<'_, PyAny>>,
+) {
     for fut in waiters {
         resolve(
             py,
@@ -135,7 +142,7 @@ fn resolve_all(py: Python<'_>, waiters: Vec<Py<PyAny>>, value: PyResult<Bound<'_
 }
 
 /// Completes an asyncio future unless it is already done (cancelled).
-fn resolve(py: Python<'_>, fut: &Bound<'_, PyAny>, value: PyResult<Bound<'_, PyAny>>) {
+pub(crate) fn resolve(py: Python<'_>, fut: &Bound<'_, PyAny>, value: PyResult<Bound<'_, PyAny>>) {
     let done = fut
         .call_method0(intern!(py, "done"))
         .and_then(|d| d.is_truthy())
@@ -206,7 +213,7 @@ impl Ready {
     fn close(&mut self) {}
 }
 
-fn ready(py: Python<'_>, value: Option<Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
+pub(crate) fn ready(py: Python<'_>, value: Option<Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
     Ok(Py::new(
         py,
         Ready {
@@ -523,7 +530,7 @@ impl Parts {
     }
 }
 
-fn with_headers(mut response: Response, headers: Vec<(String, String)>) -> Response {
+pub(crate) fn with_headers(mut response: Response, headers: Vec<(String, String)>) -> Response {
     for (name, value) in headers {
         if name.eq_ignore_ascii_case("content-type") {
             response = response.content_type(value);
@@ -619,10 +626,9 @@ impl Parts {
 }
 
 impl App {
-    /// Builds the scope and starts the application's task.
-    fn start(self: &Rc<App>, py: Python<'_>, req: Request) -> PyResult<Shared> {
-        let scope = PyDict::new(py);
-        scope.set_item(intern!(py, "type"), intern!(py, "http"))?;
+    /// The scope keys that `http` and `websocket` scopes share.
+    pub(crate) fn fill_scope(&self, scope: &Bound<'_, PyDict>, req: &Request) -> PyResult<()> {
+        let py = scope.py();
         scope.set_item(intern!(py, "asgi"), self.asgi.bind(py))?;
         let version = match req.version() {
             Version::Http11 => intern!(py, "1.1"),
@@ -636,10 +642,8 @@ impl App {
             }
             None => scope.set_item(intern!(py, "client"), py.None())?,
         }
-        scope.set_item(intern!(py, "scheme"), intern!(py, "http"))?;
-        scope.set_item(intern!(py, "method"), req.method())?;
         scope.set_item(intern!(py, "root_path"), &self.root_path)?;
-        let path = web::decoded_path(&req);
+        let path = web::decoded_path(req);
         if self.root_path.is_empty() {
             scope.set_item(intern!(py, "path"), &*path)?;
             scope.set_item(
@@ -667,6 +671,16 @@ impl App {
         if let Some(state) = &self.state {
             scope.set_item(intern!(py, "state"), state.bind(py).copy()?)?;
         }
+        Ok(())
+    }
+
+    /// Builds the scope and starts the application's task.
+    fn start_http(self: &Rc<App>, py: Python<'_>, req: Request) -> PyResult<Shared> {
+        let scope = PyDict::new(py);
+        scope.set_item(intern!(py, "type"), intern!(py, "http"))?;
+        scope.set_item(intern!(py, "scheme"), intern!(py, "http"))?;
+        scope.set_item(intern!(py, "method"), req.method())?;
+        self.fill_scope(&scope, &req)?;
         let mut req = req;
         let incoming = match req.take_body() {
             Some(body) => Incoming::Body(body),
@@ -727,7 +741,7 @@ impl App {
 
     fn handle(self: &Rc<App>, req: Request) -> impl Future<Output = Response> + 'static {
         let started = running::with_gil(|py| {
-            self.start(py, req).map_err(|err| {
+            self.start_http(py, req).map_err(|err| {
                 let kwargs = PyDict::new(py);
                 let _ = kwargs.set_item(intern!(py, "exc_info"), err.value(py));
                 if let Err(e) = self
@@ -777,7 +791,10 @@ pub fn _serve_asgi(
     options: Option<&Bound<'_, PyDict>>,
 ) -> PyResult<WebServer> {
     let py = event_loop.py();
-    let config = web::config(options)?;
+    // The WebSocket settings are taken out; the rest are oxloop-http's.
+    let options = options.map(|o| o.copy()).transpose()?;
+    let websocket = websocket::Settings::take_from(options.as_ref())?;
+    let config = web::config(options.as_ref())?;
     let asgi = PyDict::new(py);
     asgi.set_item("version", "3.0")?;
     asgi.set_item("spec_version", "2.4")?;
@@ -815,6 +832,7 @@ pub fn _serve_asgi(
             task_kwargs,
             eager,
             done,
+            websocket,
         })
     };
     let slot: Rc<RefCell<Option<Rc<App>>>> = Rc::new(RefCell::new(None));
@@ -822,7 +840,13 @@ pub fn _serve_asgi(
     let server = web::bind(event_loop, host, port, |ev, addr| {
         HttpServer::bind_async(ev, addr, config, move |req| {
             let app = for_handler.borrow().clone().expect("set before serving");
-            async move { app.handle(req).await }
+            async move {
+                if websocket::is_upgrade(&req) {
+                    websocket::handle(app, req).await
+                } else {
+                    app.handle(req).await
+                }
+            }
         })
     })?;
     let addr = server.local_addr();

@@ -7,7 +7,8 @@
 //! - `LogSink` (`log.rs`): the outputs of `oxloop-log` for `oxloop.handlers.Log`;
 //! - `running.rs`: which thread may touch a loop, the GIL around the kernel wait, and
 //!   the exception that leaves `run_forever`;
-//! - `web.rs`, `asgi.rs`, `wsgi.rs`: ASGI and WSGI applications served by oxloop-http;
+//! - `web.rs`, `asgi.rs`, `websocket.rs`, `wsgi.rs`: ASGI (HTTP and WebSocket) and WSGI
+//!   applications served by oxloop-http;
 //! - `ffi.rs`: the few CPython calls that need `unsafe`.
 
 #![deny(unsafe_code)]
@@ -24,6 +25,7 @@ mod running;
 mod task_reader;
 mod transport;
 mod web;
+mod websocket;
 mod wsgi;
 
 use pyo3::prelude::*;
