@@ -893,7 +893,7 @@ fn python_row(name: &str, r: &suite::ServerLoad) -> ThroughputRow {
 }
 
 /// `2s`, `200ms`, `1.5` (seconds).
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
         (n, 1e-3)
     } else if let Some(n) = s.strip_suffix('s') {
@@ -948,7 +948,7 @@ fn load_average() -> [f64; 3] {
 }
 
 /// The current time in UTC, `YYYY-MM-DDTHH:MM:SSZ`.
-fn utc_now() -> String {
+pub(crate) fn utc_now() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
