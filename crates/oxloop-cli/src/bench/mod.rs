@@ -738,7 +738,7 @@ fn python_cases() -> [Case; 2] {
 
 /// The repository this program was built from (where the Python sources and the
 /// virtual environment made by `./test.sh` are).
-fn repository_root() -> PathBuf {
+pub(crate) fn repository_root() -> PathBuf {
     let crate_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     crate_dir
         .ancestors()
@@ -748,7 +748,7 @@ fn repository_root() -> PathBuf {
 }
 
 /// Whether `python` runs and can import `module`.
-fn python_imports(python: &std::path::Path, module: &str) -> bool {
+pub(crate) fn python_imports(python: &std::path::Path, module: &str) -> bool {
     std::process::Command::new(python)
         .args(["-c", &format!("import {module}")])
         .stdout(std::process::Stdio::null())

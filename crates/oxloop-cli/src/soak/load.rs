@@ -30,6 +30,13 @@ pub const MAX_MESSAGE: usize = 256 * 1024;
 pub const PANIC_MAGIC: &[u8; 8] = b"OXPANIC!";
 /// How long one message may take before the client gives up on it.
 const MESSAGE_TIMEOUT: Duration = Duration::from_secs(120);
+/// New connections per second, at most, in soak mode. 10,000 at once would leave
+/// the last ones waiting on this one thread longer than the server's idle timeout
+/// before they send their first byte; and a loop busy with 10,000 connections
+/// accepts fewer per second than that (128 per wake-up of the listener), so the
+/// kernel's accept queue overflows and connections are dropped before the server
+/// sees them (`ListenOverflows` in /proc/net/netstat, reported by the run).
+const CONNECT_RATE: u32 = 1_000;
 /// Piece size for writing and reading.
 const PIECE: usize = 16 * 1024;
 
@@ -125,6 +132,10 @@ pub enum Outcome {
     CutWhileIdle,
     /// The server panicked on the message and still echoed it (HTTP: answered 500).
     SurvivedPanic,
+    /// Python: the protocol raised on the message and asyncio closed the connection,
+    /// as it does for an exception in `data_received`; what was echoed before was
+    /// verified.
+    ClosedAfterPanic,
     /// Connecting failed.
     ConnectFailed,
     /// Echoed bytes differed from the bytes sent.
@@ -140,9 +151,10 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// The outcome a session of `behaviour` must end with.
-    pub fn expected_for(behaviour: Behaviour) -> Outcome {
+    /// The outcome a session of `behaviour` must end with on `target`.
+    pub fn expected_for(behaviour: Behaviour, target: Target) -> Outcome {
         match behaviour {
+            Behaviour::Panic if target == Target::Python => Outcome::ClosedAfterPanic,
             Behaviour::Normal | Behaviour::Trickle => Outcome::Completed,
             Behaviour::Reset => Outcome::ResetByClient,
             Behaviour::HalfClose => Outcome::HalfClosedThenEof,
@@ -193,9 +205,21 @@ pub fn content_byte(seed: u64, pos: usize, magic: bool) -> u8 {
     (word >> ((pos & 7) * 8)) as u8
 }
 
+/// Fills `out` with the content at positions `start..`: one splitmix64 per 8 bytes.
 fn fill(seed: u64, start: usize, magic: bool, out: &mut [u8]) {
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = content_byte(seed, start + i, magic);
+    let mut i = 0;
+    while i < out.len() {
+        let pos = start + i;
+        let word = splitmix64(seed ^ ((pos as u64 >> 3).wrapping_mul(0x9e37_79b9_7f4a_7c15)))
+            .to_le_bytes();
+        let offset = pos & 7;
+        let n = (8 - offset).min(out.len() - i);
+        out[i..i + n].copy_from_slice(&word[offset..offset + n]);
+        i += n;
+    }
+    let magic_end = (start + out.len()).min(PANIC_MAGIC.len());
+    if magic && start < magic_end {
+        out[..magic_end - start].copy_from_slice(&PANIC_MAGIC[start..magic_end]);
     }
 }
 
@@ -280,6 +304,7 @@ struct Shared {
     open: Cell<u64>,
     result: RefCell<LoadResult>,
     http_path_seq: Cell<u64>,
+    next_connect: Cell<Instant>,
 }
 
 impl Shared {
@@ -296,18 +321,33 @@ impl Shared {
     }
 
     fn record(&self, behaviour: Behaviour, outcome: Outcome, failure: Option<&Failure>) {
+        self.record_session(behaviour, outcome, failure, None);
+    }
+
+    /// Records a session's outcome; `started` (when known) goes into the failure
+    /// description.
+    fn record_session(
+        &self,
+        behaviour: Behaviour,
+        outcome: Outcome,
+        failure: Option<&Failure>,
+        started: Option<Instant>,
+    ) {
         let mut r = self.result.borrow_mut();
         *r.sessions
             .entry(behaviour)
             .or_default()
             .entry(outcome)
             .or_default() += 1;
-        if outcome != Outcome::expected_for(behaviour) {
+        if outcome != Outcome::expected_for(behaviour, self.args.target) {
             r.unexpected_outcomes += 1;
             if r.first_failures.len() < 10 {
                 r.first_failures.push(format!(
-                    "{behaviour:?} session ended {outcome:?} after {:.1} s{}",
+                    "{behaviour:?} session ended {outcome:?} at {:.1} s{}{}",
                     self.start.elapsed().as_secs_f64(),
+                    started
+                        .map(|t| format!(" ({:.1} s after it began)", t.elapsed().as_secs_f64()))
+                        .unwrap_or_default(),
                     failure.map(|f| format!(": {f}")).unwrap_or_default()
                 ));
             }
@@ -367,6 +407,7 @@ pub fn run(args: LoadArgs) -> io::Result<()> {
             ..LoadResult::default()
         }),
         http_path_seq: Cell::new(0),
+        next_connect: Cell::new(start),
     });
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async {
@@ -427,6 +468,15 @@ fn message_size(rng: &mut fastrand::Rng) -> usize {
 }
 
 async fn connect(shared: &Shared, small_receive_buffer: bool) -> io::Result<Conn> {
+    if shared.args.mode == Mode::Soak {
+        // New connections are paced (CONNECT_RATE), not opened all at once; see there.
+        let now = Instant::now();
+        let slot = shared.next_connect.get().max(now);
+        shared
+            .next_connect
+            .set(slot + Duration::from_secs(1) / CONNECT_RATE);
+        tokio::time::sleep_until(slot.into()).await;
+    }
     let addr = shared.args.addr;
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
@@ -454,6 +504,7 @@ async fn run_session(
     per_session: u64,
     rng: &mut fastrand::Rng,
 ) {
+    let started = Instant::now();
     let mut conn = match connect(shared, behaviour == Behaviour::StopReading).await {
         Ok(c) => c,
         Err(e) => {
@@ -469,7 +520,7 @@ async fn run_session(
     };
     match outcome {
         Ok(o) => shared.record(behaviour, o, None),
-        Err(f) => shared.record(behaviour, f.outcome(), Some(&f)),
+        Err(f) => shared.record_session(behaviour, f.outcome(), Some(&f), Some(started)),
     }
 }
 
@@ -482,6 +533,14 @@ async fn talk(
     per_session: u64,
     rng: &mut fastrand::Rng,
 ) -> Result<Outcome, Failure> {
+    if behaviour == Behaviour::Panic && shared.args.target == Target::Python {
+        let msg = Message {
+            seed: splitmix64(seed),
+            len: rng.usize(PANIC_MAGIC.len()..=64 * 1024),
+            magic: true,
+        };
+        return closed_after_panic(conn, msg).await;
+    }
     let count = match behaviour {
         Behaviour::Trickle | Behaviour::Panic => 1,
         _ => rng.u64(1..=per_session * 2 - 1),
@@ -522,6 +581,37 @@ async fn talk(
         }
         Behaviour::Panic => Ok(Outcome::SurvivedPanic),
         _ => Ok(Outcome::Completed),
+    }
+}
+
+/// Writes a panic message and verifies what comes back until the server closes.
+async fn closed_after_panic(conn: &mut Conn, msg: Message) -> Result<Outcome, Failure> {
+    let wr = &mut conn.wr;
+    let write = async move {
+        // The server may close before taking it all.
+        let _ = write_message(wr, &[], msg, Writing::Whole).await;
+    };
+    let rd = &mut conn.rd;
+    let read = async move {
+        let mut buf = vec![0u8; PIECE];
+        let mut pos = 0;
+        loop {
+            let n = match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => return Ok(()),
+                Ok(n) => n,
+            };
+            for (i, b) in buf[..n].iter().enumerate() {
+                if pos + i >= msg.len || *b != content_byte(msg.seed, pos + i, msg.magic) {
+                    return Err(Failure::Mismatch(pos + i));
+                }
+            }
+            pos += n;
+        }
+    };
+    let both = async { tokio::join!(write, read).1 };
+    match tokio::time::timeout(MESSAGE_TIMEOUT, both).await {
+        Err(_) => Err(Failure::TimedOut),
+        Ok(r) => r.map(|()| Outcome::ClosedAfterPanic),
     }
 }
 
@@ -595,19 +685,14 @@ async fn write_message(
     };
     let mut buf = vec![0u8; PIECE.min(head.len() + end)];
     if writing == Writing::Trickle {
+        // An HTTP head goes at once: the trickle tests the body's timeout, which is
+        // the longest pause between reads (the head's runs from its first byte).
+        wr.write_all(head).await?;
         let mut rng = fastrand::Rng::with_seed(msg.seed);
-        let total = head.len() + end;
         let mut pos = 0;
-        while pos < total {
-            let n = rng.usize(1..=16).min(total - pos);
-            for (i, b) in buf[..n].iter_mut().enumerate() {
-                let p = pos + i;
-                *b = if p < head.len() {
-                    head[p]
-                } else {
-                    content_byte(msg.seed, p - head.len(), msg.magic)
-                };
-            }
+        while pos < end {
+            let n = rng.usize(1..=16).min(end - pos);
+            fill(msg.seed, pos, msg.magic, &mut buf[..n]);
             wr.write_all(&buf[..n]).await?;
             pos += n;
             tokio::time::sleep(Duration::from_millis(rng.u64(5..=40))).await;
@@ -628,6 +713,7 @@ async fn write_message(
 /// Reads `msg.len` bytes and compares each with what was sent.
 async fn read_verify(rd: &mut BufReader<OwnedReadHalf>, msg: Message) -> Result<(), Failure> {
     let mut buf = vec![0u8; PIECE.min(msg.len)];
+    let mut expected = vec![0u8; buf.len()];
     let mut pos = 0;
     while pos < msg.len {
         let want = buf.len().min(msg.len - pos);
@@ -635,10 +721,10 @@ async fn read_verify(rd: &mut BufReader<OwnedReadHalf>, msg: Message) -> Result<
         if n == 0 {
             return Err(Failure::Eof);
         }
-        for (i, b) in buf[..n].iter().enumerate() {
-            if *b != content_byte(msg.seed, pos + i, msg.magic) {
-                return Err(Failure::Mismatch(pos + i));
-            }
+        fill(msg.seed, pos, msg.magic, &mut expected[..n]);
+        if buf[..n] != expected[..n] {
+            let at = (0..n).find(|&i| buf[i] != expected[i]).unwrap_or(0);
+            return Err(Failure::Mismatch(pos + at));
         }
         pos += n;
     }
@@ -839,6 +925,9 @@ mod tests {
         let mut b = vec![0u8; 60];
         fill(7, 40, false, &mut b);
         assert_eq!(&a[40..], &b[..]);
+        for (i, byte) in a.iter().enumerate() {
+            assert_eq!(*byte, content_byte(7, i, false));
+        }
         let mut c = vec![0u8; 100];
         fill(8, 0, false, &mut c);
         assert_ne!(a, c);
@@ -846,6 +935,10 @@ mod tests {
         fill(7, 0, true, &mut m);
         assert_eq!(&m[..8], PANIC_MAGIC);
         assert_eq!(&m[8..], &a[8..12]);
+        let mut tail = vec![0u8; 6];
+        fill(7, 5, true, &mut tail);
+        assert_eq!(&tail[..3], &PANIC_MAGIC[5..]);
+        assert_eq!(&tail[3..], &a[8..11]);
     }
 
     #[test]

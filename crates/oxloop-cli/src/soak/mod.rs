@@ -14,6 +14,7 @@
 //! meet and a sleeping one cannot miss.
 
 pub mod load;
+mod python;
 mod servers;
 mod storms;
 
@@ -40,6 +41,9 @@ pub enum Target {
     Async,
     /// oxloop-http.
     Http,
+    /// oxloop's asyncio loop in Python: `python/bench/soak_server.py` in a child
+    /// process (soak load only; no storms, no fd exhaustion).
+    Python,
 }
 
 impl Target {
@@ -48,6 +52,7 @@ impl Target {
             Target::Protocol => "protocol",
             Target::Async => "async",
             Target::Http => "http",
+            Target::Python => "python",
         }
     }
 }
@@ -63,7 +68,8 @@ pub struct SoakArgs {
     /// Concurrent client connections per target (default 10,000; 100 with --short).
     #[arg(long, value_name = "N")]
     pub connections: Option<usize>,
-    /// Messages echoed per target at most (default 1,000,000; 2,000 with --short).
+    /// Messages echoed at most, over all targets together (default 1,000,000; 2,000
+    /// with --short).
     #[arg(long, value_name = "N")]
     pub messages: Option<u64>,
     /// A small, quick run (what `./test.sh` runs): the same scenarios at small scale.
@@ -72,7 +78,10 @@ pub struct SoakArgs {
     /// Also write the report to FILE as JSON.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
-    /// Run only these targets (comma list): protocol, async, http.
+    /// Run only these targets (comma list): protocol, async, http, python (default:
+    /// all; without --short, python is skipped with a note when no interpreter with
+    /// oxloop is found: `$OXLOOP_SOAK_PYTHON`, else the repository's
+    /// `.venv/py3.11/bin/python`; --short leaves python out unless named here).
     #[arg(long, value_delimiter = ',', value_enum)]
     pub targets: Option<Vec<Target>>,
     /// Seed of every random choice.
@@ -87,8 +96,10 @@ pub struct Scale {
     pub duration_s: f64,
     /// Concurrent client connections per target.
     pub connections: usize,
-    /// Messages per target at most.
+    /// Messages at most, over all targets together.
     pub messages: u64,
+    /// Messages per target at most.
+    pub messages_per_target: u64,
     /// Whether `--short` was given.
     pub short: bool,
     /// The seed.
@@ -156,7 +167,11 @@ pub struct TargetReport {
     pub other_panics: u64,
     /// Seconds the soak phase took.
     pub soak_s: f64,
-    /// The fd-exhaustion phase.
+    /// Connections the kernel dropped from a full accept queue during the soak phase
+    /// (`ListenOverflows` in /proc/net/netstat: machine-wide, so other programs'
+    /// listeners count too).
+    pub kernel_listen_overflows: u64,
+    /// The fd-exhaustion phase (none for the python target).
     pub emfile: EmfileReport,
 }
 
@@ -188,6 +203,8 @@ pub struct Report {
     pub scale: Option<Scale>,
     /// Per target.
     pub targets: Vec<TargetReport>,
+    /// Targets not run, and why.
+    pub skipped: Vec<String>,
     /// At the start.
     pub baseline: Resources,
     /// At the end.
@@ -234,6 +251,21 @@ fn set_soft_fd_limit(soft: u64) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// The machine's `TcpExt ListenOverflows` counter.
+fn listen_overflows() -> u64 {
+    let netstat = std::fs::read_to_string("/proc/net/netstat").unwrap_or_default();
+    let mut lines = netstat.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "ListenOverflows")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
 }
 
 fn count_dir(path: &str) -> u64 {
@@ -483,18 +515,22 @@ pub fn run(args: SoakArgs) -> io::Result<bool> {
     let messages = args
         .messages
         .unwrap_or(if short { 2_000 } else { 1_000_000 });
-    let targets = args
-        .targets
-        .clone()
-        .unwrap_or_else(|| vec![Target::Protocol, Target::Async, Target::Http]);
+    let targets = args.targets.clone().unwrap_or_else(|| {
+        let mut all = vec![Target::Protocol, Target::Async, Target::Http];
+        if !short {
+            all.push(Target::Python);
+        }
+        all
+    });
     let share = duration / targets.len().max(1) as u32;
     let scale = Scale {
         duration_s: duration.as_secs_f64(),
         connections,
         messages,
+        messages_per_target: messages / targets.len().max(1) as u64,
         short,
         seed: args.seed,
-        server_timeout_ms: if short { 3_000 } else { 5_000 },
+        server_timeout_ms: if short { 3_000 } else { 10_000 },
         storms: StormScale {
             timers: if short { 20_000 } else { 1_000_000 },
             signals: if short { 1_000 } else { 5_000 },
@@ -515,11 +551,11 @@ pub fn run(args: SoakArgs) -> io::Result<bool> {
     }
     report.baseline = resources();
     println!(
-        "oxloop soak: {} s of load over {} target(s), {} connections, {} messages per target; fd limit {} (was {}, hard {})",
+        "oxloop soak: {} s of load over {} target(s), {} connections and up to {} messages per target; fd limit {} (was {}, hard {})",
         scale.duration_s,
         targets.len(),
         connections,
-        messages,
+        scale.messages_per_target,
         soft,
         old_soft,
         hard
@@ -527,6 +563,19 @@ pub fn run(args: SoakArgs) -> io::Result<bool> {
     let mut checks = Vec::new();
     for (i, &target) in targets.iter().enumerate() {
         let seed = args.seed.wrapping_add(i as u64 * 1000);
+        if target == Target::Python {
+            match python::soak(&scale, share, seed, &mut checks)? {
+                Ok(tr) => {
+                    print_target(&tr);
+                    report.targets.push(tr);
+                }
+                Err(why) => {
+                    println!("[python] skipped: {why}");
+                    report.skipped.push(format!("python: {why}"));
+                }
+            }
+            continue;
+        }
         let mut tr = soak_target(target, &scale, share, seed, &mut checks)?;
         tr.emfile = emfile_target(target, &scale, seed, &mut checks)?;
         print_target(&tr);
@@ -617,7 +666,7 @@ fn load_args(scale: &Scale, seed: u64, mode: Mode, share: Duration) -> Vec<Strin
             "--connections".to_string(),
             scale.connections.to_string(),
             "--messages".to_string(),
-            scale.messages.to_string(),
+            scale.messages_per_target.to_string(),
             "--duration-ms".to_string(),
             share.as_millis().to_string(),
         ]),
@@ -649,6 +698,7 @@ fn soak_target(
         share.as_secs_f64()
     );
     let start = Instant::now();
+    let overflows_before = listen_overflows();
     let (ev, book) = new_loop()?;
     let counters = Rc::new(Counters::default());
     let timeout = Duration::from_millis(scale.server_timeout_ms);
@@ -703,6 +753,7 @@ fn soak_target(
         panics_reported: book.soak.get(),
         other_panics: book.other.get(),
         soak_s: start.elapsed().as_secs_f64(),
+        kernel_listen_overflows: listen_overflows().saturating_sub(overflows_before),
         emfile: EmfileReport::default(),
     };
     let c = |what: &str, ok: bool, detail: String| check(format!("{name}: {what}"), ok, detail);
@@ -757,11 +808,12 @@ fn soak_target(
                 && server_counts.accepted
                     == server_counts.closed_clean + server_counts.closed_with_error,
             format!(
-                "client made {}, server accepted {}, closed {} cleanly and {} with an error",
+                "client made {}, server accepted {}, closed {} cleanly and {} with an error; kernel listen overflows meanwhile {}",
                 load.connections_made,
                 server_counts.accepted,
                 server_counts.closed_clean,
-                server_counts.closed_with_error
+                server_counts.closed_with_error,
+                tr.kernel_listen_overflows
             ),
         ));
         checks.push(c(
@@ -1073,13 +1125,14 @@ fn exhaust_fds() -> io::Result<(Vec<std::fs::File>, u64, u64)> {
 fn print_target(t: &TargetReport) {
     let l = &t.load;
     println!(
-        "[{}] {} connections (peak {} open), {} messages, {:.1} MB verified in {:.1} s",
+        "[{}] {} connections (peak {} open), {} messages, {:.1} MB verified in {:.1} s; kernel listen overflows {}",
         t.target,
         l.connections_made,
         l.peak_connections,
         l.messages,
         l.bytes_verified as f64 / 1e6,
-        t.soak_s
+        t.soak_s,
+        t.kernel_listen_overflows
     );
     for (behaviour, outcomes) in &l.sessions {
         let parts: Vec<String> = outcomes.iter().map(|(o, n)| format!("{o:?} {n}")).collect();
@@ -1090,6 +1143,9 @@ fn print_target(t: &TargetReport) {
         "    server: accepted {}, closed {} cleanly / {} with an error, cut {} idle / {} stalled, {} panics raised, largest write buffer {} B, {} requests",
         s.accepted, s.closed_clean, s.closed_with_error, s.idle_cuts, s.stall_cuts, s.panics_raised, s.max_write_buffer, s.requests
     );
+    if t.target == "python" {
+        return;
+    }
     let st = &t.storms;
     println!(
         "    storms: {} timers ({} fired, {} cancelled), {} signals ({} handler runs), {} cross-thread calls, {} panicking callbacks",

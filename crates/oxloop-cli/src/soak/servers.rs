@@ -13,10 +13,10 @@
 use super::load::PANIC_MAGIC;
 use super::Target;
 use oxloop::io::{AsyncReadExt, AsyncWriteExt};
-use oxloop::protocol::{LoopNetExt, Protocol, Server, Transport};
+use oxloop::protocol::{LoopNetExt, Protocol, Server, ServerOptions, Transport};
 use oxloop::{task, EventLoop, Handle};
 use oxloop_http::{Config, HttpServer, Response};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
@@ -27,11 +27,17 @@ use std::time::Duration;
 pub const HIGH_WATER: usize = 64 * 1024;
 /// Its low-water mark.
 pub const LOW_WATER: usize = 16 * 1024;
+/// The listen backlog of the protocol and async servers: the most Linux allows by
+/// default (`net.core.somaxconn`). With 1,024, thousands of connections arriving
+/// at once overflow the accept queue and the kernel drops some before the server
+/// sees them. oxloop-http listens with its own 1,024.
+const BACKLOG: i32 = 4096;
 /// The most one read can add to a write buffer: the transport's read buffer.
 pub const READ_CHUNK: usize = 64 * 1024;
 
 /// What a server counted.
-#[derive(Debug, Default, Serialize, Clone)]
+#[derive(Debug, Default, Serialize, Deserialize, Clone)]
+#[serde(default)]
 pub struct ServerCounts {
     /// Connections accepted (HTTP: requests answered, as oxloop-http does not count
     /// connections).
@@ -112,7 +118,8 @@ pub fn start(
 ) -> io::Result<(RunningServer, SocketAddr)> {
     match target {
         Target::Protocol => {
-            let server = ev.create_server("127.0.0.1:0", move || SoakEcho {
+            let options = ServerOptions::new().backlog(BACKLOG);
+            let server = ev.create_server_with("127.0.0.1:0", &options, move || SoakEcho {
                 counters: counters.clone(),
                 timeout,
                 transport: None,
@@ -124,7 +131,11 @@ pub fn start(
             Ok((RunningServer::Protocol(server), addr))
         }
         Target::Async => {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+            let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+            socket.set_reuse_address(true)?;
+            socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
+            socket.listen(BACKLOG)?;
+            let listener: std::net::TcpListener = socket.into();
             let addr = listener.local_addr()?;
             // Registered with the thread's current loop: `ev`, the newest one.
             let listener = oxloop::net::TcpListener::from_std(listener)?;
@@ -146,6 +157,7 @@ pub fn start(
             });
             Ok((RunningServer::Async(accept), addr))
         }
+        Target::Python => Err(io::Error::other("the python target runs its own server")),
         Target::Http => {
             let config = Config::default()
                 .idle_timeout(timeout)
