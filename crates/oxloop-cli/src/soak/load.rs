@@ -182,6 +182,9 @@ pub struct LoadResult {
     pub messages: u64,
     /// Bytes echoed and verified.
     pub bytes_verified: u64,
+    /// HTTP: requests sent again on a new connection because the server closed a
+    /// kept-alive one before answering.
+    pub keep_alive_retries: u64,
     /// Emfile mode: messages echoed on the pinging connections.
     pub pings: u64,
     /// Emfile mode: flood connections whose message was echoed.
@@ -246,6 +249,9 @@ enum Failure {
     Io(io::Error),
     Status(u16),
     TimedOut,
+    /// HTTP: the server closed a kept-alive connection before any byte of the
+    /// response (its idle timeout); a client may send the request again on a new one.
+    ClosedBeforeResponse,
 }
 
 impl Failure {
@@ -256,6 +262,7 @@ impl Failure {
             Failure::Io(_) => Outcome::IoError,
             Failure::Status(_) => Outcome::WrongStatus,
             Failure::TimedOut => Outcome::TimedOut,
+            Failure::ClosedBeforeResponse => Outcome::UnexpectedEof,
         }
     }
 }
@@ -268,6 +275,12 @@ impl std::fmt::Display for Failure {
             Failure::Io(e) => write!(f, "{e}"),
             Failure::Status(s) => write!(f, "HTTP status {s}"),
             Failure::TimedOut => write!(f, "timed out"),
+            Failure::ClosedBeforeResponse => {
+                write!(
+                    f,
+                    "the server closed the connection before answering, twice"
+                )
+            }
         }
     }
 }
@@ -563,7 +576,12 @@ async fn talk(
                 let len = msg.len.max(2);
                 let msg = Message { len, ..msg };
                 let part = rng.usize(1..len);
-                exchange(shared, conn, msg, Writing::Partial(part), false).await?;
+                match exchange(shared, conn, msg, Writing::Partial(part), false).await {
+                    // HTTP: the server closed the kept-alive connection first; the
+                    // reset it was to get has no connection left to hit.
+                    Ok(()) | Err(Failure::ClosedBeforeResponse) => {}
+                    Err(e) => return Err(e),
+                }
                 // SO_LINGER 0: the close sends a reset, not a FIN.
                 socket2::SockRef::from(conn.wr.as_ref()).set_linger(Some(Duration::ZERO))?;
                 return Ok(Outcome::ResetByClient);
@@ -571,7 +589,20 @@ async fn talk(
             _ => Writing::Whole,
         };
         let half_close = behaviour == Behaviour::HalfClose && last;
-        exchange(shared, conn, msg, writing, half_close).await?;
+        match exchange(shared, conn, msg, writing, half_close).await {
+            // An HTTP client sends the request again on a new connection when the
+            // server closed a kept-alive one before answering (RFC 9112, 9.3.1).
+            Err(Failure::ClosedBeforeResponse) if i > 0 => {
+                *conn = connect(shared, false).await?;
+                {
+                    let mut r = shared.result.borrow_mut();
+                    r.connections_made += 1;
+                    r.keep_alive_retries += 1;
+                }
+                exchange(shared, conn, msg, writing, half_close).await?;
+            }
+            other => other?,
+        }
         shared.verified(msg.len);
     }
     match behaviour {
@@ -657,18 +688,23 @@ async fn exchange(
         Ok::<(), Failure>(())
     };
     let rd = &mut conn.rd;
+    let answered = Cell::new(false);
+    let answered_ref = &answered;
     let read = async move {
         if let Writing::Partial(_) = writing {
             return Ok(());
         }
         match target {
-            Target::Http => read_http_response(rd, msg).await,
+            Target::Http => read_http_response(rd, msg, answered_ref).await,
             _ => read_verify(rd, msg).await,
         }
     };
     let both = async { tokio::try_join!(write, read) };
     match tokio::time::timeout(MESSAGE_TIMEOUT, both).await {
         Err(_) => Err(Failure::TimedOut),
+        Ok(Err(Failure::Eof | Failure::Io(_))) if target == Target::Http && !answered.get() => {
+            Err(Failure::ClosedBeforeResponse)
+        }
         Ok(r) => r.map(|_| ()),
     }
 }
@@ -736,11 +772,13 @@ async fn read_verify(rd: &mut BufReader<OwnedReadHalf>, msg: Message) -> Result<
 async fn read_http_response(
     rd: &mut BufReader<OwnedReadHalf>,
     msg: Message,
+    answered: &Cell<bool>,
 ) -> Result<(), Failure> {
     let mut line = String::new();
     if rd.read_line(&mut line).await? == 0 {
         return Err(Failure::Eof);
     }
+    answered.set(true);
     let status: u16 = line
         .split_whitespace()
         .nth(1)

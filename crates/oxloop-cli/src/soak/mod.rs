@@ -1125,14 +1125,15 @@ fn exhaust_fds() -> io::Result<(Vec<std::fs::File>, u64, u64)> {
 fn print_target(t: &TargetReport) {
     let l = &t.load;
     println!(
-        "[{}] {} connections (peak {} open), {} messages, {:.1} MB verified in {:.1} s; kernel listen overflows {}",
+        "[{}] {} connections (peak {} open), {} messages, {:.1} MB verified in {:.1} s; kernel listen overflows {}; HTTP requests sent again after a keep-alive close {}",
         t.target,
         l.connections_made,
         l.peak_connections,
         l.messages,
         l.bytes_verified as f64 / 1e6,
         t.soak_s,
-        t.kernel_listen_overflows
+        t.kernel_listen_overflows,
+        l.keep_alive_retries
     );
     for (behaviour, outcomes) in &l.sessions {
         let parts: Vec<String> = outcomes.iter().map(|(o, n)| format!("{o:?} {n}")).collect();
