@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test of oxloop: the Rust workspace, the Python package (python/) on each of
+# Runs every test of oxloop: the Rust workspace, the short soak run (`oxloop soak
+# --short`), the Python package (python/) on each of
 # Python 3.10, 3.11, 3.12 and 3.13 that is installed, and the Python lint. Ends with one
 # summary line per part; the exit status is non-zero if any part failed.
 #
@@ -163,6 +164,21 @@ for features in "${oxloop_extra_feature_sets[@]}"; do
     rust_detail+="; oxloop with $features"
 done
 record Rust "$rust_result" "$rust_detail"
+
+# ---------------------------------------------------------------- soak --------------------
+
+# The short soak and fault run (every server under random clients, storms and fd
+# exhaustion; about half a minute), on the debug binary `cargo test` built for
+# oxloop-cli's tests (building it again here could differ in features and rebuild).
+note "soak: oxloop soak --short"
+soak_binary=$CARGO_TARGET_DIR/debug/oxloop
+if [ ! -x "$soak_binary" ]; then
+    record soak FAILED "$soak_binary was not built"
+elif "$soak_binary" soak --short --json "$CARGO_TARGET_DIR/soak-short.json"; then
+    record soak passed "report in $CARGO_TARGET_DIR/soak-short.json"
+else
+    record soak FAILED "oxloop soak --short"
+fi
 
 # ---------------------------------------------------------------- fuzzing -----------------
 

@@ -4,10 +4,12 @@
 //! oxloop demo                                      # every part of oxloop, working
 //! oxloop serve-http --dir DIR [--port N] [--bind ADDR] [--threads N]  # serve a directory over HTTP
 //! oxloop bench [--quick] [--json FILE] [--chart FILE.svg]  # oxloop against its peers
+//! oxloop soak [--short] [--duration D] [--connections N] [--messages N] [--json FILE]  # soak and fault run
 //! ```
 
 mod bench;
 mod demo;
+mod soak;
 
 use clap::{Parser, Subcommand};
 
@@ -45,6 +47,15 @@ enum Command {
     /// (oxloop-http against hyper), idle memory, system calls, and in-process timers,
     /// call_soon and cross-thread calls against tokio.
     Bench(bench::BenchArgs),
+    /// Soak and fault run: echo servers on the protocol API, the async API and
+    /// oxloop-http under thousands of connections with random client behaviour, every
+    /// byte verified, with timer, signal, cross-thread and panic storms and an fd
+    /// exhaustion; checks that everything is accounted for and released at the end.
+    /// The exit status is non-zero if any check fails.
+    Soak(soak::SoakArgs),
+    /// The load generator of `oxloop soak` (run by it as a child process).
+    #[command(hide = true)]
+    SoakLoad(soak::load::LoadArgs),
     /// Serves one benchmark echo server (used by `oxloop bench`).
     #[command(hide = true)]
     Serve {
@@ -93,6 +104,12 @@ fn main() -> std::process::ExitCode {
         } => oxloop_http::serve_dir_forever(&dir, &bind, port, threads)
             .map_err(std::io::Error::other),
         Command::Bench(args) => bench::run(args),
+        Command::Soak(args) => match soak::run(args) {
+            Ok(true) => Ok(()),
+            Ok(false) => return std::process::ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
+        Command::SoakLoad(args) => soak::load::run(args),
         Command::Serve {
             kind,
             addr,

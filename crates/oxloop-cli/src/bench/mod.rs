@@ -835,7 +835,7 @@ fn python_cases() -> [Case; 2] {
 
 /// The repository this program was built from (where the Python sources and the
 /// virtual environment made by `./test.sh` are).
-fn repository_root() -> PathBuf {
+pub(crate) fn repository_root() -> PathBuf {
     let crate_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     crate_dir
         .ancestors()
@@ -845,7 +845,7 @@ fn repository_root() -> PathBuf {
 }
 
 /// Whether `python` runs and can import `module`.
-fn python_imports(python: &std::path::Path, module: &str) -> bool {
+pub(crate) fn python_imports(python: &std::path::Path, module: &str) -> bool {
     std::process::Command::new(python)
         .args(["-c", &format!("import {module}")])
         .stdout(std::process::Stdio::null())
@@ -990,7 +990,7 @@ fn python_row(name: &str, r: &suite::ServerLoad) -> ThroughputRow {
 }
 
 /// `2s`, `200ms`, `1.5` (seconds).
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
         (n, 1e-3)
     } else if let Some(n) = s.strip_suffix('s') {
@@ -1045,7 +1045,7 @@ fn load_average() -> [f64; 3] {
 }
 
 /// The current time in UTC, `YYYY-MM-DDTHH:MM:SSZ`.
-fn utc_now() -> String {
+pub(crate) fn utc_now() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
