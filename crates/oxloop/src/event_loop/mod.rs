@@ -38,6 +38,7 @@ mod panic;
 mod ready;
 mod remote;
 mod signals;
+mod streams;
 pub(crate) mod watchers;
 
 /// The synchronisation types `mailbox.rs` is written against: the standard library's

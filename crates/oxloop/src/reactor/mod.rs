@@ -19,6 +19,17 @@ mod epoll;
 mod portable;
 #[cfg(target_os = "linux")]
 mod uring;
+#[cfg(target_os = "linux")]
+pub(crate) use uring::Received;
+
+/// What [`Backend::receive`] found (no backend but io_uring receives by itself).
+#[cfg(not(target_os = "linux"))]
+pub(crate) enum Received {
+    Nothing,
+    Data,
+    End,
+    Failed(io::Error),
+}
 
 #[cfg(feature = "glib")]
 pub(crate) mod glib;
@@ -175,6 +186,17 @@ impl Backend {
         each_backend!(self, b => b.delete(fd))
     }
 
+    /// Stops reporting on `fd` for now (its watcher wants nothing). A stream the
+    /// backend serves itself stays known, with what it received and queued; other fds
+    /// are deleted.
+    pub fn unwatch(&self, fd: RawFd) -> io::Result<()> {
+        match self {
+            #[cfg(target_os = "linux")]
+            Backend::IoUring(b) => b.unwatch(fd),
+            _ => self.delete(fd),
+        }
+    }
+
     /// Hands the kernel whatever the backend queued, without waiting, so that the
     /// backend's fd tells a host loop the truth.
     pub fn flush(&self) -> io::Result<()> {
@@ -183,6 +205,49 @@ impl Backend {
             Backend::IoUring(b) => b.flush(),
             #[allow(unreachable_patterns)]
             _ => Ok(()),
+        }
+    }
+
+    /// Serves stream socket `fd` (not yet added) through the backend's own reads and
+    /// writes ([`Backend::receive`], [`Backend::send`]) where it has them (io_uring).
+    /// Returns false where it does not: the caller reads and writes itself.
+    pub fn start_stream(&self, fd: RawFd) -> bool {
+        match self {
+            #[cfg(target_os = "linux")]
+            Backend::IoUring(b) => b.start_stream(fd),
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+
+    /// Takes the next buffer received on a started stream and passes it to `f`.
+    pub fn receive(&self, fd: RawFd, f: impl FnOnce(&[u8])) -> Received {
+        match self {
+            #[cfg(target_os = "linux")]
+            Backend::IoUring(b) => b.receive(fd, f),
+            #[allow(unreachable_patterns)]
+            _ => Received::Nothing,
+        }
+    }
+
+    /// Queues bytes to send on a started stream; returns the bytes not yet sent.
+    pub fn send(&self, fd: RawFd, data: &[u8]) -> io::Result<usize> {
+        match self {
+            #[cfg(target_os = "linux")]
+            Backend::IoUring(b) => b.send(fd, data),
+            #[allow(unreachable_patterns)]
+            _ => Err(io::Error::from(io::ErrorKind::Unsupported)),
+        }
+    }
+
+    /// The bytes queued on a started stream and not yet sent, or the error that ended
+    /// sending.
+    pub fn backlog(&self, fd: RawFd) -> io::Result<usize> {
+        match self {
+            #[cfg(target_os = "linux")]
+            Backend::IoUring(b) => b.backlog(fd),
+            #[allow(unreachable_patterns)]
+            _ => Ok(0),
         }
     }
 
