@@ -320,7 +320,14 @@ impl Backend {
     /// Sets up a ring. Fails when the kernel has no io_uring or refuses it (the
     /// `kernel.io_uring_disabled` sysctl, a seccomp filter, a container's policy).
     pub fn new() -> io::Result<Backend> {
-        let ring = IoUring::builder().build(RING_ENTRIES)?;
+        // Completions are posted when the loop next enters the kernel (its wait)
+        // rather than by interrupting it while callbacks run (Linux 5.19); older
+        // kernels refuse the flags, and get a plain ring.
+        let ring = IoUring::builder()
+            .setup_coop_taskrun()
+            .setup_taskrun_flag()
+            .build(RING_ENTRIES)
+            .or_else(|_| IoUring::builder().build(RING_ENTRIES))?;
         if !ring.params().is_feature_ext_arg() || !ring.params().is_feature_nodrop() {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
@@ -456,7 +463,11 @@ impl Backend {
         state.start_sends()?;
         events.list.append(&mut state.synthetic);
         let ready = !events.list.is_empty();
-        let queued = !state.ring.submission().is_empty();
+        let queued = {
+            let submission = state.ring.submission();
+            // Completions waiting for the loop to enter the kernel count as queued work.
+            !submission.is_empty() || submission.taskrun() || submission.cq_overflow()
+        };
         let result = if ready || timeout == Some(Duration::ZERO) {
             if queued {
                 state.ring.submit().map(drop)
