@@ -1,4 +1,6 @@
-//! Linux backend: `io_uring` (the `io-uring` crate), readiness through poll requests.
+//! Linux backend: `io_uring` (the `io-uring` crate): readiness through poll requests,
+//! and stream sockets read and written through the ring itself (see "stream sockets"
+//! below).
 //!
 //! Every watched fd has at most one poll request in the ring. Level-triggered and
 //! one-shot interest use single-shot `IORING_OP_POLL_ADD` requests: a level-triggered
