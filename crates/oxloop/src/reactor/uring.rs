@@ -561,7 +561,9 @@ impl BufferRing {
         let (descriptors, memory) = unsafe {
             (
                 std::alloc::alloc_zeroed(descriptors_layout()) as *mut types::BufRingEntry,
-                std::alloc::alloc(memory_layout()),
+                // Zeroed (free for a fresh mapping), so that tools that do not see the
+                // kernel's writes (valgrind) take received bytes as initialised.
+                std::alloc::alloc_zeroed(memory_layout()),
             )
         };
         if descriptors.is_null() || memory.is_null() {
