@@ -31,6 +31,11 @@ pytest_timeout=${OXLOOP_PYTEST_TIMEOUT:-600}
 # (a feature that replaces a default choice, such as another poller backend). Each entry
 # becomes one `cargo test -p oxloop --features ENTRY` run.
 oxloop_extra_feature_sets=(portable-backend)
+# Extra runs of the core crate with every loop on another backend, chosen at run time
+# (OXLOOP_BACKEND). Each entry becomes one `OXLOOP_BACKEND=ENTRY cargo test -p oxloop`
+# run with the core's features of the workspace run (but `portable-backend`): the same
+# tests, another kernel interface underneath.
+oxloop_extra_backends=(io_uring)
 
 note() { printf '==> %s\n' "$*"; }
 summary=()
@@ -162,6 +167,14 @@ for features in "${oxloop_extra_feature_sets[@]}"; do
     note "Rust: cargo test -p oxloop --features $features"
     cargo test -p oxloop --no-fail-fast --features "$features" || rust_result=FAILED
     rust_detail+="; oxloop with $features"
+done
+oxloop_features=$(tr ',' '\n' <<<"$features" | sed -n 's|^oxloop/||p' |
+    grep -vx portable-backend | paste -sd, -)
+for backend in "${oxloop_extra_backends[@]}"; do
+    note "Rust: OXLOOP_BACKEND=$backend cargo test -p oxloop --features $oxloop_features"
+    OXLOOP_BACKEND=$backend cargo test -p oxloop --no-fail-fast --features "$oxloop_features" ||
+        rust_result=FAILED
+    rust_detail+="; oxloop on $backend"
 done
 record Rust "$rust_result" "$rust_detail"
 

@@ -6,6 +6,8 @@
 //! oxloop-bench idle [--connections N] [--servers ...]
 //! oxloop-bench http [--duration SECS] [--connections N] [--rounds N]
 //!                   [--servers http-oxloop,http-hyper,http-raw] [--server-cpu C] [--client-cpu C]
+//! oxloop-bench syscalls [--servers oxloop,oxloop-uring,raw-epoll] [--messages N]
+//!                       [--connections 1,100] [--sizes 64,1024] [--depths 1,16]
 //! oxloop-bench serve <KIND> <ip:port> [--cpu N] [--exit-after N]
 //! oxloop-bench load <ip:port> [--connections N] [--size N] [--depth N]
 //!                             [--duration SECS | --messages N] [--cpu N]
@@ -31,6 +33,7 @@ fn usage() -> ! {
         "usage:\n  oxloop-bench echo [--duration SECS] [--servers oxloop,raw-epoll,tokio,async] [--quick] [--connections 1,100] [--sizes 64,1024,16384] [--depths 1,16]\n  \
          oxloop-bench idle [--connections N] [--servers ...]\n  \
          oxloop-bench http [--duration SECS] [--connections N] [--rounds N] [--servers http-oxloop,http-hyper,http-raw] [--server-cpu C] [--client-cpu C]\n  \
+         oxloop-bench syscalls [--servers oxloop,oxloop-uring,raw-epoll] [--messages N] [--connections 1,100] [--sizes 64,1024] [--depths 1,16]\n  \
          oxloop-bench serve <KIND> <ip:port> [--cpu N] [--exit-after N]\n  \
          oxloop-bench load <ip:port> [--connections N] [--size N] [--depth N] [--duration SECS | --messages N] [--cpu N]"
     );
@@ -236,6 +239,7 @@ fn main() {
                 );
             }
         }
+        "syscalls" => syscalls(argv),
         "idle" => {
             let args = Args::parse(argv, &["connections", "servers"]);
             let count: usize = args.get("connections").unwrap_or(10_000);
@@ -382,3 +386,69 @@ fn http(exe: &std::path::Path, args: &Args) {
 
 /// Requests per write in `oxloop-bench http`'s pipelined load.
 const PIPELINED: usize = 16;
+
+/// `oxloop-bench syscalls`: system calls per echoed message of each server under
+/// `strace -c -f`, a fixed number of messages per connection (short runs: strace slows
+/// the server down, so only the counts mean anything).
+fn syscalls(argv: impl Iterator<Item = String>) {
+    let args = Args::parse(
+        argv,
+        &["servers", "messages", "connections", "sizes", "depths"],
+    );
+    if !suite::strace_available() {
+        fail("strace is not installed (apt-get install strace)");
+    }
+    let list = |name: &str, default: &[usize]| -> Vec<usize> {
+        match args.options.get(name) {
+            None => default.to_vec(),
+            Some(v) => v
+                .split(',')
+                .map(|x| {
+                    x.parse()
+                        .unwrap_or_else(|e| fail(format!("bad --{name}: {e}")))
+                })
+                .collect(),
+        }
+    };
+    let servers = match args.options.get("servers") {
+        None => vec![
+            ServerKind::Oxloop,
+            ServerKind::OxloopUring,
+            ServerKind::RawEpoll,
+        ],
+        Some(_) => args.servers(),
+    };
+    let messages: u64 = args.get("messages").unwrap_or(200);
+    let exe = std::env::current_exe().unwrap_or_else(|e| fail(e));
+    println!(
+        "| server | conns | size | in flight | messages | system calls | per message | busiest |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for connections in list("connections", &[100]) {
+        for size in list("sizes", &[1024]) {
+            for depth in list("depths", &[1, 16]) {
+                let case = Case {
+                    connections,
+                    size,
+                    depth,
+                };
+                for &kind in &servers {
+                    let server = suite::ServerProcess::start(&exe, kind, None)
+                        .unwrap_or_else(|e| fail(format!("{kind}: {e}")));
+                    let count = suite::count_syscalls(&server, case, messages)
+                        .unwrap_or_else(|e| fail(format!("{kind}: {e}")));
+                    let top: Vec<String> =
+                        count.top.iter().map(|(n, k)| format!("{n} {k}")).collect();
+                    println!(
+                        "| {kind} | {connections} | {size} | {depth} | {} | {} | {:.3} | {} |",
+                        count.messages,
+                        count.calls,
+                        count.per_message(),
+                        top.join(", ")
+                    );
+                    let _ = std::io::stdout().flush();
+                }
+            }
+        }
+    }
+}

@@ -18,6 +18,9 @@ use std::str::FromStr;
 pub enum ServerKind {
     /// oxloop's protocol API (`create_server` and an echo [`Protocol`]).
     Oxloop,
+    /// The same server on oxloop's io_uring backend (`OxloopUring`: the loop built with
+    /// [`BackendKind::IoUring`](oxloop::BackendKind::IoUring)).
+    OxloopUring,
     /// A hand-written level-triggered epoll loop: the no-abstraction limit.
     RawEpoll,
     /// tokio's `current_thread` runtime, one task per connection.
@@ -49,8 +52,9 @@ impl ServerKind {
     ];
 
     /// Every kind, including the peers `oxloop bench` adds.
-    pub const NAMED: [ServerKind; 9] = [
+    pub const NAMED: [ServerKind; 10] = [
         ServerKind::Oxloop,
+        ServerKind::OxloopUring,
         ServerKind::RawEpoll,
         ServerKind::Tokio,
         ServerKind::Async,
@@ -65,6 +69,7 @@ impl ServerKind {
     pub fn name(self) -> &'static str {
         match self {
             ServerKind::Oxloop => "oxloop",
+            ServerKind::OxloopUring => "oxloop-uring",
             ServerKind::RawEpoll => "raw-epoll",
             ServerKind::Tokio => "tokio",
             ServerKind::Async => "async",
@@ -107,8 +112,19 @@ pub fn bind(
     exit_after: Option<u64>,
 ) -> io::Result<(SocketAddr, Serve)> {
     match kind {
-        ServerKind::Oxloop => {
-            let ev = EventLoop::new()?;
+        ServerKind::Oxloop | ServerKind::OxloopUring => {
+            let ev = match kind {
+                ServerKind::OxloopUring => {
+                    let ev = EventLoop::builder()
+                        .backend(oxloop::BackendKind::IoUring)
+                        .build()?;
+                    if let Some(reason) = ev.backend_fallback() {
+                        return Err(io::Error::new(io::ErrorKind::Unsupported, reason));
+                    }
+                    ev
+                }
+                _ => EventLoop::new()?,
+            };
             let closed = Rc::new(Cell::new(0u64));
             let server = ev.create_server(addr, move || Echo {
                 transport: None,

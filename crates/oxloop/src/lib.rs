@@ -28,7 +28,7 @@
 //!
 //! - [`event_loop`]: the loop, its handles, the cross-thread remote;
 //! - [`cluster`]: one loop per thread, all serving one address (loop per core);
-//! - `reactor`: the backends (epoll on Linux, `polling` elsewhere), the
+//! - `reactor`: the backends (epoll or io_uring on Linux, `polling` elsewhere), the
 //!   waker and the signal plumbing: the only `unsafe` code in the crate;
 //! - [`source`]: event sources (one interface for fds, timers, channels, child
 //!   processes and foreign loops), and the adapters that embed oxloop in other loops;
@@ -55,4 +55,8 @@ pub mod task;
 pub(crate) mod timers;
 pub mod wire;
 
-pub use event_loop::{CallbackPanic, EventLoop, Handle, KeepAlive, LoopClosed, LoopRemote};
+pub use event_loop::{
+    CallbackPanic, EventLoop, Handle, KeepAlive, LoopBuilder, LoopClosed, LoopRemote,
+    BACKEND_VARIABLE,
+};
+pub use reactor::BackendKind;

@@ -29,6 +29,7 @@
 //! closures are also always dropped outside the borrow, because their captures may
 //! call back into the loop when dropped.
 
+mod builder;
 mod debug;
 mod executor;
 mod handle;
@@ -38,6 +39,7 @@ mod panic;
 mod ready;
 mod remote;
 mod signals;
+mod streams;
 pub(crate) mod watchers;
 
 /// The synchronisation types `mailbox.rs` is written against: the standard library's
@@ -47,6 +49,7 @@ mod sync {
     pub(crate) use std::sync::{Mutex, MutexGuard};
 }
 
+pub use builder::{LoopBuilder, BACKEND_VARIABLE};
 pub(crate) use debug::timed;
 pub use debug::LoopStats;
 pub use handle::{Handle, KeepAlive};
@@ -63,7 +66,7 @@ use self::signals::SignalHandlers;
 pub(crate) use self::watchers::Direction;
 pub(crate) use self::watchers::FdHandler;
 use self::watchers::{FdCallback, Target, Watchers};
-use crate::reactor::{Backend, Events, Interest, Ready, Trigger, Waker as FdWaker};
+use crate::reactor::{Backend, BackendKind, Events, Interest, Ready, Trigger, Waker as FdWaker};
 use crate::timers::Timers;
 use slab::Slab;
 use std::cell::{Cell, RefCell};
@@ -158,6 +161,8 @@ pub(crate) struct Inner {
     /// Runs around a wait that may block (see [`EventLoop::set_wait_wrapper`]).
     wait_wrapper: Cell<Option<WaitWrapper>>,
     waker_fd: RawFd,
+    /// Why the loop does not use the backend that was asked for, if it does not.
+    backend_fallback: Option<String>,
     /// Zero of the loop's nanosecond clock.
     epoch: Instant,
 }
@@ -207,6 +212,17 @@ impl EventLoop {
     /// Fails with [`io::ErrorKind::AlreadyExists`] if this thread already has a live
     /// loop (use [`EventLoop::current`] to get it), or if the system refuses an fd.
     pub fn new() -> io::Result<EventLoop> {
+        EventLoop::builder().build()
+    }
+
+    /// Options for a new loop, such as its backend.
+    pub fn builder() -> LoopBuilder {
+        LoopBuilder::default()
+    }
+
+    /// Makes the loop `create` returns the current thread's, refusing if the thread has
+    /// a live loop already.
+    fn register_current(create: impl FnOnce() -> io::Result<EventLoop>) -> io::Result<EventLoop> {
         CURRENT.with(|current| {
             if current.borrow().strong_count() > 0 {
                 return Err(io::Error::new(
@@ -214,7 +230,7 @@ impl EventLoop {
                     "this thread already has an event loop; use EventLoop::current() to get it",
                 ));
             }
-            let ev = EventLoop::new_detached()?;
+            let ev = create()?;
             *current.borrow_mut() = Rc::downgrade(&ev.inner);
             CURRENT_ID.with(|c| c.set(ev.inner.id));
             Ok(ev)
@@ -230,10 +246,14 @@ impl EventLoop {
     /// [`EventLoop::current`] do not find this one; wakers from other threads reach it
     /// through its [`LoopRemote`] as usual.
     pub fn new_detached() -> io::Result<EventLoop> {
-        let backend = Backend::new()?;
+        EventLoop::builder().build_detached()
+    }
+
+    fn with_backend(backend: Backend, backend_fallback: Option<String>) -> io::Result<EventLoop> {
         let waker = FdWaker::new()?;
         let waker_fd = waker.read_fd();
         backend.add(waker_fd, Interest::READ, Trigger::Level)?;
+        let events = RefCell::new(backend.events());
         let now = Instant::now();
         let id = NEXT_LOOP_ID.fetch_add(1, Ordering::Relaxed);
         let inner = Rc::new(Inner {
@@ -255,9 +275,10 @@ impl EventLoop {
                 track_wait_time: false,
             }),
             backend,
+            backend_fallback,
             shared: Arc::new(Shared::new(waker)),
             id,
-            events: RefCell::new(Events::new()),
+            events,
             callbacks_run: Cell::new(0),
             iterations: Cell::new(0),
             stopping: Cell::new(false),
@@ -268,6 +289,17 @@ impl EventLoop {
             epoch: now,
         });
         Ok(EventLoop { inner })
+    }
+
+    /// The kernel interface the loop waits on.
+    pub fn backend(&self) -> BackendKind {
+        self.inner.backend.kind()
+    }
+
+    /// Why the loop does not use the backend its builder or `OXLOOP_BACKEND` asked for
+    /// (such as io_uring refused by the kernel), or `None` when it does.
+    pub fn backend_fallback(&self) -> Option<&str> {
+        self.inner.backend_fallback.as_deref()
     }
 
     /// Runs every wait of the loop that may block inside `wrapper`, which must call the
@@ -572,6 +604,10 @@ impl EventLoop {
         let timeout = self.next_timeout();
         if timeout == Some(Duration::ZERO) {
             return timeout;
+        }
+        if let Err(e) = self.inner.backend.flush() {
+            tracing::warn!("the loop's backend could not submit its requests: {e}");
+            return Some(Duration::ZERO);
         }
         if self.inner.shared.prepare_sleep() {
             timeout

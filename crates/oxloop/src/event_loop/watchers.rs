@@ -400,7 +400,7 @@ impl Watchers {
             return Ok(());
         }
         if interest.is_empty() {
-            let _ = backend.delete(fd);
+            let _ = backend.unwatch(fd);
         } else if entry.registered.is_empty() {
             backend.add(fd, interest, entry.mode)?;
         } else {

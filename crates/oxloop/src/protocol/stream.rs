@@ -6,7 +6,7 @@ use super::send::{send, send_vectored, SEND_FLAGS};
 use super::slot::ProtocolSlot;
 use super::Protocol;
 use crate::event_loop::FdHandler;
-use crate::reactor::{Interest, Ready, Trigger};
+use crate::reactor::{Interest, Ready, Received, Trigger};
 use crate::{EventLoop, Handle};
 use rustix::io::Errno;
 use rustix::net::RecvFlags;
@@ -76,6 +76,10 @@ struct State {
 struct Inner {
     ev: EventLoop,
     fd: RawFd,
+    /// The loop reads and writes the socket itself (io_uring: multishot receive into
+    /// provided buffers, sends queued and submitted with the next wait) instead of the
+    /// transport calling `recv` and `send` on readiness.
+    ring: bool,
     read_buf: Rc<ReadBuffer>,
     state: RefCell<State>,
     protocol: ProtocolSlot<dyn Protocol>,
@@ -118,9 +122,11 @@ impl Transport {
         protocol: Box<dyn Protocol>,
     ) -> io::Result<Transport> {
         let fd = sock.as_raw_fd();
+        let ring = ev.start_stream(fd);
         let inner = Rc::new(Inner {
             ev: ev.clone(),
             fd,
+            ring,
             read_buf: ReadBuffer::shared(),
             state: RefCell::new(State {
                 sock: Some(sock.into()),
@@ -184,6 +190,10 @@ impl Transport {
     /// protocol.
     #[inline(always)]
     fn on_readable(&self) {
+        if self.inner.ring {
+            self.on_received();
+            return;
+        }
         match self.inner.read_buf.try_borrow() {
             Some(mut buf) => self.read_into(&mut buf),
             None => self.read_into_temporary(),
@@ -219,6 +229,70 @@ impl Transport {
             Err(Errno::AGAIN | Errno::INTR) => {}
             Err(e) => self.fail(e.into()),
         }
+    }
+
+    /// Hands the protocol what the loop received for this socket (`ring` transports).
+    fn on_received(&self) {
+        while self.inner.state.borrow().reading {
+            let received = self.inner.ev.stream_receive(self.inner.fd, |data| {
+                self.call_protocol(|p| p.data_received(data));
+            });
+            match received {
+                Received::Data => {}
+                Received::Nothing => return,
+                Received::End => return self.on_eof(),
+                Received::Failed(e) => return self.fail(e),
+            }
+        }
+    }
+
+    /// Bytes the loop still has to send for a `ring` transport (0 for others, and after
+    /// a send failed: the failure is reported by the writer).
+    fn unsent(&self) -> usize {
+        if self.inner.ring {
+            self.inner.ev.stream_backlog(self.inner.fd).unwrap_or(0)
+        } else {
+            0
+        }
+    }
+
+    /// `write` for `ring` transports: the bytes are queued in the loop and sent with
+    /// its next wait, several writes in one send.
+    fn write_queued(&self, data: &[u8]) -> io::Result<()> {
+        let mut state = self.open_for_output("write")?;
+        if data.is_empty() {
+            return Ok(());
+        }
+        if !state.buf.is_empty() {
+            // Behind a file being sent: in order, through the transport's buffer.
+            state.buf.push(data);
+            return self.buffered(state);
+        }
+        let unsent = match self.inner.ev.stream_send(self.inner.fd, data) {
+            Ok(unsent) => unsent,
+            Err(e) => {
+                drop(state);
+                return Err(self.fail_with(e));
+            }
+        };
+        if unsent > state.high {
+            self.inner.protocol.set_paused(true);
+            self.watch_flush(state)?;
+            self.sync_flow();
+        }
+        Ok(())
+    }
+
+    /// Makes the writer run once everything is sent (`ring` transports, which do not
+    /// watch for writability while they write).
+    fn watch_flush(&self, mut state: RefMut<'_, State>) -> io::Result<()> {
+        let need_writer = !state.writing;
+        state.writing = true;
+        drop(state);
+        if need_writer {
+            self.sync_interest().map_err(|e| self.fail_with(e))?;
+        }
+        Ok(())
     }
 
     #[inline(never)]
@@ -258,6 +332,9 @@ impl Transport {
     /// the protocol also gets `connection_lost(Some(err))`).
     #[inline]
     pub fn write(&self, data: &[u8]) -> io::Result<()> {
+        if self.inner.ring {
+            return self.write_queued(data);
+        }
         // The common case, kept small: nothing buffered and the socket takes it all.
         let state = self.inner.state.borrow();
         if state.phase == Phase::Open
@@ -331,7 +408,7 @@ impl Transport {
     pub fn send_file(&self, file: File, offset: u64, len: u64) -> io::Result<()> {
         let mut state = self.open_for_output("send_file")?;
         let (mut offset, mut left) = (offset, len);
-        if left > 0 && state.buf.is_empty() {
+        if left > 0 && state.buf.is_empty() && self.unsent() == 0 {
             // One attempt now; the writer sends the rest as the socket drains, one
             // call per readiness report, so a large file does not hold up the loop.
             let sock = state.sock.as_ref().expect("an open transport has a socket");
@@ -380,7 +457,7 @@ impl Transport {
     fn buffered(&self, mut state: RefMut<'_, State>) -> io::Result<()> {
         let need_writer = !state.writing;
         state.writing = true;
-        if state.buf.len() > state.high {
+        if state.buf.len() + self.unsent() > state.high {
             self.inner.protocol.set_paused(true);
         }
         drop(state);
@@ -414,6 +491,17 @@ impl Transport {
         let mut state = self.inner.state.borrow_mut();
         if !state.writing {
             return;
+        }
+        if self.inner.ring {
+            match self.inner.ev.stream_backlog(self.inner.fd) {
+                Ok(0) => {} // sent: the transport's own buffer (files) is next
+                Ok(_) => return,
+                Err(e) => {
+                    drop(state);
+                    self.fail(e);
+                    return;
+                }
+            }
         }
         let result = {
             let Some(fd) = state.sock.as_ref() else {
@@ -482,8 +570,12 @@ impl Transport {
             return;
         }
         state.eof_requested = true;
-        if !state.buf.is_empty() {
-            return; // on_writable shuts down once the buffer drained
+        if !state.buf.is_empty() || self.unsent() > 0 {
+            // on_writable shuts down once the buffer drained
+            if let Err(e) = self.watch_flush(state) {
+                self.fail(e);
+            }
+            return;
         }
         state.eof_sent = true;
         let result = match &state.sock {
@@ -508,15 +600,16 @@ impl Transport {
         if state.phase != Phase::Open {
             return;
         }
-        if state.buf.is_empty() {
+        if state.buf.is_empty() && self.unsent() == 0 {
             drop(state);
             self.finish(None);
             return;
         }
         let was_reading = std::mem::replace(&mut state.reading, false);
+        let need_writer = !std::mem::replace(&mut state.writing, true);
         state.phase = Phase::Closing;
         drop(state);
-        if was_reading {
+        if was_reading || need_writer {
             if let Err(e) = self.sync_interest() {
                 self.fail(e);
             }
@@ -584,9 +677,14 @@ impl Transport {
         let mut state = self.inner.state.borrow_mut();
         let result = match state.phase {
             Phase::Closed => false,
-            _ if state.buf.is_empty() => true,
+            _ if state.buf.is_empty() && self.unsent() == 0 => true,
             _ => {
                 state.flush_waiters.push(Box::new(f));
+                if self.inner.ring {
+                    if let Err(e) = self.watch_flush(state) {
+                        self.fail(e);
+                    }
+                }
                 return;
             }
         };
@@ -654,7 +752,7 @@ impl Transport {
             let mut state = self.inner.state.borrow_mut();
             state.high = high;
             state.low = low;
-            let size = state.buf.len();
+            let size = state.buf.len() + self.unsent();
             if size > high {
                 self.inner.protocol.set_paused(true);
             } else if size <= low {
@@ -680,7 +778,7 @@ impl Transport {
 
     /// Bytes accepted by [`write`](Self::write) that the kernel has not taken yet.
     pub fn write_buffer_size(&self) -> usize {
-        self.inner.state.borrow().buf.len()
+        self.inner.state.borrow().buf.len() + self.unsent()
     }
 
     /// Whether [`close`](Self::close) or [`abort`](Self::abort) was called or the

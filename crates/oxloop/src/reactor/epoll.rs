@@ -33,12 +33,20 @@ impl Events {
     }
 
     /// The reports of the last wait.
-    pub fn iter(&self) -> impl Iterator<Item = Ready> + '_ {
-        self.list.iter().map(|ev| {
-            let flags = ev.flags; // a copy: the kernel's struct is packed
-            Ready::from_epoll(ev.data.u64() as RawFd, flags.bits())
-        })
+    #[inline]
+    pub fn iter(&self) -> EventsIter<'_> {
+        self.list.iter().map(report)
     }
+}
+
+/// The reports of one `epoll_wait`.
+pub(crate) type EventsIter<'a> =
+    std::iter::Map<std::slice::Iter<'a, epoll::Event>, fn(&epoll::Event) -> Ready>;
+
+#[inline]
+fn report(ev: &epoll::Event) -> Ready {
+    let flags = ev.flags; // a copy: the kernel's struct is packed
+    Ready::from_epoll(ev.data.u64() as RawFd, flags.bits())
 }
 
 fn flags(interest: Interest, mode: Trigger) -> epoll::EventFlags {

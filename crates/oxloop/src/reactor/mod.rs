@@ -3,24 +3,33 @@
 //! Everything that talks to the kernel about readiness lives here, one file per job:
 //!
 //! - [`epoll`](self) (Linux): `epoll` through `rustix`, level-triggered by default;
+//! - `uring` (Linux, chosen per loop): `io_uring` through the `io-uring` crate;
 //! - `portable` (other Unixes): the `polling` crate (kqueue, event ports, poll);
 //! - `waker`: an `eventfd` (or a socket pair) that wakes a sleeping poller from another
 //!   thread or from a signal handler;
 //! - `signal`: the process-wide `sigaction` plumbing that turns signals into wake-ups.
 //!
-//! The rest of the crate sees only [`Backend`], [`Events`], [`Ready`], [`Interest`] and
-//! [`Trigger`], and never a raw syscall.
+//! The rest of the crate sees only [`Backend`] (one of those, chosen when the loop is
+//! created: [`BackendKind`]), [`Events`], [`Ready`], [`Interest`] and [`Trigger`], and
+//! never a raw syscall.
 
-#[cfg(all(target_os = "linux", not(feature = "portable-backend")))]
+#[cfg(target_os = "linux")]
 mod epoll;
-#[cfg(all(target_os = "linux", not(feature = "portable-backend")))]
-pub(crate) use epoll::{Backend, Events};
-
-// Other Unixes, and Linux with the `portable-backend` feature (so its tests run there).
 #[cfg(any(not(target_os = "linux"), feature = "portable-backend"))]
 mod portable;
-#[cfg(any(not(target_os = "linux"), feature = "portable-backend"))]
-pub(crate) use portable::{Backend, Events};
+#[cfg(target_os = "linux")]
+mod uring;
+#[cfg(target_os = "linux")]
+pub(crate) use uring::Received;
+
+/// What [`Backend::receive`] found (no backend but io_uring receives by itself).
+#[cfg(not(target_os = "linux"))]
+pub(crate) enum Received {
+    Nothing,
+    Data,
+    End,
+    Failed(io::Error),
+}
 
 #[cfg(feature = "glib")]
 pub(crate) mod glib;
@@ -28,7 +37,284 @@ pub(crate) mod signal;
 mod waker;
 pub(crate) use waker::Waker;
 
-use std::os::fd::RawFd;
+use std::fmt;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::time::Duration;
+
+/// The kernel interface a loop waits on (see [`EventLoop::backend`](crate::EventLoop::backend)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum BackendKind {
+    /// `epoll` (Linux; the default there).
+    Epoll,
+    /// `io_uring` (Linux): one `io_uring_enter` per iteration both submits and waits.
+    IoUring,
+    /// The `polling` crate (other Unixes; on Linux with the `portable-backend` feature).
+    Portable,
+}
+
+impl BackendKind {
+    /// The backend a loop gets when nothing asks for another: epoll on Linux (the
+    /// portable one with the `portable-backend` feature or on other Unixes).
+    pub const DEFAULT: BackendKind =
+        if cfg!(any(not(target_os = "linux"), feature = "portable-backend")) {
+            BackendKind::Portable
+        } else {
+            BackendKind::Epoll
+        };
+
+    /// The name used in `OXLOOP_BACKEND` and in messages: `epoll`, `io_uring`, `portable`.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Epoll => "epoll",
+            BackendKind::IoUring => "io_uring",
+            BackendKind::Portable => "portable",
+        }
+    }
+
+    /// Parses a name as [`name`](Self::name) gives it (`io-uring` and `uring` too).
+    pub fn from_name(name: &str) -> Option<BackendKind> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "epoll" => Some(BackendKind::Epoll),
+            "io_uring" | "io-uring" | "uring" => Some(BackendKind::IoUring),
+            "portable" | "polling" => Some(BackendKind::Portable),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One of the backends, behind one interface.
+#[derive(Debug)]
+pub(crate) enum Backend {
+    #[cfg(target_os = "linux")]
+    Epoll(epoll::Backend),
+    /// Boxed: the ring's state is large, and the loop reaches it through one pointer.
+    #[cfg(target_os = "linux")]
+    IoUring(Box<uring::Backend>),
+    #[cfg(any(not(target_os = "linux"), feature = "portable-backend"))]
+    Portable(portable::Backend),
+}
+
+/// The report buffer of one backend; kept by the loop and reused every iteration.
+pub(crate) enum Events {
+    #[cfg(target_os = "linux")]
+    Epoll(epoll::Events),
+    #[cfg(target_os = "linux")]
+    IoUring(uring::Events),
+    #[cfg(any(not(target_os = "linux"), feature = "portable-backend"))]
+    Portable(portable::Events),
+}
+
+/// Calls `$body` with `$b` bound to whichever backend `$e` holds.
+macro_rules! each_backend {
+    ($e:expr, $b:ident => $body:expr) => {
+        match $e {
+            #[cfg(target_os = "linux")]
+            Backend::Epoll($b) => $body,
+            #[cfg(target_os = "linux")]
+            Backend::IoUring($b) => $body,
+            #[cfg(any(not(target_os = "linux"), feature = "portable-backend"))]
+            Backend::Portable($b) => $body,
+        }
+    };
+}
+
+impl Backend {
+    /// A backend of `kind`, or the reason it cannot be had here.
+    pub fn new(kind: BackendKind) -> io::Result<Backend> {
+        match kind {
+            #[cfg(target_os = "linux")]
+            BackendKind::Epoll => Ok(Backend::Epoll(epoll::Backend::new()?)),
+            #[cfg(target_os = "linux")]
+            BackendKind::IoUring => Ok(Backend::IoUring(Box::new(uring::Backend::new()?))),
+            #[cfg(any(not(target_os = "linux"), feature = "portable-backend"))]
+            BackendKind::Portable => Ok(Backend::Portable(portable::Backend::new()?)),
+            #[allow(unreachable_patterns)]
+            other => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("the {other} backend is not available in this build"),
+            )),
+        }
+    }
+
+    /// Which backend this is.
+    pub fn kind(&self) -> BackendKind {
+        match self {
+            #[cfg(target_os = "linux")]
+            Backend::Epoll(_) => BackendKind::Epoll,
+            #[cfg(target_os = "linux")]
+            Backend::IoUring(_) => BackendKind::IoUring,
+            #[cfg(any(not(target_os = "linux"), feature = "portable-backend"))]
+            Backend::Portable(_) => BackendKind::Portable,
+        }
+    }
+
+    /// An empty report buffer for this backend.
+    pub fn events(&self) -> Events {
+        match self {
+            #[cfg(target_os = "linux")]
+            Backend::Epoll(_) => Events::Epoll(epoll::Events::new()),
+            #[cfg(target_os = "linux")]
+            Backend::IoUring(_) => Events::IoUring(uring::Events::new()),
+            #[cfg(any(not(target_os = "linux"), feature = "portable-backend"))]
+            Backend::Portable(_) => Events::Portable(portable::Events::new()),
+        }
+    }
+
+    /// Starts watching `fd`.
+    #[inline]
+    pub fn add(&self, fd: RawFd, interest: Interest, mode: Trigger) -> io::Result<()> {
+        each_backend!(self, b => b.add(fd, interest, mode))
+    }
+
+    /// Changes what `fd` is watched for (adding it if the kernel forgot it).
+    #[inline]
+    pub fn modify(&self, fd: RawFd, interest: Interest, mode: Trigger) -> io::Result<()> {
+        each_backend!(self, b => b.modify(fd, interest, mode))
+    }
+
+    /// Stops watching `fd`; an fd already closed or not watched is not an error.
+    #[inline]
+    pub fn delete(&self, fd: RawFd) -> io::Result<()> {
+        each_backend!(self, b => b.delete(fd))
+    }
+
+    /// Stops reporting on `fd` for now (its watcher wants nothing). A stream the
+    /// backend serves itself stays known, with what it received and queued; other fds
+    /// are deleted.
+    pub fn unwatch(&self, fd: RawFd) -> io::Result<()> {
+        match self {
+            #[cfg(target_os = "linux")]
+            Backend::IoUring(b) => b.unwatch(fd),
+            _ => self.delete(fd),
+        }
+    }
+
+    /// Hands the kernel whatever the backend queued, without waiting, so that the
+    /// backend's fd tells a host loop the truth.
+    pub fn flush(&self) -> io::Result<()> {
+        match self {
+            #[cfg(target_os = "linux")]
+            Backend::IoUring(b) => b.flush(),
+            #[allow(unreachable_patterns)]
+            _ => Ok(()),
+        }
+    }
+
+    /// Serves stream socket `fd` (not yet added) through the backend's own reads and
+    /// writes ([`Backend::receive`], [`Backend::send`]) where it has them (io_uring).
+    /// Returns false where it does not: the caller reads and writes itself.
+    pub fn start_stream(&self, fd: RawFd) -> bool {
+        match self {
+            #[cfg(target_os = "linux")]
+            Backend::IoUring(b) => b.start_stream(fd),
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+
+    /// Takes the next buffer received on a started stream and passes it to `f`.
+    pub fn receive(&self, fd: RawFd, f: impl FnOnce(&[u8])) -> Received {
+        match self {
+            #[cfg(target_os = "linux")]
+            Backend::IoUring(b) => b.receive(fd, f),
+            #[allow(unreachable_patterns)]
+            _ => Received::Nothing,
+        }
+    }
+
+    /// Queues bytes to send on a started stream; returns the bytes not yet sent.
+    pub fn send(&self, fd: RawFd, data: &[u8]) -> io::Result<usize> {
+        match self {
+            #[cfg(target_os = "linux")]
+            Backend::IoUring(b) => b.send(fd, data),
+            #[allow(unreachable_patterns)]
+            _ => Err(io::Error::from(io::ErrorKind::Unsupported)),
+        }
+    }
+
+    /// The bytes queued on a started stream and not yet sent, or the error that ended
+    /// sending.
+    pub fn backlog(&self, fd: RawFd) -> io::Result<usize> {
+        match self {
+            #[cfg(target_os = "linux")]
+            Backend::IoUring(b) => b.backlog(fd),
+            #[allow(unreachable_patterns)]
+            _ => Ok(0),
+        }
+    }
+
+    /// Waits for readiness for at most `timeout` (`None`: until something happens);
+    /// the reports go to `events`, which this backend made.
+    #[inline]
+    pub fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
+        match (self, events) {
+            #[cfg(target_os = "linux")]
+            (Backend::Epoll(b), Events::Epoll(e)) => b.wait(e, timeout),
+            #[cfg(target_os = "linux")]
+            (Backend::IoUring(b), Events::IoUring(e)) => b.wait(e, timeout),
+            #[cfg(any(not(target_os = "linux"), feature = "portable-backend"))]
+            (Backend::Portable(b), Events::Portable(e)) => b.wait(e, timeout),
+            #[allow(unreachable_patterns)]
+            _ => unreachable!("a report buffer is used with the backend that made it"),
+        }
+    }
+}
+
+impl Events {
+    /// The reports of the last wait.
+    #[inline]
+    pub fn iter(&self) -> EventsIter<'_> {
+        match self {
+            #[cfg(target_os = "linux")]
+            Events::Epoll(e) => EventsIter::Epoll(e.iter()),
+            #[cfg(target_os = "linux")]
+            Events::IoUring(e) => EventsIter::Reports(e.iter()),
+            #[cfg(any(not(target_os = "linux"), feature = "portable-backend"))]
+            Events::Portable(e) => EventsIter::Reports(e.iter()),
+        }
+    }
+}
+
+/// The reports of one wait, from whichever backend made them.
+pub(crate) enum EventsIter<'a> {
+    #[cfg(target_os = "linux")]
+    Epoll(epoll::EventsIter<'a>),
+    /// Backends that keep their reports ready-made.
+    Reports(std::iter::Copied<std::slice::Iter<'a, Ready>>),
+}
+
+impl Iterator for EventsIter<'_> {
+    type Item = Ready;
+
+    #[inline]
+    fn next(&mut self) -> Option<Ready> {
+        match self {
+            #[cfg(target_os = "linux")]
+            EventsIter::Epoll(iter) => iter.next(),
+            EventsIter::Reports(iter) => iter.next(),
+        }
+    }
+}
+
+impl AsFd for Backend {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        each_backend!(self, b => b.as_fd())
+    }
+}
+
+impl AsRawFd for Backend {
+    fn as_raw_fd(&self) -> RawFd {
+        each_backend!(self, b => b.as_raw_fd())
+    }
+}
 
 /// Which readiness a watcher wants to hear about.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -101,10 +387,7 @@ impl Ready {
     const CLOSED: u32 = 1 << 27;
 
     /// A report from epoll's event flags.
-    #[cfg_attr(
-        any(not(target_os = "linux"), feature = "portable-backend"),
-        allow(dead_code)
-    )]
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub fn from_epoll(fd: RawFd, flags: u32) -> Ready {
         Ready { fd, bits: flags }
     }

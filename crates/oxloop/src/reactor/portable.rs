@@ -15,22 +15,21 @@ pub(crate) struct Backend {
 /// The buffer a wait fills; kept by the loop and reused every iteration.
 pub(crate) struct Events {
     list: polling::Events,
+    /// The last wait's reports, converted once.
+    reports: Vec<Ready>,
 }
 
 impl Events {
     pub fn new() -> Events {
         Events {
             list: polling::Events::new(),
+            reports: Vec::new(),
         }
     }
 
     /// The reports of the last wait.
-    pub fn iter(&self) -> impl Iterator<Item = Ready> + '_ {
-        // `polling` does not report hang-ups; assume the worst so short reads are not
-        // trusted.
-        self.list
-            .iter()
-            .map(|ev| Ready::new(ev.key as RawFd, ev.readable, ev.writable, true))
+    pub fn iter(&self) -> std::iter::Copied<std::slice::Iter<'_, Ready>> {
+        self.reports.iter().copied()
     }
 }
 
@@ -83,11 +82,21 @@ impl Backend {
 
     pub fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
         events.list.clear();
+        events.reports.clear();
         match self.poller.wait(&mut events.list, timeout) {
-            Ok(_) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
-            Err(e) => Err(e),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
+        // `polling` does not report hang-ups; assume the worst so short reads are not
+        // trusted.
+        events.reports.extend(
+            events
+                .list
+                .iter()
+                .map(|ev| Ready::new(ev.key as RawFd, ev.readable, ev.writable, true)),
+        );
+        Ok(())
     }
 }
 

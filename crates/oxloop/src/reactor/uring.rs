@@ -1,0 +1,1063 @@
+//! Linux backend: `io_uring` (the `io-uring` crate): readiness through poll requests,
+//! and stream sockets read and written through the ring itself (see "stream sockets"
+//! below).
+//!
+//! Every watched fd has at most one poll request in the ring. Level-triggered and
+//! one-shot interest use single-shot `IORING_OP_POLL_ADD` requests: a level-triggered
+//! one is armed again after each report, just before the next `io_uring_enter`, that is
+//! after the callbacks ran, so an fd that is still ready reports again at once and one
+//! that was drained stays quiet (the same reports `epoll` gives). Edge-triggered
+//! interest uses one multishot poll request, which reports each wake-up of the fd.
+//!
+//! A report of a single-shot request that completed between two waits is a snapshot
+//! older than the wait: the request is armed again in that wait instead, so a report
+//! says what was true when the loop waited, as with `epoll`.
+//!
+//! Registrations ([`Backend::add`], [`Backend::modify`], [`Backend::delete`]) are
+//! submitted at once, one system call each as with `epoll_ctl`: the ring's fd must
+//! tell a host loop about a new watcher, and a poll request holds a reference to its
+//! file, so it must be gone before the caller closes the fd, or the socket would stay
+//! open (no FIN sent). Re-arming after a report is not sent on its own: it is queued
+//! in the submission ring and reaches the kernel with the next wait, which submits
+//! everything and waits for completions in one `io_uring_enter` (the timer deadline is
+//! the wait's timeout), or with [`Backend::flush`] (`EventLoop::prepare_wait`).
+//!
+//! The request's user data is the fd in the low 32 bits and a per-fd generation in the
+//! high 32 bits; a completion whose generation is not the fd's current one belongs to
+//! a request that was removed or replaced, and is ignored.
+
+use super::{Interest, Ready, Trigger};
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
+use std::cell::RefCell;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::Duration;
+
+/// Submission ring size: requests queued between two waits before one is forced.
+const RING_ENTRIES: u32 = 256;
+
+/// The user data of requests whose completions carry nothing to dispatch (removals).
+const IGNORED: u64 = u64::MAX;
+
+/// What the kernel currently holds for one fd.
+#[derive(Clone, Copy, Default)]
+struct FdState {
+    /// Registered with [`Backend::add`] and not deleted since.
+    registered: bool,
+    interest: Interest,
+    mode: Trigger,
+    /// A one-shot registration that reported: quiet until modified.
+    disabled: bool,
+    /// Queued for (re-)arming before the next wait.
+    dirty: bool,
+    /// The generation of the live poll request, if one is armed (or queued).
+    armed: Option<u32>,
+    /// The mask and mode of that request.
+    armed_mask: u32,
+    armed_multishot: bool,
+    /// The latest generation handed out for this fd.
+    generation: u32,
+}
+
+struct State {
+    ring: IoUring,
+    fds: Vec<FdState>,
+    /// fds whose poll request must be (re-)armed before the next wait.
+    dirty: Vec<RawFd>,
+    /// fds whose single-shot request just completed (reused by `reap`).
+    completed: Vec<RawFd>,
+    /// Stream sockets whose reads and writes go through the ring, by fd.
+    streams: Vec<Option<Box<Stream>>>,
+    /// The provided buffers multishot receives fill; made with the first stream.
+    buffers: Option<BufferRing>,
+    /// Send buffers of streams deleted while their send was in the kernel, by the
+    /// send's user data; dropped when the send completes.
+    orphans: Vec<(u64, Vec<u8>)>,
+    /// Receives and sends in the kernel (requests that use the loop's memory).
+    in_kernel: usize,
+    /// Streams with bytes queued to send and no send in the kernel.
+    send_queued: Vec<RawFd>,
+    /// Reports made without a completion (data already received, when reading
+    /// resumes), handed out by the next wait.
+    synthetic: Vec<Ready>,
+    /// Generations of stream requests, counted across streams, so that a request of a
+    /// stream gone before is never taken for one of a new stream on the same fd.
+    stream_generation: u32,
+}
+
+/// An io_uring instance used for readiness.
+pub(crate) struct Backend {
+    state: RefCell<State>,
+    /// The ring's fd, kept apart so `as_fd` needs no borrow.
+    ring_fd: RawFd,
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IoUringBackend")
+            .field("ring_fd", &self.ring_fd)
+            .finish()
+    }
+}
+
+/// The reports of one wait; kept by the loop and reused every iteration.
+pub(crate) struct Events {
+    list: Vec<Ready>,
+}
+
+impl Events {
+    pub fn new() -> Events {
+        Events {
+            list: Vec::with_capacity(RING_ENTRIES as usize),
+        }
+    }
+
+    /// The reports of the last wait.
+    pub fn iter(&self) -> std::iter::Copied<std::slice::Iter<'_, Ready>> {
+        self.list.iter().copied()
+    }
+}
+
+/// What a request is, in the top two bits of its user data.
+const KIND_POLL: u64 = 0;
+const KIND_RECV: u64 = 1;
+const KIND_SEND: u64 = 2;
+/// Generations are counted in the 30 bits between the fd and the kind.
+const GENERATION_MASK: u32 = (1 << 30) - 1;
+
+fn user_data(fd: RawFd, generation: u32) -> u64 {
+    tagged(KIND_POLL, fd, generation)
+}
+
+fn tagged(kind: u64, fd: RawFd, generation: u32) -> u64 {
+    (kind << 62) | (u64::from(generation & GENERATION_MASK) << 32) | u64::from(fd as u32)
+}
+
+fn poll_mask(interest: Interest) -> u32 {
+    let mut mask = 0;
+    if interest.read {
+        mask |= (libc::POLLIN | libc::POLLRDHUP) as u32;
+    }
+    if interest.write {
+        mask |= libc::POLLOUT as u32;
+    }
+    mask
+}
+
+impl State {
+    /// Queues `entry`, submitting what is queued first if the ring is full.
+    fn push(&mut self, entry: &squeue::Entry) -> io::Result<()> {
+        loop {
+            // SAFETY: poll and poll-removal requests point at no user memory: the
+            // kernel reads only the fd and the numbers inside the entry.
+            let pushed = unsafe { self.ring.submission().push(entry) };
+            if pushed.is_ok() {
+                return Ok(());
+            }
+            self.ring.submit()?;
+        }
+    }
+
+    /// Queues the removal of `fd`'s armed poll request, if any.
+    fn disarm(&mut self, fd: RawFd) -> io::Result<()> {
+        let entry = &mut self.fds[fd as usize];
+        let Some(generation) = entry.armed.take() else {
+            return Ok(());
+        };
+        let remove = opcode::PollRemove::new(user_data(fd, generation))
+            .build()
+            .user_data(IGNORED);
+        self.push(&remove)
+    }
+
+    /// Makes the kernel's poll request for `fd` match its registration.
+    fn arm(&mut self, fd: RawFd) -> io::Result<()> {
+        let entry = self.fds[fd as usize];
+        self.fds[fd as usize].dirty = false;
+        if !entry.registered || entry.disabled {
+            return self.disarm(fd);
+        }
+        let mut mask = poll_mask(entry.interest);
+        if self.is_stream(fd) {
+            // Reading is the multishot receive's job; writability is polled for only
+            // once the queued bytes are sent (the transport's writer runs then).
+            self.arm_receive(fd, entry.interest.read)?;
+            let stream = self.stream(fd);
+            mask = if entry.interest.write && stream.backlog() == 0 {
+                libc::POLLOUT as u32
+            } else {
+                0
+            };
+            if mask == 0 {
+                return self.disarm(fd);
+            }
+        }
+        let multishot = entry.mode == Trigger::Edge && !self.is_stream(fd);
+        if entry.armed.is_some() {
+            if entry.armed_mask == mask && entry.armed_multishot == multishot {
+                return Ok(());
+            }
+            self.disarm(fd)?;
+        }
+        let entry = &mut self.fds[fd as usize];
+        entry.generation = entry.generation.wrapping_add(1) & GENERATION_MASK;
+        entry.armed = Some(entry.generation);
+        entry.armed_mask = mask;
+        entry.armed_multishot = multishot;
+        let poll = opcode::PollAdd::new(types::Fd(fd), mask)
+            .multi(multishot)
+            .build()
+            .user_data(user_data(fd, entry.generation));
+        self.push(&poll)
+    }
+
+    fn mark_dirty(&mut self, fd: RawFd) {
+        let entry = &mut self.fds[fd as usize];
+        if !entry.dirty {
+            entry.dirty = true;
+            self.dirty.push(fd);
+        }
+    }
+
+    /// Arms every fd queued since the last wait.
+    fn arm_dirty(&mut self) -> io::Result<()> {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        let mut result = Ok(());
+        for &fd in &dirty {
+            if self.fds[fd as usize].dirty {
+                result = result.and(self.arm(fd));
+            }
+        }
+        dirty.clear();
+        self.dirty = dirty;
+        result
+    }
+
+    /// Turns the completions in the ring into reports. `refresh`: the completions were
+    /// posted before this wait began, so a level-triggered one is a stale snapshot
+    /// (the fd may have been drained, or become ready in the other direction, since):
+    /// its request is armed again instead, and the wait reports what it finds.
+    fn reap(&mut self, events: &mut Events, refresh: bool) {
+        let mut rearm = std::mem::take(&mut self.completed);
+        // One completion at a time, so that handling it may use the whole state.
+        loop {
+            let next = self.ring.completion().next();
+            let Some(cqe) = next else { break };
+            let data = cqe.user_data();
+            if data == IGNORED {
+                continue;
+            }
+            let fd = data as u32 as RawFd;
+            let generation = (data >> 32) as u32 & GENERATION_MASK;
+            match data >> 62 {
+                KIND_RECV => {
+                    self.on_received(fd, generation, cqe.result(), cqe.flags(), events);
+                    continue;
+                }
+                KIND_SEND => {
+                    self.on_sent(data, cqe.result(), events);
+                    continue;
+                }
+                _ => {}
+            }
+            let Some(entry) = self.fds.get_mut(fd as usize) else {
+                continue;
+            };
+            if entry.armed != Some(generation) {
+                continue; // a removed or replaced request
+            }
+            if !cqueue::more(cqe.flags()) {
+                entry.armed = None;
+                if entry.mode == Trigger::Oneshot {
+                    entry.disabled = true;
+                } else if entry.registered {
+                    rearm.push(fd);
+                }
+            }
+            if refresh && entry.mode == Trigger::Level && entry.armed.is_none() {
+                continue;
+            }
+            match cqe.result() {
+                bits if bits >= 0 => events.list.push(Ready::from_epoll(fd, bits as u32)),
+                e if e == -libc::ECANCELED => {}
+                e if e == -libc::EBADF => {
+                    // Closed behind the loop's back: forget it, as epoll does.
+                    entry.registered = false;
+                    rearm.pop_if(|last| *last == fd);
+                }
+                _ => events.list.push(Ready::from_epoll(
+                    fd,
+                    (libc::POLLERR | libc::POLLHUP) as u32,
+                )),
+            }
+        }
+        for &fd in &rearm {
+            self.mark_dirty(fd);
+        }
+        rearm.clear();
+        self.completed = rearm;
+    }
+}
+
+/// Refuses what `epoll_ctl` refuses: a closed fd, and regular files and directories
+/// (always ready, so pointless to watch).
+fn check_pollable(fd: RawFd) -> io::Result<()> {
+    let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `fstat` writes a whole `struct stat` into the buffer it is given, which
+    // lives on this stack frame for the call; a bad fd is answered with EBADF.
+    let rc = unsafe { libc::fstat(fd, stat.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fstat` succeeded, so it filled the buffer.
+    let mode = unsafe { stat.assume_init() }.st_mode & libc::S_IFMT;
+    if mode == libc::S_IFREG || mode == libc::S_IFDIR {
+        return Err(io::Error::from_raw_os_error(libc::EPERM));
+    }
+    Ok(())
+}
+
+impl Backend {
+    /// Sets up a ring. Fails when the kernel has no io_uring or refuses it (the
+    /// `kernel.io_uring_disabled` sysctl, a seccomp filter, a container's policy).
+    pub fn new() -> io::Result<Backend> {
+        // Completions are posted when the loop next enters the kernel (its wait)
+        // rather than by interrupting it while callbacks run (Linux 5.19); older
+        // kernels refuse the flags, and get a plain ring.
+        let ring = IoUring::builder()
+            .setup_coop_taskrun()
+            .setup_taskrun_flag()
+            .build(RING_ENTRIES)
+            .or_else(|_| IoUring::builder().build(RING_ENTRIES))?;
+        if !ring.params().is_feature_ext_arg() || !ring.params().is_feature_nodrop() {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "this kernel's io_uring lacks wait timeouts (IORING_FEAT_EXT_ARG, Linux 5.11)",
+            ));
+        }
+        let ring_fd = ring.as_raw_fd();
+        Ok(Backend {
+            state: RefCell::new(State {
+                ring,
+                fds: Vec::new(),
+                // Sized up front, so that the first reports allocate nothing.
+                dirty: Vec::with_capacity(RING_ENTRIES as usize),
+                completed: Vec::with_capacity(RING_ENTRIES as usize),
+                streams: Vec::new(),
+                buffers: None,
+                orphans: Vec::new(),
+                in_kernel: 0,
+                send_queued: Vec::new(),
+                synthetic: Vec::new(),
+                stream_generation: 0,
+            }),
+            ring_fd,
+        })
+    }
+
+    /// Starts watching `fd` (armed at the next wait).
+    pub fn add(&self, fd: RawFd, interest: Interest, mode: Trigger) -> io::Result<()> {
+        let index = usize::try_from(fd).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
+        check_pollable(fd)?;
+        let mut state = self.state.borrow_mut();
+        if index >= state.fds.len() {
+            state.fds.resize(index + 1, FdState::default());
+        }
+        let entry = &mut state.fds[index];
+        entry.registered = true;
+        entry.disabled = false;
+        entry.interest = interest;
+        entry.mode = mode;
+        // A request left from an fd number that was closed and reused would watch the
+        // old file: replace it.
+        entry.armed_mask = u32::MAX;
+        state.arm(fd)?;
+        state.ring.submit()?;
+        Ok(())
+    }
+
+    /// Changes what `fd` is watched for. The request is always replaced, since the fd
+    /// may have been closed and its number reused behind the loop's back.
+    pub fn modify(&self, fd: RawFd, interest: Interest, mode: Trigger) -> io::Result<()> {
+        let known = {
+            let state = self.state.borrow();
+            state.fds.get(fd as usize).is_some_and(|e| e.registered)
+        };
+        if !known {
+            return self.add(fd, interest, mode);
+        }
+        let mut state = self.state.borrow_mut();
+        let stream = state.is_stream(fd);
+        let entry = &mut state.fds[fd as usize];
+        entry.disabled = false;
+        entry.interest = interest;
+        entry.mode = mode;
+        if stream {
+            // A transport changing direction: goes with the next wait, as its sends do.
+            state.mark_dirty(fd);
+            return Ok(());
+        }
+        entry.armed_mask = u32::MAX;
+        state.arm(fd)?;
+        state.ring.submit()?;
+        Ok(())
+    }
+
+    /// Stops reporting on `fd`: a stream keeps its state (reading paused, sends going
+    /// on); another fd is deleted.
+    pub fn unwatch(&self, fd: RawFd) -> io::Result<()> {
+        let mode = {
+            let state = self.state.borrow();
+            if !state.is_stream(fd) {
+                None
+            } else {
+                Some(state.fds[fd as usize].mode)
+            }
+        };
+        match mode {
+            Some(mode) => self.modify(fd, Interest::NONE, mode),
+            None => self.delete(fd),
+        }
+    }
+
+    /// Stops watching `fd`, at once (see the module's documentation). An fd that is
+    /// already closed or not watched is not an error.
+    pub fn delete(&self, fd: RawFd) -> io::Result<()> {
+        let mut state = self.state.borrow_mut();
+        let Some(entry) = state.fds.get_mut(fd as usize) else {
+            return Ok(());
+        };
+        entry.registered = false;
+        let stream = state.is_stream(fd);
+        if stream {
+            state.drop_stream(fd)?;
+        } else if state.fds[fd as usize].armed.is_none() {
+            return Ok(());
+        }
+        state.disarm(fd)?;
+        state.ring.submit()?;
+        Ok(())
+    }
+
+    /// Submits what is queued without waiting, so that the ring's fd reports what the
+    /// loop watches (for a host loop that waits on it).
+    pub fn flush(&self) -> io::Result<()> {
+        let mut state = self.state.borrow_mut();
+        state.arm_dirty()?;
+        state.start_sends()?;
+        if !state.ring.submission().is_empty() {
+            state.ring.submit()?;
+        }
+        Ok(())
+    }
+
+    /// Submits what is queued and waits for completions for at most `timeout` (`None`:
+    /// until something happens), in one `io_uring_enter`. An interrupted wait returns
+    /// with no reports.
+    pub fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
+        events.list.clear();
+        let mut state = self.state.borrow_mut();
+        if !state.ring.completion().is_empty() {
+            state.reap(events, true);
+        }
+        state.arm_dirty()?;
+        state.start_sends()?;
+        events.list.append(&mut state.synthetic);
+        let ready = !events.list.is_empty();
+        let queued = {
+            let submission = state.ring.submission();
+            // Completions waiting for the loop to enter the kernel count as queued work.
+            !submission.is_empty() || submission.taskrun() || submission.cq_overflow()
+        };
+        let result = if ready || timeout == Some(Duration::ZERO) {
+            if queued {
+                state.ring.submit().map(drop)
+            } else {
+                Ok(())
+            }
+        } else {
+            let submitter = state.ring.submitter();
+            match timeout {
+                None => submitter.submit_and_wait(1).map(drop),
+                Some(timeout) => {
+                    let timespec = types::Timespec::from(timeout);
+                    let args = types::SubmitArgs::new().timespec(&timespec);
+                    submitter.submit_with_args(1, &args).map(drop)
+                }
+            }
+        };
+        match result {
+            Ok(()) => {}
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                ) => {}
+            Err(e) => return Err(e),
+        }
+        state.reap(events, false);
+        Ok(())
+    }
+}
+
+impl AsFd for Backend {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        // SAFETY: the ring (and so its fd) lives as long as `self`.
+        unsafe { BorrowedFd::borrow_raw(self.ring_fd) }
+    }
+}
+
+impl AsRawFd for Backend {
+    fn as_raw_fd(&self) -> RawFd {
+        self.ring_fd
+    }
+}
+
+// ---------------------------------------------------------------- stream sockets ---------
+//
+// A stream socket handed to `Backend::start_stream` (the protocol layer's transports)
+// is not polled for reading: one multishot receive (`IORING_OP_RECV` with
+// `IORING_RECV_MULTISHOT`) stays in the kernel and fills buffers that the kernel picks
+// from a provided-buffer ring; each completion queues the buffer on the stream and
+// reports the fd readable. Bytes to send are copied into the stream's queue, and one
+// `IORING_OP_SEND` per stream goes out with the next wait, carrying everything queued
+// since the last one. The transport asks for writability (a poll) only when it waits
+// for the queue to drain.
+
+/// Provided buffers: how many, and how large each.
+const BUFFER_COUNT: u16 = 256;
+const BUFFER_SIZE: usize = 16 * 1024;
+/// The buffer group id of the ring's provided buffers.
+const BUFFER_GROUP: u16 = 0;
+
+/// A provided-buffer ring: the ring of descriptors the kernel takes buffers from, and
+/// the buffers.
+struct BufferRing {
+    /// `BUFFER_COUNT` descriptors, page-aligned, shared with the kernel.
+    descriptors: *mut types::BufRingEntry,
+    /// `BUFFER_COUNT * BUFFER_SIZE` bytes the kernel writes received data into.
+    memory: *mut u8,
+    /// The next descriptor slot to fill (wraps; the kernel reads it as the ring's tail).
+    tail: u16,
+}
+
+fn descriptors_layout() -> std::alloc::Layout {
+    let size = usize::from(BUFFER_COUNT) * std::mem::size_of::<types::BufRingEntry>();
+    std::alloc::Layout::from_size_align(size, 4096).expect("a valid layout")
+}
+
+fn memory_layout() -> std::alloc::Layout {
+    std::alloc::Layout::from_size_align(usize::from(BUFFER_COUNT) * BUFFER_SIZE, 64)
+        .expect("a valid layout")
+}
+
+impl BufferRing {
+    /// Allocates the ring and its buffers, registers them with `ring`, and hands every
+    /// buffer to the kernel.
+    fn new(ring: &IoUring) -> io::Result<BufferRing> {
+        // SAFETY: both layouts have a non-zero size. The allocations are freed in
+        // `BufferRing::free`, only once the kernel can no longer use them (see there).
+        let (descriptors, memory) = unsafe {
+            (
+                std::alloc::alloc_zeroed(descriptors_layout()) as *mut types::BufRingEntry,
+                // Zeroed (free for a fresh mapping), so that tools that do not see the
+                // kernel's writes (valgrind) take received bytes as initialised.
+                std::alloc::alloc_zeroed(memory_layout()),
+            )
+        };
+        if descriptors.is_null() || memory.is_null() {
+            std::alloc::handle_alloc_error(descriptors_layout());
+        }
+        let mut buffers = BufferRing {
+            descriptors,
+            memory,
+            tail: 0,
+        };
+        // SAFETY: `descriptors` is page-aligned, zeroed and `BUFFER_COUNT` entries
+        // long, and stays allocated until after the group is unregistered or the ring
+        // is closed and every request that could use it completed (`State::drop`).
+        let registered = unsafe {
+            ring.submitter().register_buf_ring_with_flags(
+                descriptors as u64,
+                BUFFER_COUNT,
+                BUFFER_GROUP,
+                0,
+            )
+        };
+        if let Err(e) = registered {
+            // SAFETY: never registered, so the kernel never saw these allocations.
+            unsafe { buffers.free() };
+            return Err(e);
+        }
+        for id in 0..BUFFER_COUNT {
+            buffers.give_back(id);
+        }
+        Ok(buffers)
+    }
+
+    /// The bytes of buffer `id`.
+    fn slice(&self, id: u16, len: usize) -> &[u8] {
+        let len = len.min(BUFFER_SIZE);
+        // SAFETY: `id < BUFFER_COUNT`, so the range lies inside `memory`, which lives
+        // as long as `self`; the kernel wrote `len` bytes there and no longer writes to
+        // this buffer until `give_back(id)` puts it in the ring again.
+        unsafe { std::slice::from_raw_parts(self.memory.add(usize::from(id) * BUFFER_SIZE), len) }
+    }
+
+    /// Puts buffer `id` back in the ring for the kernel to fill.
+    fn give_back(&mut self, id: u16) {
+        let slot = usize::from(self.tail % BUFFER_COUNT);
+        // SAFETY: `slot < BUFFER_COUNT`. The kernel reads descriptors only up to the
+        // published tail, and this slot is past it until the store below, so nothing
+        // else accesses it now. The address points at buffer `id` inside `memory`.
+        unsafe {
+            let entry = &mut *self.descriptors.add(slot);
+            entry.set_addr(self.memory.add(usize::from(id) * BUFFER_SIZE) as u64);
+            entry.set_len(BUFFER_SIZE as u32);
+            entry.set_bid(id);
+        }
+        self.tail = self.tail.wrapping_add(1);
+        // SAFETY: the tail is the `resv` field of descriptor 0, in memory that lives
+        // as long as `self`; the kernel reads it, so it is published with a release
+        // store after the descriptor was written.
+        unsafe {
+            let tail = types::BufRingEntry::tail(self.descriptors) as *const AtomicU16;
+            (*tail).store(self.tail, Ordering::Release);
+        }
+    }
+
+    /// Frees the ring and its buffers.
+    ///
+    /// # Safety
+    /// The kernel must no longer use them: never registered, or every request that
+    /// could pick a buffer completed and the group was unregistered or the ring closed.
+    unsafe fn free(&mut self) {
+        // SAFETY: allocated in `new` with these layouts; the caller vouches that the
+        // kernel is done with them.
+        unsafe {
+            std::alloc::dealloc(self.descriptors as *mut u8, descriptors_layout());
+            std::alloc::dealloc(self.memory, memory_layout());
+        }
+    }
+}
+
+/// A stream socket served through the ring.
+#[derive(Default)]
+struct Stream {
+    /// The generation of the multishot receive in the kernel, if one is.
+    receiving: Option<u32>,
+    /// The generation of a receive cancelled because reading paused: what it still
+    /// delivers is kept.
+    cancelled: Option<u32>,
+    /// Buffers received and not yet taken: (buffer id, length).
+    received: std::collections::VecDeque<(u16, u32)>,
+    /// End of the stream (0) or the error (a negative errno) that ended receiving.
+    ended: Option<i32>,
+    /// Bytes written and not yet handed to the kernel.
+    queued: Vec<u8>,
+    /// The bytes of the send in the kernel, and how far it got.
+    sending: Vec<u8>,
+    sent: usize,
+    /// The generation of the send in the kernel, if one is.
+    send_generation: Option<u32>,
+    /// The error that ended sending (a negative errno).
+    send_error: Option<i32>,
+}
+
+impl Stream {
+    /// Bytes accepted and not yet taken by the kernel.
+    fn backlog(&self) -> usize {
+        self.queued.len() + self.sending.len() - self.sent
+    }
+}
+
+/// What [`Backend::receive`] found.
+pub(crate) enum Received {
+    /// Nothing received.
+    Nothing,
+    /// A buffer: its bytes are passed to the caller's function.
+    Data,
+    /// The peer ended the stream.
+    End,
+    /// Receiving failed.
+    Failed(io::Error),
+}
+
+impl State {
+    fn next_generation(&mut self) -> u32 {
+        self.stream_generation = self.stream_generation.wrapping_add(1) & GENERATION_MASK;
+        self.stream_generation
+    }
+
+    fn is_stream(&self, fd: RawFd) -> bool {
+        self.streams
+            .get(fd as usize)
+            .is_some_and(|stream| stream.is_some())
+    }
+
+    fn stream(&mut self, fd: RawFd) -> &mut Stream {
+        self.streams[fd as usize]
+            .as_deref_mut()
+            .expect("a stream fd has its state")
+    }
+
+    /// Starts (or cancels) the multishot receive of stream `fd`.
+    fn arm_receive(&mut self, fd: RawFd, read: bool) -> io::Result<()> {
+        let next = self.next_generation();
+        let stream = self.stream(fd);
+        if !read {
+            if let Some(generation) = stream.receiving.take() {
+                stream.cancelled = Some(generation);
+                let cancel = opcode::AsyncCancel::new(tagged(KIND_RECV, fd, generation))
+                    .build()
+                    .user_data(IGNORED);
+                return self.push(&cancel);
+            }
+            return Ok(());
+        }
+        if stream.receiving.is_some() || stream.ended.is_some() {
+            if !stream.received.is_empty() || stream.ended.is_some() {
+                self.synthetic
+                    .push(Ready::from_epoll(fd, libc::POLLIN as u32));
+            }
+            return Ok(());
+        }
+        stream.receiving = Some(next);
+        let generation = next;
+        if !stream.received.is_empty() {
+            self.synthetic
+                .push(Ready::from_epoll(fd, libc::POLLIN as u32));
+        }
+        let recv = opcode::RecvMulti::new(types::Fd(fd), BUFFER_GROUP)
+            .build()
+            .user_data(tagged(KIND_RECV, fd, generation));
+        self.in_kernel += 1;
+        self.push(&recv)
+    }
+
+    /// A completion of a multishot receive.
+    fn on_received(
+        &mut self,
+        fd: RawFd,
+        generation: u32,
+        result: i32,
+        flags: u32,
+        events: &mut Events,
+    ) {
+        let more = cqueue::more(flags);
+        if !more {
+            self.in_kernel -= 1;
+        }
+        let buffer = cqueue::buffer_select(flags);
+        let current = self
+            .streams
+            .get_mut(fd as usize)
+            .and_then(|s| s.as_deref_mut())
+            .filter(|s| s.receiving == Some(generation) || s.cancelled == Some(generation));
+        let Some(stream) = current else {
+            // A receive of a stream deleted meanwhile: its buffer goes back.
+            if let (Some(id), Some(buffers)) = (buffer, self.buffers.as_mut()) {
+                buffers.give_back(id);
+            }
+            return;
+        };
+        let paused = stream.receiving != Some(generation);
+        if !more && !paused {
+            stream.receiving = None;
+        }
+        match (result, buffer) {
+            (n, Some(id)) if n > 0 => {
+                stream.received.push_back((id, n as u32));
+                if !paused {
+                    events.list.push(Ready::from_epoll(fd, libc::POLLIN as u32));
+                    if !more {
+                        self.mark_dirty(fd); // receive again
+                    }
+                }
+            }
+            (0, _) => {
+                stream.ended = Some(0);
+                let bits = (libc::POLLIN | libc::POLLRDHUP) as u32;
+                events.list.push(Ready::from_epoll(fd, bits));
+            }
+            (e, _) if e == -libc::ENOBUFS || e == -libc::ECANCELED || e == -libc::EINTR => {
+                if let (Some(id), Some(buffers)) = (buffer, self.buffers.as_mut()) {
+                    buffers.give_back(id);
+                }
+                if !more && !paused {
+                    self.mark_dirty(fd); // every buffer was in use: receive again
+                }
+            }
+            (e, _) => {
+                stream.ended = Some(e.min(-1));
+                let bits = (libc::POLLIN | libc::POLLERR) as u32;
+                events.list.push(Ready::from_epoll(fd, bits));
+            }
+        }
+    }
+
+    /// Hands the kernel one send per stream with bytes queued and none in flight.
+    fn start_sends(&mut self) -> io::Result<()> {
+        let mut queued = std::mem::take(&mut self.send_queued);
+        let mut result = Ok(());
+        for &fd in &queued {
+            let Some(stream) = self
+                .streams
+                .get_mut(fd as usize)
+                .and_then(|s| s.as_deref_mut())
+            else {
+                continue;
+            };
+            if stream.send_generation.is_some()
+                || stream.queued.is_empty()
+                || stream.send_error.is_some()
+            {
+                continue;
+            }
+            std::mem::swap(&mut stream.queued, &mut stream.sending);
+            stream.sent = 0;
+            self.stream_generation = self.stream_generation.wrapping_add(1) & GENERATION_MASK;
+            let stream = self.streams[fd as usize]
+                .as_deref_mut()
+                .expect("checked above");
+            stream.send_generation = Some(self.stream_generation);
+            let send = send_entry(fd, stream);
+            self.in_kernel += 1;
+            result = result.and(self.push(&send));
+        }
+        queued.clear();
+        self.send_queued = queued;
+        result
+    }
+
+    /// A completion of a send.
+    fn on_sent(&mut self, data: u64, result: i32, events: &mut Events) {
+        self.in_kernel -= 1;
+        let fd = data as u32 as RawFd;
+        let generation = (data >> 32) as u32 & GENERATION_MASK;
+        let current = self
+            .streams
+            .get_mut(fd as usize)
+            .and_then(|s| s.as_deref_mut())
+            .filter(|s| s.send_generation == Some(generation));
+        let Some(stream) = current else {
+            // The send of a deleted stream: its buffer can go now.
+            self.orphans.retain(|(d, _)| *d != data);
+            return;
+        };
+        stream.send_generation = None;
+        if result < 0 && result != -libc::EINTR && result != -libc::EAGAIN {
+            stream.send_error = Some(result);
+            let bits = (libc::POLLOUT | libc::POLLERR | libc::POLLHUP) as u32;
+            events.list.push(Ready::from_epoll(fd, bits));
+            return;
+        }
+        stream.sent += result.max(0) as usize;
+        if stream.sent < stream.sending.len() {
+            // A short send: the rest goes on at once.
+            stream.send_generation = Some(generation);
+            let send = send_entry(fd, stream);
+            self.in_kernel += 1;
+            if self.push(&send).is_err() {
+                self.in_kernel -= 1;
+                self.stream(fd).send_error = Some(-libc::EIO);
+            }
+            return;
+        }
+        stream.sending.clear();
+        stream.sent = 0;
+        if !stream.queued.is_empty() {
+            self.send_queued.push(fd);
+        } else if self.fds[fd as usize].interest.write {
+            // The writer waits for the queue to drain: poll for writability now.
+            self.mark_dirty(fd);
+        }
+    }
+
+    /// Forgets stream `fd`: its receive and send are cancelled, its received buffers go
+    /// back to the ring, and a send still in the kernel keeps its bytes until it ends.
+    fn drop_stream(&mut self, fd: RawFd) -> io::Result<()> {
+        let Some(mut stream) = self.streams.get_mut(fd as usize).and_then(Option::take) else {
+            return Ok(());
+        };
+        if let Some(buffers) = self.buffers.as_mut() {
+            for (id, _) in stream.received.drain(..) {
+                buffers.give_back(id);
+            }
+        }
+        let mut result = Ok(());
+        if let Some(generation) = stream.receiving {
+            let cancel = opcode::AsyncCancel::new(tagged(KIND_RECV, fd, generation))
+                .build()
+                .user_data(IGNORED);
+            result = result.and(self.push(&cancel));
+        }
+        if let Some(generation) = stream.send_generation {
+            let data = tagged(KIND_SEND, fd, generation);
+            self.orphans
+                .push((data, std::mem::take(&mut stream.sending)));
+            let cancel = opcode::AsyncCancel::new(data).build().user_data(IGNORED);
+            result = result.and(self.push(&cancel));
+        }
+        result
+    }
+}
+
+/// The send request for the unsent part of `stream.sending`.
+fn send_entry(fd: RawFd, stream: &Stream) -> squeue::Entry {
+    let rest = &stream.sending[stream.sent..];
+    let generation = stream.send_generation.expect("a send in flight");
+    // The kernel reads `rest` until the send completes: `sending` is neither changed
+    // nor freed before that (a deleted stream's bytes wait in `State::orphans`, and
+    // `State::drop` waits for every send before freeing them).
+    opcode::Send::new(
+        types::Fd(fd),
+        rest.as_ptr(),
+        rest.len().min(u32::MAX as usize) as u32,
+    )
+    .flags(libc::MSG_NOSIGNAL)
+    .build()
+    .user_data(tagged(KIND_SEND, fd, generation))
+}
+
+impl Drop for State {
+    fn drop(&mut self) {
+        // Requests that use the loop's memory (receive buffers, send bytes) must end
+        // before that memory is freed: cancel them all and wait for their completions.
+        if self.in_kernel > 0 {
+            let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::any())
+                .build()
+                .user_data(IGNORED);
+            let _ = self.push(&cancel);
+            let mut events = Events::new();
+            let timeout = types::Timespec::from(Duration::from_millis(10));
+            for _ in 0..200 {
+                if self.in_kernel == 0 {
+                    break;
+                }
+                let args = types::SubmitArgs::new().timespec(&timeout);
+                let _ = self.ring.submitter().submit_with_args(1, &args);
+                events.list.clear();
+                self.reap(&mut events, false);
+            }
+        }
+        if self.in_kernel > 0 {
+            // The kernel still holds some of it: leaking is the only safe choice.
+            tracing::error!("io_uring requests did not end; their buffers are leaked");
+            self.orphans.drain(..).for_each(std::mem::forget);
+            self.streams.drain(..).for_each(std::mem::forget);
+            return;
+        }
+        if let Some(mut buffers) = self.buffers.take() {
+            let _ = self.ring.submitter().unregister_buf_ring(BUFFER_GROUP);
+            // SAFETY: no receive is in the kernel any more (`in_kernel` is 0) and the
+            // group is unregistered, so the kernel no longer touches the buffers.
+            unsafe { buffers.free() };
+        }
+    }
+}
+
+impl Backend {
+    /// Serves stream socket `fd` through the ring (multishot receive, queued sends)
+    /// once it is added. Returns false where this kernel cannot (no provided-buffer
+    /// rings, Linux 5.19): the fd is then watched for readiness like any other.
+    pub fn start_stream(&self, fd: RawFd) -> bool {
+        let Ok(index) = usize::try_from(fd) else {
+            return false;
+        };
+        let mut state = self.state.borrow_mut();
+        if state.buffers.is_none() {
+            match BufferRing::new(&state.ring) {
+                Ok(buffers) => state.buffers = Some(buffers),
+                Err(e) => {
+                    tracing::debug!("io_uring provided buffers refused: {e}");
+                    return false;
+                }
+            }
+        }
+        if index >= state.streams.len() {
+            state.streams.resize_with(index + 1, || None);
+        }
+        state.streams[index] = Some(Box::default());
+        true
+    }
+
+    /// Takes the next buffer received on stream `fd`, if reading is on, and passes its
+    /// bytes to `f`.
+    pub fn receive(&self, fd: RawFd, f: impl FnOnce(&[u8])) -> Received {
+        let taken = {
+            let mut state = self.state.borrow_mut();
+            let Some(stream) = state
+                .streams
+                .get_mut(fd as usize)
+                .and_then(|s| s.as_deref_mut())
+            else {
+                return Received::Nothing;
+            };
+            match stream.received.pop_front() {
+                Some(buffer) => buffer,
+                None => {
+                    return match stream.ended {
+                        None => Received::Nothing,
+                        Some(0) => Received::End,
+                        Some(e) => Received::Failed(io::Error::from_raw_os_error(-e)),
+                    }
+                }
+            }
+        };
+        let (id, len) = taken;
+        let bytes: *const [u8] = {
+            let state = self.state.borrow();
+            let buffers = state.buffers.as_ref().expect("streams have buffers");
+            buffers.slice(id, len as usize)
+        };
+        // SAFETY: the buffer belongs to the loop until `give_back` below: it is out of
+        // the kernel's ring, and `f` cannot free the backend, which its caller (a
+        // transport holding the loop) keeps alive; `f` may borrow the backend's state
+        // again, so the state's borrow is released while it runs.
+        f(unsafe { &*bytes });
+        let mut state = self.state.borrow_mut();
+        if let Some(buffers) = state.buffers.as_mut() {
+            buffers.give_back(id);
+        }
+        Received::Data
+    }
+
+    /// Queues `data` to be sent on stream `fd` with the next wait. Returns the bytes
+    /// not yet taken by the kernel, or the error that ended sending.
+    pub fn send(&self, fd: RawFd, data: &[u8]) -> io::Result<usize> {
+        let mut state = self.state.borrow_mut();
+        let Some(stream) = state
+            .streams
+            .get_mut(fd as usize)
+            .and_then(|s| s.as_deref_mut())
+        else {
+            return Err(io::Error::from_raw_os_error(libc::EBADF));
+        };
+        if let Some(e) = stream.send_error {
+            return Err(io::Error::from_raw_os_error(-e));
+        }
+        let first = stream.queued.is_empty() && stream.send_generation.is_none();
+        stream.queued.extend_from_slice(data);
+        let backlog = stream.backlog();
+        if first {
+            state.send_queued.push(fd);
+        }
+        Ok(backlog)
+    }
+
+    /// The bytes accepted on stream `fd` and not yet taken by the kernel, or the error
+    /// that ended sending.
+    pub fn backlog(&self, fd: RawFd) -> io::Result<usize> {
+        let state = self.state.borrow();
+        match state.streams.get(fd as usize).and_then(|s| s.as_deref()) {
+            Some(Stream {
+                send_error: Some(e),
+                ..
+            }) => Err(io::Error::from_raw_os_error(-e)),
+            Some(stream) => Ok(stream.backlog()),
+            None => Ok(0),
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! Choosing the loop's backend: the builder, `OXLOOP_BACKEND`, and the fallback to the
+//! default backend when io_uring is refused.
+//!
+//! The rest of the core's tests run on whichever backend `OXLOOP_BACKEND` names
+//! (`test.sh` runs them once more with `OXLOOP_BACKEND=io_uring`).
+
+#![cfg(target_os = "linux")]
+
+use oxloop::{BackendKind, EventLoop};
+use std::cell::Cell;
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Whether this machine lets a process set up an io_uring (the tests that need one say
+/// so and pass vacuously where it cannot).
+fn io_uring_allowed() -> bool {
+    std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+        .map(|s| s.trim() == "0")
+        .unwrap_or(false)
+        && EventLoop::builder()
+            .backend(BackendKind::IoUring)
+            .build_detached()
+            .map(|ev| ev.backend() == BackendKind::IoUring)
+            .unwrap_or(false)
+}
+
+/// An echo round trip through `add_reader` and a timer, on `ev`.
+fn echo_round_trip(ev: &EventLoop) {
+    let (a, mut b) = UnixStream::pair().unwrap();
+    a.set_nonblocking(true).unwrap();
+    let got = Rc::new(Cell::new(0usize));
+    let (g, e, mut sock) = (got.clone(), ev.clone(), a.try_clone().unwrap());
+    let fd = a.as_raw_fd();
+    ev.add_reader(fd, move || {
+        let mut buf = [0u8; 16];
+        let n = sock.read(&mut buf).unwrap();
+        sock.write_all(&buf[..n]).unwrap();
+        g.set(g.get() + n);
+        e.remove_reader(fd);
+    })
+    .unwrap();
+    let fired = Rc::new(Cell::new(false));
+    let f = fired.clone();
+    ev.call_later(Duration::from_millis(5), move || f.set(true));
+    b.write_all(b"ping").unwrap();
+    ev.run().unwrap();
+    let mut back = [0u8; 4];
+    b.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"ping");
+    assert_eq!(got.get(), 4);
+    assert!(fired.get());
+}
+
+#[test]
+fn the_builder_chooses_the_backend_and_the_loop_says_which() {
+    let ev = EventLoop::builder()
+        .backend(BackendKind::Epoll)
+        .build_detached()
+        .unwrap();
+    assert_eq!(ev.backend(), BackendKind::Epoll);
+    assert_eq!(ev.backend_fallback(), None);
+    echo_round_trip(&ev);
+
+    if !io_uring_allowed() {
+        eprintln!("io_uring is not allowed here: its half of this test is skipped");
+        return;
+    }
+    let ev = EventLoop::builder()
+        .backend(BackendKind::IoUring)
+        .build_detached()
+        .unwrap();
+    assert_eq!(ev.backend(), BackendKind::IoUring);
+    assert_eq!(ev.backend_fallback(), None);
+    echo_round_trip(&ev);
+}
+
+#[test]
+fn backend_names_round_trip() {
+    for kind in [
+        BackendKind::Epoll,
+        BackendKind::IoUring,
+        BackendKind::Portable,
+    ] {
+        assert_eq!(BackendKind::from_name(kind.name()), Some(kind));
+        assert_eq!(kind.to_string(), kind.name());
+    }
+    assert_eq!(
+        BackendKind::from_name("IO-URING"),
+        Some(BackendKind::IoUring)
+    );
+    assert_eq!(BackendKind::from_name("kqueue"), None);
+}
+
+/// Installs, on the calling thread only, a seccomp filter that answers
+/// `io_uring_setup` with `EPERM` (as Docker's default profile does) and allows every
+/// other system call.
+fn refuse_io_uring_on_this_thread() {
+    const IO_URING_SETUP: u32 = libc::SYS_io_uring_setup as u32;
+    #[cfg(target_arch = "x86_64")]
+    const AUDIT_ARCH: u32 = 0xc000_003e;
+    #[cfg(target_arch = "aarch64")]
+    const AUDIT_ARCH: u32 = 0xc000_00b7;
+    const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
+    const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
+    let stmt = |code: u16, k: u32| libc::sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let jump = |code: u16, k: u32, jt: u8, jf: u8| libc::sock_filter { code, jt, jf, k };
+    let ld_w_abs = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+    let jeq_k = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+    let ret_k = (libc::BPF_RET | libc::BPF_K) as u16;
+    // struct seccomp_data { int nr; __u32 arch; ... }
+    let mut program = [
+        stmt(ld_w_abs, 4),                                   // arch
+        jump(jeq_k, AUDIT_ARCH, 1, 0),                       // our architecture: go on
+        stmt(ret_k, SECCOMP_RET_ALLOW),                      // another: not ours to judge
+        stmt(ld_w_abs, 0),                                   // system call number
+        jump(jeq_k, IO_URING_SETUP, 0, 1),                   // io_uring_setup:
+        stmt(ret_k, SECCOMP_RET_ERRNO | libc::EPERM as u32), // refused
+        stmt(ret_k, SECCOMP_RET_ALLOW),
+    ];
+    let fprog = libc::sock_fprog {
+        len: program.len() as u16,
+        filter: program.as_mut_ptr(),
+    };
+    // SAFETY: PR_SET_NO_NEW_PRIVS takes plain integers. PR_SET_SECCOMP reads the
+    // program through `fprog`, which points at `program`; both live on this stack frame
+    // for the whole call, and the kernel copies the program before returning. Without
+    // SECCOMP_FILTER_FLAG_TSYNC the filter applies to this thread alone.
+    unsafe {
+        assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+        assert_eq!(
+            libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER,
+                &fprog as *const libc::sock_fprog,
+            ),
+            0,
+            "seccomp filter: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+#[test]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn a_refused_io_uring_falls_back_to_the_default_backend_and_says_why() {
+    // On a thread of its own: the filter stays with the thread, which ends here.
+    std::thread::spawn(|| {
+        refuse_io_uring_on_this_thread();
+        let ev = EventLoop::builder()
+            .backend(BackendKind::IoUring)
+            .build()
+            .unwrap();
+        assert_eq!(ev.backend(), BackendKind::DEFAULT);
+        let reason = ev.backend_fallback().expect("a reason for the fallback");
+        assert!(reason.contains("io_uring"), "{reason}");
+        assert!(
+            reason.contains(&std::io::Error::from_raw_os_error(libc::EPERM).to_string()),
+            "{reason}"
+        );
+        // The loop it fell back to works.
+        echo_round_trip(&ev);
+    })
+    .join()
+    .unwrap();
+}
+
+/// Run by the test below in a child process, with `OXLOOP_BACKEND` set: the loops it
+/// creates use the backend named there (`OXLOOP_EXPECTED_BACKEND`).
+#[test]
+#[ignore = "run by the_environment_variable_chooses_the_backend, in a child process"]
+fn loops_use_the_backend_the_environment_names() {
+    let expected = std::env::var("OXLOOP_EXPECTED_BACKEND").unwrap();
+    let ev = EventLoop::new().unwrap();
+    assert_eq!(ev.backend().name(), expected, "{:?}", ev.backend_fallback());
+    echo_round_trip(&ev);
+    // The builder's choice wins over the environment's.
+    let other = EventLoop::builder()
+        .backend(BackendKind::Epoll)
+        .build_detached()
+        .unwrap();
+    assert_eq!(other.backend(), BackendKind::Epoll);
+}
+
+#[test]
+fn the_environment_variable_chooses_the_backend() {
+    let mut cases = vec![
+        ("epoll", "epoll"),
+        ("no-such-backend", BackendKind::DEFAULT.name()),
+    ];
+    if io_uring_allowed() {
+        cases.push(("io_uring", "io_uring"));
+    }
+    for (variable, expected) in cases {
+        let output = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--ignored",
+                "--exact",
+                "loops_use_the_backend_the_environment_names",
+            ])
+            .env(oxloop::BACKEND_VARIABLE, variable)
+            .env("OXLOOP_EXPECTED_BACKEND", expected)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success() && stdout.contains("1 passed"),
+            "OXLOOP_BACKEND={variable}: {stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+/// Echoes every byte back through its transport.
+struct Echo {
+    transport: Option<oxloop::protocol::Transport>,
+}
+
+impl oxloop::protocol::Protocol for Echo {
+    fn connection_made(&mut self, transport: oxloop::protocol::Transport) {
+        self.transport = Some(transport);
+    }
+    fn data_received(&mut self, data: &[u8]) {
+        if let Some(t) = &self.transport {
+            t.write(data).unwrap();
+        }
+    }
+}
+
+/// A byte pattern that shows where a chunk came from if bytes are lost, repeated or
+/// reordered.
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+#[test]
+fn io_uring_transports_echo_many_buffers_intact() {
+    use oxloop::protocol::LoopNetExt;
+    if !io_uring_allowed() {
+        eprintln!("io_uring is not allowed here: skipped");
+        return;
+    }
+    let ev = EventLoop::builder()
+        .backend(BackendKind::IoUring)
+        .build()
+        .unwrap();
+    let server = ev
+        .create_server("127.0.0.1:0", || Echo { transport: None })
+        .unwrap();
+    let addr = server.socket_addrs()[0];
+    // 8 MiB: the receive ring's buffers (4 MiB in all) are each reused, and the
+    // client writes while it reads, so sends queue up behind one another.
+    let sent = pattern(8 << 20);
+    let expected = sent.clone();
+    let client = std::thread::spawn(move || {
+        let stream = std::net::TcpStream::connect(addr).unwrap();
+        let mut reader = stream.try_clone().unwrap();
+        let writer = std::thread::spawn(move || {
+            let mut stream = stream;
+            for chunk in sent.chunks(7919) {
+                stream.write_all(chunk).unwrap();
+            }
+            stream.shutdown(std::net::Shutdown::Write).unwrap();
+        });
+        let mut got = Vec::new();
+        reader.read_to_end(&mut got).unwrap();
+        writer.join().unwrap();
+        got
+    });
+    ev.call_later(Duration::from_secs(60), move || panic!("timed out"))
+        .unref();
+    // Runs until the client saw the end of the echo (the server closes on EOF, once
+    // everything queued was sent).
+    while !client.is_finished() {
+        ev.run_once(Some(Duration::from_millis(50))).unwrap();
+    }
+    server.close();
+    let got = client.join().unwrap();
+    assert_eq!(got.len(), expected.len());
+    assert!(got == expected, "echoed bytes differ");
+}
+
+#[test]
+fn an_io_uring_loop_dropped_with_sends_in_the_kernel_frees_them_safely() {
+    use oxloop::protocol::LoopNetExt;
+    if !io_uring_allowed() {
+        eprintln!("io_uring is not allowed here: skipped");
+        return;
+    }
+    // The peer never reads: sends stay in the kernel, waiting for window space, when
+    // the loop is dropped.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let ev = EventLoop::builder()
+        .backend(BackendKind::IoUring)
+        .build_detached()
+        .unwrap();
+    let connected = Rc::new(Cell::new(false));
+    let c = connected.clone();
+    ev.create_connection(
+        addr,
+        Echo { transport: None },
+        &oxloop::protocol::ConnectOptions::new(),
+        move |result| {
+            let t = result.unwrap();
+            t.set_write_buffer_limits(64 << 20, 0).unwrap();
+            t.write(&pattern(32 << 20)).unwrap();
+            c.set(true);
+        },
+    )
+    .unwrap();
+    let (_peer, _) = listener.accept().unwrap();
+    for _ in 0..20 {
+        ev.run_once(Some(Duration::from_millis(10))).unwrap();
+    }
+    assert!(connected.get());
+    // Destroying drops the transport (its send's bytes go to the backend's orphans, the
+    // send is cancelled); dropping the last handle drops the backend, which waits for
+    // the cancelled send to end before the bytes are freed.
+    ev.destroy();
+    drop(ev);
+}
