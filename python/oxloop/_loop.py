@@ -94,11 +94,15 @@ class _WatcherMap(dict):
 
 # Signals. A handler added with `Loop.add_signal_handler` is installed through Python's
 # `signal` module, as asyncio's own loop does, so that `signal.getsignal()` shows it and
-# code that saves and restores handlers with `signal.signal()` puts it back. The
-# Python-level handler is `_deliver_signal`: it queues the loop's handle of that signal
-# on every loop that watches it. Python runs it on the main thread between bytecodes;
-# while a loop runs on the main thread, `signal.set_wakeup_fd` points at a socket the
-# loop watches, so a signal wakes the loop's wait and the handler runs right after it.
+# code that saves and restores handlers with `signal.signal()` puts it back. As on
+# asyncio's loop and uvloop, a loop learns of a signal two ways: while it runs on the
+# main thread, `signal.set_wakeup_fd` points at a socket it watches, so every signal
+# Python catches wakes it and names itself there, whichever Python handler is installed
+# at the moment (uvicorn replaces handlers while it serves and still expects the loop's
+# to run); and the Python-level handler, `_deliver_signal`, notes the signal on every
+# loop that watches it, which also reaches a loop that is not listening on its socket
+# (not running, or running on another thread). The two are merged, so a signal that
+# came both ways runs the loop's handler once.
 
 # signal number -> the loops that watch it, in the order they started.
 _signal_watchers: dict[int, list[weakref.ref]] = {}
@@ -107,12 +111,17 @@ _handlers_before: dict[int, object] = {}
 
 
 def _deliver_signal(signum: int, frame) -> None:
-    """The Python-level handler of every signal an `oxloop.Loop` handles: queues the
-    loop's handler on each loop that watches `signum`."""
+    """The Python-level handler of every signal an `oxloop.Loop` handles: notes it on
+    each loop that watches `signum`."""
     for ref in list(_signal_watchers.get(signum, ())):
         loop = ref()
         if loop is not None:
-            loop._signal_arrived(signum)
+            loop._signal_noted(signum)
+
+
+def _run_python_signal_handlers() -> None:
+    """Nothing: calling a Python function lets the interpreter run the Python-level
+    signal handlers that are pending (`_deliver_signal` among them)."""
 
 
 def _watch_signal(loop: Loop, sig: int) -> None:
@@ -172,6 +181,8 @@ class Loop(_oxloop.LoopCore, unix_events.SelectorEventLoop):
         # handler), and the wake-up fd to put back when a run ends.
         self._signal_sockets: tuple[socket.socket, socket.socket] | None = None
         self._wakeup_fd_before: int | None = None
+        # Signals `_deliver_signal` noted and the loop has not handled yet.
+        self._noted_signals: set[int] = set()
         unix_events.SelectorEventLoop.__init__(self, _WatcherView(self))
         self._clock_changed()
 
@@ -483,23 +494,44 @@ class Loop(_oxloop.LoopCore, unix_events.SelectorEventLoop):
         _unwatch_signal(self, sig)
         return True
 
-    def _signal_arrived(self, sig: int) -> None:
-        """Queues the handler of `sig` (called by `_deliver_signal`, on the main thread,
-        possibly while this loop runs on another)."""
-        handle = self._signal_handlers.get(sig)
-        if handle is None or handle.cancelled() or self.is_closed():
+    def _signal_noted(self, sig: int) -> None:
+        """`_deliver_signal` saw `sig` (on the main thread, possibly while this loop runs
+        on another). A loop listening on its wake-up socket also finds it there; any
+        other is told through a callback."""
+        if self.is_closed():
             return
-        self._call_handle_soon(handle)
+        self._noted_signals.add(sig)
+        if self._wakeup_fd_before is None:
+            self.call_soon_threadsafe(self._handle_signals, b"")
 
     def _drain_signal_wakeups(self) -> None:
-        """Empties the wake-up socket; the signals' Python handler has run (or runs
-        right after this iteration) and queued their handlers."""
+        """Reads the signals Python's wake-up wrote to the loop's socket and queues
+        their handlers."""
+        _run_python_signal_handlers()
         reader = self._signal_sockets[0]
+        data = b""
         try:
-            while reader.recv(4096):
-                pass
+            while chunk := reader.recv(4096):
+                data += chunk
         except (BlockingIOError, InterruptedError):
             pass
+        self._handle_signals(data)
+
+    def _handle_signals(self, data: bytes) -> None:
+        """Queues the handlers of the signals named in `data` (from the wake-up socket)
+        and of those `_deliver_signal` noted, each signal once."""
+        noted, self._noted_signals = self._noted_signals, set()
+        for sig in data:
+            if sig:  # a 0 byte is no signal
+                noted.discard(sig)
+                self._queue_signal_handler(sig)
+        for sig in noted:
+            self._queue_signal_handler(sig)
+
+    def _queue_signal_handler(self, sig: int) -> None:
+        handle = self._signal_handlers.get(sig)
+        if handle is not None and not handle.cancelled() and not self.is_closed():
+            self._call_handle_soon(handle)
 
     def _listen_for_signals(self) -> None:
         """While the loop runs on the main thread and has a signal handler, Python's
@@ -518,6 +550,9 @@ class Loop(_oxloop.LoopCore, unix_events.SelectorEventLoop):
         before, self._wakeup_fd_before = self._wakeup_fd_before, None
         if _is_main_thread():
             signal.set_wakeup_fd(before)
+        # Signals that came while the loop listened and that it has not read yet: their
+        # handlers run in the next run.
+        self._drain_signal_wakeups()
 
     # Subprocesses: reaped through a pidfd watched by the loop, no watcher thread.
     async def _make_subprocess_transport(

@@ -147,6 +147,8 @@ impl LoopCore {
     /// With the loop's own clock: queues the timers whose deadline that clock has reached
     /// (a patched clock may jump ahead of the real one) and forgets the ones that ran or
     /// were cancelled. Called after every iteration while such timers exist.
+    #[cold]
+    #[inline(never)]
     fn fire_own_clock_timers(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();

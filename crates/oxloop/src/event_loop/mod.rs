@@ -681,7 +681,7 @@ impl EventLoop {
     fn iterate(&self, max_wait: Option<Duration>) -> io::Result<()> {
         let inner = &*self.inner;
         let mut events = inner.events.borrow_mut();
-        let (notified, mut defer_io) = {
+        let (mut notified, behind_ready) = {
             let mut state = inner.state.borrow_mut();
             let state = &mut *state;
             if state.destroyed {
@@ -709,33 +709,25 @@ impl EventLoop {
             }
             state.now_fresh = false;
             result?;
-            (
-                notified,
-                inner.io_behind_ready.get() && state.ready.live() != 0,
-            )
+            let behind_ready = inner.io_behind_ready.get() && (notified || state.ready.live() != 0);
+            (notified, behind_ready)
         };
 
-        // asyncio's order: calls from other threads were made before this wait ended,
-        // so they go before the I/O it reported.
-        let remote_first = notified && inner.io_behind_ready.get();
-        if remote_first {
-            self.run_remote_calls();
-            defer_io = inner.state.borrow().ready.live() != 0;
-        }
-        for ready in events.iter() {
-            if ready.fd == inner.waker_fd {
-                inner.shared.waker.drain();
-                continue;
-            }
-            if defer_io {
-                self.dispatch_later(ready);
-            } else {
+        // With `io_behind_ready`, when anything came before the wait's I/O: asyncio's
+        // order, off the busy path.
+        let defer_io = behind_ready && self.queue_io_behind_ready(&events, &mut notified);
+        if !defer_io {
+            for ready in events.iter() {
+                if ready.fd == inner.waker_fd {
+                    inner.shared.waker.drain();
+                    continue;
+                }
                 self.dispatch_ready(ready);
             }
         }
         drop(events);
 
-        if notified && !remote_first {
+        if notified {
             self.run_remote_calls();
         }
         let (signals, timers) = {
@@ -770,6 +762,29 @@ impl EventLoop {
             Target::Writer => self.dispatch_fd(ready.fd, Direction::Write),
             Target::Nothing => {}
         }
+    }
+
+    /// asyncio's order for an iteration (see [`EventLoop::set_io_behind_ready`]): runs
+    /// the calls from other threads first (clearing `notified`), then, if the ready
+    /// queue holds callbacks, queues the wait's fd events behind them. Returns whether
+    /// it did (the due timers then follow them too).
+    #[cold]
+    #[inline(never)]
+    fn queue_io_behind_ready(&self, events: &Events, notified: &mut bool) -> bool {
+        if std::mem::take(notified) {
+            self.run_remote_calls();
+        }
+        if self.inner.state.borrow().ready.live() == 0 {
+            return false;
+        }
+        for ready in events.iter() {
+            if ready.fd == self.inner.waker_fd {
+                self.inner.shared.waker.drain();
+                continue;
+            }
+            self.dispatch_later(ready);
+        }
+        true
     }
 
     /// Queues a readiness report behind the ready callbacks (see
