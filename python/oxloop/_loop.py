@@ -19,6 +19,7 @@ import socket
 import stat
 import sys
 import threading
+import weakref
 from asyncio import coroutines, events, exceptions, sslproto, tasks, unix_events
 
 from . import _oxloop, sources
@@ -91,6 +92,81 @@ class _WatcherMap(dict):
         return selectors.SelectorKey(fileobj, fd, mask, (reader, writer))
 
 
+# Signals. A handler added with `Loop.add_signal_handler` is installed through Python's
+# `signal` module, as asyncio's own loop does, so that `signal.getsignal()` shows it and
+# code that saves and restores handlers with `signal.signal()` puts it back. As on
+# asyncio's loop and uvloop, a loop learns of a signal two ways: while it runs on the
+# main thread, `signal.set_wakeup_fd` points at a socket it watches, so every signal
+# Python catches wakes it and names itself there, whichever Python handler is installed
+# at the moment (uvicorn replaces handlers while it serves and still expects the loop's
+# to run); and the Python-level handler, `_deliver_signal`, notes the signal on every
+# loop that watches it, which also reaches a loop that is not listening on its socket
+# (not running, or running on another thread). The two are merged, so a signal that
+# came both ways runs the loop's handler once.
+
+# signal number -> the loops that watch it, in the order they started.
+_signal_watchers: dict[int, list[weakref.ref]] = {}
+# signal number -> the handler Python had before the first loop watched it.
+_handlers_before: dict[int, object] = {}
+
+
+def _deliver_signal(signum: int, frame) -> None:
+    """The Python-level handler of every signal an `oxloop.Loop` handles: notes it on
+    each loop that watches `signum`."""
+    for ref in list(_signal_watchers.get(signum, ())):
+        loop = ref()
+        if loop is not None:
+            loop._signal_noted(signum)
+
+
+def _run_python_signal_handlers() -> None:
+    """Nothing: calling a Python function lets the interpreter run the Python-level
+    signal handlers that are pending (`_deliver_signal` among them)."""
+
+
+def _watch_signal(loop: Loop, sig: int) -> None:
+    """Installs `_deliver_signal` for `sig` (if no loop did yet) and lists `loop`."""
+    watchers = _signal_watchers.get(sig)
+    if watchers is None:
+        before = signal.getsignal(sig)
+        signal.signal(sig, _deliver_signal)
+        # SA_RESTART, as asyncio sets it: fewer EINTRs in the program's other calls.
+        signal.siginterrupt(sig, False)
+        _handlers_before[sig] = before
+        watchers = _signal_watchers[sig] = []
+    elif signal.getsignal(sig) is not _deliver_signal:
+        # Replaced meanwhile by other code (which has kept the handle): ours again.
+        signal.signal(sig, _deliver_signal)
+        signal.siginterrupt(sig, False)
+    if not any(ref() is loop for ref in watchers):
+        watchers.append(weakref.ref(loop))
+
+
+def _unwatch_signal(loop: Loop, sig: int) -> None:
+    """Unlists `loop`; when no loop watches `sig` any more, puts back the handler Python
+    had before, unless other code has installed its own handler since."""
+    watchers = _signal_watchers.get(sig)
+    if watchers is None:
+        return
+    watchers[:] = [ref for ref in watchers if ref() is not None and ref() is not loop]
+    if watchers:
+        return
+    del _signal_watchers[sig]
+    before = _handlers_before.pop(sig, None)
+    if signal.getsignal(sig) is not _deliver_signal:
+        return
+    if before is None:  # installed outside Python: the nearest Python can restore
+        before = signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL
+    try:
+        signal.signal(sig, before)
+    except (OSError, ValueError, TypeError):
+        signal.signal(sig, signal.SIG_DFL)
+
+
+def _is_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
 class Loop(_oxloop.LoopCore, unix_events.SelectorEventLoop):
     """An asyncio event loop (`asyncio.AbstractEventLoop`) driven by the oxloop core.
 
@@ -101,7 +177,32 @@ class Loop(_oxloop.LoopCore, unix_events.SelectorEventLoop):
     def __init__(self) -> None:
         # pidfd -> pid of each child whose exit the loop still waits for.
         self._child_pidfds: dict[int, int] = {}
+        # The socket pair Python's signal wake-up writes to (made with the first signal
+        # handler), and the wake-up fd to put back when a run ends.
+        self._signal_sockets: tuple[socket.socket, socket.socket] | None = None
+        self._wakeup_fd_before: int | None = None
+        # Signals `_deliver_signal` noted and the loop has not handled yet.
+        self._noted_signals: set[int] = set()
         unix_events.SelectorEventLoop.__init__(self, _WatcherView(self))
+        self._clock_changed()
+
+    # The clock. The core reckons timers on the monotonic clock, which is what `time()`
+    # reads. A subclass that overrides `time`, or code that sets `loop.time` (a test's
+    # mock clock), makes the loop reckon deadlines from that `time()` instead, as
+    # asyncio's loop always does: see `LoopCore._set_own_clock`.
+    def __setattr__(self, name: str, value) -> None:
+        object.__setattr__(self, name, value)
+        if name == "time":
+            self._clock_changed()
+
+    def __delattr__(self, name: str) -> None:
+        object.__delattr__(self, name)
+        if name == "time":
+            self._clock_changed()
+
+    def _clock_changed(self) -> None:
+        own = "time" in self.__dict__ or type(self).time is not _oxloop.LoopCore.time
+        self._set_own_clock(own)
 
     def __repr__(self) -> str:
         return (
@@ -143,8 +244,10 @@ class Loop(_oxloop.LoopCore, unix_events.SelectorEventLoop):
                 finalizer=self._asyncgen_finalizer_hook,
             )
             events._set_running_loop(self)
+            self._listen_for_signals()
             self._run_forever_core(self.slow_callback_duration if self._debug else None)
         finally:
+            self._stop_listening_for_signals()
             self._stopping = False
             self._thread_id = None
             events._set_running_loop(None)
@@ -181,8 +284,10 @@ class Loop(_oxloop.LoopCore, unix_events.SelectorEventLoop):
                 finalizer=self._asyncgen_finalizer_hook,
             )
             events._set_running_loop(self)
+            self._listen_for_signals()
             self._run_once_core(timeout, self.slow_callback_duration if self._debug else None)
         finally:
+            self._stop_listening_for_signals()
             self._stopping = False
             self._thread_id = None
             events._set_running_loop(outer_loop)
@@ -203,8 +308,14 @@ class Loop(_oxloop.LoopCore, unix_events.SelectorEventLoop):
             return
         sources.close_sources(self)
         super().close()
+        for sig in list(self._signal_handlers):
+            self.remove_signal_handler(sig)
         self._close_core()
         self._forget_children()
+        if self._signal_sockets is not None:
+            for sock in self._signal_sockets:
+                sock.close()
+            self._signal_sockets = None
 
     def _forget_children(self) -> None:
         """Closes the pidfds of children still running when the loop closes; a
@@ -336,34 +447,112 @@ class Loop(_oxloop.LoopCore, unix_events.SelectorEventLoop):
             host, port, family=family, type=type, proto=proto, flags=flags
         )
 
-    # Signals: the core's own handlers (several loops may watch the same process).
+    # Signals: through Python's `signal` module (see `_deliver_signal` above).
     def add_signal_handler(self, sig, callback, *args) -> None:
-        """Runs `callback(*args)` whenever signal `sig` arrives (main thread only)."""
+        """Runs `callback(*args)` whenever signal `sig` arrives (main thread only).
+
+        As on asyncio's loop, Python's `signal.getsignal(sig)` then reports a handler
+        (oxloop's), and a handler saved and restored with `signal.signal` keeps working."""
         if coroutines.iscoroutine(callback) or coroutines.iscoroutinefunction(callback):
             raise TypeError("coroutines cannot be used with add_signal_handler()")
         self._check_signal(sig)
         self._check_closed()
-        if threading.current_thread() is not threading.main_thread():
+        if not _is_main_thread():
             raise RuntimeError("set_wakeup_fd only works in main thread of the main interpreter")
         if sig in (signal.SIGKILL, signal.SIGSTOP):
             raise RuntimeError(f"sig {sig:d} cannot be caught")
+        if self._signal_sockets is None:
+            reader, writer = socket.socketpair()
+            reader.setblocking(False)
+            writer.setblocking(False)
+            self._signal_sockets = (reader, writer)
+            self._add_reader(reader.fileno(), self._drain_signal_wakeups)
         handle = _oxloop.Handle(callback, args, self, None)
         try:
-            self._add_signal_handler(sig, handle)
+            _watch_signal(self, sig)
         except OSError as exc:
             if exc.errno == errno.EINVAL:
                 raise RuntimeError(f"sig {sig:d} cannot be caught") from None
             raise
+        except ValueError as exc:
+            raise RuntimeError(str(exc)) from None
+        old = self._signal_handlers.get(sig)
+        if old is not None:
+            old.cancel()
         self._signal_handlers[sig] = handle
+        if self.is_running():
+            self._listen_for_signals()
 
     def remove_signal_handler(self, sig) -> bool:
-        """Removes the handler of `sig`; whether there was one."""
+        """Removes the handler of `sig`; whether there was one. When no loop handles
+        `sig` any more, Python's handler from before the first one is put back."""
         self._check_signal(sig)
-        if self._signal_handlers.pop(sig, None) is None:
+        handle = self._signal_handlers.pop(sig, None)
+        if handle is None:
             return False
+        handle.cancel()
+        _unwatch_signal(self, sig)
+        return True
+
+    def _signal_noted(self, sig: int) -> None:
+        """`_deliver_signal` saw `sig` (on the main thread, possibly while this loop runs
+        on another). A loop listening on its wake-up socket also finds it there; any
+        other is told through a callback."""
         if self.is_closed():
-            return True
-        return self._remove_signal_handler(sig)
+            return
+        self._noted_signals.add(sig)
+        if self._wakeup_fd_before is None:
+            self.call_soon_threadsafe(self._handle_signals, b"")
+
+    def _drain_signal_wakeups(self) -> None:
+        """Reads the signals Python's wake-up wrote to the loop's socket and queues
+        their handlers."""
+        _run_python_signal_handlers()
+        reader = self._signal_sockets[0]
+        data = b""
+        try:
+            while chunk := reader.recv(4096):
+                data += chunk
+        except (BlockingIOError, InterruptedError):
+            pass
+        self._handle_signals(data)
+
+    def _handle_signals(self, data: bytes) -> None:
+        """Queues the handlers of the signals named in `data` (from the wake-up socket)
+        and of those `_deliver_signal` noted, each signal once."""
+        noted, self._noted_signals = self._noted_signals, set()
+        for sig in data:
+            if sig:  # a 0 byte is no signal
+                noted.discard(sig)
+                self._queue_signal_handler(sig)
+        for sig in noted:
+            self._queue_signal_handler(sig)
+
+    def _queue_signal_handler(self, sig: int) -> None:
+        handle = self._signal_handlers.get(sig)
+        if handle is not None and not handle.cancelled() and not self.is_closed():
+            self._call_handle_soon(handle)
+
+    def _listen_for_signals(self) -> None:
+        """While the loop runs on the main thread and has a signal handler, Python's
+        signal wake-up writes to its socket, so a signal ends the loop's wait at once."""
+        if self._signal_sockets is None or self._wakeup_fd_before is not None:
+            return
+        if not _is_main_thread():
+            return
+        self._wakeup_fd_before = signal.set_wakeup_fd(
+            self._signal_sockets[1].fileno(), warn_on_full_buffer=False
+        )
+
+    def _stop_listening_for_signals(self) -> None:
+        if self._wakeup_fd_before is None:
+            return
+        before, self._wakeup_fd_before = self._wakeup_fd_before, None
+        if _is_main_thread():
+            signal.set_wakeup_fd(before)
+        # Signals that came while the loop listened and that it has not read yet: their
+        # handlers run in the next run.
+        self._drain_signal_wakeups()
 
     # Subprocesses: reaped through a pidfd watched by the loop, no watcher thread.
     async def _make_subprocess_transport(

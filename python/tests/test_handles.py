@@ -168,3 +168,39 @@ def test_cycle_through_a_handles_context_is_collected(loop):
     del h, ctx, holder
     gc.collect()
     assert gone() is None
+
+
+def _private_surface(lp):
+    """What libraries read of asyncio's handles, beyond the public methods."""
+    ctx = contextvars.copy_context()
+    soon = lp.call_soon(_cb, 1, context=ctx)
+    at_int = lp.call_at(int(lp.time()) + 100, _cb)
+    later = lp.call_later(100, _cb, "x")
+    seen = {
+        "soon": (soon._callback is _cb, soon._args, soon._cancelled, soon._context is ctx),
+        "at_int": (type(at_int.when()).__name__, type(at_int._when).__name__),
+        "at_int_when": at_int.when() == at_int._when,
+        "later": (type(later._when).__name__, later._when == later.when(), later._args),
+        "scheduled": (at_int._scheduled, later._scheduled),
+    }
+    soon.cancel()
+    later.cancel()
+    # (`_scheduled` after a cancel differs: asyncio's cancelled timer stays in its heap
+    # until it would have been due or the heap is cleaned; oxloop's leaves at once.)
+    seen["after_cancel"] = (soon._cancelled, later._cancelled)
+    fired = lp.call_later(0, lp.stop)
+    lp.run_forever()
+    seen["after_firing"] = fired._scheduled
+    at_int.cancel()
+    return seen
+
+
+def test_private_attributes_same_as_asyncio():
+    surfaces = []
+    for lp in (asyncio.SelectorEventLoop(), oxloop.new_event_loop()):
+        try:
+            surfaces.append(_private_surface(lp))
+        finally:
+            lp.close()
+    assert surfaces[1] == surfaces[0]
+    assert surfaces[1]["at_int"] == ("int", "int")

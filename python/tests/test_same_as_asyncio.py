@@ -232,3 +232,67 @@ def test_protocol_callbacks_run_in_the_context_the_server_was_made_in():
 
     trace = _both(scenario)
     assert ("data_received", "server") in trace
+
+
+def test_due_timer_before_the_callbacks_an_io_callback_schedules():
+    def scenario(loop, trace):
+        a, b = socket.socketpair()
+        try:
+
+            def on_read():
+                trace.append(("read", b.recv(10)))
+                loop.remove_reader(b)
+                loop.call_soon(trace.append, "scheduled-by-read")
+
+            loop.add_reader(b, on_read)
+            a.send(b"x")
+            loop.call_at(loop.time() - 1, trace.append, "timer")
+            loop.call_later(0.05, loop.stop)
+            loop.run_forever()
+        finally:
+            a.close()
+            b.close()
+
+    assert _both(scenario)
+
+
+def test_callbacks_ready_before_the_wait_run_before_a_transports_read():
+    """A task's first step, queued before the wait that reports a stream transport's
+    bytes, runs before `data_received` (aiohttp's concurrent close relies on it)."""
+
+    def scenario(loop, trace):
+        class Server(asyncio.Protocol):
+            def connection_made(self, transport):
+                self.transport = transport
+
+            def data_received(self, data):
+                trace.append(("server read", data))
+                self.transport.write(b"reply")
+
+        class Client(asyncio.Protocol):
+            def data_received(self, data):
+                trace.append(("client read", data))
+
+        async def main():
+            server = await loop.create_server(Server, "127.0.0.1", 0)
+            transport, _ = await loop.create_connection(Client, *server.sockets[0].getsockname())
+            await asyncio.sleep(0.05)
+            transport.write(b"ask")
+            # The bytes are in the server's socket before the next wait; the task's
+            # first step was queued before it.
+            await asyncio.sleep(0.05)
+
+            async def step():
+                trace.append("task")
+
+            for _ in range(3):
+                transport.write(b"more")
+                loop.create_task(step())
+                await asyncio.sleep(0.05)
+            transport.close()
+            server.close()
+            await server.wait_closed()
+
+        loop.run_until_complete(asyncio.wait_for(main(), 10))
+
+    assert _both(scenario)

@@ -357,3 +357,139 @@ def test_two_signals_at_once(loop):
     loop.remove_signal_handler(signal.SIGUSR1)
     loop.remove_signal_handler(signal.SIGUSR2)
     assert sorted(got) == ["usr1", "usr2"]
+
+
+def test_getsignal_shows_the_loops_handler(loop):
+    """As on asyncio's loop, Python's `signal` module sees a handler while the loop
+    handles the signal, and the one from before once it no longer does."""
+    before = signal.getsignal(signal.SIGUSR1)
+    loop.add_signal_handler(signal.SIGUSR1, print)
+    installed = signal.getsignal(signal.SIGUSR1)
+    assert callable(installed) and installed not in (signal.SIG_DFL, signal.SIG_IGN)
+    assert loop.remove_signal_handler(signal.SIGUSR1)
+    assert signal.getsignal(signal.SIGUSR1) == before
+
+
+def _save_and_restore_around(lp) -> list:
+    got = []
+
+    async def main():
+        import asyncio
+
+        lp.add_signal_handler(signal.SIGUSR1, got.append, "loop")
+        saved = signal.signal(signal.SIGUSR1, lambda *a: got.append("own"))
+        try:
+            signal.raise_signal(signal.SIGUSR1)
+            for _ in range(400):
+                if "loop" in got:
+                    break
+                await asyncio.sleep(0.005)
+        finally:
+            signal.signal(signal.SIGUSR1, saved)
+        signal.raise_signal(signal.SIGUSR1)
+        for _ in range(400):
+            if got.count("loop") == 2:
+                break
+            await asyncio.sleep(0.005)
+        lp.remove_signal_handler(signal.SIGUSR1)
+
+    try:
+        run(lp, main())
+    finally:
+        lp.close()
+    return got
+
+
+def test_python_handler_saved_and_restored_around_the_loops():
+    """uvicorn's `capture_signals`: `signal.signal(sig, own)` returns the loop's
+    handler, which is given back to `signal.signal` afterwards. Meanwhile the signal
+    goes to `own` and, as on asyncio's loop (through the wake-up fd), to the loop's
+    handler too; afterwards to the loop's handler."""
+    import asyncio
+
+    want = _save_and_restore_around(asyncio.SelectorEventLoop())
+    got = _save_and_restore_around(oxloop.new_event_loop())
+    assert got == want == ["own", "loop", "loop"]
+
+
+def test_handler_put_back_by_other_code_is_left_in_place(loop):
+    """Code that saved Python's handler before `add_signal_handler` and puts it back
+    itself (uvicorn's tests do) keeps it when the loop's handler is removed."""
+
+    def own(*args):
+        pass
+
+    old = signal.signal(signal.SIGUSR2, own)
+    try:
+        original = signal.getsignal(signal.SIGUSR2)
+        loop.add_signal_handler(signal.SIGUSR2, print)
+        signal.signal(signal.SIGUSR2, original)
+        assert loop.remove_signal_handler(signal.SIGUSR2)
+        assert signal.getsignal(signal.SIGUSR2) is own
+    finally:
+        signal.signal(signal.SIGUSR2, old)
+
+
+def test_two_loops_watch_the_same_signal():
+    first, second = oxloop.new_event_loop(), oxloop.new_event_loop()
+    got = []
+    try:
+        first.add_signal_handler(signal.SIGUSR1, got.append, "first")
+        second.add_signal_handler(signal.SIGUSR1, got.append, "second")
+        os.kill(os.getpid(), signal.SIGUSR1)
+        for lp, name in ((first, "first"), (second, "second")):
+
+            def check(lp=lp, name=name):
+                if name in got:
+                    lp.stop()
+                else:
+                    lp.call_later(0.005, check)
+
+            lp.call_soon(check)
+            safety = lp.call_later(5, lp.stop)
+            lp.run_forever()
+            safety.cancel()
+        assert sorted(got) == ["first", "second"]
+        assert first.remove_signal_handler(signal.SIGUSR1)
+        # The other loop still handles it.
+        assert signal.getsignal(signal.SIGUSR1) not in (signal.SIG_DFL, None)
+        assert second.remove_signal_handler(signal.SIGUSR1)
+        assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL
+    finally:
+        first.close()
+        second.close()
+
+
+def test_uvicorn_style_capture_and_reraise_of_sigterm():
+    """uvicorn's `Server.capture_signals` around a loop handler of SIGTERM, in a child
+    process: its handler sees the signal, restores the loop's handler and raises the
+    signal again, which must reach the loop's handler instead of ending the process."""
+    child = textwrap.dedent(
+        """
+        import asyncio, signal, sys
+        import oxloop
+
+        async def main():
+            loop = asyncio.get_running_loop()
+            handled = []
+            loop.add_signal_handler(signal.SIGTERM, handled.append, "loop handler")
+            captured = []
+            saved = signal.signal(signal.SIGTERM, lambda sig, frame: captured.append(sig))
+            print("ready", flush=True)
+            while not captured:
+                await asyncio.sleep(0.01)
+            signal.signal(signal.SIGTERM, saved)
+            signal.raise_signal(captured[0])
+            # The loop's handler saw both: the first through the wake-up fd while the
+            # other handler was installed (as on asyncio's loop), then the re-raised one.
+            for _ in range(1000):
+                if len(handled) == 2:
+                    break
+                await asyncio.sleep(0.01)
+            print(*handled, sep=",", flush=True)
+
+        oxloop.run(main())
+        """
+    )
+    code, out, err = _run_child(child, signal.SIGTERM)
+    assert (code, out.strip()) == (0, "loop handler,loop handler"), (out, err)

@@ -186,6 +186,18 @@ impl Handle {
         self.source_traceback.as_ref().map(|tb| tb.clone_ref(py))
     }
 
+    /// Whether `cancel()` was called (asyncio's attribute, read by some libraries).
+    #[getter]
+    fn _cancelled(&self) -> bool {
+        self.is_cancelled()
+    }
+
+    /// The `contextvars.Context` the callback runs in (asyncio's attribute).
+    #[getter]
+    fn _context(&self, py: Python<'_>) -> Py<PyAny> {
+        self.context.expose(py)
+    }
+
     fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
         let name = slf.get_type().name()?;
         describe(slf, &name.to_string(), None)
@@ -193,7 +205,7 @@ impl Handle {
 }
 
 /// `<Handle callback(args) created at file:line>`, as asyncio writes it.
-fn describe(handle: &Bound<'_, Handle>, name: &str, when: Option<f64>) -> PyResult<String> {
+fn describe(handle: &Bound<'_, Handle>, name: &str, when: Option<String>) -> PyResult<String> {
     let py = handle.py();
     let this = handle.get();
     let mut parts = vec![];
@@ -233,15 +245,23 @@ fn callback_source(handle: &Handle, py: Python<'_>) -> PyResult<String> {
 #[pyclass(extends = Handle, frozen, module = "oxloop._oxloop")]
 pub struct TimerHandle {
     when: f64,
+    /// The object `call_at` was given when it was not a `float` (an `int`, say): `when()`
+    /// returns it as asyncio's handle does.
+    when_given: Option<Py<PyAny>>,
     /// The core's handle to the timer, set once it is scheduled.
     timer: LoopCell<RefCell<Option<oxloop::Handle>>>,
     running: Arc<running::LoopShared>,
 }
 
 impl TimerHandle {
-    pub(crate) fn new(when: f64, running: Arc<running::LoopShared>) -> TimerHandle {
+    pub(crate) fn new(
+        when: f64,
+        when_given: Option<Py<PyAny>>,
+        running: Arc<running::LoopShared>,
+    ) -> TimerHandle {
         TimerHandle {
             when,
+            when_given,
             timer: LoopCell::new(RefCell::new(None)),
             running,
         }
@@ -253,13 +273,52 @@ impl TimerHandle {
             *cell.borrow_mut() = Some(timer);
         }
     }
+
+    /// The core's handle to the timer, taken out (the timer stays in the core's queue).
+    pub(crate) fn take_timer(&self, py: Python<'_>) -> Option<oxloop::Handle> {
+        self.timer.get(py, &self.running).ok()?.borrow_mut().take()
+    }
+
+    /// The deadline on the loop's clock.
+    pub(crate) fn deadline(&self) -> f64 {
+        self.when
+    }
+
+    /// Whether the timer still waits in the core's queue (not cancelled, not yet due).
+    pub(crate) fn is_scheduled(&self, py: Python<'_>) -> bool {
+        self.timer
+            .get(py, &self.running)
+            .is_ok_and(|cell| cell.borrow().as_ref().is_some_and(|t| t.is_pending()))
+    }
+
+    /// `when()`: the object given to `call_at`, or the float deadline.
+    fn when_object(&self, py: Python<'_>) -> Py<PyAny> {
+        match &self.when_given {
+            Some(given) => given.clone_ref(py),
+            None => pyo3::types::PyFloat::new(py, self.when).into_any().unbind(),
+        }
+    }
 }
 
 #[pymethods]
 impl TimerHandle {
-    /// The time (on the loop's clock) at which the callback runs.
-    fn when(&self) -> f64 {
-        self.when
+    /// The time (on the loop's clock) at which the callback runs: what `call_at` was
+    /// given, or `time() + delay` for `call_later`.
+    fn when(&self, py: Python<'_>) -> Py<PyAny> {
+        self.when_object(py)
+    }
+
+    /// asyncio's attribute for `when()`, read by some libraries.
+    #[getter]
+    fn _when(&self, py: Python<'_>) -> Py<PyAny> {
+        self.when_object(py)
+    }
+
+    /// Whether the timer still waits in the loop's timer queue: false once it is due
+    /// (its callback queued or run) or cancelled, as asyncio's attribute.
+    #[getter]
+    fn _scheduled(slf: &Bound<'_, Self>) -> bool {
+        !slf.as_super().get().is_cancelled() && slf.get().is_scheduled(slf.py())
     }
 
     /// Marks the handle cancelled and takes it out of the timer queue.
@@ -278,7 +337,13 @@ impl TimerHandle {
 
     fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
         let name = slf.get_type().name()?;
-        describe(slf.as_super(), &name.to_string(), Some(slf.get().when))
+        let when = slf
+            .get()
+            .when_object(slf.py())
+            .bind(slf.py())
+            .str()?
+            .to_string();
+        describe(slf.as_super(), &name.to_string(), Some(when))
     }
 
     /// Hashed by deadline, as asyncio's timer handles are.

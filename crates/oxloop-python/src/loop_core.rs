@@ -7,14 +7,15 @@ use crate::running::{self, thread_token, GilCell, LoopCell, LoopShared};
 use crate::task_reader::TaskReader;
 use oxloop::{EventLoop, LoopRemote};
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyTuple};
+use pyo3::types::{PyDict, PyFloat, PyTuple};
 use pyo3::PyClassInitializer;
 use std::cell::{Ref, RefCell};
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,7 +27,6 @@ struct Core {
     ev: EventLoop,
     readers: RefCell<HashMap<RawFd, Py<Handle>>>,
     writers: RefCell<HashMap<RawFd, Py<Handle>>>,
-    signals: RefCell<HashMap<i32, oxloop::Handle>>,
 }
 
 /// The native base class of `oxloop.Loop`: an oxloop event loop with asyncio's
@@ -47,6 +47,12 @@ pub struct LoopCore {
     /// `CLOCK_MONOTONIC`): converts deadlines between the two. The instant is a few
     /// nanoseconds later than the seconds say, so timers are never early.
     clock_base: (f64, Instant),
+    /// The loop's clock is its own `time()` (a subclass overrides it, or a test patched
+    /// it on the object): deadlines are reckoned from it, see `schedule_timer`.
+    own_clock: AtomicBool,
+    /// The timers scheduled while `own_clock` is on, with their deadlines on that clock:
+    /// checked after every iteration, so that a clock that jumps ahead makes them due.
+    own_clock_timers: GilCell<Vec<Py<TimerHandle>>>,
 }
 
 /// An `OSError` (or the subclass Python picks for its errno) from an I/O error.
@@ -122,6 +128,67 @@ impl LoopCore {
             .and_then(|d| base.checked_add(d))
     }
 
+    /// The loop's clock when it is its own (`own_clock`): `self.time()`.
+    fn own_time(slf: &Bound<'_, Self>) -> PyResult<f64> {
+        slf.call_method0(intern!(slf.py(), "time"))?.extract()
+    }
+
+    /// The instant `seconds` from now (now for a negative delay, `None` for a time that
+    /// never comes).
+    fn instant_after(seconds: f64) -> Option<Instant> {
+        let now = Instant::now();
+        if seconds <= 0.0 {
+            return Some(now);
+        }
+        Duration::try_from_secs_f64(seconds)
+            .ok()
+            .and_then(|d| now.checked_add(d))
+    }
+
+    /// With the loop's own clock: queues the timers whose deadline that clock has reached
+    /// (a patched clock may jump ahead of the real one) and forgets the ones that ran or
+    /// were cancelled. Called after every iteration while such timers exist.
+    #[cold]
+    #[inline(never)]
+    fn fire_own_clock_timers(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        if this.own_clock_timers.borrow(py).is_empty() {
+            return Ok(());
+        }
+        let now = LoopCore::own_time(slf)?;
+        let due = {
+            let mut timers = this.own_clock_timers.borrow_mut(py);
+            let mut due = Vec::new();
+            timers.retain(|timer| {
+                let handle = timer.get();
+                if !handle.is_scheduled(py) {
+                    return false;
+                }
+                if handle.deadline() <= now {
+                    due.push(timer.clone_ref(py));
+                    return false;
+                }
+                true
+            });
+            due
+        };
+        if due.is_empty() {
+            return Ok(());
+        }
+        let core = this.core(py)?;
+        for timer in due {
+            if let Some(core_timer) = timer.get().take_timer(py) {
+                if core_timer.cancel() {
+                    drop(core.ev.call_soon(move || {
+                        running::with_gil(|py| Handle::run(timer.bind(py).as_super()))
+                    }));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// `call_soon`, or with `threadsafe` `call_soon_threadsafe`: through the loop's
     /// remote, which also wakes it.
     fn schedule_soon(
@@ -138,6 +205,18 @@ impl LoopCore {
         }
         let handle = Py::new(py, LoopCore::new_handle(slf, callback, args, context)?)?;
         crate::ffi::untrack(handle.bind(py));
+        LoopCore::enqueue(slf, handle.clone_ref(py), threadsafe)?;
+        Ok(handle)
+    }
+
+    /// Puts `handle` on the ready queue: directly from the loop's thread, else (and
+    /// always with `threadsafe`) through the remote, which also wakes the loop.
+    fn enqueue(slf: &Bound<'_, Self>, handle: Py<Handle>, threadsafe: bool) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        if this.shared.closed.load(Ordering::Relaxed) {
+            return Err(closed_error());
+        }
         let local = if threadsafe {
             None
         } else {
@@ -154,11 +233,11 @@ impl LoopCore {
                 if !this.from_threads.borrow(py).is_empty() {
                     this.queue_from_threads(py, &core);
                 }
-                queue(&core, handle.clone_ref(py));
+                queue(&core, handle);
             }
-            None => LoopCore::send_from_thread(slf, handle.clone_ref(py))?,
+            None => LoopCore::send_from_thread(slf, handle)?,
         }
-        Ok(handle)
+        Ok(())
     }
 
     /// Queues `handle` for the loop's next iteration from any thread: after every
@@ -195,9 +274,14 @@ impl LoopCore {
         }
     }
 
+    /// Schedules a timer due at `when` on the loop's clock (`when_given`: the object
+    /// `call_at` was given, if not a float), which the core runs at `at`.
+    #[allow(clippy::too_many_arguments)]
     fn schedule_timer(
         slf: &Bound<'_, Self>,
         when: f64,
+        when_given: Option<Py<PyAny>>,
+        at: Option<Instant>,
         callback: Py<PyAny>,
         args: Py<PyTuple>,
         context: Option<Py<PyAny>>,
@@ -208,21 +292,27 @@ impl LoopCore {
         let handle = LoopCore::new_handle(slf, callback, args, context)?;
         let timer = Py::new(
             py,
-            PyClassInitializer::from(handle)
-                .add_subclass(TimerHandle::new(when, this.shared.clone())),
+            PyClassInitializer::from(handle).add_subclass(TimerHandle::new(
+                when,
+                when_given,
+                this.shared.clone(),
+            )),
         )?;
         crate::ffi::untrack(timer.bind(py));
-        if let Some(at) = this.instant_at(when) {
+        if let Some(at) = at {
             let fired = timer.clone_ref(py);
-            let ev = core.ev.clone();
-            // Due timers join the ready queue behind the callbacks already in it, and run
-            // in the same iteration, as in asyncio.
+            // The core runs due timers after the I/O of the iteration and behind the
+            // callbacks that were ready before its wait, as asyncio does (the loop is
+            // made with `set_io_behind_ready`).
             let core_handle = core.ev.call_at(at, move || {
-                ev.call_soon(move || {
-                    running::with_gil(|py| Handle::run(fired.bind(py).as_super()))
-                });
+                running::with_gil(|py| Handle::run(fired.bind(py).as_super()))
             });
             timer.get().set_timer(py, core_handle);
+            if this.own_clock.load(Ordering::Relaxed) {
+                this.own_clock_timers
+                    .borrow_mut(py)
+                    .push(timer.clone_ref(py));
+            }
         }
         Ok(timer)
     }
@@ -240,13 +330,9 @@ impl LoopCore {
         crate::ffi::untrack(handle.bind(py));
         LoopCore::remove_watcher(py, &core, fd, write);
         let fired = handle.clone_ref(py);
-        let ev = core.ev.clone();
-        // As in asyncio, a ready fd's callback joins the ready queue behind the callbacks
-        // already in it (and runs in this iteration).
-        let run = move || {
-            let fired = running::with_gil(|py| fired.clone_ref(py));
-            ev.call_soon(move || running::with_gil(|py| Handle::run(fired.bind(py))));
-        };
+        // The core runs a ready fd's callback behind the callbacks that were ready before
+        // its wait, as asyncio does (`set_io_behind_ready`).
+        let run = move || running::with_gil(|py| Handle::run(fired.bind(py)));
         let added = if write {
             core.ev.add_writer(fd, run)
         } else {
@@ -313,6 +399,9 @@ impl LoopCore {
     fn py_new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
         let ev = EventLoop::new_detached().map_err(os_error)?;
         ev.set_wait_wrapper(Some(running::wait_without_gil));
+        // asyncio's order within an iteration: what was ready before the wait, then the
+        // I/O it reported, then the due timers.
+        ev.set_io_behind_ready(true);
         let remote = ev.remote();
         let seconds = crate::ffi::monotonic();
         let clock_base = (seconds, Instant::now());
@@ -321,12 +410,13 @@ impl LoopCore {
                 ev,
                 readers: RefCell::default(),
                 writers: RefCell::default(),
-                signals: RefCell::default(),
             }))),
             shared: Arc::new(LoopShared::new()),
             remote: GilCell::new(Some(remote)),
             from_threads: GilCell::new(Vec::new()),
             clock_base,
+            own_clock: AtomicBool::new(false),
+            own_clock_timers: GilCell::new(Vec::new()),
         })
     }
 
@@ -367,21 +457,48 @@ impl LoopCore {
         context: Option<Py<PyAny>>,
     ) -> PyResult<Py<TimerHandle>> {
         let delay = delay.ok_or_else(|| PyTypeError::new_err("delay must not be None"))?;
+        let this = slf.get();
+        if this.own_clock.load(Ordering::Relaxed) {
+            let when = LoopCore::own_time(slf)? + delay;
+            let at = LoopCore::instant_after(delay);
+            return LoopCore::schedule_timer(slf, when, None, at, callback, args, context);
+        }
         let when = crate::ffi::monotonic() + delay;
-        LoopCore::schedule_timer(slf, when, callback, args, context)
+        let at = this.instant_at(when);
+        LoopCore::schedule_timer(slf, when, None, at, callback, args, context)
     }
 
     /// Schedules `callback(*args)` at `when` on the loop's clock (`time()`).
     #[pyo3(signature = (when, callback, *args, context=None))]
     fn call_at(
         slf: &Bound<'_, Self>,
-        when: Option<f64>,
+        when: Option<Bound<'_, PyAny>>,
         callback: Py<PyAny>,
         args: Py<PyTuple>,
         context: Option<Py<PyAny>>,
     ) -> PyResult<Py<TimerHandle>> {
-        let when = when.ok_or_else(|| PyTypeError::new_err("when cannot be None"))?;
-        LoopCore::schedule_timer(slf, when, callback, args, context)
+        let given = when.ok_or_else(|| PyTypeError::new_err("when cannot be None"))?;
+        let when: f64 = given.extract()?;
+        // `when()` gives back what it was given, as asyncio's does (an `int` stays one).
+        let given = (!given.is_exact_instance_of::<PyFloat>()).then(|| given.unbind());
+        let this = slf.get();
+        let at = if this.own_clock.load(Ordering::Relaxed) {
+            LoopCore::instant_after(when - LoopCore::own_time(slf)?)
+        } else {
+            this.instant_at(when)
+        };
+        LoopCore::schedule_timer(slf, when, given, at, callback, args, context)
+    }
+
+    /// Makes the loop reckon its timers from its own `time()` (`on`), as asyncio's loop
+    /// does, or from the monotonic clock directly. `oxloop.Loop` turns it on when a
+    /// subclass overrides `time` or `time` is set on the object (a test's mock clock).
+    fn _set_own_clock(&self, py: Python<'_>, on: bool) {
+        self.own_clock.store(on, Ordering::Relaxed);
+        if !on {
+            let timers = std::mem::take(&mut *self.own_clock_timers.borrow_mut(py));
+            drop(timers);
+        }
     }
 
     /// Watches `fd` for reading (replacing an earlier reader); returns the handle.
@@ -470,30 +587,10 @@ impl LoopCore {
         Ok((reader, writer))
     }
 
-    /// Runs `handle` whenever signal `sig` arrives (replacing an earlier handler).
-    fn _add_signal_handler(&self, py: Python<'_>, sig: i32, handle: Py<Handle>) -> PyResult<()> {
-        let core = self.core(py)?;
-        if let Some(old) = core.signals.borrow_mut().remove(&sig) {
-            old.cancel();
-        }
-        let fired = handle.clone_ref(py);
-        let added = core
-            .ev
-            .add_signal_handler(sig, move || {
-                running::with_gil(|py| Handle::run(fired.bind(py)))
-            })
-            .map_err(os_error)?;
-        // asyncio's signal handlers do not keep a loop running.
-        added.unref();
-        core.signals.borrow_mut().insert(sig, added);
-        Ok(())
-    }
-
-    /// Removes the handler of signal `sig`; whether there was one.
-    fn _remove_signal_handler(&self, py: Python<'_>, sig: i32) -> PyResult<bool> {
-        let core = self.core(py)?;
-        let removed = core.signals.borrow_mut().remove(&sig);
-        Ok(removed.map(|h| h.cancel()).is_some())
+    /// Queues an existing handle (a signal's, see `oxloop.Loop.add_signal_handler`)
+    /// from any thread, as `call_soon_threadsafe` queues a new one.
+    fn _call_handle_soon(slf: &Bound<'_, Self>, handle: Py<Handle>) -> PyResult<()> {
+        LoopCore::enqueue(slf, handle, true)
     }
 
     /// Runs iterations until `stop()`; raises what a callback let escape
@@ -501,13 +598,14 @@ impl LoopCore {
     /// the slow-callback warnings of debug mode.
     #[pyo3(signature = (slow_callback_duration=None))]
     fn _run_forever_core(
-        &self,
-        py: Python<'_>,
+        slf: &Bound<'_, Self>,
         slow_callback_duration: Option<f64>,
     ) -> PyResult<()> {
-        let core = self.core(py)?;
+        let py = slf.py();
+        let this = slf.get();
+        let core = this.core(py)?;
         let me = thread_token();
-        if self
+        if this
             .shared
             .running_thread
             .compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire)
@@ -525,15 +623,20 @@ impl LoopCore {
             if let Err(err) = py.check_signals() {
                 running::stop_with(err);
             }
+            if this.own_clock.load(Ordering::Relaxed) {
+                if let Err(err) = LoopCore::fire_own_clock_timers(slf) {
+                    running::stop_with(err);
+                }
+            }
             if running::has_pending() {
                 outcome = Err(running::take_pending().expect("checked above"));
                 return false;
             }
-            !self.shared.stopping.swap(false, Ordering::AcqRel)
+            !this.shared.stopping.swap(false, Ordering::AcqRel)
         });
         let result = ran.map_err(os_error).and(outcome);
         running::set_debug(None);
-        self.shared.running_thread.store(0, Ordering::Release);
+        this.shared.running_thread.store(0, Ordering::Release);
         result
     }
 
@@ -543,11 +646,12 @@ impl LoopCore {
     /// thread). Raises what a callback let escape, as `_run_forever_core` does.
     #[pyo3(signature = (timeout=None, slow_callback_duration=None))]
     fn _run_once_core(
-        &self,
-        py: Python<'_>,
+        slf: &Bound<'_, Self>,
         timeout: Option<f64>,
         slow_callback_duration: Option<f64>,
     ) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
         let timeout = match timeout {
             None => None,
             Some(t) if t.is_nan() => {
@@ -556,7 +660,7 @@ impl LoopCore {
             Some(t) => Some(Duration::try_from_secs_f64(t.max(0.0)).unwrap_or(Duration::MAX)),
         };
         let me = thread_token();
-        match self.shared.running_thread.load(Ordering::Acquire) {
+        match this.shared.running_thread.load(Ordering::Acquire) {
             0 => {}
             thread if thread == me => {
                 return Err(PyRuntimeError::new_err(
@@ -571,8 +675,8 @@ impl LoopCore {
                 ))
             }
         }
-        let core = self.core(py)?;
-        if self
+        let core = this.core(py)?;
+        if this
             .shared
             .running_thread
             .compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire)
@@ -591,18 +695,23 @@ impl LoopCore {
         if let Err(err) = py.check_signals() {
             running::stop_with(err);
         }
+        if this.own_clock.load(Ordering::Relaxed) {
+            if let Err(err) = LoopCore::fire_own_clock_timers(slf) {
+                running::stop_with(err);
+            }
+        }
         if let Some(err) = running::take_pending() {
             result = Err(err);
         }
         // A `stop()` called before or during the cycle has had its effect: the cycle
         // ended (the core forgets it too). Kept, it would make `next_timeout()` say 0
         // for ever to a host that only calls `run_once`.
-        self.shared.stopping.store(false, Ordering::Release);
+        this.shared.stopping.store(false, Ordering::Release);
         running::set_debug(outer_debug);
         if let Some(err) = outer_pending {
             running::stop_with(err);
         }
-        self.shared.running_thread.store(0, Ordering::Release);
+        this.shared.running_thread.store(0, Ordering::Release);
         result
     }
 
@@ -659,10 +768,8 @@ impl LoopCore {
         self.shared.closed.store(true, Ordering::Relaxed);
         let remote = self.remote.borrow_mut(py).take();
         let from_threads = std::mem::take(&mut *self.from_threads.borrow_mut(py));
+        let own_clock_timers = std::mem::take(&mut *self.own_clock_timers.borrow_mut(py));
         if let Some(core) = core {
-            for handle in core.signals.borrow().values() {
-                handle.cancel();
-            }
             core.ev.destroy();
             // Dropped here, outside every borrow: the handles' callbacks may run Python
             // code as they go, and the last reference to the core closes its fds.
@@ -670,6 +777,7 @@ impl LoopCore {
         }
         drop(remote);
         drop(from_threads);
+        drop(own_clock_timers);
         Ok(())
     }
 

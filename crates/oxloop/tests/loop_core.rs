@@ -859,3 +859,100 @@ fn run_while_iterates_until_told_to_end() {
     assert_eq!(iterations, 2, "the second iteration waited for the timer");
     assert!(!ev.is_running());
 }
+
+/// Runs one scenario: the first iteration queues a callback, makes an fd readable, sets
+/// a timer that is due at once and has another thread call the loop; the second
+/// iteration's wait reports all of them. The order they run in, by name.
+fn order_of_an_iteration(io_behind_ready: bool) -> Vec<&'static str> {
+    let ev = EventLoop::new().unwrap();
+    ev.set_io_behind_ready(io_behind_ready);
+    let seen: Log<&'static str> = log();
+    let (a, b) = UnixStream::pair().unwrap();
+    let fd = a.as_raw_fd();
+    let (s, e) = (seen.clone(), ev.clone());
+    ev.call_soon(move || {
+        (&b).write_all(b"x").unwrap();
+        let (s1, e1) = (s.clone(), e.clone());
+        e.add_reader(fd, move || {
+            s1.borrow_mut().push("fd");
+            e1.remove_reader(fd);
+            let s1 = s1.clone();
+            e1.call_soon(move || s1.borrow_mut().push("queued by fd"));
+        })
+        .unwrap();
+        let s2 = s.clone();
+        e.call_at(Instant::now(), move || s2.borrow_mut().push("timer"));
+        let s3 = s.clone();
+        e.call_soon(move || s3.borrow_mut().push("ready before the wait"));
+        let remote = e.remote();
+        std::thread::spawn(move || remote.call_from_thread(|| {}).unwrap())
+            .join()
+            .unwrap();
+    });
+    for _ in 0..3 {
+        ev.run_once(Some(Duration::ZERO)).unwrap();
+    }
+    ev.destroy();
+    drop(a);
+    let seen = seen.borrow().clone();
+    seen
+}
+
+#[test]
+fn io_behind_ready_runs_what_was_ready_before_the_wait_first() {
+    // asyncio's order: the callback ready before the wait, the fd it reported, the due
+    // timer, then what those queued.
+    assert_eq!(
+        order_of_an_iteration(true),
+        ["ready before the wait", "fd", "timer", "queued by fd"]
+    );
+    // The default order: fd events, due timers, then the ready queue.
+    assert_eq!(
+        order_of_an_iteration(false),
+        ["fd", "timer", "ready before the wait", "queued by fd"]
+    );
+}
+
+#[test]
+fn io_behind_ready_runs_io_at_once_when_nothing_is_queued() {
+    let ev = EventLoop::new().unwrap();
+    ev.set_io_behind_ready(true);
+    let (a, mut b) = UnixStream::pair().unwrap();
+    b.write_all(b"x").unwrap();
+    let fd = a.as_raw_fd();
+    let iteration = Rc::new(Cell::new(u64::MAX));
+    let (seen, e) = (iteration.clone(), ev.clone());
+    ev.add_reader(fd, move || {
+        seen.set(e.iterations());
+        e.remove_reader(fd);
+    })
+    .unwrap();
+    ev.run_once(Some(Duration::ZERO)).unwrap();
+    assert_eq!(
+        iteration.get(),
+        0,
+        "the fd callback ran in the first iteration"
+    );
+    ev.destroy();
+}
+
+#[test]
+fn io_behind_ready_skips_a_watcher_removed_before_its_turn() {
+    let ev = EventLoop::new().unwrap();
+    ev.set_io_behind_ready(true);
+    let (a, mut b) = UnixStream::pair().unwrap();
+    b.write_all(b"x").unwrap();
+    let fd = a.as_raw_fd();
+    let ran = Rc::new(Cell::new(false));
+    let r = ran.clone();
+    ev.add_reader(fd, move || r.set(true)).unwrap();
+    // Queued before the wait: it runs first and removes the watcher the wait reported.
+    let e = ev.clone();
+    ev.call_soon(move || {
+        e.remove_reader(fd);
+    });
+    ev.run_once(Some(Duration::ZERO)).unwrap();
+    ev.run_once(Some(Duration::ZERO)).unwrap();
+    assert!(!ran.get());
+    ev.destroy();
+}

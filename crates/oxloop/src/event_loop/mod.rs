@@ -160,6 +160,8 @@ pub(crate) struct Inner {
     debug: Cell<Option<Duration>>,
     /// Runs around a wait that may block (see [`EventLoop::set_wait_wrapper`]).
     wait_wrapper: Cell<Option<WaitWrapper>>,
+    /// asyncio's order (see [`EventLoop::set_io_behind_ready`]).
+    io_behind_ready: Cell<bool>,
     waker_fd: RawFd,
     /// Why the loop does not use the backend that was asked for, if it does not.
     backend_fallback: Option<String>,
@@ -285,6 +287,7 @@ impl EventLoop {
             destroyed: Cell::new(false),
             debug: Cell::new(None),
             wait_wrapper: Cell::new(None),
+            io_behind_ready: Cell::new(false),
             waker_fd,
             epoch: now,
         });
@@ -310,6 +313,20 @@ impl EventLoop {
     /// binding lets other Python threads run while the loop sleeps.
     pub fn set_wait_wrapper(&self, wrapper: Option<WaitWrapper>) {
         self.inner.wait_wrapper.set(wrapper);
+    }
+
+    /// Orders an iteration as asyncio's loop does. Off (the default), the fd events a
+    /// wait reports run first, then calls from other threads, signals, due timers and
+    /// the ready queue. On, calls from other threads join the ready queue's order before
+    /// the fd events, and when callbacks are already queued as the wait returns, the fd
+    /// events (fd callbacks, transports, async fds) are queued behind them instead of
+    /// running at once, and so are the timers that are due: what was ready before the
+    /// wait runs before the I/O it reported and the timers. (A due timer queued that
+    /// way can no longer be cancelled through its [`Handle`].) When nothing is queued,
+    /// fd events and timers still run at once, so the busy I/O path of a loop pays
+    /// nothing for it. The Python binding turns it on.
+    pub fn set_io_behind_ready(&self, on: bool) {
+        self.inner.io_behind_ready.set(on);
     }
 
     /// The event loop of the current thread.
@@ -713,19 +730,24 @@ impl EventLoop {
             return Ok(());
         }
         let mut events = inner.events.borrow_mut();
-        let notified = self.wait(&mut events, max_wait)?;
-        for ready in events.iter() {
-            if ready.fd == inner.waker_fd {
-                inner.shared.waker.drain();
-                continue;
-            }
-            let target = inner.state.borrow_mut().watchers.target(ready);
-            match target {
-                // The hot path (transports, async fds) stays small; callback watchers
-                // take the out-of-line one.
-                Target::Handler(handler) => self.guarded(move || handler.on_ready(ready)),
-                Target::Nothing => {}
-                other => self.run_fd_callbacks(ready, other),
+        let (mut notified, behind_ready) = self.wait(&mut events, max_wait)?;
+        // With `io_behind_ready`, when anything came before the wait's I/O: asyncio's
+        // order, off the busy path.
+        let defer_io = behind_ready && self.queue_io_behind_ready(&events, &mut notified);
+        if !defer_io {
+            for ready in events.iter() {
+                if ready.fd == inner.waker_fd {
+                    inner.shared.waker.drain();
+                    continue;
+                }
+                let target = inner.state.borrow_mut().watchers.target(ready);
+                match target {
+                    // The hot path (transports, async fds) stays small; callback
+                    // watchers take the out-of-line one.
+                    Target::Handler(handler) => self.guarded(move || handler.on_ready(ready)),
+                    Target::Nothing => {}
+                    other => self.run_fd_callbacks(ready, other),
+                }
             }
         }
         drop(events);
@@ -743,7 +765,7 @@ impl EventLoop {
             )
         };
         if signals != 0 || timers != 0 {
-            self.run_signals_and_timers(signals, timers);
+            self.run_signals_and_timers(signals, timers, defer_io);
             ready = inner.state.borrow().ready.len();
         }
         if ready != 0 {
@@ -754,9 +776,11 @@ impl EventLoop {
     }
 
     /// Blocks in the backend for at most the time `poll_timeout` allows, filling
-    /// `events`. Returns whether another thread notified the loop meanwhile.
+    /// `events`. Returns whether another thread notified the loop meanwhile, and
+    /// whether the wait's I/O must queue behind what came before it
+    /// ([`EventLoop::set_io_behind_ready`]).
     #[inline]
-    fn wait(&self, events: &mut Events, max_wait: Option<Duration>) -> io::Result<bool> {
+    fn wait(&self, events: &mut Events, max_wait: Option<Duration>) -> io::Result<(bool, bool)> {
         let inner = &*self.inner;
         let mut state = inner.state.borrow_mut();
         let mut timeout = inner.poll_timeout(&mut state, max_wait);
@@ -773,7 +797,8 @@ impl EventLoop {
         let notified = inner.shared.after_wake();
         state.now_fresh = false;
         result?;
-        Ok(notified)
+        let behind_ready = inner.io_behind_ready.get() && (notified || state.ready.live() != 0);
+        Ok((notified, behind_ready))
     }
 
     /// A wait that may block with `track_wait_time` on (timed) or a wait wrapper set.
@@ -820,14 +845,55 @@ impl EventLoop {
     }
 
     /// The signal and timer steps of an iteration, when there is something to do.
+    /// `behind_ready`: due timers are queued behind the ready callbacks (asyncio's
+    /// order) instead of run at once.
     #[inline(never)]
-    fn run_signals_and_timers(&self, signals: u64, timers: usize) {
+    fn run_signals_and_timers(&self, signals: u64, timers: usize, behind_ready: bool) {
         if signals != 0 {
             self.run_signal_handlers(signals);
         }
         if timers != 0 {
-            self.run_timers();
+            self.run_timers(behind_ready);
         }
+    }
+
+    /// asyncio's order for an iteration (see [`EventLoop::set_io_behind_ready`]): runs
+    /// the calls from other threads first (clearing `notified`), then, if the ready
+    /// queue holds callbacks, queues the wait's fd events behind them. Returns whether
+    /// it did (the due timers then follow them too).
+    #[cold]
+    #[inline(never)]
+    fn queue_io_behind_ready(&self, events: &Events, notified: &mut bool) -> bool {
+        if std::mem::take(notified) {
+            self.run_remote_calls();
+        }
+        if self.inner.state.borrow().ready.live() == 0 {
+            return false;
+        }
+        for ready in events.iter() {
+            if ready.fd == self.inner.waker_fd {
+                self.inner.shared.waker.drain();
+                continue;
+            }
+            self.dispatch_later(ready);
+        }
+        true
+    }
+
+    /// Queues a readiness report behind the ready callbacks (see
+    /// [`EventLoop::set_io_behind_ready`]). What it is for is looked up when it runs: a
+    /// watcher removed meanwhile gets nothing.
+    #[cold]
+    fn dispatch_later(&self, ready: Ready) {
+        let weak = Rc::downgrade(&self.inner);
+        let dispatch = Box::new(move || {
+            if let Some(inner) = weak.upgrade() {
+                let ev = EventLoop { inner };
+                let target = ev.inner.state.borrow_mut().watchers.target(ready);
+                ev.run_fd_callbacks(ready, target);
+            }
+        });
+        self.inner.state.borrow_mut().ready.push(dispatch);
     }
 
     fn dispatch_fd(&self, fd: RawFd, dir: Direction) {
@@ -886,21 +952,23 @@ impl EventLoop {
         }
     }
 
-    fn run_timers(&self) {
+    /// Runs the due timers; with `behind_ready`, queues them behind the ready callbacks
+    /// instead (see [`EventLoop::set_io_behind_ready`]).
+    fn run_timers(&self, behind_ready: bool) {
         let (now, before) = {
             let mut state = self.inner.state.borrow_mut();
             (self.inner.nanos(state.now()), state.timers.next_seq())
         };
         loop {
-            let expired = self
-                .inner
-                .state
-                .borrow_mut()
-                .timers
-                .pop_expired(now, before);
-            match expired {
-                Some(callback) => self.guarded(callback),
-                None => break,
+            let mut state = self.inner.state.borrow_mut();
+            let Some(callback) = state.timers.pop_expired(now, before) else {
+                break;
+            };
+            if behind_ready {
+                state.ready.push(callback);
+            } else {
+                drop(state);
+                self.guarded(callback);
             }
         }
     }
