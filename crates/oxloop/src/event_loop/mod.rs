@@ -735,10 +735,10 @@ impl EventLoop {
         // order, off the busy path.
         let defer_io = behind_ready && self.queue_io_behind_ready(&events, &mut notified);
         if !defer_io {
-            for ready in events.iter() {
+            events.for_each(|ready| {
                 if ready.fd == inner.waker_fd {
                     inner.shared.waker.drain();
-                    continue;
+                    return;
                 }
                 let target = inner.state.borrow_mut().watchers.target(ready);
                 match target {
@@ -748,7 +748,7 @@ impl EventLoop {
                     Target::Nothing => {}
                     other => self.run_fd_callbacks(ready, other),
                 }
-            }
+            });
         }
         drop(events);
 
@@ -779,7 +779,7 @@ impl EventLoop {
     /// `events`. Returns whether another thread notified the loop meanwhile, and
     /// whether the wait's I/O must queue behind what came before it
     /// ([`EventLoop::set_io_behind_ready`]).
-    #[inline]
+    #[inline(always)]
     fn wait(&self, events: &mut Events, max_wait: Option<Duration>) -> io::Result<(bool, bool)> {
         let inner = &*self.inner;
         let mut state = inner.state.borrow_mut();

@@ -253,7 +253,7 @@ impl Backend {
 
     /// Waits for readiness for at most `timeout` (`None`: until something happens);
     /// the reports go to `events`, which this backend made.
-    #[inline]
+    #[inline(always)]
     pub fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
         match (self, events) {
             #[cfg(target_os = "linux")]
@@ -269,6 +269,20 @@ impl Backend {
 }
 
 impl Events {
+    /// Calls `f` with each report of the last wait. The backend is matched once, not
+    /// per report as [`iter`](Self::iter) does: this is the loop's busy path.
+    #[inline(always)]
+    pub fn for_each(&self, f: impl FnMut(Ready)) {
+        match self {
+            #[cfg(target_os = "linux")]
+            Events::Epoll(e) => e.iter().for_each(f),
+            #[cfg(target_os = "linux")]
+            Events::IoUring(e) => e.iter().for_each(f),
+            #[cfg(any(not(target_os = "linux"), feature = "portable-backend"))]
+            Events::Portable(e) => e.iter().for_each(f),
+        }
+    }
+
     /// The reports of the last wait.
     #[inline]
     pub fn iter(&self) -> EventsIter<'_> {
