@@ -10,7 +10,9 @@
 # together.
 #
 # usage: python/bench/callgrind_web.sh [SERVER...]
-#   SERVER: oxloop-wsgi oxloop-green granian-wsgi bjoern oxloop-asgi granian-asgi uvicorn (default: all)
+#   SERVER: oxloop-wsgi oxloop-green granian-wsgi bjoern oxloop-asgi granian-asgi uvicorn
+#           (default: all these), or uvicorn-LOOP (LOOP: oxloop, uvloop or asyncio): uvicorn
+#           with httptools on that loop, as python/bench/uvicorn_bench.py runs it (hello only)
 # env:   PYTHON (default .venv/bench/bin/python, made as web_bench.py says), APP (hello
 #        or json; default hello), REQUESTS (default 2000), DEPTH (default 1)
 set -euo pipefail
@@ -59,10 +61,20 @@ printf '| server | instructions per request |\n|---|---|\n'
 for server in $SERVERS; do
     port=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     cmd=$("$PYTHON" -c "
-import shlex, sys
+import importlib.util, shlex, sys
 sys.path.insert(0, 'python/bench')
-import web_bench
-cmd = web_bench.command('$server', '$APP', $port, 1)
+import uvicorn_bench, web_bench
+server = '$server'
+if server.startswith('uvicorn-'):  # uvicorn on the given loop, as uvicorn_bench.py runs it
+    kind = server.split('-', 1)[1]
+    path = '$OUT/uvicorn_server.py'
+    with open(path, 'w') as f:
+        f.write(uvicorn_bench.SERVER)
+    needed = ('uvicorn', 'httptools', kind if kind != 'asyncio' else 'asyncio')
+    missing = any(importlib.util.find_spec(m) is None for m in needed)
+    cmd = None if missing else [sys.executable, path, kind, '$port', 'httptools']
+else:
+    cmd = web_bench.command(server, '$APP', $port, 1)
 print('' if cmd is None else shlex.join(cmd))")
     if [ -z "$cmd" ]; then
         printf '| %s | not installed |\n' "$server"
