@@ -719,10 +719,6 @@ impl App {
             },
         )?;
         let coro = self.app.bind(py).call1((scope, receive, send))?;
-        let task = self
-            .task_class
-            .bind(py)
-            .call((coro,), Some(self.task_kwargs.bind(py)))?;
         let done = Py::new(
             py,
             AppDone {
@@ -730,13 +726,32 @@ impl App {
                 running: self.running.clone(),
             },
         )?;
+        self.start_task(coro, done.bind(py).as_any(), |task| {
+            done.get().__call__(task)
+        })?;
+        Ok(x)
+    }
+
+    /// Runs the application's coroutine `coro` as an asyncio task, and `done` when it
+    /// ends: at once through `done_now` when it finished in its first step (eager start:
+    /// no callback to schedule), else as the task's done callback.
+    pub(crate) fn start_task<'py>(
+        &self,
+        coro: Bound<'py, PyAny>,
+        done: &Bound<'py, PyAny>,
+        done_now: impl FnOnce(&Bound<'py, PyAny>) -> PyResult<()>,
+    ) -> PyResult<()> {
+        let py = coro.py();
+        let task = self
+            .task_class
+            .bind(py)
+            .call((coro,), Some(self.task_kwargs.bind(py)))?;
         if self.eager && task.call_method0(intern!(py, "done"))?.is_truthy()? {
-            // Finished in its first step (eager start): no callback to schedule.
-            done.get().__call__(&task)?;
+            done_now(&task)
         } else {
             task.call_method1(intern!(py, "add_done_callback"), (done,))?;
+            Ok(())
         }
-        Ok(x)
     }
 
     fn handle(self: &Rc<App>, req: Request) -> impl Future<Output = Response> + 'static {

@@ -960,10 +960,6 @@ fn start(app: &Rc<App>, py: Python<'_>, req: &Request) -> PyResult<SessionRef> {
         },
     )?;
     let coro = app.app.bind(py).call1((scope, receive, send))?;
-    let task = app
-        .task_class
-        .bind(py)
-        .call((coro,), Some(app.task_kwargs.bind(py)))?;
     let done = Py::new(
         py,
         WebSocketAppDone {
@@ -971,11 +967,9 @@ fn start(app: &Rc<App>, py: Python<'_>, req: &Request) -> PyResult<SessionRef> {
             running: app.running.clone(),
         },
     )?;
-    if app.eager && task.call_method0(intern!(py, "done"))?.is_truthy()? {
-        done.get().__call__(&task)?;
-    } else {
-        task.call_method1(intern!(py, "add_done_callback"), (done,))?;
-    }
+    app.start_task(coro, done.bind(py).as_any(), |task| {
+        done.get().__call__(task)
+    })?;
     Ok(session)
 }
 

@@ -630,6 +630,36 @@ fn mib(b: u64) -> f64 {
     b as f64 / (1024.0 * 1024.0)
 }
 
+/// What the load generator verified of one target: no byte wrong, every session
+/// ended as its behaviour expects.
+fn load_checks(target: &str, load: &LoadResult) -> [Check; 2] {
+    let c = |what: &str, ok: bool, detail: String| check(format!("{target}: {what}"), ok, detail);
+    [
+        c(
+            "zero verification errors",
+            load.verification_errors == 0,
+            format!(
+                "{} messages, {} bytes verified, {} errors",
+                load.messages, load.bytes_verified, load.verification_errors
+            ),
+        ),
+        c(
+            "every session ended as its behaviour expects",
+            load.unexpected_outcomes == 0 && load.connections_made > 0,
+            format!(
+                "{} sessions, {} unexpected{}",
+                load.sessions.values().flat_map(|m| m.values()).sum::<u64>(),
+                load.unexpected_outcomes,
+                if load.first_failures.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", load.first_failures.join("; "))
+                }
+            ),
+        ),
+    ]
+}
+
 fn check(name: impl Into<String>, passed: bool, detail: impl Into<String>) -> Check {
     Check {
         name: name.into(),
@@ -765,28 +795,7 @@ fn soak_target(
             news.error.map(|e| format!("; {e}")).unwrap_or_default()
         ),
     ));
-    checks.push(c(
-        "zero verification errors",
-        load.verification_errors == 0,
-        format!(
-            "{} messages, {} bytes verified, {} errors",
-            load.messages, load.bytes_verified, load.verification_errors
-        ),
-    ));
-    checks.push(c(
-        "every session ended as its behaviour expects",
-        load.unexpected_outcomes == 0 && load.connections_made > 0,
-        format!(
-            "{} sessions, {} unexpected{}",
-            load.sessions.values().flat_map(|m| m.values()).sum::<u64>(),
-            load.unexpected_outcomes,
-            if load.first_failures.is_empty() {
-                String::new()
-            } else {
-                format!(": {}", load.first_failures.join("; "))
-            }
-        ),
-    ));
+    checks.extend(load_checks(name, &load));
     checks.push(c(
         "every connection closed on the server",
         drained && open_at_end == 0,

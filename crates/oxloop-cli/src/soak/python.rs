@@ -5,7 +5,7 @@
 
 use super::load::{self, LoadResult, Mode};
 use super::servers::ServerCounts;
-use super::{check, Check, LoadChild, Scale, Target, TargetReport};
+use super::{check, load_checks, Check, LoadChild, Scale, Target, TargetReport};
 use std::io::{self, BufRead};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -106,28 +106,7 @@ pub fn soak(
         result.is_some() && status.success() && counts.is_some() && server_status.success(),
         format!("load generator {status}, server {server_status}"),
     ));
-    checks.push(c(
-        "zero verification errors",
-        load.verification_errors == 0,
-        format!(
-            "{} messages, {} bytes verified, {} errors",
-            load.messages, load.bytes_verified, load.verification_errors
-        ),
-    ));
-    checks.push(c(
-        "every session ended as its behaviour expects",
-        load.unexpected_outcomes == 0 && load.connections_made > 0,
-        format!(
-            "{} sessions, {} unexpected{}",
-            load.sessions.values().flat_map(|m| m.values()).sum::<u64>(),
-            load.unexpected_outcomes,
-            if load.first_failures.is_empty() {
-                String::new()
-            } else {
-                format!(": {}", load.first_failures.join("; "))
-            }
-        ),
-    ));
+    checks.extend(load_checks("python", &load));
     let count_of = |b: load::Behaviour| -> u64 {
         load.sessions.get(&b).map(|m| m.values().sum()).unwrap_or(0)
     };
