@@ -98,7 +98,8 @@ fn quick_bench_writes_every_scenario_as_json() {
         }
         if let Some(rows) = s.get("instructions").and_then(|r| r.as_array()) {
             let servers: Vec<&str> = rows.iter().map(|r| r["server"].as_str().unwrap()).collect();
-            for name in ["raw-epoll", "oxloop", "async", "tokio", "smol"] {
+            // smol spins before it sleeps: its count depends on timing, it is not counted.
+            for name in ["raw-epoll", "oxloop", "async", "tokio"] {
                 assert!(servers.contains(&name), "{name} missing in {s}");
             }
             for r in rows {
