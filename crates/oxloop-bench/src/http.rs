@@ -31,6 +31,31 @@ pub fn bind_oxloop(addr: SocketAddr) -> io::Result<(SocketAddr, Serve)> {
     ))
 }
 
+/// [`bind_oxloop`]'s server on `loops` loops of a cluster sharing `addr` with
+/// `SO_REUSEPORT` (`Config::reuse_port`), as `oxloop serve-http --threads N` runs;
+/// returns the cluster and the address its loops share.
+pub fn oxloop_cluster(
+    addr: SocketAddr,
+    loops: usize,
+) -> io::Result<(oxloop::cluster::Cluster, SocketAddr)> {
+    use oxloop::cluster::{Cluster, SharedAddrs};
+    let shared = SharedAddrs::new(vec![addr]);
+    let for_loops = shared.clone();
+    let cluster = Cluster::start(loops, move |ev, _| {
+        let shared = &for_loops;
+        let config = oxloop_http::Config::default().reuse_port(true);
+        let server = oxloop_http::HttpServer::bind(ev, &shared.get()[..], config, |_req| {
+            oxloop_http::Response::text("Hello, World!").content_type("text/plain")
+        })?;
+        shared.set(vec![server.local_addr()]);
+        // The hook owns the server, so it lives as long as the loop.
+        Cluster::on_shutdown(move || server.shutdown(|| {}));
+        Ok(())
+    })?;
+    let bound = shared.get()[0];
+    Ok((cluster, bound))
+}
+
 /// hyper 1.x, HTTP/1 only, on tokio's `current_thread` runtime (the usual way to run
 /// hyper on one core), one task per connection; `pipeline_flush` lets it answer
 /// pipelined requests with one write.

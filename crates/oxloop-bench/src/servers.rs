@@ -104,6 +104,45 @@ impl FromStr for ServerKind {
 /// Serves on a bound listener until the process ends (or fails).
 pub type Serve = Box<dyn FnOnce() -> io::Result<()>>;
 
+/// Binds `kind` on `loops` loops of an [`oxloop::cluster::Cluster`], each listening on
+/// `addr` with `SO_REUSEPORT` (oxloop's echo server and oxloop-http only: the servers
+/// `oxloop bench` measures for scaling). Returns the shared address and a function that
+/// serves until the loops end.
+pub fn bind_loops(
+    kind: ServerKind,
+    addr: SocketAddr,
+    loops: usize,
+) -> io::Result<(SocketAddr, Serve)> {
+    use oxloop::cluster::Cluster;
+    let (cluster, bound) = match kind {
+        ServerKind::Oxloop => {
+            let cluster = Cluster::serve(addr, loops, || Echo {
+                transport: None,
+                closed: Rc::new(Cell::new(0)),
+                exit_after: None,
+            })?;
+            let bound = cluster.local_addrs()[0];
+            (cluster, bound)
+        }
+        ServerKind::HttpOxloop => crate::http::oxloop_cluster(addr, loops)?,
+        _ => {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("{kind} has no several-loop version"),
+            ))
+        }
+    };
+    Ok((
+        bound,
+        Box::new(move || {
+            for outcome in cluster.join() {
+                outcome.map_err(io::Error::other)?;
+            }
+            Ok(())
+        }),
+    ))
+}
+
 /// Binds a listener for `kind` on `addr` and returns the bound address and a function
 /// that serves on it (never returning unless it fails).
 pub fn bind(

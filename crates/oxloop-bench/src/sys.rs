@@ -18,6 +18,25 @@ pub fn pin_to_cpu(cpu: usize) -> io::Result<()> {
     Ok(())
 }
 
+/// Lets the calling thread run on every CPU again (undoes [`pin_to_cpu`]); processes
+/// it starts afterwards inherit that.
+pub fn unpin() -> io::Result<()> {
+    // SAFETY: cpu_set_t is plain data; zeroed is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // Every bit: the kernel keeps the CPUs that exist (the count from
+    // `available_parallelism` would be the pinned one).
+    for cpu in 0..libc::CPU_SETSIZE as usize {
+        // SAFETY: CPU_SET writes one bit of the set we own, `cpu` below its size.
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+    }
+    // SAFETY: pid 0 is the calling thread; the pointer and size describe `set`.
+    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Number of CPUs available.
 pub fn cpu_count() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())

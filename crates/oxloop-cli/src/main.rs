@@ -69,6 +69,9 @@ enum Command {
         /// Exit after this many connections closed.
         #[arg(long)]
         exit_after: Option<u64>,
+        /// Serve on this many loops (threads) sharing the port (oxloop, http-oxloop).
+        #[arg(long, default_value_t = 1)]
+        loops: usize,
     },
 }
 
@@ -77,6 +80,7 @@ fn serve(
     addr: std::net::SocketAddr,
     cpu: Option<usize>,
     exit_after: Option<u64>,
+    loops: usize,
 ) -> std::io::Result<()> {
     use std::io::Write;
     let kind: oxloop_bench::servers::ServerKind = kind
@@ -86,7 +90,11 @@ fn serve(
         oxloop_bench::sys::pin_to_cpu(cpu)?;
     }
     let _ = oxloop_bench::sys::raise_fd_limit();
-    let (bound, serve) = oxloop_bench::servers::bind(kind, addr, exit_after)?;
+    let (bound, serve) = if loops > 1 {
+        oxloop_bench::servers::bind_loops(kind, addr, loops)?
+    } else {
+        oxloop_bench::servers::bind(kind, addr, exit_after)?
+    };
     println!("listening on {bound}");
     std::io::stdout().flush()?;
     serve()
@@ -115,7 +123,8 @@ fn main() -> std::process::ExitCode {
             addr,
             cpu,
             exit_after,
-        } => serve(&kind, addr, cpu, exit_after),
+            loops,
+        } => serve(&kind, addr, cpu, exit_after, loops),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-const SCENARIOS: [&str; 15] = [
+const SCENARIOS: [&str; 16] = [
     "timers",
     "call-soon",
     "cross-thread",
@@ -19,6 +19,7 @@ const SCENARIOS: [&str; 15] = [
     "instructions",
     "http",
     "idle",
+    "scaling",
 ];
 
 #[test]
@@ -82,6 +83,10 @@ fn quick_bench_writes_every_scenario_as_json() {
             let servers: Vec<&str> = rows.iter().map(|r| r["server"].as_str().unwrap()).collect();
             let expected: &[&str] = if s["id"] == "http" {
                 &["raw-epoll", "oxloop-http", "hyper (tokio)"]
+            } else if s["id"] == "scaling" {
+                // At least 1 and 2 loops, whatever the CPU count; wrk's pipelined rows
+                // need cases of a second or more.
+                &["http-oxloop, 1 loop, keep-alive", "http-oxloop, 2 loops, keep-alive"]
             } else if s["id"].as_str().unwrap().starts_with("python-") {
                 // uvloop is left out (with a note) where it is not installed.
                 &["oxloop", "asyncio"]

@@ -28,7 +28,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// The scenario groups `--scenarios` accepts.
-pub const GROUPS: [&str; 10] = [
+pub const GROUPS: [&str; 11] = [
     "timers",
     "call-soon",
     "cross-thread",
@@ -39,6 +39,7 @@ pub const GROUPS: [&str; 10] = [
     "http",
     "idle",
     "python",
+    "scaling",
 ];
 
 /// Options of `oxloop bench`.
@@ -58,7 +59,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "FILE.svg")]
     pub chart: Option<PathBuf>,
     /// Run only these scenario groups (comma list): timers, call-soon, cross-thread,
-    /// echo, pipeline, syscalls, instructions, http, idle, python.
+    /// echo, pipeline, syscalls, instructions, http, idle, python, scaling.
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     pub scenarios: Option<Vec<String>>,
     /// Idle connections per server for the memory scenario (default 10,000; 1,000
@@ -220,6 +221,9 @@ pub fn run(args: BenchArgs) -> io::Result<()> {
     }
     if has("python") {
         steps += (PYTHON_APIS.len() * PYTHON_LOOPS.len()) as u64;
+    }
+    if has("scaling") {
+        steps += 2 * loop_counts(sys::cpu_count()).len() as u64;
     }
     let pb = ProgressBar::new(steps);
     pb.set_style(
@@ -389,6 +393,15 @@ pub fn run(args: BenchArgs) -> io::Result<()> {
         }
         rep.scenarios.extend(python_scenarios(
             pin,
+            duration,
+            &pb,
+            &mut rep.verified_bytes,
+        )?);
+    }
+    if has("scaling") {
+        rep.scenarios.push(scaling_scenario(
+            &exe,
+            rep.machine.cpus,
             duration,
             &pb,
             &mut rep.verified_bytes,
@@ -683,6 +696,131 @@ fn http_scenario(
                 rows[0].runs.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", ")
             ),
         ],
+        throughput: rows,
+        ..Scenario::default()
+    })
+}
+
+/// The loop counts the scaling scenario runs: 1, 2, 4, … up to the CPU count (at
+/// least up to 2, so that a small machine still shows what two loops do on it).
+fn loop_counts(cpus: usize) -> Vec<usize> {
+    (0..8)
+        .map(|i| 1usize << i)
+        .take_while(|&n| n <= cpus.max(2))
+        .collect()
+}
+
+/// Loop per core: oxloop-http (`GET /`, "Hello, World!") on 1, 2, 4, … loops of a
+/// cluster sharing the port with `SO_REUSEPORT`, under wrk's keep-alive load and 16
+/// pipelined requests per connection (100 connections); nothing pinned, so the loops
+/// and the load generator share every CPU.
+fn scaling_scenario(
+    exe: &std::path::Path,
+    cpus: usize,
+    duration: Duration,
+    pb: &ProgressBar,
+    verified: &mut u64,
+) -> io::Result<Scenario> {
+    use oxloop_bench::http;
+    // Earlier groups pinned this thread, and wrk would inherit that.
+    sys::unpin()?;
+    let use_wrk = http::wrk_available() && duration >= Duration::from_secs(1);
+    let depths: &[usize] = if use_wrk { &[1, 16] } else { &[1] };
+    let counts = loop_counts(cpus);
+    let connections = 100;
+    let mut rows = Vec::new();
+    let mut ratios = Vec::new();
+    for &depth in depths {
+        let mut one_loop: Option<(f64, f64)> = None;
+        for &loops in &counts {
+            let load = if depth == 1 {
+                "keep-alive".to_string()
+            } else {
+                format!("{depth} pipelined")
+            };
+            pb.set_message(format!("scaling: {loops} loops, {load}"));
+            let mut cmd = std::process::Command::new(exe);
+            cmd.args(["serve", "http-oxloop", "127.0.0.1:0", "--loops"])
+                .arg(loops.to_string());
+            let server = ServerProcess::start_command(cmd, None)?;
+            let fail =
+                |e: io::Error| io::Error::new(e.kind(), format!("scaling with {loops} loops: {e}"));
+            let check =
+                http::http_load(server.addr, 10, Duration::from_millis(100)).map_err(fail)?;
+            *verified += check.bytes;
+            let (u0, s0) = sys::process_cpu(server.pid())?;
+            let (requests, secs, bytes, p50, p99) = if use_wrk {
+                let w = http::run_wrk(server.addr, connections, duration, depth).map_err(fail)?;
+                let secs = w.elapsed.as_secs_f64();
+                (w.requests, secs, w.bytes_per_s * secs, w.p50, w.p99)
+            } else {
+                let l = http::http_load(server.addr, connections, duration).map_err(fail)?;
+                *verified += l.bytes;
+                let (p50, p99) = (l.latency.quantile(0.5), l.latency.quantile(0.99));
+                (
+                    l.messages,
+                    l.elapsed.as_secs_f64(),
+                    l.bytes as f64,
+                    p50,
+                    p99,
+                )
+            };
+            std::thread::sleep(Duration::from_millis(50));
+            let (u1, s1) = sys::process_cpu(server.pid())?;
+            let per = |d: Duration| d.as_nanos() as f64 / requests.max(1) as f64;
+            let plural = if loops == 1 { "" } else { "s" };
+            let row = ThroughputRow {
+                server: format!("http-oxloop, {loops} loop{plural}, {load}"),
+                messages_per_s: requests as f64 / secs.max(1e-9),
+                mib_per_s: bytes / secs.max(1e-9) / (1 << 20) as f64,
+                p50_us: p50.as_secs_f64() * 1e6,
+                p99_us: p99.as_secs_f64() * 1e6,
+                user_ns_per_msg: per(u1.saturating_sub(u0)),
+                total_ns_per_msg: per((u1 + s1).saturating_sub(u0 + s0)),
+                messages: requests,
+                ..ThroughputRow::default()
+            };
+            match one_loop {
+                None => one_loop = Some((row.messages_per_s, row.total_ns_per_msg)),
+                Some((rate, cpu)) => ratios.push(format!(
+                    "{load}, {loops} loops over 1: {:.2}x the requests/s, {:.2}x the server CPU per request",
+                    row.messages_per_s / rate,
+                    row.total_ns_per_msg / cpu.max(1e-9)
+                )),
+            }
+            rows.push(row);
+            pb.inc(1);
+        }
+    }
+    let most = counts.last().copied().unwrap_or(1);
+    let tool = if use_wrk {
+        format!("wrk -t1 -c{connections} (one load thread)")
+    } else {
+        format!("the built-in client ({connections} connections; wrk missing or cases under 1 s)")
+    };
+    let mut notes = vec![format!(
+        "oxloop-http on N loops of `oxloop::cluster` (`oxloop serve-http --threads N` serves the same way), each listening with SO_REUSEPORT; load: {tool}; nothing pinned. {}",
+        ratios.join("; ")
+    )];
+    notes.push(if cpus < most + 1 {
+        format!(
+            "This machine has {cpus} CPUs: {most} loops and the load generator need at least {} to run side by side, so here the loops share CPUs with the load and with each other. The ratios above measure that sharing, not how the loops scale; scaling shows on a machine with a core per loop plus cores for the load.",
+            most + 1
+        )
+    } else {
+        format!("{cpus} CPUs: every loop and the load thread can have a core of its own.")
+    });
+    Ok(Scenario {
+        id: "scaling".into(),
+        title: format!(
+            "Loop per core: oxloop-http on {} loops (100 connections)",
+            counts
+                .iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        notes,
         throughput: rows,
         ..Scenario::default()
     })
