@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
 import shutil
 import socket
@@ -215,11 +216,13 @@ def main() -> int:
         default=3,
         help="rounds over every server in turn; the median of each is reported",
     )
+    p.add_argument("--json", metavar="FILE", help="also write every figure to FILE as JSON")
     args = p.parse_args()
     if shutil.which("wrk") is None or shutil.which("taskset") is None:
         print("needs wrk and taskset")
         return 1
-    samples: dict[tuple[str, str], list[float]] = {}
+    samples: dict[tuple[str, str, str], list[float]] = {}
+    skipped: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         with open(os.path.join(tmp, "bench_apps.py"), "w") as f:
             f.write(APPS)
@@ -237,6 +240,8 @@ def main() -> int:
                         if cmd is None:
                             if round_number == 1:
                                 print(f"{key}  skipped: not installed in this venv")
+                                if server not in skipped:
+                                    skipped.append(server)
                             continue
                         rate = measure(cmd, port, args.duration, args.connections, tmp, depth)
                         if rate is None:
@@ -248,6 +253,7 @@ def main() -> int:
     for (server, app, mode), rate in rates.items():
         print(f"{server:13} {app:5} {mode:10}  {rate:10,.0f} requests/s")
     print()
+    ratios: list[dict[str, object]] = []
     for mode, _ in modes:
         for app in ("hello", "json"):
             for ours, peer in (
@@ -261,6 +267,16 @@ def main() -> int:
                 if (ours, app, mode) in rates and (peer, app, mode) in rates:
                     ratio = rates[(ours, app, mode)] / rates[(peer, app, mode)]
                     print(f"{app:5} {mode:10} {ours} vs {peer}: {ratio:.2f}x")
+                    ratios.append(
+                        {"app": app, "mode": mode, "server": ours, "peer": peer, "ratio": ratio}
+                    )
+    if args.json:
+        rows = [
+            {"server": s, "app": a, "mode": m, "requests_per_s": r, "rounds": samples[(s, a, m)]}
+            for (s, a, m), r in rates.items()
+        ]
+        with open(args.json, "w") as f:
+            json.dump({"rates": rows, "ratios": ratios, "skipped": skipped}, f, indent=1)
     return 0
 
 

@@ -71,10 +71,13 @@ fn quick_bench_writes_every_scenario_as_json() {
         ids.contains(&"python") || ids.contains(&"python-protocol-c1-64"),
         "python missing from {ids:?}"
     );
+    // Python web serving: run when .venv/bench has oxloop, skipped otherwise.
+    assert!(ids.contains(&"web"), "web missing from {ids:?}");
     for s in scenarios {
         if s.get("skipped").is_some() {
             assert!(
-                ["http", "syscalls", "instructions", "python"].contains(&s["id"].as_str().unwrap()),
+                ["http", "syscalls", "instructions", "python", "web"]
+                    .contains(&s["id"].as_str().unwrap()),
                 "{s}"
             );
             continue;
@@ -83,10 +86,19 @@ fn quick_bench_writes_every_scenario_as_json() {
             let servers: Vec<&str> = rows.iter().map(|r| r["server"].as_str().unwrap()).collect();
             let expected: &[&str] = if s["id"] == "http" {
                 &["raw-epoll", "oxloop-http", "hyper (tokio)"]
+            } else if s["id"] == "web" {
+                // --quick runs oxloop's own servers only.
+                &[
+                    "oxloop-wsgi, hello, keep-alive",
+                    "oxloop-asgi, json, keep-alive",
+                ]
             } else if s["id"] == "scaling" {
                 // At least 1 and 2 loops, whatever the CPU count; wrk's pipelined rows
                 // need cases of a second or more.
-                &["http-oxloop, 1 loop, keep-alive", "http-oxloop, 2 loops, keep-alive"]
+                &[
+                    "http-oxloop, 1 loop, keep-alive",
+                    "http-oxloop, 2 loops, keep-alive",
+                ]
             } else if s["id"].as_str().unwrap().starts_with("python-") {
                 // uvloop is left out (with a note) where it is not installed.
                 &["oxloop", "asyncio"]

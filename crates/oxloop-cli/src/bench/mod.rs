@@ -28,7 +28,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// The scenario groups `--scenarios` accepts.
-pub const GROUPS: [&str; 11] = [
+pub const GROUPS: [&str; 12] = [
     "timers",
     "call-soon",
     "cross-thread",
@@ -39,6 +39,7 @@ pub const GROUPS: [&str; 11] = [
     "http",
     "idle",
     "python",
+    "web",
     "scaling",
 ];
 
@@ -59,7 +60,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "FILE.svg")]
     pub chart: Option<PathBuf>,
     /// Run only these scenario groups (comma list): timers, call-soon, cross-thread,
-    /// echo, pipeline, syscalls, instructions, http, idle, python, scaling.
+    /// echo, pipeline, syscalls, instructions, http, idle, python, web, scaling.
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     pub scenarios: Option<Vec<String>>,
     /// Idle connections per server for the memory scenario (default 10,000; 1,000
@@ -222,6 +223,7 @@ pub fn run(args: BenchArgs) -> io::Result<()> {
     if has("python") {
         steps += (PYTHON_APIS.len() * PYTHON_LOOPS.len()) as u64;
     }
+    steps += has("web") as u64;
     if has("scaling") {
         steps += 2 * loop_counts(sys::cpu_count()).len() as u64;
     }
@@ -397,6 +399,11 @@ pub fn run(args: BenchArgs) -> io::Result<()> {
             &pb,
             &mut rep.verified_bytes,
         )?);
+    }
+    if has("web") {
+        pb.set_message("web: python/bench/web_bench.py");
+        rep.scenarios.push(web_scenario(quick, duration)?);
+        pb.inc(1);
     }
     if has("scaling") {
         rep.scenarios.push(scaling_scenario(
@@ -696,6 +703,137 @@ fn http_scenario(
                 rows[0].runs.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", ")
             ),
         ],
+        throughput: rows,
+        ..Scenario::default()
+    })
+}
+
+/// Python web serving: `python/bench/web_bench.py` (oxloop's WSGI and ASGI servers
+/// against granian, bjoern and uvicorn under wrk, each server pinned to CPU 0 and wrk
+/// to CPU 1) run by the interpreter `$OXLOOP_BENCH_WEB_PYTHON` or the repository's
+/// `.venv/bench/bin/python`, which holds the peers (see the script's header); a peer
+/// missing there is skipped with a note, and the whole group is skipped when the
+/// interpreter, oxloop in it, or wrk is missing. With `--quick`: oxloop's own servers
+/// only, one round of keep-alive.
+fn web_scenario(quick: bool, duration: Duration) -> io::Result<Scenario> {
+    let root = repository_root();
+    let python = std::env::var_os("OXLOOP_BENCH_WEB_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join(".venv/bench/bin/python"));
+    let script = root.join("python/bench/web_bench.py");
+    let title = "Python web serving: oxloop WSGI and ASGI vs granian, bjoern and uvicorn (wrk, 100 connections)";
+    let skipped = |why: String| Scenario {
+        id: "web".into(),
+        title: title.into(),
+        skipped: Some(why),
+        ..Scenario::default()
+    };
+    if !oxloop_bench::http::wrk_available() {
+        return Ok(skipped("wrk is not installed".into()));
+    }
+    if !python_imports(&python, "oxloop") {
+        return Ok(skipped(format!(
+            "{} is missing or cannot import oxloop (make it as python/bench/web_bench.py's header says, or set OXLOOP_BENCH_WEB_PYTHON)",
+            python.display()
+        )));
+    }
+    let json = std::env::temp_dir().join(format!("oxloop-bench-web-{}.json", std::process::id()));
+    let secs = duration.as_secs().max(1).to_string();
+    let mut cmd = std::process::Command::new(&python);
+    cmd.arg(&script)
+        .args(["--duration", &secs, "--json"])
+        .arg(&json);
+    if quick {
+        cmd.args([
+            "--rounds",
+            "1",
+            "--pipeline",
+            "1",
+            "--servers",
+            "oxloop-wsgi",
+            "oxloop-asgi",
+        ]);
+    }
+    let out = cmd.output()?;
+    let text = std::fs::read_to_string(&json);
+    let _ = std::fs::remove_file(&json);
+    if !out.status.success() {
+        return Err(io::Error::other(format!(
+            "web_bench.py failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    let v: serde_json::Value = serde_json::from_str(&text?).map_err(io::Error::other)?;
+    let mut rows = Vec::new();
+    for r in v["rates"].as_array().into_iter().flatten() {
+        let rounds: Vec<f64> = r["rounds"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|x| x.as_f64())
+            .collect();
+        rows.push(ThroughputRow {
+            server: format!(
+                "{}, {}, {}",
+                r["server"].as_str().unwrap_or("?"),
+                r["app"].as_str().unwrap_or("?"),
+                r["mode"].as_str().unwrap_or("?")
+            ),
+            messages_per_s: r["requests_per_s"].as_f64().unwrap_or(0.0),
+            // wrk's count over every round (each ran `secs` seconds).
+            messages: (rounds.iter().sum::<f64>() * duration.as_secs().max(1) as f64) as u64,
+            runs: rounds,
+            ..ThroughputRow::default()
+        });
+    }
+    if rows.is_empty() {
+        return Err(io::Error::other(format!(
+            "web_bench.py measured no server: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )));
+    }
+    let ratios: Vec<String> = v["ratios"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            format!(
+                "{} {}: {} {:.2}x {}",
+                r["app"].as_str().unwrap_or("?"),
+                r["mode"].as_str().unwrap_or("?"),
+                r["server"].as_str().unwrap_or("?"),
+                r["ratio"].as_f64().unwrap_or(0.0),
+                r["peer"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    let mut notes = vec![format!(
+        "{} --duration {secs}{}: a 13-byte hello and a 4 KiB JSON document, keep-alive{}; each server alone, pinned to CPU 0, wrk -t1 -c100 on CPU 1; requests/s, the median of the rounds (each round's figure in the last column of the JSON). Requests per second of one server core, since the server has one.",
+        script.display(),
+        if quick { " --rounds 1 --pipeline 1 --servers oxloop-wsgi oxloop-asgi" } else { "" },
+        if quick { "" } else { " and 16 pipelined" }
+    )];
+    if !ratios.is_empty() {
+        notes.push(format!("Ratios: {}.", ratios.join("; ")));
+    }
+    let missing: Vec<&str> = v["skipped"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|x| x.as_str())
+        .collect();
+    if !missing.is_empty() {
+        notes.push(format!(
+            "Not run (not installed for {}): {}.",
+            python.display(),
+            missing.join(", ")
+        ));
+    }
+    Ok(Scenario {
+        id: "web".into(),
+        title: title.into(),
+        notes,
         throughput: rows,
         ..Scenario::default()
     })
