@@ -16,7 +16,15 @@ pub const BODY: &[u8] = b"Hello, World!";
 
 /// oxloop-http answering with a closure handler, as its `http_hello` example does.
 pub fn bind_oxloop(addr: SocketAddr) -> io::Result<(SocketAddr, Serve)> {
-    let ev = oxloop::EventLoop::new()?;
+    serve_hello(oxloop::EventLoop::new()?, addr)
+}
+
+/// [`bind_oxloop`]'s server on a loop with the io_uring backend.
+pub fn bind_oxloop_uring(addr: SocketAddr) -> io::Result<(SocketAddr, Serve)> {
+    serve_hello(crate::servers::uring_loop()?, addr)
+}
+
+fn serve_hello(ev: oxloop::EventLoop, addr: SocketAddr) -> io::Result<(SocketAddr, Serve)> {
     let server =
         oxloop_http::HttpServer::bind(&ev, addr, oxloop_http::Config::default(), |_req| {
             oxloop_http::Response::text("Hello, World!").content_type("text/plain")

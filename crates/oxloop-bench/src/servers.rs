@@ -36,6 +36,8 @@ pub enum ServerKind {
     /// HTTP: oxloop-http with a closure handler (what its `http_hello` example runs;
     /// not an echo server).
     HttpOxloop,
+    /// HTTP: the same oxloop-http server on the io_uring backend.
+    HttpOxloopUring,
     /// HTTP: hyper on tokio `current_thread` (not an echo server).
     HttpHyper,
     /// HTTP: a hand-written epoll responder, the limit (not an echo server).
@@ -52,7 +54,7 @@ impl ServerKind {
     ];
 
     /// Every kind, including the peers `oxloop bench` adds.
-    pub const NAMED: [ServerKind; 10] = [
+    pub const NAMED: [ServerKind; 11] = [
         ServerKind::Oxloop,
         ServerKind::OxloopUring,
         ServerKind::RawEpoll,
@@ -61,6 +63,7 @@ impl ServerKind {
         ServerKind::Smol,
         ServerKind::Libuv,
         ServerKind::HttpOxloop,
+        ServerKind::HttpOxloopUring,
         ServerKind::HttpHyper,
         ServerKind::HttpRaw,
     ];
@@ -76,6 +79,7 @@ impl ServerKind {
             ServerKind::Smol => "smol",
             ServerKind::Libuv => "libuv",
             ServerKind::HttpOxloop => "http-oxloop",
+            ServerKind::HttpOxloopUring => "http-oxloop-uring",
             ServerKind::HttpHyper => "http-hyper",
             ServerKind::HttpRaw => "http-raw",
         }
@@ -98,6 +102,18 @@ impl FromStr for ServerKind {
                 let names: Vec<_> = ServerKind::NAMED.iter().map(|k| k.name()).collect();
                 format!("unknown server {s:?} ({})", names.join(", "))
             })
+    }
+}
+
+/// A loop on the io_uring backend, or why this machine cannot have one (the kernel
+/// lacks io_uring or refuses it).
+pub fn uring_loop() -> io::Result<EventLoop> {
+    let ev = EventLoop::builder()
+        .backend(oxloop::BackendKind::IoUring)
+        .build()?;
+    match ev.backend_fallback() {
+        Some(reason) => Err(io::Error::new(io::ErrorKind::Unsupported, reason)),
+        None => Ok(ev),
     }
 }
 
@@ -153,15 +169,7 @@ pub fn bind(
     match kind {
         ServerKind::Oxloop | ServerKind::OxloopUring => {
             let ev = match kind {
-                ServerKind::OxloopUring => {
-                    let ev = EventLoop::builder()
-                        .backend(oxloop::BackendKind::IoUring)
-                        .build()?;
-                    if let Some(reason) = ev.backend_fallback() {
-                        return Err(io::Error::new(io::ErrorKind::Unsupported, reason));
-                    }
-                    ev
-                }
+                ServerKind::OxloopUring => uring_loop()?,
                 _ => EventLoop::new()?,
             };
             let closed = Rc::new(Cell::new(0u64));
@@ -194,6 +202,7 @@ pub fn bind(
             Ok((bound, Box::new(move || smol_echo(listener, exit_after))))
         }
         ServerKind::HttpOxloop => crate::http::bind_oxloop(addr),
+        ServerKind::HttpOxloopUring => crate::http::bind_oxloop_uring(addr),
         ServerKind::HttpHyper => crate::http::bind_hyper(addr),
         ServerKind::HttpRaw => crate::http::bind_raw(addr),
         ServerKind::Libuv => Err(io::Error::new(

@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-const SCENARIOS: [&str; 16] = [
+const SCENARIOS: [&str; 17] = [
     "timers",
     "call-soon",
     "cross-thread",
@@ -18,6 +18,7 @@ const SCENARIOS: [&str; 16] = [
     "syscalls",
     "instructions",
     "http",
+    "http-pipelined",
     "idle",
     "scaling",
 ];
@@ -76,15 +77,22 @@ fn quick_bench_writes_every_scenario_as_json() {
     for s in scenarios {
         if s.get("skipped").is_some() {
             assert!(
-                ["http", "syscalls", "instructions", "python", "web"]
-                    .contains(&s["id"].as_str().unwrap()),
+                [
+                    "http",
+                    "http-pipelined",
+                    "syscalls",
+                    "instructions",
+                    "python",
+                    "web"
+                ]
+                .contains(&s["id"].as_str().unwrap()),
                 "{s}"
             );
             continue;
         }
         if let Some(rows) = s.get("throughput").and_then(|r| r.as_array()) {
             let servers: Vec<&str> = rows.iter().map(|r| r["server"].as_str().unwrap()).collect();
-            let expected: &[&str] = if s["id"] == "http" {
+            let expected: &[&str] = if s["id"].as_str().unwrap().starts_with("http") {
                 &["raw-epoll", "oxloop-http", "hyper (tokio)"]
             } else if s["id"] == "web" {
                 // --quick runs oxloop's own servers only.

@@ -65,7 +65,7 @@ pub fn draw(rep: &Report, path: &Path) -> io::Result<()> {
         .scenarios
         .iter()
         .filter(|s| s.throughput.iter().any(|r| r.throughput_vs_raw.is_some()))
-        .filter(|s| s.id != "http")
+        .filter(|s| !s.id.starts_with("http"))
         .collect();
     let in_process: Vec<(String, f64)> = rep
         .scenarios

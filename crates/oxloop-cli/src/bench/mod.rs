@@ -128,16 +128,22 @@ fn case_title(c: &Case) -> String {
 
 /// The peers measured against the raw server, in run order.
 fn peers() -> Vec<ServerKind> {
-    let mut v = vec![
-        ServerKind::Oxloop,
-        ServerKind::Async,
-        ServerKind::Tokio,
-        ServerKind::Smol,
-    ];
+    let mut v = vec![ServerKind::Oxloop];
+    if servers::uring_loop().is_ok() {
+        v.push(ServerKind::OxloopUring);
+    }
+    v.extend([ServerKind::Async, ServerKind::Tokio, ServerKind::Smol]);
     if servers::libuv_program().is_some() {
         v.push(ServerKind::Libuv);
     }
     v
+}
+
+/// Why the io_uring rows are missing, when they are.
+fn uring_note() -> Option<String> {
+    servers::uring_loop()
+        .err()
+        .map(|e| format!("oxloop-uring: not run (this kernel gives no io_uring: {e})"))
 }
 
 fn libuv_note() -> Option<String> {
@@ -215,7 +221,7 @@ pub fn run(args: BenchArgs) -> io::Result<()> {
         steps += all.len() as u64;
     }
     if has("http") {
-        steps += (2 * HTTP_PEERS.len() + 1) as u64;
+        steps += 2 * (2 * http_peers().len() + 1) as u64;
     }
     if has("idle") {
         steps += all.len() as u64;
@@ -341,13 +347,16 @@ pub fn run(args: BenchArgs) -> io::Result<()> {
         if pin {
             sys::pin_to_cpu(1)?;
         }
-        rep.scenarios.push(http_scenario(
-            &exe,
-            pin,
-            duration,
-            &pb,
-            &mut rep.verified_bytes,
-        )?);
+        for depth in [1, HTTP_PIPELINE] {
+            rep.scenarios.push(http_scenario(
+                &exe,
+                pin,
+                duration,
+                depth,
+                &pb,
+                &mut rep.verified_bytes,
+            )?);
+        }
     }
     if has("idle") {
         let mut rows = Vec::new();
@@ -545,6 +554,7 @@ fn echo_scenario(
             .collect::<Vec<_>>()
             .join(", ")
     )];
+    notes.extend(uring_note());
     notes.extend(libuv_note());
     Ok(Scenario {
         id,
@@ -555,11 +565,19 @@ fn echo_scenario(
     })
 }
 
-/// The HTTP servers compared with the raw responder.
-const HTTP_PEERS: [(ServerKind, &str); 2] = [
-    (ServerKind::HttpOxloop, "oxloop-http"),
-    (ServerKind::HttpHyper, "hyper (tokio)"),
-];
+/// The HTTP servers compared with the raw responder (oxloop-http on io_uring where
+/// the kernel gives it).
+fn http_peers() -> Vec<(ServerKind, &'static str)> {
+    let mut v = vec![(ServerKind::HttpOxloop, "oxloop-http")];
+    if servers::uring_loop().is_ok() {
+        v.push((ServerKind::HttpOxloopUring, "oxloop-http (io_uring)"));
+    }
+    v.push((ServerKind::HttpHyper, "hyper (tokio)"));
+    v
+}
+
+/// Requests in flight per connection in the pipelined HTTP case.
+const HTTP_PIPELINE: usize = 16;
 
 /// One HTTP server run: what the client saw and the server's CPU time.
 struct HttpRun {
@@ -578,21 +596,45 @@ impl HttpRun {
     }
 }
 
-/// HTTP plaintext: keep-alive `GET /` on 100 connections, wrk when installed and the
-/// case lasts at least a second, the built-in checking client otherwise (which also
-/// checks every server briefly before wrk runs).
+/// HTTP plaintext: `GET /` on 100 connections, keep-alive (`depth` 1) or `depth`
+/// requests pipelined per connection; wrk when installed and the case lasts at least
+/// a second, the built-in checking client otherwise (which also checks every server
+/// briefly before wrk runs, and cannot pipeline: the pipelined case is then skipped).
 fn http_scenario(
     exe: &std::path::Path,
     pin: bool,
     duration: Duration,
+    depth: usize,
     pb: &ProgressBar,
     verified: &mut u64,
 ) -> io::Result<Scenario> {
     use oxloop_bench::http;
     let use_wrk = http::wrk_available() && duration >= Duration::from_secs(1);
     let connections = 100;
+    let id = if depth == 1 {
+        "http".to_string()
+    } else {
+        "http-pipelined".to_string()
+    };
+    let title = if depth == 1 {
+        "HTTP plaintext (keep-alive GET /, \"Hello, World!\", 100 connections)".to_string()
+    } else {
+        format!("HTTP plaintext, {depth} requests pipelined per connection (GET /, \"Hello, World!\", 100 connections)")
+    };
+    if depth > 1 && !use_wrk {
+        pb.inc((2 * http_peers().len() + 1) as u64);
+        return Ok(Scenario {
+            id,
+            title,
+            skipped: Some(
+                "pipelining needs wrk and cases of at least 1 s (the built-in client sends one request at a time)"
+                    .into(),
+            ),
+            ..Scenario::default()
+        });
+    }
     let mut run = |kind: ServerKind| -> io::Result<HttpRun> {
-        pb.set_message(format!("http: {kind}"));
+        pb.set_message(format!("{id}: {kind}"));
         let server = ServerProcess::start(exe, kind, pin.then_some(0))?;
         let fail = |e: io::Error| io::Error::new(e.kind(), format!("http against {kind}: {e}"));
         // Every server answers correctly before it is measured.
@@ -600,7 +642,7 @@ fn http_scenario(
         *verified += check.bytes;
         let (u0, s0) = sys::process_cpu(server.pid())?;
         let r = if use_wrk {
-            let w = http::run_wrk(server.addr, connections, duration, 1).map_err(fail)?;
+            let w = http::run_wrk(server.addr, connections, duration, depth).map_err(fail)?;
             HttpRun {
                 requests: w.requests,
                 bytes: (w.bytes_per_s * w.elapsed.as_secs_f64()) as u64,
@@ -638,7 +680,7 @@ fn http_scenario(
     };
     let mut raws = vec![run(ServerKind::HttpRaw)?];
     let mut peers = Vec::new();
-    for (kind, name) in HTTP_PEERS {
+    for (kind, name) in http_peers() {
         peers.push((name, run(kind)?));
         raws.push(run(ServerKind::HttpRaw)?);
     }
@@ -684,7 +726,12 @@ fn http_scenario(
                 (t.total_ns_per_msg > 0.0).then(|| r.total_ns_per_msg / t.total_ns_per_msg);
         }
     }
-    let tool = if use_wrk {
+    let tool = if use_wrk && depth > 1 {
+        format!(
+            "wrk -t1 -c{connections} -d{}s --latency with a script that sends {depth} requests per write",
+            duration.as_secs().max(1)
+        )
+    } else if use_wrk {
         format!(
             "wrk -t1 -c{connections} -d{}s --latency",
             duration.as_secs().max(1)
@@ -694,15 +741,15 @@ fn http_scenario(
     } else {
         format!("the built-in client ({connections} connections; wrk is not installed)")
     };
-    Ok(Scenario {
-        id: "http".into(),
-        title: "HTTP plaintext (keep-alive GET /, \"Hello, World!\", 100 connections)".into(),
-        notes: vec![
-            format!(
+    let mut notes = vec![format!(
                 "Load: {tool}, pinned to CPU 1; each server pinned to CPU 0, its responses first checked (status, Content-Length, body) by the built-in client. Order: raw, then each server followed by raw again; raw runs (req/s): {}. raw-epoll here is a hand-written responder that answers each request head with a canned response; MiB/s counts response bytes.",
                 rows[0].runs.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", ")
-            ),
-        ],
+            )];
+    notes.extend(uring_note());
+    Ok(Scenario {
+        id,
+        title,
+        notes,
         throughput: rows,
         ..Scenario::default()
     })
