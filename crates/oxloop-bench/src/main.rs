@@ -395,7 +395,7 @@ fn syscalls(argv: impl Iterator<Item = String>) {
         argv,
         &["servers", "messages", "connections", "sizes", "depths"],
     );
-    if !suite::strace_available() {
+    if !suite::tool_runs("strace", "-V") {
         fail("strace is not installed (apt-get install strace)");
     }
     let list = |name: &str, default: &[usize]| -> Vec<usize> {

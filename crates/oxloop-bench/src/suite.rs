@@ -355,10 +355,11 @@ impl SyscallCount {
     }
 }
 
-/// Whether `strace` can be run.
-pub fn strace_available() -> bool {
-    Command::new("strace")
-        .arg("-V")
+/// Whether `program arg` runs and succeeds (`tool_runs("strace", "-V")`): how the
+/// benchmarks learn that a tool they need is installed.
+pub fn tool_runs(program: &str, arg: &str) -> bool {
+    Command::new(program)
+        .arg(arg)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -483,16 +484,6 @@ impl InstructionCount {
             .saturating_sub(self.short_instructions) as f64
             / messages as f64
     }
-}
-
-/// Whether valgrind can be run.
-pub fn valgrind_available() -> bool {
-    Command::new("valgrind")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 /// Counts the user-space instructions `kind` executes per echoed message of `case`:

@@ -1023,7 +1023,7 @@ fn syscall_scenario(
         title: "System calls per echoed message (1 connection, 64 B ping-pong)".into(),
         ..Scenario::default()
     };
-    if !suite::strace_available() {
+    if !suite::tool_runs("strace", "-V") {
         s.skipped = Some("strace is not installed (apt-get install strace)".into());
         pb.inc(procs.len() as u64);
         return Ok(s);
@@ -1095,7 +1095,7 @@ fn instruction_scenario(
                 .into(),
         ..Scenario::default()
     };
-    if !suite::valgrind_available() {
+    if !suite::tool_runs("valgrind", "--version") {
         s.skipped = Some("valgrind is not installed (apt-get install valgrind)".into());
         pb.inc(kinds.len() as u64);
         return Ok(s);
