@@ -170,7 +170,16 @@ class TaskReader:
 
     def __init__(self, *args: Any, **kwargs: Any) -> None: ...
     waiting: Any
+    def wait(self, hub: Any, current: Any) -> bool:
+        """Waits in greenlet `current` until the fd is ready (switching to `hub`);
+        False, without waiting, if the reader is no longer installed."""
     def __call__(self) -> None: ...
+
+def _socket_recv(fd: int, bufsize: int, flags: int) -> bytes | None:
+    """`socket.recv` on a non-blocking fd, without waiting: None if nothing is there."""
+
+def _socket_send(fd: int, data: Any, flags: int) -> int | None:
+    """`socket.send` on a non-blocking fd, without waiting: None if nothing went."""
 
 class WebServer:
     """A running HTTP server of a loop (oxloop-http), from `_serve_asgi` / `_serve_wsgi`."""

@@ -106,6 +106,59 @@ def test_socket_timeouts_and_nonblocking_mode(evloop):
         assert a.recv_into(buf) == 10 and bytes(buf) == b"x" * 10
 
 
+def test_recv_and_send_behave_as_the_standard_librarys(evloop):
+    """The green socket's own recv/send: the same results, errors and messages as
+    `socket.socket`'s, for every bytes-like argument."""
+    import array
+
+    a, b = green.socketpair()
+    plain_a, plain_b = stdsocket.socketpair()
+    with a, b, plain_a, plain_b:
+        for data in (b"ab", bytearray(b"cd"), memoryview(b"xef")[1:], array.array("h", [1, 2])):
+            assert a.send(data) == plain_a.send(data)
+            a.sendall(data)
+            plain_a.sendall(data)
+            assert b.recv(100) == plain_b.recv(100)
+        assert a.send(b"") == 0
+        for bad in ("text", 5, None, memoryview(b"abcd")[::2]):
+            with pytest.raises(Exception) as green_error:
+                a.send(bad)
+            with pytest.raises(Exception) as plain_error:
+                plain_a.send(bad)
+            assert type(green_error.value) is type(plain_error.value), bad
+        with pytest.raises(ValueError, match="negative buffersize in recv"):
+            b.recv(-1)
+        b.sendall(b"x" * 50_000)
+        got = b""
+        while len(got) < 50_000:
+            got += a.recv(300_000)  # larger than the reused receive buffer
+        assert got == b"x" * 50_000
+        b.sendall(b"peek")
+        assert a.recv(10, stdsocket.MSG_PEEK) == b"peek"
+        a.settimeout(0.0)
+        got = b""
+        while got != b"peek":
+            got += a.recv(10)
+        with pytest.raises(BlockingIOError):
+            a.recv(10)
+    for sock, plain in ((a, plain_a), (b, plain_b)):
+        with pytest.raises(OSError) as green_error:
+            sock.recv(10)
+        with pytest.raises(OSError) as plain_error:
+            plain.recv(10)
+        assert str(green_error.value) == str(plain_error.value)
+        with pytest.raises(OSError) as green_error:
+            sock.send(b"x")
+        with pytest.raises(OSError) as plain_error:
+            plain.send(b"x")
+        assert str(green_error.value) == str(plain_error.value)
+    c, d = green.socketpair()
+    with c:
+        d.close()
+        with pytest.raises(BrokenPipeError, match=r"\[Errno 32\] Broken pipe"):
+            c.send(b"x")
+
+
 def test_big_sendall_while_the_peer_reads_slowly(evloop):
     a, b = green.socketpair()
     payload = os.urandom(4 * 1024 * 1024)

@@ -2,8 +2,9 @@
 //! around a call, copying the current context, and taking a handle out of the cycle
 //! collector; taking ownership of a socket fd that Python detached; and reading
 //! `CLOCK_MONOTONIC` as `time.monotonic()` does; duplicating a file descriptor; releasing the
-//! GIL around the loop's kernel wait. The only `unsafe` code of the
-//! extension.
+//! GIL around the loop's kernel wait; a green socket's non-blocking `recv`/`send`, the
+//! bytes of a buffer-protocol object, and the `OSError` of an errno. The only `unsafe`
+//! code of the extension.
 
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -215,4 +216,149 @@ pub(crate) fn with_buffer<R>(object: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) ->
     let bytes =
         unsafe { std::slice::from_raw_parts(view.buf_ptr().cast::<u8>(), view.len_bytes()) };
     Some(f(bytes))
+}
+
+/// `recv(2)` on `fd` into `buffer` without blocking (`MSG_DONTWAIT` added to `flags`);
+/// how many bytes.
+pub(crate) fn recv_nonblocking(
+    fd: std::os::fd::RawFd,
+    buffer: &mut [u8],
+    flags: i32,
+) -> std::io::Result<usize> {
+    // SAFETY: `buffer` is valid, writable memory of `buffer.len()` bytes for the whole
+    // call; an invalid `fd` only makes the call fail (EBADF).
+    let n = unsafe {
+        libc::recv(
+            fd,
+            buffer.as_mut_ptr().cast(),
+            buffer.len(),
+            flags | libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// `send(2)` of `data` on `fd` without blocking (`MSG_DONTWAIT` added to `flags`); how
+/// many bytes went.
+pub(crate) fn send_nonblocking(
+    fd: std::os::fd::RawFd,
+    data: &[u8],
+    flags: i32,
+) -> std::io::Result<usize> {
+    // SAFETY: `data` is valid memory of `data.len()` bytes for the whole call; an
+    // invalid `fd` only makes the call fail (EBADF).
+    let n = unsafe {
+        libc::send(
+            fd,
+            data.as_ptr().cast(),
+            data.len(),
+            flags | libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// Runs `f` on the bytes of any object with the buffer protocol, as the standard
+/// library's `socket.send` takes them (a simple, contiguous export: `bytes`,
+/// `bytearray`, `memoryview`, `array`...); raises what Python raises for anything else.
+pub(crate) fn with_bytes_like<R>(
+    object: &Bound<'_, PyAny>,
+    f: impl FnOnce(&[u8]) -> R,
+) -> PyResult<R> {
+    let py = object.py();
+    let mut view = std::mem::MaybeUninit::<ffi::Py_buffer>::uninit();
+    // SAFETY: the GIL is held (`object` is bound); `view` is writable memory for one
+    // `Py_buffer`, which the call fills when it returns 0 (and leaves alone, with an
+    // exception set, otherwise).
+    if unsafe { ffi::PyObject_GetBuffer(object.as_ptr(), view.as_mut_ptr(), ffi::PyBUF_SIMPLE) }
+        != 0
+    {
+        return Err(PyErr::fetch(py));
+    }
+    // SAFETY: filled by the successful call above.
+    let mut view = unsafe { view.assume_init() };
+    let bytes = if view.buf.is_null() || view.len <= 0 {
+        &[][..]
+    } else {
+        // SAFETY: a simple export is `len` contiguous bytes at `buf`, valid until the
+        // release below, after `f` has returned; the GIL is held throughout, so no
+        // Python code can resize the object meanwhile.
+        unsafe { std::slice::from_raw_parts(view.buf.cast::<u8>(), view.len as usize) }
+    };
+    let result = f(bytes);
+    // SAFETY: `view` was filled by `PyObject_GetBuffer` above and is released once.
+    unsafe { ffi::PyBuffer_Release(&mut view) };
+    Ok(result)
+}
+
+/// The `OSError` (the subclass Python picks for `errno`) that the standard library's
+/// socket methods raise for a failed system call: `[Errno N] strerror`.
+pub(crate) fn os_error_from_errno(py: Python<'_>, errno: i32) -> PyErr {
+    // SAFETY: `__errno_location` gives this thread's `errno`, which the call below
+    // reads; the GIL is held (`py`), and `PyErr_SetFromErrno` sets an exception (and
+    // returns NULL), which `fetch` takes.
+    unsafe {
+        *libc::__errno_location() = errno;
+        ffi::PyErr_SetFromErrno(ffi::PyExc_OSError);
+    }
+    PyErr::fetch(py)
+}
+
+/// `PyGreenlet_Switch` from greenlet's C API (the `greenlet._C_API` capsule, entry 6 of
+/// its table, as `greenlet.h` lays it out), or `None` if greenlet cannot be imported.
+fn greenlet_switch_fn(py: Python<'_>) -> Option<GreenletSwitch> {
+    static SWITCH: std::sync::OnceLock<Option<GreenletSwitch>> = std::sync::OnceLock::new();
+    *SWITCH.get_or_init(|| {
+        // SAFETY: the GIL is held (`py`); `PyCapsule_Import` imports `greenlet` and
+        // returns the capsule's pointer, or NULL with an exception set (cleared here).
+        let table = unsafe { ffi::PyCapsule_Import(c"greenlet._C_API".as_ptr(), 0) };
+        if table.is_null() {
+            drop(PyErr::take(py));
+            return None;
+        }
+        // SAFETY: the capsule holds greenlet's `_PyGreenlet_API`, a static table of
+        // pointers (never freed while the module lives, and greenlet is never
+        // unloaded); entry `PyGreenlet_Switch_NUM` (6) is `PyGreenlet_Switch`, with
+        // the signature of `GreenletSwitch` in every greenlet release that has the
+        // capsule (0.4 to 3.x).
+        Some(unsafe {
+            std::mem::transmute::<*mut std::ffi::c_void, GreenletSwitch>(
+                *table.cast::<*mut std::ffi::c_void>().add(6),
+            )
+        })
+    })
+}
+
+/// `PyGreenlet_Switch(greenlet, args, kwargs)`.
+type GreenletSwitch = unsafe extern "C" fn(
+    *mut ffi::PyObject,
+    *mut ffi::PyObject,
+    *mut ffi::PyObject,
+) -> *mut ffi::PyObject;
+
+/// `greenlet.switch()` without looking the method up or building its arguments:
+/// greenlet's own C function, called directly. Returns what the greenlet that
+/// switches back passes (or raises what is thrown in).
+pub(crate) fn switch_greenlet<'py>(greenlet: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = greenlet.py();
+    let Some(switch) = greenlet_switch_fn(py) else {
+        return greenlet.call_method0(pyo3::intern!(py, "switch"));
+    };
+    // SAFETY: the GIL is held; `PyGreenlet_Switch` checks that its first argument is a
+    // greenlet (a `TypeError` otherwise), takes NULL for "no arguments", and returns a
+    // new reference or NULL with an exception set.
+    unsafe {
+        let result = switch(
+            greenlet.as_ptr(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        );
+        Bound::from_owned_ptr_or_err(py, result)
+    }
 }

@@ -9,6 +9,8 @@
 //!   the exception that leaves `run_forever`;
 //! - `web.rs`, `asgi.rs`, `websocket.rs`, `wsgi.rs`: ASGI (HTTP and WebSocket) and WSGI
 //!   applications served by oxloop-http;
+//! - `task_reader.rs`, `green_socket.rs`: a green socket's fd callback, wait, receive
+//!   and send (`oxloop.green`);
 //! - `ffi.rs`: the few CPython calls that need `unsafe`.
 
 #![deny(unsafe_code)]
@@ -17,6 +19,7 @@
 mod asgi;
 #[allow(unsafe_code)] // the CPython calls PyO3 does not wrap, each with its SAFETY note
 mod ffi;
+mod green_socket;
 mod handle;
 mod log;
 mod loop_core;
@@ -38,6 +41,8 @@ fn _oxloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<handle::TimerHandle>()?;
     m.add_class::<transport::StreamTransport>()?;
     m.add_class::<task_reader::TaskReader>()?;
+    m.add_function(wrap_pyfunction!(green_socket::_socket_recv, m)?)?;
+    m.add_function(wrap_pyfunction!(green_socket::_socket_send, m)?)?;
     m.add_class::<log::LogSink>()?;
     m.add_class::<web::WebServer>()?;
     m.add_function(wrap_pyfunction!(asgi::_serve_asgi, m)?)?;

@@ -527,6 +527,7 @@ impl LoopCore {
         let callback = reader.clone_ref(py).into_any();
         let handle = Py::new(py, LoopCore::new_handle(slf, callback, args, None)?)?;
         crate::ffi::untrack(handle.bind(py));
+        reader.get().set_handle(py, handle.clone_ref(py));
         LoopCore::remove_watcher(py, &core, fd, false);
         let fired = handle.clone_ref(py);
         let ev = core.ev.clone();

@@ -112,7 +112,7 @@ unsafe impl<T> Send for GilCell<T> {}
 unsafe impl<T> Sync for GilCell<T> {}
 
 impl<T> GilCell<T> {
-    pub(crate) fn new(value: T) -> GilCell<T> {
+    pub(crate) const fn new(value: T) -> GilCell<T> {
         GilCell(RefCell::new(value))
     }
 

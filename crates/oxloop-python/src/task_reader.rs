@@ -7,6 +7,7 @@
 //! it removes the reader, so a socket nobody reads does not wake the loop forever).
 //! Python subclasses it (`oxloop.green._io._SocketWatch`) to keep its bookkeeping.
 
+use crate::handle::Handle;
 use crate::running::GilCell;
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -16,6 +17,9 @@ use pyo3::types::{PyDict, PyTuple};
 #[pyclass(subclass, frozen, module = "oxloop._oxloop")]
 pub struct TaskReader {
     waiting: GilCell<Option<Py<PyAny>>>,
+    /// The loop's handle of this reader (set by `LoopCore._add_task_reader`), cancelled
+    /// when the reader is removed.
+    handle: GilCell<Option<Py<Handle>>>,
 }
 
 #[pymethods]
@@ -26,7 +30,24 @@ impl TaskReader {
     fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> TaskReader {
         TaskReader {
             waiting: GilCell::new(None),
+            handle: GilCell::new(None),
         }
+    }
+
+    /// Waits in the greenlet `current` until the fd is ready: the reader will switch
+    /// back to `current`, and `current` switches to `hub` (the greenlet running the
+    /// loop). False, without waiting, if the reader is no longer installed. What the
+    /// wait raises (a `kill`, a `Timeout`) propagates; the reader then waits for no one.
+    fn wait(&self, py: Python<'_>, hub: &Bound<'_, PyAny>, current: Py<PyAny>) -> PyResult<bool> {
+        if !self.is_installed(py) {
+            return Ok(false);
+        }
+        let old = self.waiting.borrow_mut(py).replace(current);
+        drop(old); // after the borrow: dropping a greenlet may run Python code
+        let switched = crate::ffi::switch_greenlet(hub);
+        let old = self.waiting.borrow_mut(py).take();
+        drop(old);
+        switched.map(|_| true)
     }
 
     /// The greenlet to switch to when the fd is ready (`None`: no task waits).
@@ -48,13 +69,27 @@ impl TaskReader {
 }
 
 impl TaskReader {
+    /// Records the loop's handle of this reader (see `wait`).
+    pub(crate) fn set_handle(&self, py: Python<'_>, handle: Py<Handle>) {
+        let old = self.handle.borrow_mut(py).replace(handle);
+        drop(old);
+    }
+
+    /// Whether the reader is still installed on the loop (its handle not cancelled).
+    fn is_installed(&self, py: Python<'_>) -> bool {
+        match &*self.handle.borrow(py) {
+            Some(handle) => !handle.get().is_cancelled(),
+            None => false,
+        }
+    }
+
     /// The fd is ready: switches to the waiting greenlet (which no longer waits), or
     /// calls `idle()` when none waits.
     pub(crate) fn fire(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let waiting = slf.get().waiting.borrow_mut(py).take();
         match waiting {
-            Some(greenlet) => greenlet.call_method0(py, intern!(py, "switch")).map(drop),
+            Some(greenlet) => crate::ffi::switch_greenlet(greenlet.bind(py)).map(drop),
             None => slf.call_method0(intern!(py, "idle")).map(drop),
         }
     }

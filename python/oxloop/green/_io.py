@@ -54,9 +54,9 @@ __all__ = [
 
 # The originals, taken before any patching.
 _C = _socket.socket
-_c_recv = _C.recv
 _c_recv_into = _C.recv_into
-_c_send = _C.send
+_socket_recv = _oxloop._socket_recv
+_socket_send = _oxloop._socket_send
 _c_settimeout = _C.settimeout
 _orig_socket = _stdsocket.socket
 _orig_getaddrinfo = _socket.getaddrinfo
@@ -295,32 +295,35 @@ class socket(_orig_socket):  # noqa: N801 - the standard library's name
         """Receives up to `bufsize` bytes (b"" at end of stream)."""
         if self._drained:
             self._drained = False
+            watch = self._watch
             cur = getcurrent()
-            if type(cur) is _Runner and not flags:
-                timeout = self._gtimeout
-                watch = self._watch
-                if timeout is None and watch is not None and not watch.handle.cancelled():
-                    # The usual case, inline: wait on the watcher this socket left.
-                    evloop = _local.evloop
-                    if watch.evloop is evloop:
-                        watch.waiting = cur
-                        try:
-                            evloop._hub.switch()
-                        finally:
-                            watch.waiting = None
-                    else:
-                        _wait_readable(evloop, cur, self, self.fileno(), None)
-                elif timeout != 0.0:
-                    _wait_readable(_local.evloop, cur, self, self.fileno(), timeout)
+            # The usual case: a task without a timeout waits on the watcher this
+            # socket left (natively; False if that watcher was removed meanwhile).
+            if (
+                watch is None
+                or flags
+                or type(cur) is not _Runner
+                or self._gtimeout is not None
+                or watch.evloop is not _local.evloop
+                or not watch.wait(watch.evloop._hub, cur)
+            ):
+                self._wait_drained(cur, flags)
         while True:
-            try:
-                data = _c_recv(self, bufsize, flags)
-            except BlockingIOError:
-                self._wait_read()
-                continue
-            if len(data) < bufsize:
-                self._drained = True
-            return data
+            data = _socket_recv(self.fileno(), bufsize, flags)
+            if data is not None:
+                break
+            self._wait_read()
+        if len(data) < bufsize:
+            self._drained = True
+        return data
+
+    def _wait_drained(self, cur, flags: int) -> None:
+        """The wait for readability after a short read, when `recv`'s inline one
+        does not apply."""
+        if type(cur) is _Runner and not flags:
+            timeout = self._gtimeout
+            if timeout != 0.0:
+                _wait_readable(_local.evloop, cur, self, self.fileno(), timeout)
 
     def recv_into(self, buffer, nbytes: int = 0, flags: int = 0) -> int:
         """Receives into `buffer`; how many bytes."""
@@ -367,20 +370,18 @@ class socket(_orig_socket):  # noqa: N801 - the standard library's name
     def send(self, data, flags: int = 0) -> int:
         """Sends some of `data`; how many bytes."""
         while True:
-            try:
-                return _c_send(self, data, flags)
-            except BlockingIOError:
-                self._wait(True)
+            sent = _socket_send(self.fileno(), data, flags)
+            if sent is not None:
+                return sent
+            self._wait(True)
 
     def sendall(self, data, flags: int = 0) -> None:
         """Sends all of `data` (the timeout bounds each wait)."""
-        try:
-            sent = _c_send(self, data, flags)
-        except BlockingIOError:
+        sent = _socket_send(self.fileno(), data, flags)
+        if sent is None:
             sent = 0
-        else:
-            if sent == len(data):
-                return
+        elif sent == len(data):
+            return
         with memoryview(data) as view, view.cast("B") as octets:
             total = len(octets)
             while sent < total:
