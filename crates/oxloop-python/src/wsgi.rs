@@ -29,7 +29,6 @@ use std::fs::File;
 use std::future::poll_fn;
 use std::io::{Seek, SeekFrom};
 use std::rc::Rc;
-use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
 use std::task::{Poll, Waker};
 
@@ -165,13 +164,14 @@ struct Job {
 
 /// Where the requests' applications run.
 enum Runner {
-    /// A pool of worker threads, fed through this channel.
-    Threads(mpsc::Sender<Job>),
-    /// Green tasks on the loop's thread: `spawn(request)` starts one that calls
-    /// `request()`; `make_wait()` makes the object a waiting task switches through.
+    /// A pool of worker threads, fed through this queue.
+    Threads(Jobs),
+    /// Green tasks on the loop's thread: `start(request)` starts one that calls
+    /// `request()` and runs it at once, until it ends or waits; `make_wait()` makes
+    /// the object a waiting task switches through.
     Green {
         worker: Arc<Worker>,
-        spawn: Py<PyAny>,
+        start: Py<PyAny>,
         make_wait: Py<PyAny>,
     },
 }
@@ -847,18 +847,14 @@ impl App {
         };
         let exchange = job.exchange.clone();
         match &self.runner {
-            Runner::Threads(jobs) => {
-                if jobs.send(job).is_err() {
-                    return Response::error(503).close();
-                }
-            }
-            Runner::Green { worker, spawn, .. } => {
+            Runner::Threads(jobs) => jobs.push(job),
+            Runner::Green { worker, start, .. } => {
                 let started = running::with_gil(|py| -> PyResult<()> {
                     let request = GreenRequest {
                         worker: worker.clone(),
                         job: Mutex::new(Some(job)),
                     };
-                    spawn.call1(py, (Py::new(py, request)?,))?;
+                    start.call1(py, (Py::new(py, request)?,))?;
                     Ok(())
                 });
                 if let Err(err) = started {
@@ -917,33 +913,110 @@ impl App {
     }
 }
 
-/// Starts `threads` worker threads that run requests until the channel closes.
-fn thread_pool(threads: usize, worker: Arc<Worker>) -> PyResult<mpsc::Sender<Job>> {
-    let (jobs, queue) = mpsc::channel::<Job>();
-    let queue = Arc::new(Mutex::new(queue));
+/// The queue between the loop and the worker threads.
+struct JobQueue {
+    state: Mutex<Queued>,
+    /// Idle workers wait here.
+    available: Condvar,
+}
+
+struct Queued {
+    jobs: VecDeque<Job>,
+    /// Workers waiting on `available`: a push wakes one only when one waits, so a
+    /// busy pool costs the loop no system call per request.
+    idle: usize,
+    /// The server is gone: workers end.
+    closed: bool,
+}
+
+impl JobQueue {
+    fn lock(&self) -> MutexGuard<'_, Queued> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The loop's end of the queue; dropping it (with the server) ends the workers.
+struct Jobs(Arc<JobQueue>);
+
+impl Jobs {
+    fn push(&self, job: Job) {
+        let mut q = self.0.lock();
+        q.jobs.push_back(job);
+        let wake = q.idle > 0;
+        drop(q);
+        if wake {
+            self.0.available.notify_one();
+        }
+    }
+}
+
+impl Drop for Jobs {
+    fn drop(&mut self) {
+        self.0.lock().closed = true;
+        self.0.available.notify_all();
+    }
+}
+
+/// Starts `threads` worker threads that run requests until the server is gone.
+///
+/// A worker attaches to the interpreter once (its thread state lives as long as the
+/// thread: attaching per request made a new one each time, with its own stack
+/// mapping) and gives up the GIL only to wait for work: it runs queued requests one
+/// after the other while any are queued, so a burst of requests costs one hand-over
+/// of the GIL each way, not one per request. A request that blocks (releasing the
+/// GIL, as `time.sleep` and socket calls do) lets another worker take the next one.
+fn thread_pool(threads: usize, worker: Arc<Worker>) -> PyResult<Jobs> {
+    let queue = Arc::new(JobQueue {
+        state: Mutex::new(Queued {
+            jobs: VecDeque::new(),
+            idle: 0,
+            closed: false,
+        }),
+        available: Condvar::new(),
+    });
     for i in 0..threads.max(1) {
         let queue = queue.clone();
         let worker = worker.clone();
         std::thread::Builder::new()
             .name(format!("oxloop-wsgi-{i}"))
-            .spawn(move || loop {
-                let job = {
-                    let queue = queue.lock().unwrap_or_else(|e| e.into_inner());
-                    queue.recv()
-                };
-                let Ok(job) = job else {
-                    return; // the server is gone
-                };
-                Python::attach(|py| worker.run(py, job));
+            .spawn(move || {
+                Python::attach(|py| loop {
+                    let next = queue.lock().jobs.pop_front();
+                    let job = match next {
+                        Some(job) => job,
+                        None => {
+                            let job = py.detach(|| {
+                                let mut q = queue.lock();
+                                loop {
+                                    if let Some(job) = q.jobs.pop_front() {
+                                        return Some(job);
+                                    }
+                                    if q.closed {
+                                        return None;
+                                    }
+                                    q.idle += 1;
+                                    q = queue.available.wait(q).unwrap_or_else(|e| e.into_inner());
+                                    q.idle -= 1;
+                                }
+                            });
+                            let Some(job) = job else {
+                                return; // the server is gone
+                            };
+                            job
+                        }
+                    };
+                    worker.run(py, job);
+                })
             })
             .map_err(crate::loop_core::os_error)?;
     }
-    Ok(jobs)
+    Ok(Jobs(queue))
 }
 
 /// Serves the WSGI application `app` on `event_loop` at `host:port`, calling it on
-/// `threads` worker threads, or, when `green` is `(spawn, make_wait)`, in green tasks
-/// on the loop's thread (`spawn(request)` starts a task that calls `request()`;
+/// `threads` worker threads, or, when `green` is `(start, make_wait)`, in green tasks
+/// on the loop's thread (`start(request)` starts a task that calls `request()` at
+/// once, until it ends or waits;
 /// `make_wait()` makes the object through which a waiting task switches to the loop,
 /// with `wait()` and `wake()`). `base` holds the environ keys that never change.
 #[pyfunction]
@@ -971,9 +1044,9 @@ pub fn _serve_wsgi(
         file_wrapper,
     });
     let runner = match green {
-        Some((spawn, make_wait)) => Runner::Green {
+        Some((start, make_wait)) => Runner::Green {
             worker,
-            spawn,
+            start,
             make_wait,
         },
         None => Runner::Threads(thread_pool(threads, worker)?),
