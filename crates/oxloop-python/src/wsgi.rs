@@ -525,7 +525,12 @@ impl Worker {
             iterable = Some(result.clone());
             self.respond(py, start.get(), &result)
         })();
-        if let Some(iterable) = iterable {
+        // A plain list or tuple has no `close` (asking would raise and catch an
+        // `AttributeError` per request).
+        let plain = |i: &Bound<'_, PyAny>| {
+            i.is_exact_instance_of::<PyList>() || i.is_exact_instance_of::<PyTuple>()
+        };
+        if let Some(iterable) = iterable.filter(|i| !plain(i)) {
             if let Ok(close) = iterable.getattr(intern!(py, "close")) {
                 if let Err(err) = close.call0() {
                     self.log(py, "Exception in WSGI response close()", &err);
