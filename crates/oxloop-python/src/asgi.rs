@@ -198,15 +198,20 @@ impl Ready {
         slf
     }
 
-    fn __next__(&mut self) -> PyResult<()> {
+    /// Ends at once. Without a value (`send`'s answers) that is an empty iteration,
+    /// which `await` takes as `None` without a `StopIteration` object being made.
+    fn __next__(&mut self) -> PyResult<Option<Py<PyAny>>> {
         match self.value.take() {
-            None => Err(PyStopIteration::new_err(())),
+            None => Ok(None),
             Some(v) => Err(PyStopIteration::new_err((v,))),
         }
     }
 
     fn send(&mut self, _value: Py<PyAny>) -> PyResult<()> {
-        self.__next__()
+        match self.value.take() {
+            None => Err(PyStopIteration::new_err(())),
+            Some(v) => Err(PyStopIteration::new_err((v,))),
+        }
     }
 
     #[pyo3(signature = (*args))]
