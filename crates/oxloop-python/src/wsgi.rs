@@ -24,6 +24,7 @@ use pyo3::exceptions::{
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::fs::File;
 use std::future::poll_fn;
@@ -674,20 +675,20 @@ fn environ<'py>(
 ) -> PyResult<Bound<'py, PyDict>> {
     let env = app.base.bind(py).copy()?;
     env.set_item(intern!(py, "REQUEST_METHOD"), req.method())?;
-    let path = percent_encoding::percent_decode_str(req.path()).collect::<Vec<u8>>();
-    let path = latin1(&path);
+    let decoded: Cow<'_, [u8]> = percent_encoding::percent_decode_str(req.path()).into();
+    let path = latin1(&decoded);
     let path = match path.strip_prefix(app.root_path.as_str()) {
         Some(rest) if !app.root_path.is_empty() && (rest.is_empty() || rest.starts_with('/')) => {
-            rest.to_owned()
+            rest
         }
-        _ => path,
+        _ => &path,
     };
     env.set_item(intern!(py, "PATH_INFO"), path)?;
     // Non-ASCII bytes in the target are passed on one character per byte, as
     // PEP 3333 has every environ string.
     let query = latin1(req.query().unwrap_or("").as_bytes());
-    env.set_item(intern!(py, "QUERY_STRING"), query)?;
-    env.set_item(intern!(py, "RAW_URI"), latin1(req.target().as_bytes()))?;
+    env.set_item(intern!(py, "QUERY_STRING"), &*query)?;
+    env.set_item(intern!(py, "RAW_URI"), &*latin1(req.target().as_bytes()))?;
     let protocol = match req.version() {
         Version::Http11 => intern!(py, "HTTP/1.1"),
         Version::Http10 => intern!(py, "HTTP/1.0"),
@@ -703,11 +704,11 @@ fn environ<'py>(
     for (name, value) in req.headers() {
         let value = latin1(value);
         if name.eq_ignore_ascii_case("content-type") {
-            env.set_item(intern!(py, "CONTENT_TYPE"), value)?;
+            env.set_item(intern!(py, "CONTENT_TYPE"), &*value)?;
             continue;
         }
         if name.eq_ignore_ascii_case("content-length") {
-            env.set_item(intern!(py, "CONTENT_LENGTH"), value)?;
+            env.set_item(intern!(py, "CONTENT_LENGTH"), &*value)?;
             continue;
         }
         if name.contains('_') {
@@ -729,16 +730,20 @@ fn environ<'py>(
                 let joined = format!("{},{}", old.cast::<PyString>()?.to_str()?, value);
                 env.set_item(&key, joined)?;
             }
-            None => env.set_item(&key, value)?,
+            None => env.set_item(&key, &*value)?,
         }
     }
     env.set_item(intern!(py, "wsgi.input"), input)?;
     Ok(env)
 }
 
-/// Bytes as a str, one character per byte (PEP 3333's "bytes as str").
-fn latin1(bytes: &[u8]) -> String {
-    bytes.iter().map(|&b| b as char).collect()
+/// Bytes as a str, one character per byte (PEP 3333's "bytes as str"); borrowed
+/// when they are ASCII (the usual case: no copy).
+fn latin1(bytes: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) if bytes.is_ascii() => Cow::Borrowed(text),
+        _ => Cow::Owned(bytes.iter().map(|&b| b as char).collect()),
+    }
 }
 
 /// Moves the request body into the exchange, stopping while the worker is behind.
