@@ -12,7 +12,10 @@ both with keep-alive (one request in flight per connection) and pipelined
 CPU 0; wrk (keep-alive, `--connections` connections) runs pinned to CPU 1. Prints
 requests/s (the median of `--rounds` rounds, each running every server in turn, so
 that a burst of load from elsewhere on the machine hits one sample of each rather than
-all of one server's) and oxloop's ratios. A server that is not installed is skipped with a note:
+all of one server's) and oxloop's ratios; beside each, requests per CPU-second of the
+server (its processes' and threads' user and system time while wrk ran, from /proc):
+on a machine shared with other work, a server that waits for its core still shows
+what a request costs it. A server that is not installed is skipped with a note:
 install the peers into the benchmark's venv only, e.g.
 
     python -m venv .venv/bench
@@ -137,9 +140,31 @@ request = function() return req end
 """
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of process `pid`, its threads and its descendants
+    (granian runs its worker in a child process), from /proc."""
+    ticks = 0
+    try:
+        threads = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0.0
+    children = []
+    for tid in threads:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                children += [int(c) for c in f.read().split()]
+        except OSError:
+            continue
+    return ticks / os.sysconf("SC_CLK_TCK") + sum(cpu_seconds(c) for c in children)
+
+
 def measure(
     cmd: list[str], port: int, duration: int, connections: int, cwd: str, depth: int
-) -> float | None:
+) -> tuple[float, float] | None:
+    """(requests/s, requests per CPU-second of the server) under wrk, or None."""
     env = dict(os.environ, PYTHONPATH=cwd)
     server = subprocess.Popen(
         ["taskset", "-c", "0", *cmd],
@@ -166,18 +191,24 @@ def measure(
             load += ["-s", os.path.join(cwd, "pipeline.lua"), url, "--", str(depth)]
         else:
             load.append(url)
+        cpu_before = cpu_seconds(server.pid)
         out = subprocess.run(
             load,
             capture_output=True,
             text=True,
         ).stdout
-        rate = None
+        cpu = cpu_seconds(server.pid) - cpu_before
+        rate = requests = None
         for line in out.splitlines():
             if line.startswith("Requests/sec:"):
                 rate = float(line.split()[1])
+            if "requests in" in line:
+                requests = int(line.split()[0])
             if "Non-2xx" in line or "Socket errors" in line:
                 print("   wrk:", line.strip())
-        return rate
+        if rate is None or requests is None:
+            return None
+        return rate, requests / cpu if cpu > 0 else 0.0
     finally:
         server.terminate()
         try:
@@ -222,6 +253,7 @@ def main() -> int:
         print("needs wrk and taskset")
         return 1
     samples: dict[tuple[str, str, str], list[float]] = {}
+    cpu_samples: dict[tuple[str, str, str], list[float]] = {}
     skipped: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         with open(os.path.join(tmp, "bench_apps.py"), "w") as f:
@@ -243,16 +275,25 @@ def main() -> int:
                                 if server not in skipped:
                                     skipped.append(server)
                             continue
-                        rate = measure(cmd, port, args.duration, args.connections, tmp, depth)
-                        if rate is None:
+                        result = measure(cmd, port, args.duration, args.connections, tmp, depth)
+                        if result is None:
                             continue
+                        rate, per_cpu = result
                         samples.setdefault((server, app, mode), []).append(rate)
-                        print(f"{key}  {rate:10,.0f} requests/s", flush=True)
+                        cpu_samples.setdefault((server, app, mode), []).append(per_cpu)
+                        print(
+                            f"{key}  {rate:10,.0f} requests/s  {per_cpu:10,.0f} per CPU-second",
+                            flush=True,
+                        )
     rates = {key: statistics.median(values) for key, values in samples.items()}
+    per_cpu = {key: statistics.median(values) for key, values in cpu_samples.items()}
     print("\nmedian of the rounds:")
     for (server, app, mode), rate in rates.items():
-        print(f"{server:13} {app:5} {mode:10}  {rate:10,.0f} requests/s")
-    print()
+        print(
+            f"{server:13} {app:5} {mode:10}  {rate:10,.0f} requests/s"
+            f"  {per_cpu[(server, app, mode)]:10,.0f} per CPU-second"
+        )
+    print("\nratios: requests/s (requests per CPU-second of the server)")
     ratios: list[dict[str, object]] = []
     for mode, _ in modes:
         for app in ("hello", "json"):
@@ -264,15 +305,33 @@ def main() -> int:
                 ("oxloop-asgi", "granian-asgi"),
                 ("oxloop-asgi", "uvicorn"),
             ):
+                if peer == "bjoern" and mode == "pipelined":
+                    continue  # bjoern does not answer pipelined requests in turn
                 if (ours, app, mode) in rates and (peer, app, mode) in rates:
                     ratio = rates[(ours, app, mode)] / rates[(peer, app, mode)]
-                    print(f"{app:5} {mode:10} {ours} vs {peer}: {ratio:.2f}x")
+                    ours_cpu, peer_cpu = per_cpu[(ours, app, mode)], per_cpu[(peer, app, mode)]
+                    cpu_ratio = ours_cpu / peer_cpu if peer_cpu else 0.0
+                    print(f"{app:5} {mode:10} {ours} vs {peer}: {ratio:.2f}x ({cpu_ratio:.2f}x)")
                     ratios.append(
-                        {"app": app, "mode": mode, "server": ours, "peer": peer, "ratio": ratio}
+                        {
+                            "app": app,
+                            "mode": mode,
+                            "server": ours,
+                            "peer": peer,
+                            "ratio": ratio,
+                            "per_cpu_second_ratio": cpu_ratio,
+                        }
                     )
     if args.json:
         rows = [
-            {"server": s, "app": a, "mode": m, "requests_per_s": r, "rounds": samples[(s, a, m)]}
+            {
+                "server": s,
+                "app": a,
+                "mode": m,
+                "requests_per_s": r,
+                "requests_per_cpu_second": per_cpu[(s, a, m)],
+                "rounds": samples[(s, a, m)],
+            }
             for (s, a, m), r in rates.items()
         ]
         with open(args.json, "w") as f:

@@ -237,6 +237,29 @@ def test_raw_asgi_corners():
         assert DISCONNECTS == ["http.disconnect"]
 
 
+def test_pipelined_answers_at_once_and_after_waiting_keep_their_order():
+    # Requests answered in their first step (in the read callback) around one whose
+    # application waits (`/slow-pieces`), with bodies the application reads.
+    def post(size: int, last: bool = False) -> bytes:
+        close = b"Connection: close\r\n" if last else b""
+        head = b"POST /p HTTP/1.1\r\nHost: x\r\n%sContent-Length: %d\r\n\r\n" % (close, size)
+        return head + b"x" * size
+
+    with serving(oxloop.web.start_asgi, app=raw_app) as address:
+        out = raw_exchange(
+            address,
+            post(1)
+            + post(2)
+            + b"GET /slow-pieces HTTP/1.1\r\nHost: x\r\n\r\n"
+            + post(3)
+            + post(4, last=True),
+        )
+        marks = [b"got 1", b"got 2", b"2\r\nab\r\n2\r\nab\r\n2\r\nab", b"got 3", b"got 4"]
+        places = [out.index(mark) for mark in marks]
+        assert places == sorted(places)
+        assert out.count(b"HTTP/1.1 ") == 5
+
+
 def test_hostile_input_is_answered_by_the_server():
     with serving(
         oxloop.web.start_asgi, app=raw_app, max_head_bytes=1024, max_body_bytes=100

@@ -17,7 +17,10 @@
 //! parses straight from the transport's read buffer (nothing is copied unless a
 //! request is split across reads), answers every request into one output buffer and
 //! hands that to the transport in a single `write`, which usually goes straight to the
-//! socket. Sixteen pipelined requests therefore cost one `read` and one `send`.
+//! socket. Sixteen pipelined requests therefore cost one `read` and one `send`. An async
+//! handler's future is polled once at once, in the read callback: when it answers
+//! without waiting, its request is answered as a closure handler's is, and the next
+//! pipelined request is taken at once; only a handler that waits becomes a task.
 
 use crate::body::{push_hex, Body, RequestBody, StreamShared, STREAM_HIGH_WATER};
 use crate::head::{self, Head};
@@ -771,7 +774,27 @@ impl Conn {
             }
             Handler::Async(handler) => {
                 let req = std::mem::take(&mut self.req);
-                let future = handler(req);
+                let mut future = handler(req);
+                // The first poll happens here: a handler that answers at once is
+                // answered like a closure handler, so pipelined requests are taken
+                // back to back and their responses leave in one write. A waker is
+                // not needed: a handler that waits is polled again by its task.
+                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                let first = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    future.as_mut().poll(&mut cx)
+                }));
+                match first {
+                    Ok(std::task::Poll::Pending) => {}
+                    Ok(std::task::Poll::Ready(response)) => {
+                        self.answered(response);
+                        return;
+                    }
+                    Err(_) => {
+                        self.exchange.close = true;
+                        self.answered(Response::error(500).close());
+                        return;
+                    }
+                }
                 let me = self.me.clone();
                 let task = self.shared.ev.spawn(async move {
                     let response = CatchPanic(future)
@@ -798,15 +821,21 @@ impl Conn {
             State::Open { answer, .. } => *answer = Answer::Inline,
             State::Lingering | State::Closed | State::Upgraded(_) => return,
         }
-        if let Some(body) = &mut c.body {
+        c.answered(response);
+        c.continue_input();
+    }
+
+    /// An async handler's response: written after whatever the request's body still
+    /// has to deliver is dropped.
+    fn answered(&mut self, response: Response) {
+        if let Some(body) = &mut self.body {
             // The handler answered without reading the whole body: skip the rest.
             if let Sink::Channel(ch) = &body.sink {
                 ch.finish(Some(io::ErrorKind::Other));
             }
             body.sink = Sink::Discard;
         }
-        c.respond(response);
-        c.continue_input();
+        self.respond(response);
     }
 
     /// After a response in progress finished: parse what waited, resume reading.

@@ -56,10 +56,12 @@ impl HttpServer {
         HttpServer::start(ev, addr, config, Handler::Sync(Box::new(handler)))
     }
 
-    /// Listens on `addr` and answers every request with an async handler, run as an
-    /// oxloop task. The request body is streamed ([`Request::take_body`]). Requests
-    /// of one connection are handled one after the other, so pipelined responses keep
-    /// their order.
+    /// Listens on `addr` and answers every request with an async handler. Its future
+    /// is polled once at once, inside the connection's read callback (while the
+    /// connection is in use: it must not run the loop); if it is not ready then, it
+    /// runs on as an oxloop task. The request body is streamed
+    /// ([`Request::take_body`]). Requests of one connection are handled one after
+    /// the other, so pipelined responses keep their order.
     pub fn bind_async<F, Fut>(
         ev: &EventLoop,
         addr: impl ToSocketAddrs,

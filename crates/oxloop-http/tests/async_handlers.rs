@@ -44,6 +44,7 @@ fn server() -> TestServer {
                     response.content_type("text/plain")
                 }
                 "/panic" => panic!("async handler panic (expected by the test)"),
+                p if p.starts_with("/now") => Response::text(p.to_string()),
                 p => {
                     // Later requests finish first unless order is kept.
                     let delay: u64 = p.trim_start_matches("/sleep").parse().unwrap_or(0);
@@ -140,6 +141,36 @@ fn streamed_responses_and_order() {
     assert!(text.contains("Connection: close"));
     assert!(!text.contains("Transfer-Encoding"));
     assert!(text.ends_with(&"x".repeat(100)));
+}
+
+#[test]
+fn answers_at_once_and_later_keep_their_order() {
+    let srv = server();
+    let mut s = connect(srv.addr);
+    let mut pending = Vec::new();
+    // Handlers that answer without waiting (answered in the read callback) between
+    // ones that wait (tasks), some with bodies the handler does not read.
+    let paths = [
+        "/now0", "/now1", "/sleep20", "/now2", "/sleep0", "/now3", "/now4",
+    ];
+    let mut batch = String::new();
+    for (i, path) in paths.iter().enumerate() {
+        if i % 3 == 1 {
+            batch.push_str(&format!(
+                "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc"
+            ));
+        } else {
+            batch.push_str(&format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n"));
+        }
+    }
+    for _ in 0..2 {
+        s.write_all(batch.as_bytes()).unwrap();
+        for path in paths {
+            let r = read_response(&mut s, &mut pending, false).unwrap();
+            assert_eq!(r.status, 200);
+            assert_eq!(r.body, path.as_bytes());
+        }
+    }
 }
 
 #[test]

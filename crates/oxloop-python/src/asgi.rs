@@ -9,6 +9,7 @@
 //! needed; otherwise they return an asyncio future that an oxloop task completes (a
 //! request body not yet arrived, a response body above its high-water mark).
 
+use crate::handle::Handle;
 use crate::loop_core::LoopCore;
 use crate::running::{self, LoopCell, LoopShared};
 use crate::web::{self, WebServer};
@@ -45,6 +46,10 @@ pub(crate) struct App {
     pub(crate) task_kwargs: Py<PyDict>,
     /// Tasks start eagerly: their first step runs at once, inside the handler.
     pub(crate) eager: bool,
+    /// Before Python 3.12: `asyncio.tasks._current_tasks` (the running task of each
+    /// loop). The first step of a task is then held back from the loop and run at
+    /// once when no task is running on this loop, as an eager start would.
+    pub(crate) current_tasks: Option<Py<PyDict>>,
     /// The complete awaitable whose value is `None` (it holds no state, so one is
     /// shared by every `send`).
     pub(crate) done: Py<PyAny>,
@@ -193,15 +198,20 @@ impl Ready {
         slf
     }
 
-    fn __next__(&mut self) -> PyResult<()> {
+    /// Ends at once. Without a value (`send`'s answers) that is an empty iteration,
+    /// which `await` takes as `None` without a `StopIteration` object being made.
+    fn __next__(&mut self) -> PyResult<Option<Py<PyAny>>> {
         match self.value.take() {
-            None => Err(PyStopIteration::new_err(())),
+            None => Ok(None),
             Some(v) => Err(PyStopIteration::new_err((v,))),
         }
     }
 
     fn send(&mut self, _value: Py<PyAny>) -> PyResult<()> {
-        self.__next__()
+        match self.value.take() {
+            None => Err(PyStopIteration::new_err(())),
+            Some(v) => Err(PyStopIteration::new_err((v,))),
+        }
     }
 
     #[pyo3(signature = (*args))]
@@ -742,11 +752,32 @@ impl App {
         done_now: impl FnOnce(&Bound<'py, PyAny>) -> PyResult<()>,
     ) -> PyResult<()> {
         let py = coro.py();
-        let task = self
-            .task_class
-            .bind(py)
-            .call((coro,), Some(self.task_kwargs.bind(py)))?;
-        if self.eager && task.call_method0(intern!(py, "done"))?.is_truthy()? {
+        let new_task = || {
+            self.task_class
+                .bind(py)
+                .call((coro,), Some(self.task_kwargs.bind(py)))
+        };
+        let mut started = self.eager;
+        let task = match &self.current_tasks {
+            None => new_task()?,
+            Some(current_tasks) => {
+                let event_loop = self.event_loop.bind(py).cast::<LoopCore>()?;
+                let (task, first_step) = LoopCore::hold_first_soon(event_loop, new_task);
+                let task = task?;
+                if let Some(step) = first_step {
+                    // A step run inside another task's step would fail to enter
+                    // its task: then it waits for the loop, as it always did.
+                    if current_tasks.bind(py).get_item(event_loop)?.is_none() {
+                        Handle::run(step.bind(py));
+                        started = true;
+                    } else {
+                        LoopCore::queue_held(event_loop, step)?;
+                    }
+                }
+                task
+            }
+        };
+        if started && task.call_method0(intern!(py, "done"))?.is_truthy()? {
             done_now(&task)
         } else {
             task.call_method1(intern!(py, "add_done_callback"), (done,))?;
@@ -827,6 +858,12 @@ pub fn _serve_asgi(
         task_kwargs.set_item("eager_start", true)?;
     }
     let task_kwargs = task_kwargs.unbind();
+    let current_tasks = if eager {
+        None
+    } else {
+        let tasks = py.import("asyncio.tasks")?.getattr("_current_tasks")?;
+        Some(tasks.cast_into::<PyDict>()?.unbind())
+    };
     let done = ready(py, None)?;
     let make_app = move |addr: std::net::SocketAddr| {
         Rc::new(App {
@@ -846,6 +883,7 @@ pub fn _serve_asgi(
             state,
             task_kwargs,
             eager,
+            current_tasks,
             done,
             websocket,
         })

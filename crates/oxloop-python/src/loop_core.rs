@@ -53,6 +53,9 @@ pub struct LoopCore {
     /// The timers scheduled while `own_clock` is on, with their deadlines on that clock:
     /// checked after every iteration, so that a clock that jumps ahead makes them due.
     own_clock_timers: GilCell<Vec<Py<TimerHandle>>>,
+    /// While [`LoopCore::hold_first_soon`] runs: `Some(None)`, then the first callback
+    /// given to `call_soon` on the loop's thread, held back instead of queued.
+    held_soon: GilCell<Option<Option<Py<Handle>>>>,
 }
 
 /// An `OSError` (or the subclass Python picks for its errno) from an I/O error.
@@ -205,8 +208,37 @@ impl LoopCore {
         }
         let handle = Py::new(py, LoopCore::new_handle(slf, callback, args, context)?)?;
         crate::ffi::untrack(handle.bind(py));
+        if !threadsafe {
+            if let Some(held @ None) = &mut *this.held_soon.borrow_mut(py) {
+                *held = Some(handle.clone_ref(py));
+                return Ok(handle);
+            }
+        }
         LoopCore::enqueue(slf, handle.clone_ref(py), threadsafe)?;
         Ok(handle)
+    }
+
+    /// Runs `f` on the loop's thread; the first callback that `f` schedules with
+    /// `call_soon` is not queued but handed back, for the caller to run at once
+    /// (`Handle::run`) or queue after all ([`LoopCore::queue_held`]). The web server
+    /// starts an application's `asyncio.Task` this way before Python 3.12, which has
+    /// no eager tasks: the task's first step is that callback.
+    pub(crate) fn hold_first_soon<R>(
+        slf: &Bound<'_, Self>,
+        f: impl FnOnce() -> R,
+    ) -> (R, Option<Py<Handle>>) {
+        let py = slf.py();
+        let this = slf.get();
+        let outer = this.held_soon.borrow_mut(py).replace(None);
+        let result = f();
+        let held = std::mem::replace(&mut *this.held_soon.borrow_mut(py), outer).flatten();
+        (result, held)
+    }
+
+    /// Queues a callback held back by [`LoopCore::hold_first_soon`], as `call_soon`
+    /// would have.
+    pub(crate) fn queue_held(slf: &Bound<'_, Self>, handle: Py<Handle>) -> PyResult<()> {
+        LoopCore::enqueue(slf, handle, false)
     }
 
     /// Puts `handle` on the ready queue: directly from the loop's thread, else (and
@@ -417,6 +449,7 @@ impl LoopCore {
             clock_base,
             own_clock: AtomicBool::new(false),
             own_clock_timers: GilCell::new(Vec::new()),
+            held_soon: GilCell::new(None),
         })
     }
 

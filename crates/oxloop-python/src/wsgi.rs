@@ -24,12 +24,12 @@ use pyo3::exceptions::{
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::fs::File;
 use std::future::poll_fn;
 use std::io::{Seek, SeekFrom};
 use std::rc::Rc;
-use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
 use std::task::{Poll, Waker};
 
@@ -165,13 +165,14 @@ struct Job {
 
 /// Where the requests' applications run.
 enum Runner {
-    /// A pool of worker threads, fed through this channel.
-    Threads(mpsc::Sender<Job>),
-    /// Green tasks on the loop's thread: `spawn(request)` starts one that calls
-    /// `request()`; `make_wait()` makes the object a waiting task switches through.
+    /// A pool of worker threads, fed through this queue.
+    Threads(Jobs),
+    /// Green tasks on the loop's thread: `start(request)` starts one that calls
+    /// `request()` and runs it at once, until it ends or waits; `make_wait()` makes
+    /// the object a waiting task switches through.
     Green {
         worker: Arc<Worker>,
-        spawn: Py<PyAny>,
+        start: Py<PyAny>,
         make_wait: Py<PyAny>,
     },
 }
@@ -525,7 +526,12 @@ impl Worker {
             iterable = Some(result.clone());
             self.respond(py, start.get(), &result)
         })();
-        if let Some(iterable) = iterable {
+        // A plain list or tuple has no `close` (asking would raise and catch an
+        // `AttributeError` per request).
+        let plain = |i: &Bound<'_, PyAny>| {
+            i.is_exact_instance_of::<PyList>() || i.is_exact_instance_of::<PyTuple>()
+        };
+        if let Some(iterable) = iterable.filter(|i| !plain(i)) {
             if let Ok(close) = iterable.getattr(intern!(py, "close")) {
                 if let Err(err) = close.call0() {
                     self.log(py, "Exception in WSGI response close()", &err);
@@ -669,20 +675,20 @@ fn environ<'py>(
 ) -> PyResult<Bound<'py, PyDict>> {
     let env = app.base.bind(py).copy()?;
     env.set_item(intern!(py, "REQUEST_METHOD"), req.method())?;
-    let path = percent_encoding::percent_decode_str(req.path()).collect::<Vec<u8>>();
-    let path = latin1(&path);
+    let decoded: Cow<'_, [u8]> = percent_encoding::percent_decode_str(req.path()).into();
+    let path = latin1(&decoded);
     let path = match path.strip_prefix(app.root_path.as_str()) {
         Some(rest) if !app.root_path.is_empty() && (rest.is_empty() || rest.starts_with('/')) => {
-            rest.to_owned()
+            rest
         }
-        _ => path,
+        _ => &path,
     };
     env.set_item(intern!(py, "PATH_INFO"), path)?;
     // Non-ASCII bytes in the target are passed on one character per byte, as
     // PEP 3333 has every environ string.
     let query = latin1(req.query().unwrap_or("").as_bytes());
-    env.set_item(intern!(py, "QUERY_STRING"), query)?;
-    env.set_item(intern!(py, "RAW_URI"), latin1(req.target().as_bytes()))?;
+    env.set_item(intern!(py, "QUERY_STRING"), &*query)?;
+    env.set_item(intern!(py, "RAW_URI"), &*latin1(req.target().as_bytes()))?;
     let protocol = match req.version() {
         Version::Http11 => intern!(py, "HTTP/1.1"),
         Version::Http10 => intern!(py, "HTTP/1.0"),
@@ -698,11 +704,11 @@ fn environ<'py>(
     for (name, value) in req.headers() {
         let value = latin1(value);
         if name.eq_ignore_ascii_case("content-type") {
-            env.set_item(intern!(py, "CONTENT_TYPE"), value)?;
+            env.set_item(intern!(py, "CONTENT_TYPE"), &*value)?;
             continue;
         }
         if name.eq_ignore_ascii_case("content-length") {
-            env.set_item(intern!(py, "CONTENT_LENGTH"), value)?;
+            env.set_item(intern!(py, "CONTENT_LENGTH"), &*value)?;
             continue;
         }
         if name.contains('_') {
@@ -724,16 +730,20 @@ fn environ<'py>(
                 let joined = format!("{},{}", old.cast::<PyString>()?.to_str()?, value);
                 env.set_item(&key, joined)?;
             }
-            None => env.set_item(&key, value)?,
+            None => env.set_item(&key, &*value)?,
         }
     }
     env.set_item(intern!(py, "wsgi.input"), input)?;
     Ok(env)
 }
 
-/// Bytes as a str, one character per byte (PEP 3333's "bytes as str").
-fn latin1(bytes: &[u8]) -> String {
-    bytes.iter().map(|&b| b as char).collect()
+/// Bytes as a str, one character per byte (PEP 3333's "bytes as str"); borrowed
+/// when they are ASCII (the usual case: no copy).
+fn latin1(bytes: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) if bytes.is_ascii() => Cow::Borrowed(text),
+        _ => Cow::Owned(bytes.iter().map(|&b| b as char).collect()),
+    }
 }
 
 /// Moves the request body into the exchange, stopping while the worker is behind.
@@ -847,18 +857,14 @@ impl App {
         };
         let exchange = job.exchange.clone();
         match &self.runner {
-            Runner::Threads(jobs) => {
-                if jobs.send(job).is_err() {
-                    return Response::error(503).close();
-                }
-            }
-            Runner::Green { worker, spawn, .. } => {
+            Runner::Threads(jobs) => jobs.push(job),
+            Runner::Green { worker, start, .. } => {
                 let started = running::with_gil(|py| -> PyResult<()> {
                     let request = GreenRequest {
                         worker: worker.clone(),
                         job: Mutex::new(Some(job)),
                     };
-                    spawn.call1(py, (Py::new(py, request)?,))?;
+                    start.call1(py, (Py::new(py, request)?,))?;
                     Ok(())
                 });
                 if let Err(err) = started {
@@ -917,33 +923,110 @@ impl App {
     }
 }
 
-/// Starts `threads` worker threads that run requests until the channel closes.
-fn thread_pool(threads: usize, worker: Arc<Worker>) -> PyResult<mpsc::Sender<Job>> {
-    let (jobs, queue) = mpsc::channel::<Job>();
-    let queue = Arc::new(Mutex::new(queue));
+/// The queue between the loop and the worker threads.
+struct JobQueue {
+    state: Mutex<Queued>,
+    /// Idle workers wait here.
+    available: Condvar,
+}
+
+struct Queued {
+    jobs: VecDeque<Job>,
+    /// Workers waiting on `available`: a push wakes one only when one waits, so a
+    /// busy pool costs the loop no system call per request.
+    idle: usize,
+    /// The server is gone: workers end.
+    closed: bool,
+}
+
+impl JobQueue {
+    fn lock(&self) -> MutexGuard<'_, Queued> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The loop's end of the queue; dropping it (with the server) ends the workers.
+struct Jobs(Arc<JobQueue>);
+
+impl Jobs {
+    fn push(&self, job: Job) {
+        let mut q = self.0.lock();
+        q.jobs.push_back(job);
+        let wake = q.idle > 0;
+        drop(q);
+        if wake {
+            self.0.available.notify_one();
+        }
+    }
+}
+
+impl Drop for Jobs {
+    fn drop(&mut self) {
+        self.0.lock().closed = true;
+        self.0.available.notify_all();
+    }
+}
+
+/// Starts `threads` worker threads that run requests until the server is gone.
+///
+/// A worker attaches to the interpreter once (its thread state lives as long as the
+/// thread: attaching per request made a new one each time, with its own stack
+/// mapping) and gives up the GIL only to wait for work: it runs queued requests one
+/// after the other while any are queued, so a burst of requests costs one hand-over
+/// of the GIL each way, not one per request. A request that blocks (releasing the
+/// GIL, as `time.sleep` and socket calls do) lets another worker take the next one.
+fn thread_pool(threads: usize, worker: Arc<Worker>) -> PyResult<Jobs> {
+    let queue = Arc::new(JobQueue {
+        state: Mutex::new(Queued {
+            jobs: VecDeque::new(),
+            idle: 0,
+            closed: false,
+        }),
+        available: Condvar::new(),
+    });
     for i in 0..threads.max(1) {
         let queue = queue.clone();
         let worker = worker.clone();
         std::thread::Builder::new()
             .name(format!("oxloop-wsgi-{i}"))
-            .spawn(move || loop {
-                let job = {
-                    let queue = queue.lock().unwrap_or_else(|e| e.into_inner());
-                    queue.recv()
-                };
-                let Ok(job) = job else {
-                    return; // the server is gone
-                };
-                Python::attach(|py| worker.run(py, job));
+            .spawn(move || {
+                Python::attach(|py| loop {
+                    let next = queue.lock().jobs.pop_front();
+                    let job = match next {
+                        Some(job) => job,
+                        None => {
+                            let job = py.detach(|| {
+                                let mut q = queue.lock();
+                                loop {
+                                    if let Some(job) = q.jobs.pop_front() {
+                                        return Some(job);
+                                    }
+                                    if q.closed {
+                                        return None;
+                                    }
+                                    q.idle += 1;
+                                    q = queue.available.wait(q).unwrap_or_else(|e| e.into_inner());
+                                    q.idle -= 1;
+                                }
+                            });
+                            let Some(job) = job else {
+                                return; // the server is gone
+                            };
+                            job
+                        }
+                    };
+                    worker.run(py, job);
+                })
             })
             .map_err(crate::loop_core::os_error)?;
     }
-    Ok(jobs)
+    Ok(Jobs(queue))
 }
 
 /// Serves the WSGI application `app` on `event_loop` at `host:port`, calling it on
-/// `threads` worker threads, or, when `green` is `(spawn, make_wait)`, in green tasks
-/// on the loop's thread (`spawn(request)` starts a task that calls `request()`;
+/// `threads` worker threads, or, when `green` is `(start, make_wait)`, in green tasks
+/// on the loop's thread (`start(request)` starts a task that calls `request()` at
+/// once, until it ends or waits;
 /// `make_wait()` makes the object through which a waiting task switches to the loop,
 /// with `wait()` and `wake()`). `base` holds the environ keys that never change.
 #[pyfunction]
@@ -971,9 +1054,9 @@ pub fn _serve_wsgi(
         file_wrapper,
     });
     let runner = match green {
-        Some((spawn, make_wait)) => Runner::Green {
+        Some((start, make_wait)) => Runner::Green {
             worker,
-            spawn,
+            start,
             make_wait,
         },
         None => Runner::Threads(thread_pool(threads, worker)?),

@@ -394,6 +394,19 @@ class EventLoop:
             runner = idle.pop() if idle else _Runner(self._drain, hub)
             runner.switch()  # back when it parks idle or its task waits
 
+    def _start_now(self, task) -> None:
+        """Begins `task` at once, from the greenlet running the loop's callbacks
+        (the web server's, for a request), which gets control back when the task
+        ends or waits: a response needing no wait is then ready in the same
+        callback."""
+        self._work += 1
+        self._pending.append(task)
+        hub = self._hub = getcurrent()
+        pending, idle = self._pending, self._idle
+        while pending:
+            runner = idle.pop() if idle else _Runner(self._drain, hub)
+            runner.switch()
+
     def _drain(self) -> None:
         """A runner greenlet's body: begins pending tasks one after another, then
         parks among the idle runners until there are more."""

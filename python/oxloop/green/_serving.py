@@ -1,6 +1,7 @@
 """Green tasks for `oxloop.web`'s WSGI server (`serve_wsgi(..., green=True)`).
 
-The server (Rust) starts one green task per request through `spawn`; when the task
+The server (Rust) starts one green task per request through `start_now`, which runs
+it at once until it ends or first waits; when the task
 must wait for the connection (the request body has not arrived, or the client has not
 taken the response yet), the server makes a `RequestWait`, calls its `wait()` in the
 task, and calls its `wake()` from the loop once the state changed.
@@ -11,9 +12,9 @@ from __future__ import annotations
 from greenlet import getcurrent
 
 from .._loop import Loop
-from ._hub import _evloop, _evloop_of, spawn
+from ._hub import Task, _evloop, _evloop_of
 
-__all__ = ["RequestWait", "wsgi_runner"]
+__all__ = ["RequestWait", "start_now", "wsgi_runner"]
 
 _WAITING, _WOKEN, _OVER = 0, 1, 2
 
@@ -48,8 +49,17 @@ class RequestWait:
             self._glet.switch()
 
 
+def start_now(fn) -> Task:
+    """Starts `fn()` in a new green task and runs it at once (called on the loop's
+    thread, from the greenlet running the loop), until it ends or waits."""
+    task = Task(fn)
+    task._started = True
+    task._evloop._start_now(task)
+    return task
+
+
 def wsgi_runner(loop: Loop) -> tuple:
-    """`(spawn, RequestWait)` for `_serve_wsgi` on the running `loop`: adopts it as
-    the thread's green loop."""
+    """`(start_now, RequestWait)` for `_serve_wsgi` on the running `loop`: adopts it
+    as the thread's green loop."""
     _evloop_of(loop)
-    return spawn, RequestWait
+    return start_now, RequestWait

@@ -846,12 +846,13 @@ fn web_scenario(quick: bool, duration: Duration) -> io::Result<Scenario> {
         .flatten()
         .map(|r| {
             format!(
-                "{} {}: {} {:.2}x {}",
+                "{} {}: {} {:.2}x {} ({:.2}x per CPU-second of the server)",
                 r["app"].as_str().unwrap_or("?"),
                 r["mode"].as_str().unwrap_or("?"),
                 r["server"].as_str().unwrap_or("?"),
                 r["ratio"].as_f64().unwrap_or(0.0),
-                r["peer"].as_str().unwrap_or("?")
+                r["peer"].as_str().unwrap_or("?"),
+                r["per_cpu_second_ratio"].as_f64().unwrap_or(0.0)
             )
         })
         .collect();
