@@ -5,7 +5,10 @@
 //! neither side keeps a copy of what it sent.
 //!
 //! In `soak` mode, `--connections` workers each run sessions (one connection each, a
-//! random [`Behaviour`]) until `--messages` are claimed or `--duration-ms` is over. In
+//! random [`Behaviour`]) until at least `--messages` are verified and
+//! `--duration-ms` is over, or `--max-duration-ms` is. A worker whose session ends
+//! with its connection still alive keeps it open until its next session's
+//! connection is made, so that all workers' connections are open at once. In
 //! `emfile` mode it keeps a few connections pinging, prints `ready`, waits for a
 //! `flood` line on standard input, then opens `--flood` new connections (which wait in
 //! the server's backlog while the server has no fd to accept them) and waits for each
@@ -30,7 +33,8 @@ pub const MAX_MESSAGE: usize = 256 * 1024;
 pub const PANIC_MAGIC: &[u8; 8] = b"OXPANIC!";
 /// How long one message may take before the client gives up on it.
 const MESSAGE_TIMEOUT: Duration = Duration::from_secs(120);
-/// New connections per second, at most, in soak mode. 10,000 at once would leave
+/// First connections per second, at most, in soak mode (the ramp; a worker's later
+/// connections replace one that ended and are not paced). 10,000 at once would leave
 /// the last ones waiting on this one thread longer than the server's idle timeout
 /// before they send their first byte; and a loop busy with 10,000 connections
 /// accepts fewer per second than that (128 per wake-up of the listener), so the
@@ -64,12 +68,17 @@ pub struct LoadArgs {
     /// Concurrent connections (workers); in emfile mode, the pinging connections.
     #[arg(long)]
     pub connections: usize,
-    /// Messages to echo in all (soak mode).
+    /// Messages to verify at least (soak mode): no new session starts once this many
+    /// are verified and `--duration-ms` is over.
     #[arg(long, default_value_t = 0)]
     pub messages: u64,
-    /// No new message starts after this many milliseconds (soak mode).
+    /// The least time the load runs, milliseconds (soak mode).
     #[arg(long, default_value_t = 0)]
     pub duration_ms: u64,
+    /// The most time the load runs, milliseconds (soak mode): no new session starts
+    /// after it, whatever was verified (0: `--duration-ms`).
+    #[arg(long, default_value_t = 0)]
+    pub max_duration_ms: u64,
     /// Seed of every random choice and of the message content.
     #[arg(long)]
     pub seed: u64,
@@ -178,6 +187,11 @@ pub struct LoadResult {
     pub connections_made: u64,
     /// The most connections open at once.
     pub peak_connections: u64,
+    /// Seconds from the start until the most connections were first open at once.
+    pub peak_reached_s: f64,
+    /// What ended the load (soak mode): `messages` (its messages were verified and
+    /// its least time was over) or `time cap` (its most time was over first).
+    pub stopped_by: String,
     /// Messages echoed and verified.
     pub messages: u64,
     /// Bytes echoed and verified.
@@ -313,7 +327,7 @@ struct Shared {
     args: LoadArgs,
     start: Instant,
     deadline: Instant,
-    claimed: Cell<u64>,
+    cap: Instant,
     open: Cell<u64>,
     result: RefCell<LoadResult>,
     http_path_seq: Cell<u64>,
@@ -321,16 +335,12 @@ struct Shared {
 }
 
 impl Shared {
+    /// Whether no new session may start: the messages are verified and the least
+    /// time is over, or the most time is over.
     fn over(&self) -> bool {
-        Instant::now() >= self.deadline || self.claimed.get() >= self.args.messages
-    }
-
-    /// Claims up to `want` messages of the budget.
-    fn claim(&self, want: u64) -> u64 {
-        let left = self.args.messages.saturating_sub(self.claimed.get());
-        let got = want.min(left);
-        self.claimed.set(self.claimed.get() + got);
-        got
+        let now = Instant::now();
+        now >= self.cap
+            || (now >= self.deadline && self.result.borrow().messages >= self.args.messages)
     }
 
     fn record(&self, behaviour: Behaviour, outcome: Outcome, failure: Option<&Failure>) {
@@ -391,7 +401,10 @@ impl OpenGuard {
         shared.open.set(open);
         let mut r = shared.result.borrow_mut();
         r.connections_made += 1;
-        r.peak_connections = r.peak_connections.max(open);
+        if open > r.peak_connections {
+            r.peak_connections = open;
+            r.peak_reached_s = shared.start.elapsed().as_secs_f64();
+        }
         OpenGuard(shared.clone())
     }
 }
@@ -409,11 +422,12 @@ pub fn run(args: LoadArgs) -> io::Result<()> {
         .enable_all()
         .build()?;
     let start = Instant::now();
+    let deadline = start + Duration::from_millis(args.duration_ms);
     let shared = Rc::new(Shared {
-        deadline: start + Duration::from_millis(args.duration_ms),
+        deadline,
+        cap: deadline.max(start + Duration::from_millis(args.max_duration_ms)),
         args,
         start,
-        claimed: Cell::new(0),
         open: Cell::new(0),
         result: RefCell::new(LoadResult {
             fd_limit,
@@ -431,6 +445,14 @@ pub fn run(args: LoadArgs) -> io::Result<()> {
     })?;
     let mut result = shared.result.borrow().clone();
     result.elapsed_s = start.elapsed().as_secs_f64();
+    if shared.args.mode == Mode::Soak {
+        result.stopped_by = if result.messages >= shared.args.messages {
+            "messages"
+        } else {
+            "time cap"
+        }
+        .to_string();
+    }
     println!(
         "result {}",
         serde_json::to_string(&result).map_err(io::Error::other)?
@@ -440,20 +462,26 @@ pub fn run(args: LoadArgs) -> io::Result<()> {
 
 async fn soak(shared: &Rc<Shared>) -> io::Result<()> {
     let workers = shared.args.connections.max(1);
-    // About four sessions per worker over the whole budget.
-    let per_session = (shared.args.messages / (workers as u64 * 4)).clamp(1, 50);
+    // About four sessions per worker over the whole budget, and at least four
+    // messages per session on average: short runs then reach their messages soon,
+    // not after many one-message sessions.
+    let per_session = (shared.args.messages / (workers as u64 * 4)).clamp(4, 50);
     let mut handles = Vec::with_capacity(workers);
     for w in 0..workers {
         let shared = shared.clone();
         handles.push(tokio::task::spawn_local(async move {
             let mut rng = fastrand::Rng::with_seed(shared.args.seed ^ splitmix64(w as u64 + 1));
             let mut session = 0u64;
+            let mut held = None;
             while !shared.over() {
                 let behaviour = pick(&mut rng);
                 let seed = splitmix64(shared.args.seed ^ ((w as u64) << 32) ^ session);
+                let paced = session == 0;
                 session += 1;
-                run_session(&shared, behaviour, seed, per_session, &mut rng).await;
+                held =
+                    run_session(&shared, paced, behaviour, seed, per_session, &mut rng, held).await;
             }
+            drop(held);
         }));
     }
     for h in handles {
@@ -480,9 +508,9 @@ fn message_size(rng: &mut fastrand::Rng) -> usize {
     ((rng.f64() * ln_max).exp() as usize).clamp(1, MAX_MESSAGE)
 }
 
-async fn connect(shared: &Shared, small_receive_buffer: bool) -> io::Result<Conn> {
-    if shared.args.mode == Mode::Soak {
-        // New connections are paced (CONNECT_RATE), not opened all at once; see there.
+async fn connect(shared: &Shared, small_receive_buffer: bool, paced: bool) -> io::Result<Conn> {
+    if paced {
+        // First connections are paced (CONNECT_RATE), not opened all at once; see there.
         let now = Instant::now();
         let slot = shared.next_connect.get().max(now);
         shared
@@ -510,30 +538,52 @@ async fn connect(shared: &Shared, small_receive_buffer: bool) -> io::Result<Conn
     })
 }
 
+/// A connection a worker keeps open after its session, until the next session's
+/// connection is made.
+type Held = Option<(Conn, OpenGuard)>;
+
+/// One session on a new connection. `held` (the previous session's connection, still
+/// alive) is closed once the new one is made; the new one is returned when the
+/// session leaves it alive (its messages echoed, or a reset planned for its close).
+/// A worker's first connection is `paced` ([`CONNECT_RATE`]).
 async fn run_session(
     shared: &Rc<Shared>,
+    paced: bool,
     behaviour: Behaviour,
     seed: u64,
     per_session: u64,
     rng: &mut fastrand::Rng,
-) {
+    held: Held,
+) -> Held {
     let started = Instant::now();
-    let mut conn = match connect(shared, behaviour == Behaviour::StopReading).await {
+    let connected = connect(shared, behaviour == Behaviour::StopReading, paced).await;
+    drop(held);
+    let mut conn = match connected {
         Ok(c) => c,
         Err(e) => {
             shared.record(behaviour, Outcome::ConnectFailed, Some(&Failure::Io(e)));
-            return;
+            return None;
         }
     };
-    let _open = OpenGuard::new(shared);
+    let open = OpenGuard::new(shared);
     let outcome = match behaviour {
         Behaviour::Idle => wait_for_cut(shared, &mut conn, Outcome::CutWhileIdle).await,
         Behaviour::StopReading => stop_reading(shared, &mut conn, seed).await,
         _ => talk(shared, &mut conn, behaviour, seed, per_session, rng).await,
     };
     match outcome {
-        Ok(o) => shared.record(behaviour, o, None),
-        Err(f) => shared.record_session(behaviour, f.outcome(), Some(&f), Some(started)),
+        Ok(o) => {
+            shared.record(behaviour, o, None);
+            let alive = matches!(
+                o,
+                Outcome::Completed | Outcome::SurvivedPanic | Outcome::ResetByClient
+            );
+            alive.then_some((conn, open))
+        }
+        Err(f) => {
+            shared.record_session(behaviour, f.outcome(), Some(&f), Some(started));
+            None
+        }
     }
 }
 
@@ -558,7 +608,7 @@ async fn talk(
         Behaviour::Trickle | Behaviour::Panic => 1,
         _ => rng.u64(1..=per_session * 2 - 1),
     };
-    let count = shared.claim(count).max(1);
+
     for i in 0..count {
         let last = i + 1 == count;
         let msg = Message {
@@ -593,7 +643,7 @@ async fn talk(
             // An HTTP client sends the request again on a new connection when the
             // server closed a kept-alive one before answering (RFC 9112, 9.3.1).
             Err(Failure::ClosedBeforeResponse) if i > 0 => {
-                *conn = connect(shared, false).await?;
+                *conn = connect(shared, false, false).await?;
                 {
                     let mut r = shared.result.borrow_mut();
                     r.connections_made += 1;
@@ -872,7 +922,7 @@ async fn emfile(shared: &Rc<Shared>) -> io::Result<()> {
     let mut pingers = Vec::new();
     let mut conns = Vec::new();
     for _ in 0..shared.args.connections {
-        conns.push(connect(shared, false).await?);
+        conns.push(connect(shared, false, false).await?);
     }
     for (i, mut conn) in conns.into_iter().enumerate() {
         let shared = shared.clone();
@@ -915,7 +965,7 @@ async fn emfile(shared: &Rc<Shared>) -> io::Result<()> {
     for i in 0..shared.args.flood {
         let shared = shared.clone();
         flood.push(tokio::task::spawn_local(async move {
-            let mut conn = match connect(&shared, false).await {
+            let mut conn = match connect(&shared, false, false).await {
                 Ok(c) => c,
                 Err(e) => {
                     shared.record(
