@@ -6,9 +6,10 @@
 //!
 //! In `soak` mode, `--connections` workers each run sessions (one connection each, a
 //! random [`Behaviour`]) until at least `--messages` are verified and
-//! `--duration-ms` is over, or `--max-duration-ms` is. A worker whose session ends
-//! with its connection still alive keeps it open until its next session's
-//! connection is made, so that all workers' connections are open at once. In
+//! `--duration-ms` is over, or `--max-duration-ms` is. A worker's first session is
+//! a normal one that goes on until every worker has tried its first connection, so
+//! that all are open at once; a worker whose session ends with its connection still
+//! alive keeps it open until its next session's connection is made. In
 //! `emfile` mode it keeps a few connections pinging, prints `ready`, waits for a
 //! `flood` line on standard input, then opens `--flood` new connections (which wait in
 //! the server's backlog while the server has no fd to accept them) and waits for each
@@ -329,12 +330,20 @@ struct Shared {
     deadline: Instant,
     cap: Instant,
     open: Cell<u64>,
+    /// Workers that have tried their first connection.
+    first_connects: Cell<usize>,
     result: RefCell<LoadResult>,
     http_path_seq: Cell<u64>,
     next_connect: Cell<Instant>,
 }
 
 impl Shared {
+    /// Whether some worker has yet to try its first connection (and the most time
+    /// is not over).
+    fn ramping(&self) -> bool {
+        self.first_connects.get() < self.args.connections && Instant::now() < self.cap
+    }
+
     /// Whether no new session may start: the messages are verified and the least
     /// time is over, or the most time is over.
     fn over(&self) -> bool {
@@ -426,6 +435,7 @@ pub fn run(args: LoadArgs) -> io::Result<()> {
     let shared = Rc::new(Shared {
         deadline,
         cap: deadline.max(start + Duration::from_millis(args.max_duration_ms)),
+        first_connects: Cell::new(0),
         args,
         start,
         open: Cell::new(0),
@@ -474,12 +484,16 @@ async fn soak(shared: &Rc<Shared>) -> io::Result<()> {
             let mut session = 0u64;
             let mut held = None;
             while !shared.over() {
-                let behaviour = pick(&mut rng);
+                let first = session == 0;
+                let behaviour = if first {
+                    Behaviour::Normal
+                } else {
+                    pick(&mut rng)
+                };
                 let seed = splitmix64(shared.args.seed ^ ((w as u64) << 32) ^ session);
-                let paced = session == 0;
                 session += 1;
                 held =
-                    run_session(&shared, paced, behaviour, seed, per_session, &mut rng, held).await;
+                    run_session(&shared, first, behaviour, seed, per_session, &mut rng, held).await;
             }
             drop(held);
         }));
@@ -545,10 +559,12 @@ type Held = Option<(Conn, OpenGuard)>;
 /// One session on a new connection. `held` (the previous session's connection, still
 /// alive) is closed once the new one is made; the new one is returned when the
 /// session leaves it alive (its messages echoed, or a reset planned for its close).
-/// A worker's first connection is `paced` ([`CONNECT_RATE`]).
+/// A worker's `first` connection is paced ([`CONNECT_RATE`]) and its session (a
+/// normal one) goes on until every worker has tried its first connection: those
+/// that succeeded are then all open at once.
 async fn run_session(
     shared: &Rc<Shared>,
-    paced: bool,
+    first: bool,
     behaviour: Behaviour,
     seed: u64,
     per_session: u64,
@@ -556,7 +572,10 @@ async fn run_session(
     held: Held,
 ) -> Held {
     let started = Instant::now();
-    let connected = connect(shared, behaviour == Behaviour::StopReading, paced).await;
+    let connected = connect(shared, behaviour == Behaviour::StopReading, first).await;
+    if first {
+        shared.first_connects.set(shared.first_connects.get() + 1);
+    }
     drop(held);
     let mut conn = match connected {
         Ok(c) => c,
@@ -569,7 +588,7 @@ async fn run_session(
     let outcome = match behaviour {
         Behaviour::Idle => wait_for_cut(shared, &mut conn, Outcome::CutWhileIdle).await,
         Behaviour::StopReading => stop_reading(shared, &mut conn, seed).await,
-        _ => talk(shared, &mut conn, behaviour, seed, per_session, rng).await,
+        _ => talk(shared, first, &mut conn, behaviour, seed, per_session, rng).await,
     };
     match outcome {
         Ok(o) => {
@@ -588,8 +607,10 @@ async fn run_session(
 }
 
 /// The sessions that exchange messages: normal, half-close, reset, trickle, panic.
+/// A worker's `first` session (normal) goes on while the first connections ramp up.
 async fn talk(
     shared: &Rc<Shared>,
+    first: bool,
     conn: &mut Conn,
     behaviour: Behaviour,
     seed: u64,
@@ -609,8 +630,11 @@ async fn talk(
         _ => rng.u64(1..=per_session * 2 - 1),
     };
 
-    for i in 0..count {
-        let last = i + 1 == count;
+    let mut i = 0;
+    loop {
+        // A worker's first session goes on until every worker has its first
+        // connection, so that all are open at once.
+        let last = i + 1 >= count && !(first && shared.ramping());
         let msg = Message {
             seed: splitmix64(seed ^ i),
             len: match behaviour {
@@ -654,6 +678,10 @@ async fn talk(
             other => other?,
         }
         shared.verified(msg.len);
+        if last {
+            break;
+        }
+        i += 1;
     }
     match behaviour {
         Behaviour::HalfClose => {

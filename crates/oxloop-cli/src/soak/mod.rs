@@ -631,7 +631,7 @@ pub fn run(args: SoakArgs) -> io::Result<bool> {
     }
     report.baseline = resources();
     println!(
-        "oxloop soak: {} s of load over {} target(s), {} connections and up to {} messages per target; fd limit {} (was {}, hard {})",
+        "oxloop soak: {} s of load or more over {} target(s), {} connections and at least {} messages verified per target; fd limit {} (was {}, hard {})",
         scale.duration_s,
         targets.len(),
         connections,
