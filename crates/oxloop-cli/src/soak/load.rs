@@ -9,7 +9,8 @@
 //! `--duration-ms` is over, or `--max-duration-ms` is. A worker's first session is
 //! a normal one that goes on until every worker has tried its first connection, so
 //! that all are open at once; a worker whose session ends with its connection still
-//! alive keeps it open until its next session's connection is made. In
+//! alive (and nothing pending on it) keeps it open until its next session's
+//! connection is made. In
 //! `emfile` mode it keeps a few connections pinging, prints `ready`, waits for a
 //! `flood` line on standard input, then opens `--flood` new connections (which wait in
 //! the server's backlog while the server has no fd to accept them) and waits for each
@@ -34,8 +35,7 @@ pub const MAX_MESSAGE: usize = 256 * 1024;
 pub const PANIC_MAGIC: &[u8; 8] = b"OXPANIC!";
 /// How long one message may take before the client gives up on it.
 const MESSAGE_TIMEOUT: Duration = Duration::from_secs(120);
-/// First connections per second, at most, in soak mode (the ramp; a worker's later
-/// connections replace one that ended and are not paced). 10,000 at once would leave
+/// New connections per second, at most, in soak mode. 10,000 at once would leave
 /// the last ones waiting on this one thread longer than the server's idle timeout
 /// before they send their first byte; and a loop busy with 10,000 connections
 /// accepts fewer per second than that (128 per wake-up of the listener), so the
@@ -522,9 +522,9 @@ fn message_size(rng: &mut fastrand::Rng) -> usize {
     ((rng.f64() * ln_max).exp() as usize).clamp(1, MAX_MESSAGE)
 }
 
-async fn connect(shared: &Shared, small_receive_buffer: bool, paced: bool) -> io::Result<Conn> {
-    if paced {
-        // First connections are paced (CONNECT_RATE), not opened all at once; see there.
+async fn connect(shared: &Shared, small_receive_buffer: bool) -> io::Result<Conn> {
+    if shared.args.mode == Mode::Soak {
+        // New connections are paced (CONNECT_RATE), not opened all at once; see there.
         let now = Instant::now();
         let slot = shared.next_connect.get().max(now);
         shared
@@ -558,10 +558,9 @@ type Held = Option<(Conn, OpenGuard)>;
 
 /// One session on a new connection. `held` (the previous session's connection, still
 /// alive) is closed once the new one is made; the new one is returned when the
-/// session leaves it alive (its messages echoed, or a reset planned for its close).
-/// A worker's `first` connection is paced ([`CONNECT_RATE`]) and its session (a
-/// normal one) goes on until every worker has tried its first connection: those
-/// that succeeded are then all open at once.
+/// session leaves it alive with nothing pending (its messages echoed and verified).
+/// A worker's `first` session (a normal one) goes on until every worker has tried
+/// its first connection: those that succeeded are then all open at once.
 async fn run_session(
     shared: &Rc<Shared>,
     first: bool,
@@ -572,7 +571,7 @@ async fn run_session(
     held: Held,
 ) -> Held {
     let started = Instant::now();
-    let connected = connect(shared, behaviour == Behaviour::StopReading, first).await;
+    let connected = connect(shared, behaviour == Behaviour::StopReading).await;
     if first {
         shared.first_connects.set(shared.first_connects.get() + 1);
     }
@@ -593,10 +592,7 @@ async fn run_session(
     match outcome {
         Ok(o) => {
             shared.record(behaviour, o, None);
-            let alive = matches!(
-                o,
-                Outcome::Completed | Outcome::SurvivedPanic | Outcome::ResetByClient
-            );
+            let alive = matches!(o, Outcome::Completed | Outcome::SurvivedPanic);
             alive.then_some((conn, open))
         }
         Err(f) => {
@@ -625,16 +621,20 @@ async fn talk(
         };
         return closed_after_panic(conn, msg).await;
     }
-    let count = match behaviour {
+    let mut count = match behaviour {
         Behaviour::Trickle | Behaviour::Panic => 1,
         _ => rng.u64(1..=per_session * 2 - 1),
     };
-
     let mut i = 0;
     loop {
         // A worker's first session goes on until every worker has its first
-        // connection, so that all are open at once.
-        let last = i + 1 >= count && !(first && shared.ramping());
+        // connection, so that all are open at once; then for a random number of
+        // messages more, so that the first sessions do not all end (and reconnect)
+        // together.
+        if first && shared.ramping() {
+            count = i + 1 + rng.u64(1..=per_session * 2 - 1);
+        }
+        let last = i + 1 >= count;
         let msg = Message {
             seed: splitmix64(seed ^ i),
             len: match behaviour {
@@ -667,7 +667,7 @@ async fn talk(
             // An HTTP client sends the request again on a new connection when the
             // server closed a kept-alive one before answering (RFC 9112, 9.3.1).
             Err(Failure::ClosedBeforeResponse) if i > 0 => {
-                *conn = connect(shared, false, false).await?;
+                *conn = connect(shared, false).await?;
                 {
                     let mut r = shared.result.borrow_mut();
                     r.connections_made += 1;
@@ -950,7 +950,7 @@ async fn emfile(shared: &Rc<Shared>) -> io::Result<()> {
     let mut pingers = Vec::new();
     let mut conns = Vec::new();
     for _ in 0..shared.args.connections {
-        conns.push(connect(shared, false, false).await?);
+        conns.push(connect(shared, false).await?);
     }
     for (i, mut conn) in conns.into_iter().enumerate() {
         let shared = shared.clone();
@@ -993,7 +993,7 @@ async fn emfile(shared: &Rc<Shared>) -> io::Result<()> {
     for i in 0..shared.args.flood {
         let shared = shared.clone();
         flood.push(tokio::task::spawn_local(async move {
-            let mut conn = match connect(&shared, false, false).await {
+            let mut conn = match connect(&shared, false).await {
                 Ok(c) => c,
                 Err(e) => {
                     shared.record(
