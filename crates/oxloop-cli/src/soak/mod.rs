@@ -819,6 +819,13 @@ fn load_args(scale: &Scale, seed: u64, mode: Mode, share: Duration) -> Vec<Strin
     a
 }
 
+/// The most connections a server takes at once (oxloop-http answers 503 past it): a
+/// worker has two open for a moment (the one it kept and its next), and a busy
+/// server learns of closes late, so twice `--connections` and more.
+fn server_max_connections(scale: &Scale) -> usize {
+    scale.connections * 2 + 1000
+}
+
 /// Generous: the longest a phase may take before it counts as hung.
 fn phase_limit(scale: &Scale, share: Duration) -> Duration {
     share * 3 + Duration::from_millis(scale.server_timeout_ms * 10) + Duration::from_secs(300)
@@ -856,7 +863,7 @@ fn soak_target(
         target,
         counters.clone(),
         timeout,
-        scale.connections + 1000,
+        server_max_connections(scale),
     )?;
     let storms = Rc::new(RefCell::new(Some(Storms::start(&ev, scale.storms, seed)?)));
     let child = Rc::new(LoadChild::spawn(
@@ -1059,7 +1066,7 @@ fn emfile_target(
         target,
         counters.clone(),
         timeout,
-        scale.connections + 1000,
+        server_max_connections(scale),
     )?;
     let server = Rc::new(server);
     let child = Rc::new(LoadChild::spawn(
