@@ -171,7 +171,8 @@ pub struct TargetReport {
     pub panics_reported: u64,
     /// Panics it received that the soak did not raise (must be 0).
     pub other_panics: u64,
-    /// Seconds the soak phase took.
+    /// Seconds the soak phase took (python: with its fd phase, which runs in the same
+    /// server process).
     pub soak_s: f64,
     /// Connections the kernel dropped from a full accept queue during the soak phase
     /// (`ListenOverflows` in /proc/net/netstat: machine-wide, so other programs'
