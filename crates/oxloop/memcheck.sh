@@ -38,7 +38,7 @@ for line in "${lines[@]}"; do
     valgrind --quiet --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=99 \
         --log-file="$log" "$exe" --test-threads=1 -q >"$log_dir/$name.out" 2>&1
     code=$?
-    errors=$(grep -c "^==[0-9]*== [A-Z].*\(Invalid\|uninitialised\|definitely lost\)" "$log" || true)
+    errors=$(grep -c "^==[0-9]*== \(Invalid\|.*uninitialised\|.*are definitely lost in loss record\)" "$log" || true)
     if [ $code = 0 ]; then
         echo "memcheck: $name clean"
     elif [ $code = 99 ] || [ "$errors" != 0 ]; then

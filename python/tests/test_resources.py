@@ -7,6 +7,7 @@ import gc
 import os
 import subprocess
 import sys
+import weakref
 
 from conftest import open_fds, run
 from test_pipes_subprocess import _children
@@ -114,6 +115,49 @@ def test_thousand_connect_close_cycles(loop):
 
     before, after = run(loop, main(), timeout=60)
     assert after == before
+
+
+def test_closed_connections_are_freed_when_protocols_hold_their_transports(loop):
+    # A protocol that keeps its transport (most do) and the native transport that
+    # keeps its protocol: once the connection is lost, both must be freed, as with
+    # asyncio's own transports.
+    class Keeper(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            self.transport.write(data)
+
+    async def main():
+        served = []
+
+        def factory():
+            protocol = Keeper()
+            served.append(weakref.ref(protocol))
+            return protocol
+
+        server = await loop.create_server(factory, "127.0.0.1", 0)
+        addr = server.sockets[0].getsockname()
+        clients = []
+        for _ in range(50):
+            transport, protocol = await loop.create_connection(Keeper, *addr)
+            clients.append((weakref.ref(transport), weakref.ref(protocol)))
+            transport.write(b"ping")
+            transport.close()
+            del transport, protocol
+        while len(served) < 50 or any(
+            p() is not None and not p().transport.is_closing() for p in served
+        ):
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.05)
+        server.close()
+        await server.wait_closed()
+        _settle()
+        alive = [r for pair in clients for r in pair if r() is not None]
+        alive += [p for p in served if p() is not None]
+        return len(alive)
+
+    assert run(loop, main()) == 0
 
 
 def test_subprocesses_leave_no_children(loop):

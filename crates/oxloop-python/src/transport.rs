@@ -354,6 +354,15 @@ impl Protocol for Bridge {
             if let Err(err) = this.call_method0(intern!(py, "_connection_lost")) {
                 err.write_unraisable(py, Some(this));
             }
+            // Let go of the protocol, as asyncio's transports do once the connection
+            // is lost: a protocol that holds its transport (most do) would otherwise
+            // make a cycle through this native object, which the garbage collector
+            // cannot see, and every connection would stay in memory.
+            let mut state = self.state.borrow_mut();
+            state.protocol = py.None();
+            state.receiver = Receiver::Plain {
+                data_received: py.None(),
+            };
         });
     }
 

@@ -118,6 +118,8 @@ fn udp_echo_between_two_endpoints() {
     let expected: Vec<String> = (0..50).map(|i| format!("ping {i}")).collect();
     assert_eq!(got, expected);
     assert!(server.sendto(b"late", Some(&Address::Inet(addr))).is_err());
+    // The time-out guard holds a clone of the loop: end it.
+    ev.destroy();
 }
 
 #[test]
@@ -132,6 +134,8 @@ fn udp_send_to_a_closed_port_reports_error_received() {
     run(&ev);
     assert_eq!(*errors.borrow(), vec![io::ErrorKind::ConnectionRefused]);
     assert!(*lost.borrow());
+    // The time-out guard holds a clone of the loop: end it.
+    ev.destroy();
 }
 
 #[test]
@@ -153,6 +157,8 @@ fn datagram_endpoint_argument_errors() {
     assert!(t.sendto(b"x", Some(&Address::Inet(v6))).is_err());
     t.abort();
     run(&ev);
+    // The time-out guard holds a clone of the loop: end it.
+    ev.destroy();
 }
 
 #[test]
@@ -183,6 +189,8 @@ fn unix_datagram_echo() {
         "socket files left behind"
     );
     std::fs::remove_dir_all(&dir).unwrap();
+    // The time-out guard holds a clone of the loop: end it.
+    ev.destroy();
 }
 
 /// Records flow-control calls; sends through the transport it is given.

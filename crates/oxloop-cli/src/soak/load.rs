@@ -5,7 +5,12 @@
 //! neither side keeps a copy of what it sent.
 //!
 //! In `soak` mode, `--connections` workers each run sessions (one connection each, a
-//! random [`Behaviour`]) until `--messages` are claimed or `--duration-ms` is over. In
+//! random [`Behaviour`]) until at least `--messages` are verified and
+//! `--duration-ms` is over, or `--max-duration-ms` is. A worker's first session is
+//! a normal one that goes on until every worker has tried its first connection, so
+//! that all are open at once; a worker whose session ends with its connection still
+//! alive (and nothing pending on it) keeps it open until its next session's
+//! connection is made. In
 //! `emfile` mode it keeps a few connections pinging, prints `ready`, waits for a
 //! `flood` line on standard input, then opens `--flood` new connections (which wait in
 //! the server's backlog while the server has no fd to accept them) and waits for each
@@ -64,12 +69,17 @@ pub struct LoadArgs {
     /// Concurrent connections (workers); in emfile mode, the pinging connections.
     #[arg(long)]
     pub connections: usize,
-    /// Messages to echo in all (soak mode).
+    /// Messages to verify at least (soak mode): no new session starts once this many
+    /// are verified and `--duration-ms` is over.
     #[arg(long, default_value_t = 0)]
     pub messages: u64,
-    /// No new message starts after this many milliseconds (soak mode).
+    /// The least time the load runs, milliseconds (soak mode).
     #[arg(long, default_value_t = 0)]
     pub duration_ms: u64,
+    /// The most time the load runs, milliseconds (soak mode): no new session starts
+    /// after it, whatever was verified (0: `--duration-ms`).
+    #[arg(long, default_value_t = 0)]
+    pub max_duration_ms: u64,
     /// Seed of every random choice and of the message content.
     #[arg(long)]
     pub seed: u64,
@@ -178,6 +188,11 @@ pub struct LoadResult {
     pub connections_made: u64,
     /// The most connections open at once.
     pub peak_connections: u64,
+    /// Seconds from the start until the most connections were first open at once.
+    pub peak_reached_s: f64,
+    /// What ended the load (soak mode): `messages` (its messages were verified and
+    /// its least time was over) or `time cap` (its most time was over first).
+    pub stopped_by: String,
     /// Messages echoed and verified.
     pub messages: u64,
     /// Bytes echoed and verified.
@@ -313,24 +328,28 @@ struct Shared {
     args: LoadArgs,
     start: Instant,
     deadline: Instant,
-    claimed: Cell<u64>,
+    cap: Instant,
     open: Cell<u64>,
+    /// Workers that have tried their first connection.
+    first_connects: Cell<usize>,
     result: RefCell<LoadResult>,
     http_path_seq: Cell<u64>,
     next_connect: Cell<Instant>,
 }
 
 impl Shared {
-    fn over(&self) -> bool {
-        Instant::now() >= self.deadline || self.claimed.get() >= self.args.messages
+    /// Whether some worker has yet to try its first connection (and the most time
+    /// is not over).
+    fn ramping(&self) -> bool {
+        self.first_connects.get() < self.args.connections && Instant::now() < self.cap
     }
 
-    /// Claims up to `want` messages of the budget.
-    fn claim(&self, want: u64) -> u64 {
-        let left = self.args.messages.saturating_sub(self.claimed.get());
-        let got = want.min(left);
-        self.claimed.set(self.claimed.get() + got);
-        got
+    /// Whether no new session may start: the messages are verified and the least
+    /// time is over, or the most time is over.
+    fn over(&self) -> bool {
+        let now = Instant::now();
+        now >= self.cap
+            || (now >= self.deadline && self.result.borrow().messages >= self.args.messages)
     }
 
     fn record(&self, behaviour: Behaviour, outcome: Outcome, failure: Option<&Failure>) {
@@ -391,7 +410,10 @@ impl OpenGuard {
         shared.open.set(open);
         let mut r = shared.result.borrow_mut();
         r.connections_made += 1;
-        r.peak_connections = r.peak_connections.max(open);
+        if open > r.peak_connections {
+            r.peak_connections = open;
+            r.peak_reached_s = shared.start.elapsed().as_secs_f64();
+        }
         OpenGuard(shared.clone())
     }
 }
@@ -409,11 +431,13 @@ pub fn run(args: LoadArgs) -> io::Result<()> {
         .enable_all()
         .build()?;
     let start = Instant::now();
+    let deadline = start + Duration::from_millis(args.duration_ms);
     let shared = Rc::new(Shared {
-        deadline: start + Duration::from_millis(args.duration_ms),
+        deadline,
+        cap: deadline.max(start + Duration::from_millis(args.max_duration_ms)),
+        first_connects: Cell::new(0),
         args,
         start,
-        claimed: Cell::new(0),
         open: Cell::new(0),
         result: RefCell::new(LoadResult {
             fd_limit,
@@ -431,6 +455,14 @@ pub fn run(args: LoadArgs) -> io::Result<()> {
     })?;
     let mut result = shared.result.borrow().clone();
     result.elapsed_s = start.elapsed().as_secs_f64();
+    if shared.args.mode == Mode::Soak {
+        result.stopped_by = if result.messages >= shared.args.messages {
+            "messages"
+        } else {
+            "time cap"
+        }
+        .to_string();
+    }
     println!(
         "result {}",
         serde_json::to_string(&result).map_err(io::Error::other)?
@@ -440,20 +472,30 @@ pub fn run(args: LoadArgs) -> io::Result<()> {
 
 async fn soak(shared: &Rc<Shared>) -> io::Result<()> {
     let workers = shared.args.connections.max(1);
-    // About four sessions per worker over the whole budget.
-    let per_session = (shared.args.messages / (workers as u64 * 4)).clamp(1, 50);
+    // About four sessions per worker over the whole budget, and at least four
+    // messages per session on average: short runs then reach their messages soon,
+    // not after many one-message sessions.
+    let per_session = (shared.args.messages / (workers as u64 * 4)).clamp(4, 50);
     let mut handles = Vec::with_capacity(workers);
     for w in 0..workers {
         let shared = shared.clone();
         handles.push(tokio::task::spawn_local(async move {
             let mut rng = fastrand::Rng::with_seed(shared.args.seed ^ splitmix64(w as u64 + 1));
             let mut session = 0u64;
+            let mut held = None;
             while !shared.over() {
-                let behaviour = pick(&mut rng);
+                let first = session == 0;
+                let behaviour = if first {
+                    Behaviour::Normal
+                } else {
+                    pick(&mut rng)
+                };
                 let seed = splitmix64(shared.args.seed ^ ((w as u64) << 32) ^ session);
                 session += 1;
-                run_session(&shared, behaviour, seed, per_session, &mut rng).await;
+                held =
+                    run_session(&shared, first, behaviour, seed, per_session, &mut rng, held).await;
             }
+            drop(held);
         }));
     }
     for h in handles {
@@ -510,36 +552,61 @@ async fn connect(shared: &Shared, small_receive_buffer: bool) -> io::Result<Conn
     })
 }
 
+/// A connection a worker keeps open after its session, until the next session's
+/// connection is made.
+type Held = Option<(Conn, OpenGuard)>;
+
+/// One session on a new connection. `held` (the previous session's connection, still
+/// alive) is closed once the new one is made; the new one is returned when the
+/// session leaves it alive with nothing pending (its messages echoed and verified).
+/// A worker's `first` session (a normal one) goes on until every worker has tried
+/// its first connection: those that succeeded are then all open at once.
 async fn run_session(
     shared: &Rc<Shared>,
+    first: bool,
     behaviour: Behaviour,
     seed: u64,
     per_session: u64,
     rng: &mut fastrand::Rng,
-) {
+    held: Held,
+) -> Held {
     let started = Instant::now();
-    let mut conn = match connect(shared, behaviour == Behaviour::StopReading).await {
+    let connected = connect(shared, behaviour == Behaviour::StopReading).await;
+    if first {
+        shared.first_connects.set(shared.first_connects.get() + 1);
+    }
+    drop(held);
+    let mut conn = match connected {
         Ok(c) => c,
         Err(e) => {
             shared.record(behaviour, Outcome::ConnectFailed, Some(&Failure::Io(e)));
-            return;
+            return None;
         }
     };
-    let _open = OpenGuard::new(shared);
+    let open = OpenGuard::new(shared);
     let outcome = match behaviour {
         Behaviour::Idle => wait_for_cut(shared, &mut conn, Outcome::CutWhileIdle).await,
         Behaviour::StopReading => stop_reading(shared, &mut conn, seed).await,
-        _ => talk(shared, &mut conn, behaviour, seed, per_session, rng).await,
+        _ => talk(shared, first, &mut conn, behaviour, seed, per_session, rng).await,
     };
     match outcome {
-        Ok(o) => shared.record(behaviour, o, None),
-        Err(f) => shared.record_session(behaviour, f.outcome(), Some(&f), Some(started)),
+        Ok(o) => {
+            shared.record(behaviour, o, None);
+            let alive = matches!(o, Outcome::Completed | Outcome::SurvivedPanic);
+            alive.then_some((conn, open))
+        }
+        Err(f) => {
+            shared.record_session(behaviour, f.outcome(), Some(&f), Some(started));
+            None
+        }
     }
 }
 
 /// The sessions that exchange messages: normal, half-close, reset, trickle, panic.
+/// A worker's `first` session (normal) goes on while the first connections ramp up.
 async fn talk(
     shared: &Rc<Shared>,
+    first: bool,
     conn: &mut Conn,
     behaviour: Behaviour,
     seed: u64,
@@ -554,13 +621,20 @@ async fn talk(
         };
         return closed_after_panic(conn, msg).await;
     }
-    let count = match behaviour {
+    let mut count = match behaviour {
         Behaviour::Trickle | Behaviour::Panic => 1,
         _ => rng.u64(1..=per_session * 2 - 1),
     };
-    let count = shared.claim(count).max(1);
-    for i in 0..count {
-        let last = i + 1 == count;
+    let mut i = 0;
+    loop {
+        // A worker's first session goes on until every worker has its first
+        // connection, so that all are open at once; then for a random number of
+        // messages more, so that the first sessions do not all end (and reconnect)
+        // together.
+        if first && shared.ramping() {
+            count = i + 1 + rng.u64(1..=per_session * 2 - 1);
+        }
+        let last = i + 1 >= count;
         let msg = Message {
             seed: splitmix64(seed ^ i),
             len: match behaviour {
@@ -604,6 +678,10 @@ async fn talk(
             other => other?,
         }
         shared.verified(msg.len);
+        if last {
+            break;
+        }
+        i += 1;
     }
     match behaviour {
         Behaviour::HalfClose => {
@@ -691,11 +769,14 @@ async fn exchange(
     let answered = Cell::new(false);
     let answered_ref = &answered;
     let read = async move {
-        if let Writing::Partial(_) = writing {
-            return Ok(());
-        }
-        match target {
-            Target::Http => read_http_response(rd, msg, answered_ref).await,
+        match (writing, target) {
+            // oxloop-http answers only once the whole body is in.
+            (Writing::Partial(_), Target::Http) => Ok(()),
+            // The echo of a part is read too: a client writing a large part without
+            // reading can fill the buffers both ways and wait on its write while the
+            // server waits on its echo, until the server cuts it as stalled.
+            (Writing::Partial(n), _) => read_verify(rd, Message { len: n, ..msg }).await,
+            (_, Target::Http) => read_http_response(rd, msg, answered_ref).await,
             _ => read_verify(rd, msg).await,
         }
     };

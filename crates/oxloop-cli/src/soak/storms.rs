@@ -3,7 +3,7 @@
 //! Each one checks its own books exactly (no timing thresholds).
 
 use oxloop::{EventLoop, Handle};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::rc::Rc;
@@ -33,7 +33,7 @@ pub struct StormScale {
 }
 
 /// What the storms counted.
-#[derive(Debug, Default, Clone, Serialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct StormCounts {
     /// Timers set.
     pub timers_set: u64,
