@@ -418,7 +418,10 @@ impl Watchers {
         let entry = self.entries.get_mut(usize::try_from(fd).ok()?)?;
         entry.handler.as_ref()?;
         let before = entry.counted();
-        if !entry.registered.is_empty() {
+        // A stream the backend serves keeps its state while not watched (its receive
+        // cancelled, a send perhaps still in the kernel): it must go too, before the
+        // fd is closed and its number reused.
+        if !entry.registered.is_empty() || backend.keeps_state(fd) {
             let _ = backend.delete(fd);
         }
         entry.registered = Interest::NONE;
@@ -467,7 +470,7 @@ impl Watchers {
         let mut handlers = Vec::new();
         for (fd, entry) in self.entries.iter_mut().enumerate() {
             handlers.extend(entry.handler.take());
-            if !entry.registered.is_empty() {
+            if !entry.registered.is_empty() || backend.keeps_state(fd as RawFd) {
                 let _ = backend.delete(fd as RawFd);
             }
             for slot in [&mut entry.reader, &mut entry.writer] {

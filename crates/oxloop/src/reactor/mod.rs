@@ -197,6 +197,18 @@ impl Backend {
         }
     }
 
+    /// Whether the backend keeps state for `fd` while it is not watched (a stream it
+    /// serves itself, reading paused): then only [`delete`](Self::delete) forgets it.
+    #[inline]
+    pub fn keeps_state(&self, fd: RawFd) -> bool {
+        match self {
+            #[cfg(target_os = "linux")]
+            Backend::IoUring(b) => b.keeps_state(fd),
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+
     /// Hands the kernel whatever the backend queued, without waiting, so that the
     /// backend's fd tells a host loop the truth.
     pub fn flush(&self) -> io::Result<()> {

@@ -358,8 +358,23 @@ impl Backend {
 
     /// Starts watching `fd` (armed at the next wait).
     pub fn add(&self, fd: RawFd, interest: Interest, mode: Trigger) -> io::Result<()> {
+        let result = self.register(fd, interest, mode);
+        if result.is_err() && self.keeps_state(fd) {
+            // Never watched: the stream started for it is forgotten, so that the fd
+            // number's next owner starts clean.
+            let _ = self.delete(fd);
+        }
+        result
+    }
+
+    fn register(&self, fd: RawFd, interest: Interest, mode: Trigger) -> io::Result<()> {
         let index = usize::try_from(fd).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
-        check_pollable(fd)?;
+        // A stream is a connected socket its transport owns: nothing to check, and its
+        // receive goes with the next wait (as its sends do), not in a call of its own.
+        let stream = self.state.borrow().is_stream(fd);
+        if !stream {
+            check_pollable(fd)?;
+        }
         let mut state = self.state.borrow_mut();
         if index >= state.fds.len() {
             state.fds.resize(index + 1, FdState::default());
@@ -372,6 +387,10 @@ impl Backend {
         // A request left from an fd number that was closed and reused would watch the
         // old file: replace it.
         entry.armed_mask = u32::MAX;
+        if stream {
+            state.mark_dirty(fd);
+            return Ok(());
+        }
         state.arm(fd)?;
         state.ring.submit()?;
         Ok(())
@@ -425,19 +444,29 @@ impl Backend {
     /// already closed or not watched is not an error.
     pub fn delete(&self, fd: RawFd) -> io::Result<()> {
         let mut state = self.state.borrow_mut();
-        let Some(entry) = state.fds.get_mut(fd as usize) else {
-            return Ok(());
-        };
-        entry.registered = false;
         let stream = state.is_stream(fd);
         if stream {
             state.drop_stream(fd)?;
-        } else if state.fds[fd as usize].armed.is_none() {
-            return Ok(());
         }
-        state.disarm(fd)?;
+        match state.fds.get_mut(fd as usize) {
+            Some(entry) => {
+                entry.registered = false;
+                if !stream && entry.armed.is_none() {
+                    return Ok(());
+                }
+                state.disarm(fd)?;
+            }
+            None if !stream => return Ok(()),
+            None => {}
+        }
         state.ring.submit()?;
         Ok(())
+    }
+
+    /// Whether `fd` is a stream served through the ring, whose state stays (reading
+    /// paused) until [`delete`](Self::delete).
+    pub fn keeps_state(&self, fd: RawFd) -> bool {
+        self.state.borrow().is_stream(fd)
     }
 
     /// Submits what is queued without waiting, so that the ring's fd reports what the
