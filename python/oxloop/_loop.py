@@ -20,7 +20,16 @@ import stat
 import sys
 import threading
 import weakref
-from asyncio import coroutines, events, exceptions, sslproto, tasks, unix_events
+from asyncio import (
+    constants,
+    coroutines,
+    events,
+    exceptions,
+    sslproto,
+    tasks,
+    trsock,
+    unix_events,
+)
 
 from . import _oxloop, sources
 from ._transports import SocketTransport
@@ -28,6 +37,10 @@ from ._transports import SocketTransport
 __all__ = ["Loop"]
 
 _PY314 = sys.version_info >= (3, 14)
+
+# The errors of `accept()` that mean the process or the system is out of a resource
+# (fds, buffers, memory): the listener waits and tries again instead of failing.
+_OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
 def _fd_of(fileobj) -> int:
@@ -352,6 +365,47 @@ class Loop(_oxloop.LoopCore, unix_events.SelectorEventLoop):
 
     def _remove_writer(self, fd) -> bool:
         return _oxloop.LoopCore._remove_writer(self, _fd_of(fd))
+
+    # Accepting. asyncio's own `_accept_connection` goes on calling `accept()` after an
+    # `EMFILE` (or `ENFILE`, `ENOBUFS`, `ENOMEM`) for the rest of its backlog: with a
+    # backlog of 4,096 it reported the error and scheduled a retry 4,096 times per
+    # attempt. This one stops at the first: one report and one retry, a second later.
+    def _accept_connection(
+        self, protocol_factory, sock, sslcontext=None, server=None, backlog=100, *timeouts
+    ):
+        for _ in range(backlog):
+            try:
+                conn, addr = sock.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return
+            except OSError as exc:
+                if exc.errno not in _OUT_OF_RESOURCES:
+                    raise
+                self.call_exception_handler(
+                    {
+                        "message": "socket.accept() out of system resource",
+                        "exception": exc,
+                        "socket": trsock.TransportSocket(sock),
+                    }
+                )
+                self._remove_reader(sock.fileno())
+                self.call_later(
+                    constants.ACCEPT_RETRY_DELAY,
+                    self._start_serving,
+                    protocol_factory,
+                    sock,
+                    sslcontext,
+                    server,
+                    backlog,
+                    *timeouts,
+                )
+                return
+            conn.setblocking(False)
+            self.create_task(
+                self._accept_connection2(
+                    protocol_factory, conn, {"peername": addr}, sslcontext, server, *timeouts
+                )
+            )
 
     # Transports: the native stream transport for TCP and Unix sockets, with or
     # without TLS (the standard library's TLS protocol runs on top of it).

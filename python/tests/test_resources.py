@@ -232,3 +232,81 @@ def test_loop_closed_while_child_runs_leaves_no_fd_and_no_zombie():
 
         time.sleep(0.01)
     assert pid not in _children()
+
+
+_OUT_OF_FDS_SERVER = r"""
+import asyncio, json, os, resource, sys
+import oxloop
+
+async def main():
+    loop = asyncio.get_running_loop()
+    reports = []
+    loop.set_exception_handler(lambda _loop, ctx: reports.append(ctx["message"]))
+    made = asyncio.Event()
+    accepted = []
+
+    class Echo(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+            accepted.append(transport)
+            if len(accepted) == int(sys.argv[1]):
+                made.set()
+
+        def data_received(self, data):
+            self.transport.write(data)
+
+    server = await loop.create_server(Echo, "127.0.0.1", 0, backlog=4096)
+    # Out of fds: the soft limit just above what is open, then /dev/null until EMFILE.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 16, hard))
+    filler = []
+    try:
+        while True:
+            filler.append(os.open(os.devnull, os.O_RDONLY))
+    except OSError:
+        pass
+    print(server.sockets[0].getsockname()[1], flush=True)
+    await asyncio.sleep(2.5)  # the clients connect meanwhile; accept meets EMFILE
+    out_of_fds = len(reports)
+    for fd in filler:
+        os.close(fd)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    await asyncio.wait_for(made.wait(), 20)
+    print(json.dumps({"reports": out_of_fds, "messages": sorted(set(reports)),
+                      "accepted": len(accepted)}), flush=True)
+    await asyncio.sleep(0.5)  # the clients' echoes
+    server.close()
+
+oxloop.run(main())
+"""
+
+
+def test_out_of_fds_listener_reports_once_per_attempt_and_accepts_after():
+    """A listener that meets EMFILE reports it and retries a second later, once per
+    attempt (not once per backlog slot, as asyncio's own accept loop does); the
+    waiting connections are accepted and served once fds are free."""
+    import json
+    import socket
+
+    clients = 20
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _OUT_OF_FDS_SERVER, str(clients)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        port = int(proc.stdout.readline())
+        conns = [socket.create_connection(("127.0.0.1", port), timeout=20) for _ in range(clients)]
+        result = json.loads(proc.stdout.readline())
+        for i, c in enumerate(conns):
+            c.sendall(b"ping %d" % i)
+            assert c.recv(64) == b"ping %d" % i
+            c.close()
+        assert proc.wait(20) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+    assert result["accepted"] == clients
+    assert result["messages"] == ["socket.accept() out of system resource"]
+    # 2.5 s out of fds, a retry every second: about three attempts, one report each.
+    assert 1 <= result["reports"] <= 5, result
