@@ -954,3 +954,60 @@ fn an_adopted_socket_is_flushed_then_closed_by_its_transport() {
     ev.run().unwrap();
     assert_eq!(after.get(), Some(false));
 }
+
+/// A protocol that keeps its own transport (as most do) makes a cycle through the loop
+/// (transport → protocol → transport, and the transport holds the loop): destroying
+/// the loop must tell the protocol the connection is gone and drop it, so that the
+/// loop, its connections and what they buffered are freed.
+#[test]
+fn destroying_a_loop_tells_and_drops_the_protocols_of_open_connections() {
+    struct Keeper {
+        transport: Option<Transport>,
+        made: Rc<Cell<usize>>,
+        lost: Rc<RefCell<Vec<Option<String>>>>,
+        dropped: Rc<Cell<usize>>,
+    }
+    impl Protocol for Keeper {
+        fn connection_made(&mut self, transport: Transport) {
+            self.transport = Some(transport);
+            self.made.set(self.made.get() + 1);
+        }
+        fn data_received(&mut self, _data: &[u8]) {}
+        fn connection_lost(&mut self, err: Option<io::Error>) {
+            self.lost.borrow_mut().push(err.map(|e| e.to_string()));
+        }
+    }
+    impl Drop for Keeper {
+        fn drop(&mut self) {
+            if self.transport.is_some() {
+                self.dropped.set(self.dropped.get() + 1);
+            }
+        }
+    }
+    let ev = EventLoop::new().unwrap();
+    let (made, lost, dropped) = (Rc::new(Cell::new(0)), Rc::default(), Rc::new(Cell::new(0)));
+    let (m, l, d) = (made.clone(), Rc::clone(&lost), dropped.clone());
+    let server = ev
+        .create_server("127.0.0.1:0", move || Keeper {
+            transport: None,
+            made: m.clone(),
+            lost: Rc::clone(&l),
+            dropped: d.clone(),
+        })
+        .unwrap();
+    let _client = TcpStream::connect(server.socket_addrs()[0]).unwrap();
+    for _ in 0..500 {
+        if made.get() == 1 {
+            break;
+        }
+        ev.run_once(Some(Duration::from_millis(10))).unwrap();
+    }
+    assert_eq!(made.get(), 1, "the connection was not made");
+    drop(server);
+    ev.destroy();
+    assert_eq!(
+        *lost.borrow(),
+        [Some("the event loop was destroyed".to_string())]
+    );
+    assert_eq!(dropped.get(), 1, "the protocol was not dropped");
+}

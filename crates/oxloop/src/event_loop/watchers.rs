@@ -52,6 +52,11 @@ pub(crate) trait FdHandler {
     /// The fd is ready as `ready` says. Runs outside the loop's borrow, so it may call
     /// any method of the loop, including changing or removing its own registration.
     fn on_ready(self: Rc<Self>, ready: Ready);
+
+    /// The loop is being destroyed and is about to drop this handler: let go of what
+    /// could keep the handler (and through it the loop) alive, such as a user's
+    /// protocol holding its own transport.
+    fn loop_destroyed(self: Rc<Self>) {}
 }
 
 /// Readiness of an fd owned by an async source, and the tasks waiting on it.

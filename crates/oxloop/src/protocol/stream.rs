@@ -839,6 +839,14 @@ impl Transport {
 }
 
 impl FdHandler for Inner {
+    fn loop_destroyed(self: Rc<Self>) {
+        // Whatever was still buffered cannot be sent now: the protocol is told so, and
+        // dropped (it may hold this transport, which holds the loop).
+        let _ = self
+            .protocol
+            .deliver_lost(Some(io::Error::other("the event loop was destroyed")));
+    }
+
     fn on_ready(self: Rc<Self>, ready: Ready) {
         let transport = Transport { inner: self };
         if ready.readable() {
