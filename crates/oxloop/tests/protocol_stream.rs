@@ -957,10 +957,10 @@ fn an_adopted_socket_is_flushed_then_closed_by_its_transport() {
 
 /// A protocol that keeps its own transport (as most do) makes a cycle through the loop
 /// (transport → protocol → transport, and the transport holds the loop): destroying
-/// the loop must tell the protocol the connection is gone and drop it, so that the
-/// loop, its connections and what they buffered are freed.
+/// the loop must drop the protocol, without calling it, so that the loop, its
+/// connections and what they buffered are freed.
 #[test]
-fn destroying_a_loop_tells_and_drops_the_protocols_of_open_connections() {
+fn destroying_a_loop_drops_the_protocols_of_open_connections() {
     struct Keeper {
         transport: Option<Transport>,
         made: Rc<Cell<usize>>,
@@ -1005,9 +1005,6 @@ fn destroying_a_loop_tells_and_drops_the_protocols_of_open_connections() {
     assert_eq!(made.get(), 1, "the connection was not made");
     drop(server);
     ev.destroy();
-    assert_eq!(
-        *lost.borrow(),
-        [Some("the event loop was destroyed".to_string())]
-    );
+    assert!(lost.borrow().is_empty(), "connection_lost was called");
     assert_eq!(dropped.get(), 1, "the protocol was not dropped");
 }

@@ -662,9 +662,9 @@ impl EventLoop {
     }
 
     /// Frees everything the loop holds: pending callbacks, timers, watchers and signal
-    /// handlers are dropped (signal dispositions restored), the protocol of each open
-    /// stream transport gets `connection_lost` with an error (what it had buffered is
-    /// not sent) and is dropped, remotes start failing, and
+    /// handlers are dropped (signal dispositions restored), so is the protocol of each
+    /// open stream transport (without a call: what the transport had buffered is not
+    /// sent; close transports first to flush them), remotes start failing, and
     /// the thread may create a new loop. Other handles to this loop stay valid objects,
     /// but the loop refuses new work. The backend and wake-up fds close when the last
     /// handle (and the last [`LoopRemote`]) is dropped.
@@ -1106,9 +1106,8 @@ impl Inner {
                 panic_handler: state.panic_handler.take(),
             }
         };
-        // Outside every borrow: a transport's protocol learns that its connection is
-        // gone (`connection_lost`) and is dropped, which breaks the cycle of a protocol
-        // holding its transport, which holds the loop.
+        // Outside every borrow: each transport drops its protocol, which breaks the
+        // cycle of a protocol holding its transport, which holds the loop.
         for handler in &leftovers.fd_handlers {
             handler.clone().loop_destroyed();
         }

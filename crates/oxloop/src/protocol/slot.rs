@@ -105,6 +105,17 @@ impl<P: ?Sized + FlowControl> ProtocolSlot<P> {
         }
     }
 
+    /// Takes the protocol out for good and drops it without calling it (when the loop
+    /// is destroyed). Nothing happens while it is running further up the stack.
+    pub fn discard(&self) {
+        let protocol = match self.protocol.try_borrow_mut() {
+            Ok(mut guard) => guard.take(),
+            Err(_) => None,
+        };
+        // Dropped here, outside the borrow: its captures may use the transport.
+        drop(protocol);
+    }
+
     /// Takes the protocol out for good and gives it `connection_lost(err)` (once: a
     /// protocol already taken is not called again). While the protocol is running
     /// further up the stack (a nested loop), `err` comes back for the caller to retry

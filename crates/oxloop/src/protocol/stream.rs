@@ -840,11 +840,10 @@ impl Transport {
 
 impl FdHandler for Inner {
     fn loop_destroyed(self: Rc<Self>) {
-        // Whatever was still buffered cannot be sent now: the protocol is told so, and
-        // dropped (it may hold this transport, which holds the loop).
-        let _ = self
-            .protocol
-            .deliver_lost(Some(io::Error::other("the event loop was destroyed")));
+        // The protocol may hold this transport, which holds the loop: dropped, as
+        // everything else the loop holds is, without a call (as asyncio's `close()`
+        // calls no protocol).
+        self.protocol.discard();
     }
 
     fn on_ready(self: Rc<Self>, ready: Ready) {
