@@ -165,6 +165,12 @@ fn destroying_the_loop_restores_dispositions() {
 #[test]
 fn ctrl_c_after_removal_still_ends_the_process() {
     if std::env::var_os("OXLOOP_SIGINT_CHILD").is_some() {
+        // Start from the default disposition, as a program run from a terminal does: a
+        // shell that runs the tests in the background starts them with SIGINT ignored,
+        // and removing the handler restores what was there before.
+        // SAFETY: setting a disposition to SIG_DFL installs no handler; no other thread
+        // of this child process handles signals.
+        unsafe { libc::signal(libc::SIGINT, libc::SIG_DFL) };
         let ev = EventLoop::new().unwrap();
         let got = Rc::new(RefCell::new(false));
         let g = got.clone();
