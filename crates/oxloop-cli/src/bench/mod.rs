@@ -596,6 +596,55 @@ impl HttpRun {
     }
 }
 
+/// Checks that `server` answers correctly (the built-in client, briefly), then loads
+/// it with `connections` connections for `duration`: wrk with `depth` requests per
+/// write when `use_wrk`, else the built-in client (one request at a time, every
+/// response checked); with the server's CPU time meanwhile.
+fn load_http(
+    server: &ServerProcess,
+    connections: usize,
+    duration: Duration,
+    depth: usize,
+    use_wrk: bool,
+    verified: &mut u64,
+) -> io::Result<HttpRun> {
+    use oxloop_bench::http;
+    let check = http::http_load(server.addr, 10, Duration::from_millis(100))?;
+    *verified += check.bytes;
+    let (u0, s0) = sys::process_cpu(server.pid())?;
+    let r = if use_wrk {
+        let w = http::run_wrk(server.addr, connections, duration, depth)?;
+        HttpRun {
+            requests: w.requests,
+            bytes: (w.bytes_per_s * w.elapsed.as_secs_f64()) as u64,
+            secs: w.elapsed.as_secs_f64(),
+            p50_us: w.p50.as_secs_f64() * 1e6,
+            p99_us: w.p99.as_secs_f64() * 1e6,
+            cpu_user_ns: 0.0,
+            cpu_total_ns: 0.0,
+        }
+    } else {
+        let l = http::http_load(server.addr, connections, duration)?;
+        *verified += l.bytes;
+        HttpRun {
+            requests: l.messages,
+            bytes: l.bytes,
+            secs: l.elapsed.as_secs_f64(),
+            p50_us: l.latency.quantile(0.5).as_secs_f64() * 1e6,
+            p99_us: l.latency.quantile(0.99).as_secs_f64() * 1e6,
+            cpu_user_ns: 0.0,
+            cpu_total_ns: 0.0,
+        }
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    let (u1, s1) = sys::process_cpu(server.pid())?;
+    Ok(HttpRun {
+        cpu_user_ns: u1.saturating_sub(u0).as_nanos() as f64,
+        cpu_total_ns: (u1 + s1).saturating_sub(u0 + s0).as_nanos() as f64,
+        ..r
+    })
+}
+
 /// HTTP plaintext: `GET /` on 100 connections, keep-alive (`depth` 1) or `depth`
 /// requests pipelined per connection; wrk when installed and the case lasts at least
 /// a second, the built-in checking client otherwise (which also checks every server
@@ -636,47 +685,10 @@ fn http_scenario(
     let mut run = |kind: ServerKind| -> io::Result<HttpRun> {
         pb.set_message(format!("{id}: {kind}"));
         let server = ServerProcess::start(exe, kind, pin.then_some(0))?;
-        let fail = |e: io::Error| io::Error::new(e.kind(), format!("http against {kind}: {e}"));
-        // Every server answers correctly before it is measured.
-        let check = http::http_load(server.addr, 10, Duration::from_millis(100)).map_err(fail)?;
-        *verified += check.bytes;
-        let (u0, s0) = sys::process_cpu(server.pid())?;
-        let r = if use_wrk {
-            let w = http::run_wrk(server.addr, connections, duration, depth).map_err(fail)?;
-            HttpRun {
-                requests: w.requests,
-                bytes: (w.bytes_per_s * w.elapsed.as_secs_f64()) as u64,
-                secs: w.elapsed.as_secs_f64(),
-                p50_us: w.p50.as_secs_f64() * 1e6,
-                p99_us: w.p99.as_secs_f64() * 1e6,
-                cpu_user_ns: 0.0,
-                cpu_total_ns: 0.0,
-            }
-        } else {
-            let l = http::http_load(server.addr, connections, duration).map_err(fail)?;
-            *verified += l.bytes;
-            HttpRun {
-                requests: l.messages,
-                bytes: l.bytes,
-                secs: l.elapsed.as_secs_f64(),
-                p50_us: l.latency.quantile(0.5).as_secs_f64() * 1e6,
-                p99_us: l.latency.quantile(0.99).as_secs_f64() * 1e6,
-                cpu_user_ns: 0.0,
-                cpu_total_ns: 0.0,
-            }
-        };
-        std::thread::sleep(Duration::from_millis(50));
-        let (u1, s1) = sys::process_cpu(server.pid())?;
-        let (user, total) = (
-            u1.saturating_sub(u0).as_nanos() as f64,
-            (u1 + s1).saturating_sub(u0 + s0).as_nanos() as f64,
-        );
+        let r = load_http(&server, connections, duration, depth, use_wrk, verified)
+            .map_err(|e| io::Error::new(e.kind(), format!("http against {kind}: {e}")))?;
         pb.inc(1);
-        Ok(HttpRun {
-            cpu_user_ns: user,
-            cpu_total_ns: total,
-            ..r
-        })
+        Ok(r)
     };
     let mut raws = vec![run(ServerKind::HttpRaw)?];
     let mut peers = Vec::new();
@@ -929,41 +941,20 @@ fn scaling_scenario(
             cmd.args(["serve", "http-oxloop", "127.0.0.1:0", "--loops"])
                 .arg(loops.to_string());
             let server = ServerProcess::start_command(cmd, None)?;
-            let fail =
-                |e: io::Error| io::Error::new(e.kind(), format!("scaling with {loops} loops: {e}"));
-            let check =
-                http::http_load(server.addr, 10, Duration::from_millis(100)).map_err(fail)?;
-            *verified += check.bytes;
-            let (u0, s0) = sys::process_cpu(server.pid())?;
-            let (requests, secs, bytes, p50, p99) = if use_wrk {
-                let w = http::run_wrk(server.addr, connections, duration, depth).map_err(fail)?;
-                let secs = w.elapsed.as_secs_f64();
-                (w.requests, secs, w.bytes_per_s * secs, w.p50, w.p99)
-            } else {
-                let l = http::http_load(server.addr, connections, duration).map_err(fail)?;
-                *verified += l.bytes;
-                let (p50, p99) = (l.latency.quantile(0.5), l.latency.quantile(0.99));
-                (
-                    l.messages,
-                    l.elapsed.as_secs_f64(),
-                    l.bytes as f64,
-                    p50,
-                    p99,
-                )
-            };
-            std::thread::sleep(Duration::from_millis(50));
-            let (u1, s1) = sys::process_cpu(server.pid())?;
-            let per = |d: Duration| d.as_nanos() as f64 / requests.max(1) as f64;
+            let r = load_http(&server, connections, duration, depth, use_wrk, verified).map_err(
+                |e| io::Error::new(e.kind(), format!("scaling with {loops} loops: {e}")),
+            )?;
+            let per = |ns: f64| ns / r.requests.max(1) as f64;
             let plural = if loops == 1 { "" } else { "s" };
             let row = ThroughputRow {
                 server: format!("http-oxloop, {loops} loop{plural}, {load}"),
-                messages_per_s: requests as f64 / secs.max(1e-9),
-                mib_per_s: bytes / secs.max(1e-9) / (1 << 20) as f64,
-                p50_us: p50.as_secs_f64() * 1e6,
-                p99_us: p99.as_secs_f64() * 1e6,
-                user_ns_per_msg: per(u1.saturating_sub(u0)),
-                total_ns_per_msg: per((u1 + s1).saturating_sub(u0 + s0)),
-                messages: requests,
+                messages_per_s: r.rate(),
+                mib_per_s: r.bytes as f64 / r.secs.max(1e-9) / (1 << 20) as f64,
+                p50_us: r.p50_us,
+                p99_us: r.p99_us,
+                user_ns_per_msg: per(r.cpu_user_ns),
+                total_ns_per_msg: per(r.cpu_total_ns),
+                messages: r.requests,
                 ..ThroughputRow::default()
             };
             match one_loop {
