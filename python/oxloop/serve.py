@@ -66,8 +66,26 @@ def _parser() -> argparse.ArgumentParser:
         default=16 * 1024 * 1024,
         help="ASGI WebSocket: larger messages close the connection with 1009",
     )
+    p.add_argument(
+        "--ws-ping-interval",
+        type=_seconds_or_none,
+        default=20.0,
+        help="ASGI WebSocket: seconds between the server's pings ('none': no pings)",
+    )
+    p.add_argument(
+        "--ws-ping-timeout",
+        type=_seconds_or_none,
+        default=20.0,
+        help="ASGI WebSocket: seconds a ping waits for its pong before the connection "
+        "is closed with 1011 ('none': no limit)",
+    )
     p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     return p
+
+
+def _seconds_or_none(text: str) -> float | None:
+    """A command-line duration: seconds, or 'none'."""
+    return None if text.lower() == "none" else float(text)
 
 
 def load_app(spec: str, app_dir: str = ".") -> Any:
@@ -122,6 +140,8 @@ def _serve_one(args: argparse.Namespace) -> None:
             lifespan=args.lifespan,
             graceful_timeout=args.graceful_timeout,
             ws_max_message_bytes=args.ws_max_message_bytes,
+            ws_ping_interval=args.ws_ping_interval,
+            ws_ping_timeout=args.ws_ping_timeout,
             **settings,
         )
     else:

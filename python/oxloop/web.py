@@ -20,7 +20,9 @@ larger heads get 431), `max_body_bytes` (8 MiB; 413), `head_timeout`, `body_time
 (one line per request on stderr), `reuse_port` (`SO_REUSEPORT`, for several processes
 on one port), `server_name` (the `Server` header); for ASGI also
 `ws_max_message_bytes` (16 MiB; a larger WebSocket message closes the connection with
-1009).
+1009), `ws_ping_interval` (20 s between the server's pings on an open WebSocket) and
+`ws_ping_timeout` (20 s for the pong, else the connection is closed with 1011); `None`
+turns either off.
 
 ASGI applications get `http`, `websocket` (RFC 6455: the server answers pings, checks
 frames, reassembles fragments and runs the close handshake) and `lifespan` scopes.
@@ -207,7 +209,15 @@ async def start_asgi(
     life = _Lifespan(app, lifespan)
     await life.startup()
     state = life.state if life.supported else None
-    native = _oxloop._serve_asgi(loop, app, host, port, logger.error, root_path, state, settings)
+    try:
+        native = _oxloop._serve_asgi(
+            loop, app, host, port, logger.error, root_path, state, settings
+        )
+    except BaseException:
+        # Not serving after all (the address is taken, a setting is wrong): the
+        # application's startup is undone as a shutdown would undo it.
+        await life.shutdown()
+        raise
     return Server(native, life)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import http.client
 import json
 import socket
@@ -290,3 +291,28 @@ def test_start_asgi_needs_an_oxloop_loop():
 
     with pytest.raises(TypeError):
         asyncio.run(main())
+
+
+def test_a_server_that_cannot_listen_undoes_the_lifespan_startup():
+    events: list[str] = []
+
+    async def app(scope, receive, send):
+        assert scope["type"] == "lifespan"
+        while True:
+            message = await receive()
+            events.append(message["type"])
+            kind = "startup" if message["type"] == "lifespan.startup" else "shutdown"
+            await send({"type": f"lifespan.{kind}.complete"})
+            if kind == "shutdown":
+                return
+
+    async def main() -> None:
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            with pytest.raises(OSError) as failed:
+                await oxloop.web.start_asgi(app, port=taken.getsockname()[1])
+            assert failed.value.errno == errno.EADDRINUSE
+
+    oxloop.run(asyncio.wait_for(main(), 30))
+    assert events == ["lifespan.startup", "lifespan.shutdown"]

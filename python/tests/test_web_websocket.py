@@ -357,3 +357,65 @@ def test_command_line_setting():
 
     args = serve._parser().parse_args(["m:app", "--ws-max-message-bytes", "4096"])
     assert args.ws_max_message_bytes == 4096
+    assert (args.ws_ping_interval, args.ws_ping_timeout) == (20.0, 20.0)
+    args = serve._parser().parse_args(["m:app", "--ws-ping-interval", "none"])
+    assert args.ws_ping_interval is None
+    args = serve._parser().parse_args(["m:app", "--ws-ping-timeout", "2.5"])
+    assert args.ws_ping_timeout == 2.5
+
+
+def read_frame(sock: socket.socket) -> tuple[int, bytes]:
+    """One unmasked frame from the server: (opcode, payload)."""
+
+    def exactly(n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            piece = sock.recv(n - len(data))
+            assert piece, "the server closed the connection"
+            data += piece
+        return data
+
+    first, second = exactly(2)
+    n = second & 0x7F
+    if n == 126:
+        (n,) = struct.unpack("!H", exactly(2))
+    return first & 0x0F, exactly(n)
+
+
+def test_keepalive_pings_close_a_silent_client_with_1011():
+    events: list[tuple] = []
+    settings = {"ws_ping_interval": 0.1, "ws_ping_timeout": 0.3}
+    with serving(oxloop.web.start_asgi, app=make_app(events), **settings) as address:
+        # A client that answers every ping stays connected through many timeouts.
+        with socket.create_connection(address, timeout=10) as sock:
+            assert handshake(sock).startswith(b"HTTP/1.1 101 ")
+            pings = 0
+            while pings < 8:
+                opcode, payload = read_frame(sock)
+                assert opcode == 0x9
+                pings += 1
+                sock.sendall(frame(0xA, payload))
+            sock.sendall(frame(0x1, b"still here"))
+            while (opcode := read_frame(sock))[0] == 0x9:
+                sock.sendall(frame(0xA, opcode[1]))
+            assert opcode == (0x1, b"still here")
+        # A client that never answers is closed with 1011 after the timeout.
+        with socket.create_connection(address, timeout=10) as sock:
+            assert handshake(sock).startswith(b"HTTP/1.1 101 ")
+            assert close_code_of(read_until_closed(sock)) == 1011
+    assert ("disconnect", 1011, "keepalive ping timeout") in events
+
+
+def test_keepalive_pings_can_be_turned_off():
+    with pytest.raises(ValueError, match="ws_ping_timeout must be a positive number"):
+        with serving(oxloop.web.start_asgi, app=make_app([]), ws_ping_timeout=-1):
+            pass
+    settings = {"ws_ping_interval": None, "ws_ping_timeout": 0.05}
+    with serving(oxloop.web.start_asgi, app=make_app([]), **settings) as address:
+        with socket.create_connection(address, timeout=0.5) as sock:
+            assert handshake(sock).startswith(b"HTTP/1.1 101 ")
+            with pytest.raises(TimeoutError):
+                sock.recv(1)  # no ping, no close
+            sock.settimeout(10)
+            sock.sendall(frame(0x1, b"hi"))
+            assert read_frame(sock) == (0x1, b"hi")

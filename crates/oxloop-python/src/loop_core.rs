@@ -60,7 +60,12 @@ pub struct LoopCore {
 
 /// An `OSError` (or the subclass Python picks for its errno) from an I/O error.
 pub(crate) fn os_error(err: io::Error) -> PyErr {
-    match err.raw_os_error() {
+    // An error that wraps the system's (one naming an address) keeps its number.
+    let errno = err.raw_os_error().or_else(|| {
+        let source = std::error::Error::source(err.get_ref()?)?;
+        source.downcast_ref::<io::Error>()?.raw_os_error()
+    });
+    match errno {
         Some(errno) => PyOSError::new_err((errno, err.to_string())),
         None => PyOSError::new_err(err.to_string()),
     }

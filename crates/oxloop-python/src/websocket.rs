@@ -15,14 +15,16 @@
 //! messages, checks masking, reserved bits, opcodes, control frame rules, UTF-8 and
 //! the size limit, and runs the close handshake; this module maps its errors to close
 //! codes (1002 protocol, 1007 invalid UTF-8, 1009 too big) and its messages to ASGI
-//! events.
+//! events. An open connection is pinged every `ws_ping_interval`; a pong that does
+//! not come within `ws_ping_timeout` closes it with 1011, so a vanished client does
+//! not hold its connection for ever.
 
 use crate::asgi::{self, App};
 use crate::running::{self, LoopCell, LoopShared};
 use oxloop::protocol::Transport;
 use oxloop::Handle;
 use oxloop_http::{Request, Response, Upgraded, Version};
-use pyo3::exceptions::{PyConnectionError, PyRuntimeError, PyTypeError};
+use pyo3::exceptions::{PyConnectionError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
@@ -30,7 +32,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io::{self, Read, Write};
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::Duration;
@@ -54,6 +56,12 @@ pub(crate) struct Settings {
     /// The largest message (after reassembly) or frame accepted; larger ones close
     /// the connection with 1009.
     max_message_bytes: usize,
+    /// How long an open connection goes between the server's pings (`None`: no
+    /// pings).
+    ping_interval: Option<Duration>,
+    /// How long a ping waits for the client's pong before the connection is closed
+    /// with 1011 (`None`: for ever).
+    ping_timeout: Option<Duration>,
 }
 
 impl Settings {
@@ -61,12 +69,24 @@ impl Settings {
     pub(crate) fn take_from(options: Option<&Bound<'_, PyDict>>) -> PyResult<Settings> {
         let mut settings = Settings {
             max_message_bytes: 16 * 1024 * 1024,
+            ping_interval: Some(Duration::from_secs(20)),
+            ping_timeout: Some(Duration::from_secs(20)),
         };
         if let Some(options) = options {
-            let key = intern!(options.py(), "ws_max_message_bytes");
+            let py = options.py();
+            let key = intern!(py, "ws_max_message_bytes");
             if let Some(value) = options.get_item(key)? {
                 settings.max_message_bytes = value.extract()?;
                 options.del_item(key)?;
+            }
+            for (name, slot) in [
+                ("ws_ping_interval", &mut settings.ping_interval),
+                ("ws_ping_timeout", &mut settings.ping_timeout),
+            ] {
+                if let Some(value) = options.get_item(name)? {
+                    *slot = seconds_or_none(name, &value)?;
+                    options.del_item(name)?;
+                }
             }
         }
         Ok(settings)
@@ -76,6 +96,20 @@ impl Settings {
         WebSocketConfig::default()
             .max_message_size(Some(self.max_message_bytes))
             .max_frame_size(Some(self.max_message_bytes))
+    }
+}
+
+/// A duration in seconds (a positive number), or `None`.
+fn seconds_or_none(name: &str, value: &Bound<'_, PyAny>) -> PyResult<Option<Duration>> {
+    if value.is_none() {
+        return Ok(None);
+    }
+    let seconds: f64 = value.extract()?;
+    match Duration::try_from_secs_f64(seconds) {
+        Ok(d) if !d.is_zero() => Ok(Some(d)),
+        _ => Err(PyValueError::new_err(format!(
+            "{name} must be a positive number of seconds or None, not {seconds}"
+        ))),
     }
 }
 
@@ -224,6 +258,12 @@ struct Session {
     /// A `send()` waiting for the transport (its buffer to drain, or the switch).
     send_waiter: Option<Py<PyAny>>,
     close_timer: Option<Handle>,
+    ping_interval: Option<Duration>,
+    ping_timeout: Option<Duration>,
+    /// The next keep-alive ping.
+    ping_timer: Option<Handle>,
+    /// The deadline of the oldest ping not yet answered by a pong.
+    pong_timer: Option<Handle>,
 }
 
 type SessionRef = Rc<RefCell<Session>>;
@@ -248,6 +288,10 @@ impl Session {
             receive_waiter: None,
             send_waiter: None,
             close_timer: None,
+            ping_interval: settings.ping_interval,
+            ping_timeout: settings.ping_timeout,
+            ping_timer: None,
+            pong_timer: None,
         }
     }
 
@@ -289,7 +333,12 @@ impl Session {
                         });
                     }
                 }
-                Ok(_) => {} // pings are answered by tungstenite; pongs need nothing
+                Ok(Message::Pong(_)) => {
+                    if let Some(timer) = self.pong_timer.take() {
+                        timer.cancel();
+                    }
+                }
+                Ok(_) => {} // pings are answered by tungstenite
                 Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => {
                     self.finish();
@@ -377,8 +426,14 @@ impl Session {
         self.flush_out();
         self.phase = Phase::Closed;
         self.close.get_or_insert((1006, String::new()));
-        if let Some(timer) = self.close_timer.take() {
-            timer.cancel();
+        for timer in [
+            &mut self.close_timer,
+            &mut self.ping_timer,
+            &mut self.pong_timer,
+        ] {
+            if let Some(timer) = timer.take() {
+                timer.cancel();
+            }
         }
         if let Some(t) = &self.transport {
             t.close();
@@ -421,6 +476,74 @@ impl Session {
         }
         Ok(None)
     }
+}
+
+/// Schedules the next keep-alive ping of an open connection (the timer holds the
+/// session weakly, so it keeps nothing alive).
+fn schedule_ping(session: &SessionRef) {
+    let mut s = session.borrow_mut();
+    let (Some(interval), Some(t)) = (s.ping_interval, &s.transport) else {
+        return;
+    };
+    if s.phase != Phase::Open || s.ping_timer.is_some() {
+        return;
+    }
+    let weak = Rc::downgrade(session);
+    let timer = t.call_later(interval, move || ping(&weak));
+    s.ping_timer = Some(timer);
+}
+
+/// Sends a keep-alive ping and starts waiting for its pong (unless an older ping
+/// is still waiting for one).
+fn ping(weak: &Weak<RefCell<Session>>) {
+    let Some(session) = weak.upgrade() else {
+        return;
+    };
+    {
+        let mut guard = session.borrow_mut();
+        let s = &mut *guard;
+        s.ping_timer = None;
+        if s.phase != Phase::Open {
+            return;
+        }
+        let sent = s
+            .ctx
+            .write(&mut s.wire, Message::Ping(Default::default()))
+            .and_then(|()| s.ctx.flush(&mut s.wire));
+        s.flush_out();
+        if sent.is_ok() && s.pong_timer.is_none() {
+            if let (Some(timeout), Some(t)) = (s.ping_timeout, &s.transport) {
+                let weak = weak.clone();
+                s.pong_timer = Some(t.call_later(timeout, move || pong_missed(&weak)));
+            }
+        }
+    }
+    schedule_ping(&session);
+}
+
+/// No pong came within the ping timeout: the connection is closed with 1011. While
+/// reading is paused (the application is behind), the pong may be waiting unread in
+/// the socket, so the wait starts again instead.
+fn pong_missed(weak: &Weak<RefCell<Session>>) {
+    let Some(session) = weak.upgrade() else {
+        return;
+    };
+    {
+        let mut s = session.borrow_mut();
+        s.pong_timer = None;
+        if s.phase != Phase::Open {
+            return;
+        }
+        if s.reading_paused {
+            if let (Some(timeout), Some(t)) = (s.ping_timeout, &s.transport) {
+                let weak = weak.clone();
+                s.pong_timer = Some(t.call_later(timeout, move || pong_missed(&weak)));
+            }
+            return;
+        }
+        s.fail(1011, "keepalive ping timeout");
+    }
+    wake_waiters(&session);
 }
 
 fn event<'py>(py: Python<'py>, kind: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
@@ -482,6 +605,7 @@ impl Upgraded for Connection {
                 _ => {}
             }
         }
+        schedule_ping(&self.0);
         self.data_received(buffered);
         wake_waiters(&self.0);
     }

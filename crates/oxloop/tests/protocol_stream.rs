@@ -705,6 +705,10 @@ fn server_with_several_addresses_stops_and_resumes_accepting() {
         .unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
     assert!(err.to_string().contains(&a.to_string()), "{err}");
+    // The system's error, with its number, is the error's source.
+    let source = std::error::Error::source(err.get_ref().unwrap()).unwrap();
+    let system = source.downcast_ref::<io::Error>().unwrap();
+    assert_eq!(system.raw_os_error(), Some(libc::EADDRINUSE));
     let empty: &[SocketAddr] = &[];
     assert_eq!(
         ev.create_server(empty, || Echo {

@@ -131,8 +131,30 @@ pub struct Server {
     inner: Rc<Inner>,
 }
 
+/// A failure to listen that names the address; the system's error is its `source`,
+/// so its error number stays readable.
+#[derive(Debug)]
+struct BindError {
+    addr: String,
+    source: io::Error,
+}
+
+impl fmt::Display for BindError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot listen on {}: {}", self.addr, self.source)
+    }
+}
+
+impl std::error::Error for BindError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
 fn bind_error(addr: &dyn fmt::Display, e: io::Error) -> io::Error {
-    io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
+    let kind = e.kind();
+    let addr = addr.to_string();
+    io::Error::new(kind, BindError { addr, source: e })
 }
 
 pub(crate) fn create_tcp(
