@@ -15,7 +15,10 @@ that a burst of load from elsewhere on the machine hits one sample of each rathe
 all of one server's) and oxloop's ratios; beside each, requests per CPU-second of the
 server (its processes' and threads' user and system time while wrk ran, from /proc):
 on a machine shared with other work, a server that waits for its core still shows
-what a request costs it. A server that is not installed is skipped with a note:
+what a request costs it. Before the servers, each application is called directly on
+the same core, with no server, and the ratios carry a ceiling: the ratio per
+CPU-second that a server costing nothing would reach against that peer (where the
+application is most of a request, no server can do better). A server that is not installed is skipped with a note:
 install the peers into the benchmark's venv only, e.g.
 
     python -m venv .venv/bench
@@ -120,6 +123,62 @@ def command(server: str, app: str, port: int, threads: int) -> list[str] | None:
             "off",
         ]
     raise ValueError(server)
+
+
+# The application called directly, with no server: how many calls a CPU-second gives.
+APP_ALONE = r"""
+import sys, time
+import bench_apps
+
+kind, app_name = sys.argv[1], sys.argv[2]
+app = getattr(bench_apps, f"{kind}_{app_name}")
+environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "SERVER_PROTOCOL": "HTTP/1.1"}
+scope = {"type": "http", "method": "GET", "path": "/", "headers": []}
+
+
+def start_response(status, headers, exc_info=None):
+    return None
+
+
+async def receive():
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def send(message):
+    pass
+
+
+def call():
+    if kind == "wsgi":
+        return b"".join(app(environ, start_response))
+    coro = app(scope, receive, send)
+    try:
+        coro.send(None)
+    except StopIteration:
+        return None
+    raise RuntimeError("the application waited")
+
+
+calls, start = 0, time.process_time()
+while (spent := time.process_time() - start) < 1.0:
+    for _ in range(100):
+        call()
+    calls += 100
+print(calls / spent)
+"""
+
+
+def app_alone(kind: str, app: str, cwd: str) -> float:
+    """Calls per CPU-second of the application alone, on the servers' core."""
+    out = subprocess.run(
+        ["taskset", "-c", "0", sys.executable, "-c", APP_ALONE, kind, app],
+        cwd=cwd,
+        env=dict(os.environ, PYTHONPATH=cwd),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return float(out)
 
 
 def free_port() -> int:
@@ -261,6 +320,14 @@ def main() -> int:
         with open(os.path.join(tmp, "pipeline.lua"), "w") as f:
             f.write(PIPELINE)
         modes = [("keep-alive", 1)] + ([("pipelined", args.pipeline)] if args.pipeline > 1 else [])
+        # A server that cost nothing would serve this many requests per CPU-second.
+        alone = {
+            (kind, app): app_alone(kind, app, tmp)
+            for kind in ("wsgi", "asgi")
+            for app in ("hello", "json")
+        }
+        for (kind, app), rate in alone.items():
+            print(f"the {kind} {app} application alone: {rate:10,.0f} calls per CPU-second")
         for round_number in range(1, args.rounds + 1):
             print(f"round {round_number}")
             for mode, depth in modes:
@@ -293,7 +360,10 @@ def main() -> int:
             f"{server:13} {app:5} {mode:10}  {rate:10,.0f} requests/s"
             f"  {per_cpu[(server, app, mode)]:10,.0f} per CPU-second"
         )
-    print("\nratios: requests/s (requests per CPU-second of the server)")
+    print(
+        "\nratios: requests/s (requests per CPU-second of the server); the ceiling is the"
+        "\nratio per CPU-second that a server costing nothing would reach against the peer"
+    )
     ratios: list[dict[str, object]] = []
     for mode, _ in modes:
         for app in ("hello", "json"):
@@ -311,7 +381,12 @@ def main() -> int:
                     ratio = rates[(ours, app, mode)] / rates[(peer, app, mode)]
                     ours_cpu, peer_cpu = per_cpu[(ours, app, mode)], per_cpu[(peer, app, mode)]
                     cpu_ratio = ours_cpu / peer_cpu if peer_cpu else 0.0
-                    print(f"{app:5} {mode:10} {ours} vs {peer}: {ratio:.2f}x ({cpu_ratio:.2f}x)")
+                    kind = "asgi" if ours.endswith("asgi") else "wsgi"
+                    ceiling = alone[(kind, app)] / peer_cpu if peer_cpu else 0.0
+                    print(
+                        f"{app:5} {mode:10} {ours} vs {peer}: {ratio:.2f}x ({cpu_ratio:.2f}x);"
+                        f" ceiling {ceiling:.2f}x"
+                    )
                     ratios.append(
                         {
                             "app": app,
@@ -320,6 +395,7 @@ def main() -> int:
                             "peer": peer,
                             "ratio": ratio,
                             "per_cpu_second_ratio": cpu_ratio,
+                            "ceiling": ceiling,
                         }
                     )
     if args.json:
@@ -335,7 +411,15 @@ def main() -> int:
             for (s, a, m), r in rates.items()
         ]
         with open(args.json, "w") as f:
-            json.dump({"rates": rows, "ratios": ratios, "skipped": skipped}, f, indent=1)
+            apps = [
+                {"interface": kind, "app": app, "calls_per_cpu_second": rate}
+                for (kind, app), rate in alone.items()
+            ]
+            json.dump(
+                {"rates": rows, "ratios": ratios, "skipped": skipped, "app_alone": apps},
+                f,
+                indent=1,
+            )
     return 0
 
 
