@@ -16,10 +16,11 @@ all of one server's) and oxloop's ratios; beside each, requests per CPU-second o
 server (its processes' and threads' user and system time while wrk ran, from /proc):
 on a machine shared with other work, a server that waits for its core still shows
 what a request costs it. Before the servers, each application is called directly on
-the same core, with no server, and the ratios carry a ceiling: the ratio per
-CPU-second that a server costing nothing would reach against that peer (where the
-application is most of a request, no server can do better). A server that is not installed is skipped with a note:
-install the peers into the benchmark's venv only, e.g.
+the same core, with no server, and the ratios carry a ceiling: the ratio of
+requests/s that a server costing nothing, using its whole core, would reach against
+that peer (where the application is most of a request, no server can do better). A
+server that is not installed is skipped with a note: install the peers into the
+benchmark's venv only, e.g.
 
     python -m venv .venv/bench
     .venv/bench/bin/pip install ./python granian uvicorn uvloop httptools bjoern
@@ -362,7 +363,9 @@ def main() -> int:
         )
     print(
         "\nratios: requests/s (requests per CPU-second of the server); the ceiling is the"
-        "\nratio per CPU-second that a server costing nothing would reach against the peer"
+        "\nratio of requests/s that a server costing nothing, using its whole core, would"
+        "\nreach against the peer (the application's own calls per CPU-second over the"
+        "\npeer's requests/s)"
     )
     ratios: list[dict[str, object]] = []
     for mode, _ in modes:
@@ -382,7 +385,7 @@ def main() -> int:
                     ours_cpu, peer_cpu = per_cpu[(ours, app, mode)], per_cpu[(peer, app, mode)]
                     cpu_ratio = ours_cpu / peer_cpu if peer_cpu else 0.0
                     kind = "asgi" if ours.endswith("asgi") else "wsgi"
-                    ceiling = alone[(kind, app)] / peer_cpu if peer_cpu else 0.0
+                    ceiling = alone[(kind, app)] / rates[(peer, app, mode)]
                     print(
                         f"{app:5} {mode:10} {ours} vs {peer}: {ratio:.2f}x ({cpu_ratio:.2f}x);"
                         f" ceiling {ceiling:.2f}x"
