@@ -90,6 +90,11 @@ fn quick_bench_writes_every_scenario_as_json() {
             );
             continue;
         }
+        if s["id"] == "web" {
+            // The applications' own cost, measured beside the servers.
+            let notes = s["notes"].to_string();
+            assert!(notes.contains("The applications alone"), "{notes}");
+        }
         if let Some(rows) = s.get("throughput").and_then(|r| r.as_array()) {
             let servers: Vec<&str> = rows.iter().map(|r| r["server"].as_str().unwrap()).collect();
             let expected: &[&str] = if s["id"].as_str().unwrap().starts_with("http") {

@@ -858,13 +858,14 @@ fn web_scenario(quick: bool, duration: Duration) -> io::Result<Scenario> {
         .flatten()
         .map(|r| {
             format!(
-                "{} {}: {} {:.2}x {} ({:.2}x per CPU-second of the server)",
+                "{} {}: {} {:.2}x {} ({:.2}x per CPU-second of the server; ceiling {:.2}x)",
                 r["app"].as_str().unwrap_or("?"),
                 r["mode"].as_str().unwrap_or("?"),
                 r["server"].as_str().unwrap_or("?"),
                 r["ratio"].as_f64().unwrap_or(0.0),
                 r["peer"].as_str().unwrap_or("?"),
-                r["per_cpu_second_ratio"].as_f64().unwrap_or(0.0)
+                r["per_cpu_second_ratio"].as_f64().unwrap_or(0.0),
+                r["ceiling"].as_f64().unwrap_or(0.0)
             )
         })
         .collect();
@@ -875,7 +876,29 @@ fn web_scenario(quick: bool, duration: Duration) -> io::Result<Scenario> {
         if quick { "" } else { " and 16 pipelined" }
     )];
     if !ratios.is_empty() {
-        notes.push(format!("Ratios: {}.", ratios.join("; ")));
+        notes.push(format!(
+            "Ratios (the ceiling: what a server costing nothing, using its whole core, would reach against the peer, from the application's own calls per CPU-second): {}.",
+            ratios.join("; ")
+        ));
+    }
+    let alone: Vec<String> = v["app_alone"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| {
+            format!(
+                "{} {} {:.0}",
+                a["interface"].as_str().unwrap_or("?"),
+                a["app"].as_str().unwrap_or("?"),
+                a["calls_per_cpu_second"].as_f64().unwrap_or(0.0)
+            )
+        })
+        .collect();
+    if !alone.is_empty() {
+        notes.push(format!(
+            "The applications alone, called directly on CPU 0, in calls per CPU-second: {}.",
+            alone.join(", ")
+        ));
     }
     let missing: Vec<&str> = v["skipped"]
         .as_array()
