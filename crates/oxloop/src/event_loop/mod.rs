@@ -66,7 +66,9 @@ use self::signals::SignalHandlers;
 pub(crate) use self::watchers::Direction;
 pub(crate) use self::watchers::FdHandler;
 use self::watchers::{FdCallback, Target, Watchers};
-use crate::reactor::{Backend, BackendKind, Events, Interest, Ready, Trigger, Waker as FdWaker};
+use crate::reactor::{
+    with_backend, Backend, BackendKind, Events, Interest, Ready, Trigger, Wait, Waker as FdWaker,
+};
 use crate::timers::Timers;
 use slab::Slab;
 use std::cell::{Cell, RefCell};
@@ -143,8 +145,9 @@ pub(crate) struct Inner {
     backend: Backend,
     shared: Arc<Shared>,
     id: u64,
-    /// The backend's report buffer. Only `iterate` touches it, and `iterate` cannot
-    /// re-enter (the running guard refuses), so it lives outside the state's `RefCell`.
+    /// The backend's report buffer, borrowed for a whole run (`run`, `run_once`…): a
+    /// run cannot re-enter (the running guard refuses), so it lives outside the state's
+    /// `RefCell`.
     events: RefCell<Events>,
     /// Callbacks and task steps run; outside the `RefCell` so counting costs no borrow.
     callbacks_run: Cell<u64>,
@@ -162,6 +165,11 @@ pub(crate) struct Inner {
     wait_wrapper: Cell<Option<WaitWrapper>>,
     /// asyncio's order (see [`EventLoop::set_io_behind_ready`]).
     io_behind_ready: Cell<bool>,
+    /// Time spent blocked in the backend is measured (`track_wait_time`).
+    track_wait_time: Cell<bool>,
+    /// None of the three above is on: the wait takes its short path, one test for
+    /// all of them.
+    plain_wait: Cell<bool>,
     waker_fd: RawFd,
     /// Why the loop does not use the backend that was asked for, if it does not.
     backend_fallback: Option<String>,
@@ -187,7 +195,6 @@ struct State {
     propagate_panics: bool,
     /// Time spent blocked in the backend, when `track_wait_time` is on.
     time_waiting: Duration,
-    track_wait_time: bool,
 }
 
 /// Everything a destroyed loop held, dropped after the state's borrow is released.
@@ -274,7 +281,6 @@ impl EventLoop {
                 panic_handler: None,
                 propagate_panics: false,
                 time_waiting: Duration::ZERO,
-                track_wait_time: false,
             }),
             backend,
             backend_fallback,
@@ -288,6 +294,8 @@ impl EventLoop {
             debug: Cell::new(None),
             wait_wrapper: Cell::new(None),
             io_behind_ready: Cell::new(false),
+            track_wait_time: Cell::new(false),
+            plain_wait: Cell::new(true),
             waker_fd,
             epoch: now,
         });
@@ -313,6 +321,7 @@ impl EventLoop {
     /// binding lets other Python threads run while the loop sleeps.
     pub fn set_wait_wrapper(&self, wrapper: Option<WaitWrapper>) {
         self.inner.wait_wrapper.set(wrapper);
+        self.inner.update_plain_wait();
     }
 
     /// Orders an iteration as asyncio's loop does. Off (the default), the fd events a
@@ -327,6 +336,7 @@ impl EventLoop {
     /// nothing for it. The Python binding turns it on.
     pub fn set_io_behind_ready(&self, on: bool) {
         self.inner.io_behind_ready.set(on);
+        self.inner.update_plain_wait();
     }
 
     /// The event loop of the current thread.
@@ -586,14 +596,15 @@ impl EventLoop {
     /// the loop is marked running once.
     pub fn run_while(&self, mut after_each: impl FnMut() -> bool) -> io::Result<()> {
         let _running = self.enter()?;
-        loop {
-            let result = self.iterate_inline(None);
+        let mut events = self.inner.events.borrow_mut();
+        with_backend!(&self.inner.backend, &mut *events, |backend, events| loop {
+            let result = self.iterate_inline(backend, events, None);
             self.inner.stopping.set(false);
             result?;
             if !after_each() {
                 return Ok(());
             }
-        }
+        })
     }
 
     /// How long the loop could sleep now: `Some(ZERO)` when work is ready, the time to the
@@ -674,19 +685,19 @@ impl EventLoop {
 
     fn run_loop(&self, forever: bool) -> io::Result<()> {
         let _running = self.enter()?;
-        loop {
+        let mut events = self.inner.events.borrow_mut();
+        with_backend!(&self.inner.backend, &mut *events, |backend, events| loop {
             if !forever && !self.has_work() {
-                break;
+                return Ok(());
             }
-            self.iterate_inline(None)?;
+            self.iterate_inline(backend, events, None)?;
             if self.inner.destroyed.get() {
-                break;
+                return Ok(());
             }
             if self.inner.stopping.replace(false) {
-                break;
+                return Ok(());
             }
-        }
-        Ok(())
+        })
     }
 
     /// Marks the loop running; the guard clears the mark, even when a panic unwinds.
@@ -719,28 +730,38 @@ impl EventLoop {
     /// One iteration (see the module's documentation), out of line for `run_once`.
     #[inline(never)]
     fn iterate(&self, max_wait: Option<Duration>) -> io::Result<()> {
-        self.iterate_inline(max_wait)
+        let mut events = self.inner.events.borrow_mut();
+        with_backend!(&self.inner.backend, &mut *events, |backend, events| {
+            self.iterate_inline(backend, events, max_wait)
+        })
     }
 
     /// One iteration, inlined into the loops that run many (`run`, `run_forever`,
     /// `run_while`, `block_on`): the call and the saving and restoring of registers
-    /// around it are then paid once per run instead of once per iteration.
+    /// around it are then paid once per run instead of once per iteration. The caller
+    /// has matched the backend (`with_backend!`), so the wait and the walk over its
+    /// reports are that backend's own, inlined.
     #[inline(always)]
-    fn iterate_inline(&self, max_wait: Option<Duration>) -> io::Result<()> {
+    fn iterate_inline<B: Wait>(
+        &self,
+        backend: &B,
+        events: &mut B::Events,
+        max_wait: Option<Duration>,
+    ) -> io::Result<()> {
         let inner = &*self.inner;
         if inner.destroyed.get() {
             return Ok(());
         }
-        let mut events = inner.events.borrow_mut();
-        let (mut notified, behind_ready) = self.wait(&mut events, max_wait)?;
+        let (mut notified, behind_ready) = self.wait(backend, events, max_wait)?;
         // With `io_behind_ready`, when anything came before the wait's I/O: asyncio's
         // order, off the busy path.
-        let defer_io = behind_ready && self.queue_io_behind_ready(&events, &mut notified);
+        let defer_io =
+            behind_ready && self.queue_io_behind_ready(B::reports(events), &mut notified);
         if !defer_io {
-            events.for_each(|ready| {
+            for ready in B::reports(events) {
                 if ready.fd == inner.waker_fd {
                     inner.shared.waker.drain();
-                    return;
+                    continue;
                 }
                 let target = inner.state.borrow_mut().watchers.target(ready);
                 match target {
@@ -750,16 +771,16 @@ impl EventLoop {
                     Target::Nothing => {}
                     other => self.run_fd_callbacks(ready, other),
                 }
-            });
+            }
         }
-        drop(events);
 
         if notified {
             self.run_remote_calls();
         }
         // One borrow answers what the rest of the iteration has to do.
         let (signals, timers, mut ready) = {
-            let state = inner.state.borrow();
+            // Mutably, though it only reads: fewer instructions than a shared borrow.
+            let state = inner.state.borrow_mut();
             (
                 state.signals.take_pending(),
                 state.timers.len(),
@@ -782,19 +803,46 @@ impl EventLoop {
     /// whether the wait's I/O must queue behind what came before it
     /// ([`EventLoop::set_io_behind_ready`]).
     #[inline(always)]
-    fn wait(&self, events: &mut Events, max_wait: Option<Duration>) -> io::Result<(bool, bool)> {
+    fn wait<B: Wait>(
+        &self,
+        backend: &B,
+        events: &mut B::Events,
+        max_wait: Option<Duration>,
+    ) -> io::Result<(bool, bool)> {
         let inner = &*self.inner;
         let mut state = inner.state.borrow_mut();
         let mut timeout = inner.poll_timeout(&mut state, max_wait);
         if timeout != Some(Duration::ZERO) && !inner.shared.prepare_sleep() {
             timeout = Some(Duration::ZERO);
         }
+        if !inner.plain_wait.get() {
+            return self.wait_not_plain(backend, &mut state, events, timeout);
+        }
+        let result = backend.wait(events, timeout);
+        let notified = inner.shared.after_wake();
+        state.now_fresh = false;
+        result?;
+        Ok((notified, false))
+    }
+
+    /// [`wait`](Self::wait)'s rest when a wait wrapper, wait timing or asyncio's order
+    /// is on.
+    #[cold]
+    #[inline(never)]
+    fn wait_not_plain<B: Wait>(
+        &self,
+        backend: &B,
+        state: &mut State,
+        events: &mut B::Events,
+        timeout: Option<Duration>,
+    ) -> io::Result<(bool, bool)> {
+        let inner = &*self.inner;
         let result = if timeout != Some(Duration::ZERO)
-            && (state.track_wait_time || inner.wait_wrapper.get().is_some())
+            && (inner.track_wait_time.get() || inner.wait_wrapper.get().is_some())
         {
-            self.wait_timed_or_wrapped(&mut state, events, timeout)
+            self.wait_timed_or_wrapped(backend, state, events, timeout)
         } else {
-            inner.backend.wait(events, timeout)
+            backend.wait(events, timeout)
         };
         let notified = inner.shared.after_wake();
         state.now_fresh = false;
@@ -806,23 +854,24 @@ impl EventLoop {
     /// A wait that may block with `track_wait_time` on (timed) or a wait wrapper set.
     #[cold]
     #[inline(never)]
-    fn wait_timed_or_wrapped(
+    fn wait_timed_or_wrapped<B: Wait>(
         &self,
+        backend: &B,
         state: &mut State,
-        events: &mut Events,
+        events: &mut B::Events,
         timeout: Option<Duration>,
     ) -> io::Result<()> {
         let inner = &*self.inner;
         // Timed only when asked for: a clock read costs as much as the rest of an idle
         // iteration.
-        let before = state.track_wait_time.then(Instant::now);
+        let before = inner.track_wait_time.get().then(Instant::now);
         let result = match inner.wait_wrapper.get() {
             Some(wrapper) => {
                 let mut result = Ok(());
-                wrapper(&mut || result = inner.backend.wait(events, timeout));
+                wrapper(&mut || result = backend.wait(events, timeout));
                 result
             }
-            None => inner.backend.wait(events, timeout),
+            None => backend.wait(events, timeout),
         };
         if let Some(before) = before {
             state.time_waiting += before.elapsed();
@@ -865,14 +914,18 @@ impl EventLoop {
     /// it did (the due timers then follow them too).
     #[cold]
     #[inline(never)]
-    fn queue_io_behind_ready(&self, events: &Events, notified: &mut bool) -> bool {
+    fn queue_io_behind_ready(
+        &self,
+        reports: impl Iterator<Item = Ready>,
+        notified: &mut bool,
+    ) -> bool {
         if std::mem::take(notified) {
             self.run_remote_calls();
         }
         if self.inner.state.borrow().ready.live() == 0 {
             return false;
         }
-        for ready in events.iter() {
+        for ready in reports {
             if ready.fd == self.inner.waker_fd {
                 self.inner.shared.waker.drain();
                 continue;
@@ -1060,6 +1113,15 @@ impl State {
 }
 
 impl Inner {
+    /// Recomputes `plain_wait` after one of the flags it sums up changed.
+    fn update_plain_wait(&self) {
+        self.plain_wait.set(
+            !self.io_behind_ready.get()
+                && !self.track_wait_time.get()
+                && self.wait_wrapper.get().is_none(),
+        );
+    }
+
     /// Nanoseconds on the loop's clock for `t` (0 for instants before the loop existed).
     fn nanos(&self, t: Instant) -> u64 {
         u64::try_from(t.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
