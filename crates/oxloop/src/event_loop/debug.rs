@@ -107,7 +107,7 @@ impl EventLoop {
     /// What the loop has done so far and holds now.
     pub fn stats(&self) -> LoopStats {
         let mut state = self.inner.state.borrow_mut();
-        let now = state.now();
+        let now = self.inner.now(&mut state);
         LoopStats {
             iterations: self.inner.iterations.get(),
             callbacks_run: self.inner.callbacks_run.get(),

@@ -206,6 +206,7 @@ impl EventLoop {
             header,
         });
         state.ready.push_task(key, generation);
+        self.inner.note_queued();
         Some((key, generation))
     }
 
@@ -241,6 +242,7 @@ impl EventLoop {
             .is_some_and(|slot| slot.generation == generation)
         {
             state.ready.push_task(key, generation);
+            inner.note_queued();
         }
         true
     }

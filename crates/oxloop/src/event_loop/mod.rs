@@ -170,6 +170,13 @@ pub(crate) struct Inner {
     /// None of the three above is on: the wait takes its short path, one test for
     /// all of them.
     plain_wait: Cell<bool>,
+    /// The ready queue, the timers or the signal handlers may hold something. Set by
+    /// everything that adds to them ([`Inner::note_queued`]); cleared by an
+    /// iteration's tail that found all three empty. While it is clear, the wait and
+    /// the tail skip the state's borrow and its checks.
+    queued: Cell<bool>,
+    /// The cached clock (the state's `now`) was read since the last wait.
+    clock_fresh: Cell<bool>,
     waker_fd: RawFd,
     /// Why the loop does not use the backend that was asked for, if it does not.
     backend_fallback: Option<String>,
@@ -186,9 +193,9 @@ struct State {
     signals: SignalHandlers,
     /// Reused buffer for the closures sent from other threads.
     remote_batch: Vec<SendCallback>,
-    /// The cached clock; read again at its first use after each wait.
+    /// The cached clock; read again at its first use after each wait (see
+    /// `Inner::clock_fresh`).
     now: Instant,
-    now_fresh: bool,
     running: bool,
     keep_alive: usize,
     panic_handler: Option<PanicHandler>,
@@ -275,7 +282,6 @@ impl EventLoop {
                 signals: SignalHandlers::default(),
                 remote_batch: Vec::new(),
                 now,
-                now_fresh: true,
                 running: false,
                 keep_alive: 0,
                 panic_handler: None,
@@ -296,6 +302,8 @@ impl EventLoop {
             io_behind_ready: Cell::new(false),
             track_wait_time: Cell::new(false),
             plain_wait: Cell::new(true),
+            queued: Cell::new(false),
+            clock_fresh: Cell::new(true),
             waker_fd,
             epoch: now,
         });
@@ -397,7 +405,7 @@ impl EventLoop {
     /// first use after the wait, so an iteration that never asks pays nothing). Cheap
     /// to call; use `Instant::now()` when the exact time matters.
     pub fn time(&self) -> Instant {
-        self.inner.state.borrow_mut().now()
+        self.inner.now(&mut self.inner.state.borrow_mut())
     }
 
     /// Runs `f` in the next iteration. Callbacks run in the order they were scheduled.
@@ -409,6 +417,7 @@ impl EventLoop {
         }
         let mut state = self.inner.state.borrow_mut();
         let seq = state.ready.push(f);
+        self.inner.note_queued();
         drop(state);
         self.handle(HandleKind::Soon(seq))
     }
@@ -435,6 +444,7 @@ impl EventLoop {
         }
         let mut state = self.inner.state.borrow_mut();
         let id = state.timers.insert(deadline, f);
+        self.inner.note_queued();
         drop(state);
         self.handle(HandleKind::Timer(id))
     }
@@ -537,6 +547,7 @@ impl EventLoop {
         let mut state = self.inner.state.borrow_mut();
         let wake_fd = self.inner.shared.waker.write_fd();
         let id = state.signals.add(signum, wake_fd, f);
+        self.inner.note_queued();
         drop(state);
         Ok(self.handle(HandleKind::Signal(id?)))
     }
@@ -777,15 +788,26 @@ impl EventLoop {
         if notified {
             self.run_remote_calls();
         }
+        if !inner.queued.get() {
+            // Nothing was added to the ready queue, the timers or the signal handlers
+            // since an iteration last found them all empty.
+            inner.iterations.set(inner.iterations.get() + 1);
+            return Ok(());
+        }
         // One borrow answers what the rest of the iteration has to do.
         let (signals, timers, mut ready) = {
             // Mutably, though it only reads: fewer instructions than a shared borrow.
             let state = inner.state.borrow_mut();
-            (
+            let (signals, timers, ready) = (
                 state.signals.take_pending(),
                 state.timers.len(),
                 state.ready.len(),
-            )
+            );
+            if signals == 0 && timers == 0 && ready == 0 && !state.signals.has_handlers() {
+                // All empty: nothing runs before the next wait but what sets it again.
+                inner.queued.set(false);
+            }
+            (signals, timers, ready)
         };
         if signals != 0 || timers != 0 {
             self.run_signals_and_timers(signals, timers, defer_io);
@@ -810,17 +832,22 @@ impl EventLoop {
         max_wait: Option<Duration>,
     ) -> io::Result<(bool, bool)> {
         let inner = &*self.inner;
-        let mut state = inner.state.borrow_mut();
-        let mut timeout = inner.poll_timeout(&mut state, max_wait);
+        // Nothing queued and no stop asked for: the time-out is the caller's, and the
+        // state need not be borrowed.
+        let mut timeout = if inner.queued.get() || inner.stopping.get() {
+            inner.poll_timeout(&mut inner.state.borrow_mut(), max_wait)
+        } else {
+            max_wait
+        };
         if timeout != Some(Duration::ZERO) && !inner.shared.prepare_sleep() {
             timeout = Some(Duration::ZERO);
         }
         if !inner.plain_wait.get() {
-            return self.wait_not_plain(backend, &mut state, events, timeout);
+            return self.wait_not_plain(backend, events, timeout);
         }
         let result = backend.wait(events, timeout);
         let notified = inner.shared.after_wake();
-        state.now_fresh = false;
+        inner.clock_fresh.set(false);
         result?;
         Ok((notified, false))
     }
@@ -832,20 +859,20 @@ impl EventLoop {
     fn wait_not_plain<B: Wait>(
         &self,
         backend: &B,
-        state: &mut State,
         events: &mut B::Events,
         timeout: Option<Duration>,
     ) -> io::Result<(bool, bool)> {
         let inner = &*self.inner;
+        let mut state = inner.state.borrow_mut();
         let result = if timeout != Some(Duration::ZERO)
             && (inner.track_wait_time.get() || inner.wait_wrapper.get().is_some())
         {
-            self.wait_timed_or_wrapped(backend, state, events, timeout)
+            self.wait_timed_or_wrapped(backend, &mut state, events, timeout)
         } else {
             backend.wait(events, timeout)
         };
         let notified = inner.shared.after_wake();
-        state.now_fresh = false;
+        inner.clock_fresh.set(false);
         result?;
         let behind_ready = inner.io_behind_ready.get() && (notified || state.ready.live() != 0);
         Ok((notified, behind_ready))
@@ -949,6 +976,7 @@ impl EventLoop {
             }
         });
         self.inner.state.borrow_mut().ready.push(dispatch);
+        self.inner.note_queued();
     }
 
     fn dispatch_fd(&self, fd: RawFd, dir: Direction) {
@@ -1012,7 +1040,10 @@ impl EventLoop {
     fn run_timers(&self, behind_ready: bool) {
         let (now, before) = {
             let mut state = self.inner.state.borrow_mut();
-            (self.inner.nanos(state.now()), state.timers.next_seq())
+            (
+                self.inner.nanos(self.inner.now(&mut state)),
+                state.timers.next_seq(),
+            )
         };
         loop {
             let mut state = self.inner.state.borrow_mut();
@@ -1021,6 +1052,7 @@ impl EventLoop {
             };
             if behind_ready {
                 state.ready.push(callback);
+                self.inner.note_queued();
             } else {
                 drop(state);
                 self.guarded(callback);
@@ -1101,18 +1133,22 @@ impl EventLoop {
     }
 }
 
-impl State {
-    /// The cached clock, read now if this is its first use since the last wait.
-    fn now(&mut self) -> Instant {
-        if !self.now_fresh {
-            self.now = Instant::now();
-            self.now_fresh = true;
-        }
-        self.now
-    }
-}
-
 impl Inner {
+    /// The cached clock, read now if this is its first use since the last wait.
+    fn now(&self, state: &mut State) -> Instant {
+        if !self.clock_fresh.replace(true) {
+            state.now = Instant::now();
+        }
+        state.now
+    }
+
+    /// Records that something was added to the ready queue, the timers or the signal
+    /// handlers (see `queued`).
+    #[inline]
+    pub(super) fn note_queued(&self) {
+        self.queued.set(true);
+    }
+
     /// Recomputes `plain_wait` after one of the flags it sums up changed.
     fn update_plain_wait(&self) {
         self.plain_wait.set(
