@@ -23,8 +23,8 @@
 //!
 //! # Borrowing rules
 //!
-//! All state lives in one `RefCell` (counters and the stop and destroyed flags are
-//! `Cell`s beside it). Every callback is taken out of the state before it
+//! All state lives in one `RefCell` (counters and flags, such as stop, destroyed and
+//! `queued`, are `Cell`s beside it). Every callback is taken out of the state before it
 //! runs and the borrow is released, so callbacks may call any method of the loop. User
 //! closures are also always dropped outside the borrow, because their captures may
 //! call back into the loop when dropped.
@@ -170,10 +170,12 @@ pub(crate) struct Inner {
     /// None of the three above is on: the wait takes its short path, one test for
     /// all of them.
     plain_wait: Cell<bool>,
-    /// The ready queue, the timers or the signal handlers may hold something. Set by
-    /// everything that adds to them ([`Inner::note_queued`]); cleared by an
-    /// iteration's tail that found all three empty. While it is clear, the wait and
-    /// the tail skip the state's borrow and its checks.
+    /// The ready queue, the timers or the signal handlers may hold something, or a
+    /// stop was asked for. Set by everything that adds to them
+    /// ([`Inner::note_queued`]) and by `stop` ([`Inner::request_stop`]); cleared by an
+    /// iteration's tail that found all three empty and no stop pending. While it is
+    /// clear, the wait and the tail skip the state's borrow and its checks (and the
+    /// stop flag: `stopping` implies `queued`).
     queued: Cell<bool>,
     /// The cached clock (the state's `now`) was read since the last wait.
     clock_fresh: Cell<bool>,
@@ -584,7 +586,7 @@ impl EventLoop {
     /// Ends `run`/`run_forever` after the current iteration. Called before the loop
     /// runs, the next run does one iteration (without blocking) and returns.
     pub fn stop(&self) {
-        self.inner.stopping.set(true);
+        self.inner.request_stop();
     }
 
     /// Runs exactly one iteration, blocking at most `timeout` (`None`: until something
@@ -803,7 +805,12 @@ impl EventLoop {
                 state.timers.len(),
                 state.ready.len(),
             );
-            if signals == 0 && timers == 0 && ready == 0 && !state.signals.has_handlers() {
+            if signals == 0
+                && timers == 0
+                && ready == 0
+                && !state.signals.has_handlers()
+                && !inner.stopping.get()
+            {
                 // All empty: nothing runs before the next wait but what sets it again.
                 inner.queued.set(false);
             }
@@ -834,7 +841,7 @@ impl EventLoop {
         let inner = &*self.inner;
         // Nothing queued and no stop asked for: the time-out is the caller's, and the
         // state need not be borrowed.
-        let mut timeout = if inner.queued.get() || inner.stopping.get() {
+        let mut timeout = if inner.queued.get() {
             inner.poll_timeout(&mut inner.state.borrow_mut(), max_wait)
         } else {
             max_wait
@@ -1003,7 +1010,7 @@ impl EventLoop {
         let mut batch = {
             let mut state = self.inner.state.borrow_mut();
             if self.inner.shared.take_stop() {
-                self.inner.stopping.set(true);
+                self.inner.request_stop();
             }
             std::mem::take(&mut state.remote_batch)
         };
@@ -1146,6 +1153,13 @@ impl Inner {
     /// handlers (see `queued`).
     #[inline]
     pub(super) fn note_queued(&self) {
+        self.queued.set(true);
+    }
+
+    /// Asks `run`/`run_forever` to end after the current iteration; the next wait
+    /// does not block (through `queued`, which a stop request sets too).
+    fn request_stop(&self) {
+        self.stopping.set(true);
         self.queued.set(true);
     }
 

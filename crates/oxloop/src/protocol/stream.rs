@@ -240,6 +240,8 @@ impl Transport {
     }
 
     /// Hands the protocol what the loop received for this socket (`ring` transports).
+    /// Out of line, so the readiness handler's frame is the `recv` path's alone.
+    #[inline(never)]
     fn on_received(&self) {
         while self.inner.state.borrow().reading {
             let received = self.inner.ev.stream_receive(self.inner.fd, |data| {
