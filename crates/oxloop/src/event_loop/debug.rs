@@ -100,13 +100,14 @@ impl EventLoop {
     /// [`stats`](Self::stats). Off by default, like libuv's idle-time metric: it costs
     /// a clock read per blocking wait.
     pub fn track_wait_time(&self, on: bool) {
-        self.inner.state.borrow_mut().track_wait_time = on;
+        self.inner.track_wait_time.set(on);
+        self.inner.update_plain_wait();
     }
 
     /// What the loop has done so far and holds now.
     pub fn stats(&self) -> LoopStats {
         let mut state = self.inner.state.borrow_mut();
-        let now = state.now();
+        let now = self.inner.now(&mut state);
         LoopStats {
             iterations: self.inner.iterations.get(),
             callbacks_run: self.inner.callbacks_run.get(),

@@ -12,6 +12,7 @@
 
 use super::mailbox::ScheduledFlag;
 use super::{destroyed_error, is_loop_of_thread, loop_of_thread, EventLoop, Shared};
+use crate::reactor::with_backend;
 use std::future::Future;
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -205,6 +206,7 @@ impl EventLoop {
             header,
         });
         state.ready.push_task(key, generation);
+        self.inner.note_queued();
         Some((key, generation))
     }
 
@@ -240,6 +242,7 @@ impl EventLoop {
             .is_some_and(|slot| slot.generation == generation)
         {
             state.ready.push_task(key, generation);
+            inner.note_queued();
         }
         true
     }
@@ -256,13 +259,14 @@ impl EventLoop {
         let waker = Waker::from(main.clone());
         let mut cx = Context::from_waker(&waker);
         let mut future = std::pin::pin!(future);
-        loop {
+        let mut events = self.inner.events.borrow_mut();
+        with_backend!(&self.inner.backend, &mut *events, |backend, events| loop {
             if main.take_woken() {
                 if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
                     return Ok(output);
                 }
             }
-            self.iterate_inline(None)?;
+            self.iterate_inline(backend, events, None)?;
             if self.inner.destroyed.get() {
                 return Err(destroyed_error());
             }
@@ -273,7 +277,7 @@ impl EventLoop {
                     "the event loop was stopped before the future completed",
                 ));
             }
-        }
+        })
     }
 
     /// Live tasks.

@@ -53,12 +53,15 @@ impl<T> Mailbox<T> {
     /// Called by the loop just before blocking. False means something was queued in the
     /// meantime and the loop must not block. Already `SLEEPING` (a host called
     /// `prepare_wait` before `run_once`) is fine: no notification came since.
+    #[inline]
     pub fn prepare_sleep(&self) -> bool {
-        matches!(
-            self.state
-                .compare_exchange(AWAKE, SLEEPING, Ordering::AcqRel, Ordering::Acquire),
-            Ok(_) | Err(SLEEPING)
-        )
+        // The value seen: `AWAKE` (now `SLEEPING`), `SLEEPING` or `NOTIFIED`. One
+        // comparison instead of matching the result's two arms.
+        let seen = self
+            .state
+            .compare_exchange(AWAKE, SLEEPING, Ordering::AcqRel, Ordering::Acquire)
+            .unwrap_or_else(|seen| seen);
+        seen != NOTIFIED
     }
 
     /// Called by the loop after polling. True when it was notified since the last call.

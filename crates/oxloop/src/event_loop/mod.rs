@@ -23,8 +23,8 @@
 //!
 //! # Borrowing rules
 //!
-//! All state lives in one `RefCell` (counters and the stop and destroyed flags are
-//! `Cell`s beside it). Every callback is taken out of the state before it
+//! All state lives in one `RefCell` (counters and flags, such as stop, destroyed and
+//! `queued`, are `Cell`s beside it). Every callback is taken out of the state before it
 //! runs and the borrow is released, so callbacks may call any method of the loop. User
 //! closures are also always dropped outside the borrow, because their captures may
 //! call back into the loop when dropped.
@@ -66,7 +66,9 @@ use self::signals::SignalHandlers;
 pub(crate) use self::watchers::Direction;
 pub(crate) use self::watchers::FdHandler;
 use self::watchers::{FdCallback, Target, Watchers};
-use crate::reactor::{Backend, BackendKind, Events, Interest, Ready, Trigger, Waker as FdWaker};
+use crate::reactor::{
+    with_backend, Backend, BackendKind, Events, Interest, Ready, Trigger, Wait, Waker as FdWaker,
+};
 use crate::timers::Timers;
 use slab::Slab;
 use std::cell::{Cell, RefCell};
@@ -143,8 +145,9 @@ pub(crate) struct Inner {
     backend: Backend,
     shared: Arc<Shared>,
     id: u64,
-    /// The backend's report buffer. Only `iterate` touches it, and `iterate` cannot
-    /// re-enter (the running guard refuses), so it lives outside the state's `RefCell`.
+    /// The backend's report buffer, borrowed for a whole run (`run`, `run_once`…): a
+    /// run cannot re-enter (the running guard refuses), so it lives outside the state's
+    /// `RefCell`.
     events: RefCell<Events>,
     /// Callbacks and task steps run; outside the `RefCell` so counting costs no borrow.
     callbacks_run: Cell<u64>,
@@ -162,6 +165,20 @@ pub(crate) struct Inner {
     wait_wrapper: Cell<Option<WaitWrapper>>,
     /// asyncio's order (see [`EventLoop::set_io_behind_ready`]).
     io_behind_ready: Cell<bool>,
+    /// Time spent blocked in the backend is measured (`track_wait_time`).
+    track_wait_time: Cell<bool>,
+    /// None of the three above is on: the wait takes its short path, one test for
+    /// all of them.
+    plain_wait: Cell<bool>,
+    /// The ready queue, the timers or the signal handlers may hold something, or a
+    /// stop was asked for. Set by everything that adds to them
+    /// ([`Inner::note_queued`]) and by `stop` ([`Inner::request_stop`]); cleared by an
+    /// iteration's tail that found all three empty and no stop pending. While it is
+    /// clear, the wait and the tail skip the state's borrow and its checks (and the
+    /// stop flag: `stopping` implies `queued`).
+    queued: Cell<bool>,
+    /// The cached clock (the state's `now`) was read since the last wait.
+    clock_fresh: Cell<bool>,
     waker_fd: RawFd,
     /// Why the loop does not use the backend that was asked for, if it does not.
     backend_fallback: Option<String>,
@@ -178,16 +195,15 @@ struct State {
     signals: SignalHandlers,
     /// Reused buffer for the closures sent from other threads.
     remote_batch: Vec<SendCallback>,
-    /// The cached clock; read again at its first use after each wait.
+    /// The cached clock; read again at its first use after each wait (see
+    /// `Inner::clock_fresh`).
     now: Instant,
-    now_fresh: bool,
     running: bool,
     keep_alive: usize,
     panic_handler: Option<PanicHandler>,
     propagate_panics: bool,
     /// Time spent blocked in the backend, when `track_wait_time` is on.
     time_waiting: Duration,
-    track_wait_time: bool,
 }
 
 /// Everything a destroyed loop held, dropped after the state's borrow is released.
@@ -268,13 +284,11 @@ impl EventLoop {
                 signals: SignalHandlers::default(),
                 remote_batch: Vec::new(),
                 now,
-                now_fresh: true,
                 running: false,
                 keep_alive: 0,
                 panic_handler: None,
                 propagate_panics: false,
                 time_waiting: Duration::ZERO,
-                track_wait_time: false,
             }),
             backend,
             backend_fallback,
@@ -288,6 +302,10 @@ impl EventLoop {
             debug: Cell::new(None),
             wait_wrapper: Cell::new(None),
             io_behind_ready: Cell::new(false),
+            track_wait_time: Cell::new(false),
+            plain_wait: Cell::new(true),
+            queued: Cell::new(false),
+            clock_fresh: Cell::new(true),
             waker_fd,
             epoch: now,
         });
@@ -313,6 +331,7 @@ impl EventLoop {
     /// binding lets other Python threads run while the loop sleeps.
     pub fn set_wait_wrapper(&self, wrapper: Option<WaitWrapper>) {
         self.inner.wait_wrapper.set(wrapper);
+        self.inner.update_plain_wait();
     }
 
     /// Orders an iteration as asyncio's loop does. Off (the default), the fd events a
@@ -327,6 +346,7 @@ impl EventLoop {
     /// nothing for it. The Python binding turns it on.
     pub fn set_io_behind_ready(&self, on: bool) {
         self.inner.io_behind_ready.set(on);
+        self.inner.update_plain_wait();
     }
 
     /// The event loop of the current thread.
@@ -387,7 +407,7 @@ impl EventLoop {
     /// first use after the wait, so an iteration that never asks pays nothing). Cheap
     /// to call; use `Instant::now()` when the exact time matters.
     pub fn time(&self) -> Instant {
-        self.inner.state.borrow_mut().now()
+        self.inner.now(&mut self.inner.state.borrow_mut())
     }
 
     /// Runs `f` in the next iteration. Callbacks run in the order they were scheduled.
@@ -399,6 +419,7 @@ impl EventLoop {
         }
         let mut state = self.inner.state.borrow_mut();
         let seq = state.ready.push(f);
+        self.inner.note_queued();
         drop(state);
         self.handle(HandleKind::Soon(seq))
     }
@@ -425,6 +446,7 @@ impl EventLoop {
         }
         let mut state = self.inner.state.borrow_mut();
         let id = state.timers.insert(deadline, f);
+        self.inner.note_queued();
         drop(state);
         self.handle(HandleKind::Timer(id))
     }
@@ -527,6 +549,7 @@ impl EventLoop {
         let mut state = self.inner.state.borrow_mut();
         let wake_fd = self.inner.shared.waker.write_fd();
         let id = state.signals.add(signum, wake_fd, f);
+        self.inner.note_queued();
         drop(state);
         Ok(self.handle(HandleKind::Signal(id?)))
     }
@@ -563,7 +586,7 @@ impl EventLoop {
     /// Ends `run`/`run_forever` after the current iteration. Called before the loop
     /// runs, the next run does one iteration (without blocking) and returns.
     pub fn stop(&self) {
-        self.inner.stopping.set(true);
+        self.inner.request_stop();
     }
 
     /// Runs exactly one iteration, blocking at most `timeout` (`None`: until something
@@ -586,14 +609,15 @@ impl EventLoop {
     /// the loop is marked running once.
     pub fn run_while(&self, mut after_each: impl FnMut() -> bool) -> io::Result<()> {
         let _running = self.enter()?;
-        loop {
-            let result = self.iterate_inline(None);
+        let mut events = self.inner.events.borrow_mut();
+        with_backend!(&self.inner.backend, &mut *events, |backend, events| loop {
+            let result = self.iterate_inline(backend, events, None);
             self.inner.stopping.set(false);
             result?;
             if !after_each() {
                 return Ok(());
             }
-        }
+        })
     }
 
     /// How long the loop could sleep now: `Some(ZERO)` when work is ready, the time to the
@@ -674,19 +698,19 @@ impl EventLoop {
 
     fn run_loop(&self, forever: bool) -> io::Result<()> {
         let _running = self.enter()?;
-        loop {
+        let mut events = self.inner.events.borrow_mut();
+        with_backend!(&self.inner.backend, &mut *events, |backend, events| loop {
             if !forever && !self.has_work() {
-                break;
+                return Ok(());
             }
-            self.iterate_inline(None)?;
+            self.iterate_inline(backend, events, None)?;
             if self.inner.destroyed.get() {
-                break;
+                return Ok(());
             }
             if self.inner.stopping.replace(false) {
-                break;
+                return Ok(());
             }
-        }
-        Ok(())
+        })
     }
 
     /// Marks the loop running; the guard clears the mark, even when a panic unwinds.
@@ -719,28 +743,38 @@ impl EventLoop {
     /// One iteration (see the module's documentation), out of line for `run_once`.
     #[inline(never)]
     fn iterate(&self, max_wait: Option<Duration>) -> io::Result<()> {
-        self.iterate_inline(max_wait)
+        let mut events = self.inner.events.borrow_mut();
+        with_backend!(&self.inner.backend, &mut *events, |backend, events| {
+            self.iterate_inline(backend, events, max_wait)
+        })
     }
 
     /// One iteration, inlined into the loops that run many (`run`, `run_forever`,
     /// `run_while`, `block_on`): the call and the saving and restoring of registers
-    /// around it are then paid once per run instead of once per iteration.
+    /// around it are then paid once per run instead of once per iteration. The caller
+    /// has matched the backend (`with_backend!`), so the wait and the walk over its
+    /// reports are that backend's own, inlined.
     #[inline(always)]
-    fn iterate_inline(&self, max_wait: Option<Duration>) -> io::Result<()> {
+    fn iterate_inline<B: Wait>(
+        &self,
+        backend: &B,
+        events: &mut B::Events,
+        max_wait: Option<Duration>,
+    ) -> io::Result<()> {
         let inner = &*self.inner;
         if inner.destroyed.get() {
             return Ok(());
         }
-        let mut events = inner.events.borrow_mut();
-        let (mut notified, behind_ready) = self.wait(&mut events, max_wait)?;
+        let (mut notified, behind_ready) = self.wait(backend, events, max_wait)?;
         // With `io_behind_ready`, when anything came before the wait's I/O: asyncio's
         // order, off the busy path.
-        let defer_io = behind_ready && self.queue_io_behind_ready(&events, &mut notified);
+        let defer_io =
+            behind_ready && self.queue_io_behind_ready(B::reports(events), &mut notified);
         if !defer_io {
-            events.for_each(|ready| {
+            for ready in B::reports(events) {
                 if ready.fd == inner.waker_fd {
                     inner.shared.waker.drain();
-                    return;
+                    continue;
                 }
                 let target = inner.state.borrow_mut().watchers.target(ready);
                 match target {
@@ -750,21 +784,37 @@ impl EventLoop {
                     Target::Nothing => {}
                     other => self.run_fd_callbacks(ready, other),
                 }
-            });
+            }
         }
-        drop(events);
 
         if notified {
             self.run_remote_calls();
         }
+        if !inner.queued.get() {
+            // Nothing was added to the ready queue, the timers or the signal handlers
+            // since an iteration last found them all empty.
+            inner.iterations.set(inner.iterations.get() + 1);
+            return Ok(());
+        }
         // One borrow answers what the rest of the iteration has to do.
         let (signals, timers, mut ready) = {
-            let state = inner.state.borrow();
-            (
+            // Mutably, though it only reads: fewer instructions than a shared borrow.
+            let state = inner.state.borrow_mut();
+            let (signals, timers, ready) = (
                 state.signals.take_pending(),
                 state.timers.len(),
                 state.ready.len(),
-            )
+            );
+            if signals == 0
+                && timers == 0
+                && ready == 0
+                && !state.signals.has_handlers()
+                && !inner.stopping.get()
+            {
+                // All empty: nothing runs before the next wait but what sets it again.
+                inner.queued.set(false);
+            }
+            (signals, timers, ready)
         };
         if signals != 0 || timers != 0 {
             self.run_signals_and_timers(signals, timers, defer_io);
@@ -782,22 +832,54 @@ impl EventLoop {
     /// whether the wait's I/O must queue behind what came before it
     /// ([`EventLoop::set_io_behind_ready`]).
     #[inline(always)]
-    fn wait(&self, events: &mut Events, max_wait: Option<Duration>) -> io::Result<(bool, bool)> {
+    fn wait<B: Wait>(
+        &self,
+        backend: &B,
+        events: &mut B::Events,
+        max_wait: Option<Duration>,
+    ) -> io::Result<(bool, bool)> {
         let inner = &*self.inner;
-        let mut state = inner.state.borrow_mut();
-        let mut timeout = inner.poll_timeout(&mut state, max_wait);
+        // Nothing queued and no stop asked for: the time-out is the caller's, and the
+        // state need not be borrowed.
+        let mut timeout = if inner.queued.get() {
+            inner.poll_timeout(&mut inner.state.borrow_mut(), max_wait)
+        } else {
+            max_wait
+        };
         if timeout != Some(Duration::ZERO) && !inner.shared.prepare_sleep() {
             timeout = Some(Duration::ZERO);
         }
+        if !inner.plain_wait.get() {
+            return self.wait_not_plain(backend, events, timeout);
+        }
+        let result = backend.wait(events, timeout);
+        let notified = inner.shared.after_wake();
+        inner.clock_fresh.set(false);
+        result?;
+        Ok((notified, false))
+    }
+
+    /// [`wait`](Self::wait)'s rest when a wait wrapper, wait timing or asyncio's order
+    /// is on.
+    #[cold]
+    #[inline(never)]
+    fn wait_not_plain<B: Wait>(
+        &self,
+        backend: &B,
+        events: &mut B::Events,
+        timeout: Option<Duration>,
+    ) -> io::Result<(bool, bool)> {
+        let inner = &*self.inner;
+        let mut state = inner.state.borrow_mut();
         let result = if timeout != Some(Duration::ZERO)
-            && (state.track_wait_time || inner.wait_wrapper.get().is_some())
+            && (inner.track_wait_time.get() || inner.wait_wrapper.get().is_some())
         {
-            self.wait_timed_or_wrapped(&mut state, events, timeout)
+            self.wait_timed_or_wrapped(backend, &mut state, events, timeout)
         } else {
-            inner.backend.wait(events, timeout)
+            backend.wait(events, timeout)
         };
         let notified = inner.shared.after_wake();
-        state.now_fresh = false;
+        inner.clock_fresh.set(false);
         result?;
         let behind_ready = inner.io_behind_ready.get() && (notified || state.ready.live() != 0);
         Ok((notified, behind_ready))
@@ -806,23 +888,24 @@ impl EventLoop {
     /// A wait that may block with `track_wait_time` on (timed) or a wait wrapper set.
     #[cold]
     #[inline(never)]
-    fn wait_timed_or_wrapped(
+    fn wait_timed_or_wrapped<B: Wait>(
         &self,
+        backend: &B,
         state: &mut State,
-        events: &mut Events,
+        events: &mut B::Events,
         timeout: Option<Duration>,
     ) -> io::Result<()> {
         let inner = &*self.inner;
         // Timed only when asked for: a clock read costs as much as the rest of an idle
         // iteration.
-        let before = state.track_wait_time.then(Instant::now);
+        let before = inner.track_wait_time.get().then(Instant::now);
         let result = match inner.wait_wrapper.get() {
             Some(wrapper) => {
                 let mut result = Ok(());
-                wrapper(&mut || result = inner.backend.wait(events, timeout));
+                wrapper(&mut || result = backend.wait(events, timeout));
                 result
             }
-            None => inner.backend.wait(events, timeout),
+            None => backend.wait(events, timeout),
         };
         if let Some(before) = before {
             state.time_waiting += before.elapsed();
@@ -865,14 +948,18 @@ impl EventLoop {
     /// it did (the due timers then follow them too).
     #[cold]
     #[inline(never)]
-    fn queue_io_behind_ready(&self, events: &Events, notified: &mut bool) -> bool {
+    fn queue_io_behind_ready(
+        &self,
+        reports: impl Iterator<Item = Ready>,
+        notified: &mut bool,
+    ) -> bool {
         if std::mem::take(notified) {
             self.run_remote_calls();
         }
         if self.inner.state.borrow().ready.live() == 0 {
             return false;
         }
-        for ready in events.iter() {
+        for ready in reports {
             if ready.fd == self.inner.waker_fd {
                 self.inner.shared.waker.drain();
                 continue;
@@ -896,6 +983,7 @@ impl EventLoop {
             }
         });
         self.inner.state.borrow_mut().ready.push(dispatch);
+        self.inner.note_queued();
     }
 
     fn dispatch_fd(&self, fd: RawFd, dir: Direction) {
@@ -922,7 +1010,7 @@ impl EventLoop {
         let mut batch = {
             let mut state = self.inner.state.borrow_mut();
             if self.inner.shared.take_stop() {
-                self.inner.stopping.set(true);
+                self.inner.request_stop();
             }
             std::mem::take(&mut state.remote_batch)
         };
@@ -959,7 +1047,10 @@ impl EventLoop {
     fn run_timers(&self, behind_ready: bool) {
         let (now, before) = {
             let mut state = self.inner.state.borrow_mut();
-            (self.inner.nanos(state.now()), state.timers.next_seq())
+            (
+                self.inner.nanos(self.inner.now(&mut state)),
+                state.timers.next_seq(),
+            )
         };
         loop {
             let mut state = self.inner.state.borrow_mut();
@@ -968,6 +1059,7 @@ impl EventLoop {
             };
             if behind_ready {
                 state.ready.push(callback);
+                self.inner.note_queued();
             } else {
                 drop(state);
                 self.guarded(callback);
@@ -1048,18 +1140,38 @@ impl EventLoop {
     }
 }
 
-impl State {
-    /// The cached clock, read now if this is its first use since the last wait.
-    fn now(&mut self) -> Instant {
-        if !self.now_fresh {
-            self.now = Instant::now();
-            self.now_fresh = true;
-        }
-        self.now
-    }
-}
-
 impl Inner {
+    /// The cached clock, read now if this is its first use since the last wait.
+    fn now(&self, state: &mut State) -> Instant {
+        if !self.clock_fresh.replace(true) {
+            state.now = Instant::now();
+        }
+        state.now
+    }
+
+    /// Records that something was added to the ready queue, the timers or the signal
+    /// handlers (see `queued`).
+    #[inline]
+    pub(super) fn note_queued(&self) {
+        self.queued.set(true);
+    }
+
+    /// Asks `run`/`run_forever` to end after the current iteration; the next wait
+    /// does not block (through `queued`, which a stop request sets too).
+    fn request_stop(&self) {
+        self.stopping.set(true);
+        self.queued.set(true);
+    }
+
+    /// Recomputes `plain_wait` after one of the flags it sums up changed.
+    fn update_plain_wait(&self) {
+        self.plain_wait.set(
+            !self.io_behind_ready.get()
+                && !self.track_wait_time.get()
+                && self.wait_wrapper.get().is_none(),
+        );
+    }
+
     /// Nanoseconds on the loop's clock for `t` (0 for instants before the loop existed).
     fn nanos(&self, t: Instant) -> u64 {
         u64::try_from(t.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)

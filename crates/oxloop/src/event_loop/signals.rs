@@ -132,6 +132,12 @@ impl SignalHandlers {
         }
     }
 
+    /// Whether any handler was added and the loop still watches signals for it (then
+    /// signals may arrive at any time).
+    pub fn has_handlers(&self) -> bool {
+        self.slot.is_some()
+    }
+
     /// Signals that arrived since the last call, as a bit set.
     pub fn take_pending(&self) -> u64 {
         self.slot.as_ref().map_or(0, SignalSlot::take_pending)

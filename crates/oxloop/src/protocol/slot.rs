@@ -8,7 +8,7 @@
 //! A change made while the protocol runs is delivered when its call returns. At the
 //! end the slot hands the protocol its `connection_lost`, exactly once.
 
-use super::{DatagramProtocol, Protocol};
+use super::{Address, DatagramProtocol, DatagramTransport, Protocol, Transport};
 use std::cell::{Cell, RefCell};
 use std::io;
 
@@ -17,6 +17,29 @@ pub(crate) trait FlowControl {
     fn pause_writing(&mut self);
     fn resume_writing(&mut self);
     fn connection_lost(&mut self, err: Option<io::Error>);
+    /// The stand-in a slot holds once its protocol is gone ([`Gone`]).
+    fn gone() -> Box<Self>;
+}
+
+/// What a slot holds once its protocol was taken out for good: every call to it does
+/// nothing. A zero-sized stand-in (its `Box` allocates nothing) instead of an
+/// `Option`, so a call needs no test for the protocol's presence.
+struct Gone;
+
+impl Protocol for Gone {
+    fn connection_made(&mut self, _transport: Transport) {}
+    fn data_received(&mut self, _data: &[u8]) {}
+    fn eof_received(&mut self) -> bool {
+        false
+    }
+    fn connection_lost(&mut self, _err: Option<io::Error>) {}
+}
+
+impl DatagramProtocol for Gone {
+    fn connection_made(&mut self, _transport: DatagramTransport) {}
+    fn datagram_received(&mut self, _data: &[u8], _addr: Address) {}
+    fn error_received(&mut self, _err: io::Error) {}
+    fn connection_lost(&mut self, _err: Option<io::Error>) {}
 }
 
 impl FlowControl for dyn Protocol {
@@ -28,6 +51,9 @@ impl FlowControl for dyn Protocol {
     }
     fn connection_lost(&mut self, err: Option<io::Error>) {
         Protocol::connection_lost(self, err)
+    }
+    fn gone() -> Box<dyn Protocol> {
+        Box::new(Gone)
     }
 }
 
@@ -41,11 +67,15 @@ impl FlowControl for dyn DatagramProtocol {
     fn connection_lost(&mut self, err: Option<io::Error>) {
         DatagramProtocol::connection_lost(self, err)
     }
+    fn gone() -> Box<dyn DatagramProtocol> {
+        Box::new(Gone)
+    }
 }
 
 /// A transport's protocol and its flow-control flags.
 pub(crate) struct ProtocolSlot<P: ?Sized> {
-    protocol: RefCell<Option<Box<P>>>,
+    /// The protocol, or [`Gone`] once it was taken out for good.
+    protocol: RefCell<Box<P>>,
     /// Whether the write buffer is above the high-water mark.
     paused: Cell<bool>,
     /// What the protocol was last told.
@@ -55,7 +85,7 @@ pub(crate) struct ProtocolSlot<P: ?Sized> {
 impl<P: ?Sized + FlowControl> ProtocolSlot<P> {
     pub fn new(protocol: Box<P>) -> ProtocolSlot<P> {
         ProtocolSlot {
-            protocol: RefCell::new(Some(protocol)),
+            protocol: RefCell::new(protocol),
             paused: Cell::new(false),
             told: Cell::new(false),
         }
@@ -65,9 +95,7 @@ impl<P: ?Sized + FlowControl> ProtocolSlot<P> {
     /// then tells it about any flow-control change its call caused.
     pub fn call(&self, f: impl FnOnce(&mut P)) {
         if let Ok(mut guard) = self.protocol.try_borrow_mut() {
-            if let Some(p) = guard.as_mut() {
-                f(&mut **p);
-            }
+            f(&mut **guard);
         }
         self.sync();
     }
@@ -95,12 +123,10 @@ impl<P: ?Sized + FlowControl> ProtocolSlot<P> {
                 return;
             };
             self.told.set(pause);
-            if let Some(p) = guard.as_mut() {
-                if pause {
-                    p.pause_writing();
-                } else {
-                    p.resume_writing();
-                }
+            if pause {
+                guard.pause_writing();
+            } else {
+                guard.resume_writing();
             }
         }
     }
@@ -109,7 +135,7 @@ impl<P: ?Sized + FlowControl> ProtocolSlot<P> {
     /// is destroyed). Nothing happens while it is running further up the stack.
     pub fn discard(&self) {
         let protocol = match self.protocol.try_borrow_mut() {
-            Ok(mut guard) => guard.take(),
+            Ok(mut guard) => Some(std::mem::replace(&mut *guard, P::gone())),
             Err(_) => None,
         };
         // Dropped here, outside the borrow: its captures may use the transport.
@@ -124,13 +150,12 @@ impl<P: ?Sized + FlowControl> ProtocolSlot<P> {
         let Ok(mut guard) = self.protocol.try_borrow_mut() else {
             return Err(err);
         };
-        let protocol = guard.take();
+        let mut protocol = std::mem::replace(&mut *guard, P::gone());
         drop(guard);
-        if let Some(mut protocol) = protocol {
-            protocol.connection_lost(err);
-            // Dropped here, outside every borrow: its captures may use the transport.
-            drop(protocol);
-        }
+        // `Gone` (the protocol was already taken) does nothing here.
+        protocol.connection_lost(err);
+        // Dropped here, outside every borrow: its captures may use the transport.
+        drop(protocol);
         Ok(())
     }
 }

@@ -10,8 +10,8 @@
 //! - `signal`: the process-wide `sigaction` plumbing that turns signals into wake-ups.
 //!
 //! The rest of the crate sees only [`Backend`] (one of those, chosen when the loop is
-//! created: [`BackendKind`]), [`Events`], [`Ready`], [`Interest`] and [`Trigger`], and
-//! never a raw syscall.
+//! created: [`BackendKind`]; waited on through [`Wait`]), [`Events`], [`Ready`],
+//! [`Interest`] and [`Trigger`], and never a raw syscall.
 
 #[cfg(target_os = "linux")]
 mod epoll;
@@ -262,73 +262,90 @@ impl Backend {
             _ => Ok(0),
         }
     }
+}
 
-    /// Waits for readiness for at most `timeout` (`None`: until something happens);
-    /// the reports go to `events`, which this backend made.
+/// One backend's wait and report buffer as concrete types. A loop matches its
+/// [`Backend`] and [`Events`] once per run (`with_backend!`) and then waits and walks
+/// the reports of that backend directly, with no match per iteration or per report.
+pub(crate) trait Wait {
+    /// The buffer a wait fills.
+    type Events;
+
+    /// Blocks for at most `timeout` (`None`: until something happens), filling `events`.
+    fn wait(&self, events: &mut Self::Events, timeout: Option<Duration>) -> io::Result<()>;
+
+    /// The reports of the last wait.
+    fn reports(events: &Self::Events) -> impl Iterator<Item = Ready> + '_;
+}
+
+#[cfg(target_os = "linux")]
+impl Wait for epoll::Backend {
+    type Events = epoll::Events;
+
     #[inline(always)]
-    pub fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
-        match (self, events) {
+    fn wait(&self, events: &mut epoll::Events, timeout: Option<Duration>) -> io::Result<()> {
+        epoll::Backend::wait(self, events, timeout)
+    }
+
+    #[inline(always)]
+    fn reports(events: &epoll::Events) -> impl Iterator<Item = Ready> + '_ {
+        events.iter()
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Wait for uring::Backend {
+    type Events = uring::Events;
+
+    #[inline(always)]
+    fn wait(&self, events: &mut uring::Events, timeout: Option<Duration>) -> io::Result<()> {
+        uring::Backend::wait(self, events, timeout)
+    }
+
+    #[inline(always)]
+    fn reports(events: &uring::Events) -> impl Iterator<Item = Ready> + '_ {
+        events.iter()
+    }
+}
+
+#[cfg(any(not(target_os = "linux"), feature = "portable-backend"))]
+impl Wait for portable::Backend {
+    type Events = portable::Events;
+
+    #[inline(always)]
+    fn wait(&self, events: &mut portable::Events, timeout: Option<Duration>) -> io::Result<()> {
+        portable::Backend::wait(self, events, timeout)
+    }
+
+    #[inline(always)]
+    fn reports(events: &portable::Events) -> impl Iterator<Item = Ready> + '_ {
+        events.iter()
+    }
+}
+
+/// Evaluates `$body` with `$b` bound to the loop's backend and `$e` to its report
+/// buffer, both as their concrete types ([`Wait`]): the body is compiled once per
+/// backend, so a loop running it pays the match once, not once per iteration.
+macro_rules! with_backend {
+    ($backend:expr, $events:expr, |$b:ident, $e:ident| $body:expr) => {
+        match ($backend, $events) {
             #[cfg(target_os = "linux")]
-            (Backend::Epoll(b), Events::Epoll(e)) => b.wait(e, timeout),
+            ($crate::reactor::Backend::Epoll($b), $crate::reactor::Events::Epoll($e)) => $body,
             #[cfg(target_os = "linux")]
-            (Backend::IoUring(b), Events::IoUring(e)) => b.wait(e, timeout),
+            ($crate::reactor::Backend::IoUring($b), $crate::reactor::Events::IoUring($e)) => {
+                let $b = &**$b;
+                $body
+            }
             #[cfg(any(not(target_os = "linux"), feature = "portable-backend"))]
-            (Backend::Portable(b), Events::Portable(e)) => b.wait(e, timeout),
+            ($crate::reactor::Backend::Portable($b), $crate::reactor::Events::Portable($e)) => {
+                $body
+            }
             #[allow(unreachable_patterns)]
             _ => unreachable!("a report buffer is used with the backend that made it"),
         }
-    }
+    };
 }
-
-impl Events {
-    /// Calls `f` with each report of the last wait. The backend is matched once, not
-    /// per report as [`iter`](Self::iter) does: this is the loop's busy path.
-    #[inline(always)]
-    pub fn for_each(&self, f: impl FnMut(Ready)) {
-        match self {
-            #[cfg(target_os = "linux")]
-            Events::Epoll(e) => e.iter().for_each(f),
-            #[cfg(target_os = "linux")]
-            Events::IoUring(e) => e.iter().for_each(f),
-            #[cfg(any(not(target_os = "linux"), feature = "portable-backend"))]
-            Events::Portable(e) => e.iter().for_each(f),
-        }
-    }
-
-    /// The reports of the last wait.
-    #[inline]
-    pub fn iter(&self) -> EventsIter<'_> {
-        match self {
-            #[cfg(target_os = "linux")]
-            Events::Epoll(e) => EventsIter::Epoll(e.iter()),
-            #[cfg(target_os = "linux")]
-            Events::IoUring(e) => EventsIter::Reports(e.iter()),
-            #[cfg(any(not(target_os = "linux"), feature = "portable-backend"))]
-            Events::Portable(e) => EventsIter::Reports(e.iter()),
-        }
-    }
-}
-
-/// The reports of one wait, from whichever backend made them.
-pub(crate) enum EventsIter<'a> {
-    #[cfg(target_os = "linux")]
-    Epoll(epoll::EventsIter<'a>),
-    /// Backends that keep their reports ready-made.
-    Reports(std::iter::Copied<std::slice::Iter<'a, Ready>>),
-}
-
-impl Iterator for EventsIter<'_> {
-    type Item = Ready;
-
-    #[inline]
-    fn next(&mut self) -> Option<Ready> {
-        match self {
-            #[cfg(target_os = "linux")]
-            EventsIter::Epoll(iter) => iter.next(),
-            EventsIter::Reports(iter) => iter.next(),
-        }
-    }
-}
+pub(crate) use with_backend;
 
 impl AsFd for Backend {
     fn as_fd(&self) -> BorrowedFd<'_> {
