@@ -33,8 +33,9 @@ pub const MAX_MESSAGE: usize = 256 * 1024;
 /// The first bytes of a message that asks the server to panic (protocol and async
 /// targets; HTTP uses the path `/panic`).
 pub const PANIC_MAGIC: &[u8; 8] = b"OXPANIC!";
-/// How long one message may take before the client gives up on it.
-const MESSAGE_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long one message (or a connect) may take before the client gives up on it,
+/// unless `--message-timeout-ms` says otherwise.
+const MESSAGE_TIMEOUT_MS: u64 = 120_000;
 /// New connections per second, at most, in soak mode. 10,000 at once would leave
 /// the last ones waiting on this one thread longer than the server's idle timeout
 /// before they send their first byte; and a loop busy with 10,000 connections
@@ -87,6 +88,10 @@ pub struct LoadArgs {
     /// expects to be cut waits (six times this, plus 30 s) before calling it a failure.
     #[arg(long)]
     pub server_timeout_ms: u64,
+    /// How long one message (or a connect) may take before the client gives up on it,
+    /// in milliseconds.
+    #[arg(long, default_value_t = MESSAGE_TIMEOUT_MS)]
+    pub message_timeout_ms: u64,
     /// New connections opened on the `flood` cue (emfile mode).
     #[arg(long, default_value_t = 0)]
     pub flood: usize,
@@ -256,6 +261,15 @@ struct Message {
     magic: bool,
 }
 
+/// How far one message got: bytes written to the socket and bytes of its echo read
+/// and verified.
+#[derive(Debug, Default, Clone)]
+struct Progress {
+    len: usize,
+    sent: Cell<usize>,
+    echoed: Cell<usize>,
+}
+
 /// Why a message failed.
 #[derive(Debug)]
 enum Failure {
@@ -263,7 +277,9 @@ enum Failure {
     Eof,
     Io(io::Error),
     Status(u16),
-    TimedOut,
+    /// The message's (or the wait's) time ran out; what had been sent and echoed of
+    /// the message by then, when it was one.
+    TimedOut(Option<Progress>),
     /// HTTP: the server closed a kept-alive connection before any byte of the
     /// response (its idle timeout); a client may send the request again on a new one.
     ClosedBeforeResponse,
@@ -276,7 +292,7 @@ impl Failure {
             Failure::Eof => Outcome::UnexpectedEof,
             Failure::Io(_) => Outcome::IoError,
             Failure::Status(_) => Outcome::WrongStatus,
-            Failure::TimedOut => Outcome::TimedOut,
+            Failure::TimedOut(_) => Outcome::TimedOut,
             Failure::ClosedBeforeResponse => Outcome::UnexpectedEof,
         }
     }
@@ -289,7 +305,14 @@ impl std::fmt::Display for Failure {
             Failure::Eof => write!(f, "the server ended the stream early"),
             Failure::Io(e) => write!(f, "{e}"),
             Failure::Status(s) => write!(f, "HTTP status {s}"),
-            Failure::TimedOut => write!(f, "timed out"),
+            Failure::TimedOut(None) => write!(f, "timed out"),
+            Failure::TimedOut(Some(p)) => write!(
+                f,
+                "timed out with {} of the message's {} B sent and {} echoed",
+                p.sent.get(),
+                p.len,
+                p.echoed.get()
+            ),
             Failure::ClosedBeforeResponse => {
                 write!(
                     f,
@@ -338,6 +361,26 @@ struct Shared {
 }
 
 impl Shared {
+    /// The state of a run starting now.
+    fn new(args: LoadArgs, fd_limit: u64) -> Rc<Shared> {
+        let start = Instant::now();
+        let deadline = start + Duration::from_millis(args.duration_ms);
+        Rc::new(Shared {
+            deadline,
+            cap: deadline.max(start + Duration::from_millis(args.max_duration_ms)),
+            first_connects: Cell::new(0),
+            args,
+            start,
+            open: Cell::new(0),
+            result: RefCell::new(LoadResult {
+                fd_limit,
+                ..LoadResult::default()
+            }),
+            http_path_seq: Cell::new(0),
+            next_connect: Cell::new(start),
+        })
+    }
+
     /// Whether some worker has yet to try its first connection (and the most time
     /// is not over).
     fn ramping(&self) -> bool {
@@ -356,14 +399,14 @@ impl Shared {
         self.record_session(behaviour, outcome, failure, None);
     }
 
-    /// Records a session's outcome; `started` (when known) goes into the failure
-    /// description.
+    /// Records a session's outcome; its connection (when there was one) goes into the
+    /// failure description.
     fn record_session(
         &self,
         behaviour: Behaviour,
         outcome: Outcome,
         failure: Option<&Failure>,
-        started: Option<Instant>,
+        connection: Option<&SessionConnection>,
     ) {
         let mut r = self.result.borrow_mut();
         *r.sessions
@@ -377,8 +420,8 @@ impl Shared {
                 r.first_failures.push(format!(
                     "{behaviour:?} session ended {outcome:?} at {:.1} s{}{}",
                     self.start.elapsed().as_secs_f64(),
-                    started
-                        .map(|t| format!(" ({:.1} s after it began)", t.elapsed().as_secs_f64()))
+                    connection
+                        .map(|c| c.describe(self.start))
                         .unwrap_or_default(),
                     failure.map(|f| format!(": {f}")).unwrap_or_default()
                 ));
@@ -395,9 +438,41 @@ impl Shared {
         r.bytes_verified += bytes as u64;
     }
 
+    /// How long one message (or a connect) may take.
+    fn message_timeout(&self) -> Duration {
+        Duration::from_millis(self.args.message_timeout_ms)
+    }
+
     /// How long a session that expects the server to cut it waits.
     fn cut_wait(&self) -> Duration {
         Duration::from_millis(self.args.server_timeout_ms * 6) + Duration::from_secs(30)
+    }
+}
+
+/// A session's connection, as its failure describes it.
+struct SessionConnection {
+    /// When the connection was made (after the wait for its paced slot).
+    made: Instant,
+    /// The client's port, to find the connection in `ss` or a capture.
+    local_port: Option<u16>,
+    /// Whether it was the worker's first session.
+    first: bool,
+}
+
+impl SessionConnection {
+    fn describe(&self, start: Instant) -> String {
+        format!(
+            " ({}connected at {:.1} s{})",
+            if self.first {
+                "the worker's first session, "
+            } else {
+                ""
+            },
+            self.made.duration_since(start).as_secs_f64(),
+            self.local_port
+                .map(|p| format!(" from port {p}"))
+                .unwrap_or_default()
+        )
     }
 }
 
@@ -430,22 +505,8 @@ pub fn run(args: LoadArgs) -> io::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let start = Instant::now();
-    let deadline = start + Duration::from_millis(args.duration_ms);
-    let shared = Rc::new(Shared {
-        deadline,
-        cap: deadline.max(start + Duration::from_millis(args.max_duration_ms)),
-        first_connects: Cell::new(0),
-        args,
-        start,
-        open: Cell::new(0),
-        result: RefCell::new(LoadResult {
-            fd_limit,
-            ..LoadResult::default()
-        }),
-        http_path_seq: Cell::new(0),
-        next_connect: Cell::new(start),
-    });
+    let shared = Shared::new(args, fd_limit);
+    let start = shared.start;
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async {
         match shared.args.mode {
@@ -541,7 +602,7 @@ async fn connect(shared: &Shared, small_receive_buffer: bool) -> io::Result<Conn
     if small_receive_buffer {
         socket.set_recv_buffer_size(4096)?;
     }
-    let stream: TcpStream = tokio::time::timeout(MESSAGE_TIMEOUT, socket.connect(addr))
+    let stream: TcpStream = tokio::time::timeout(shared.message_timeout(), socket.connect(addr))
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
     stream.set_nodelay(true)?;
@@ -570,7 +631,6 @@ async fn run_session(
     rng: &mut fastrand::Rng,
     held: Held,
 ) -> Held {
-    let started = Instant::now();
     let connected = connect(shared, behaviour == Behaviour::StopReading).await;
     if first {
         shared.first_connects.set(shared.first_connects.get() + 1);
@@ -582,6 +642,11 @@ async fn run_session(
             shared.record(behaviour, Outcome::ConnectFailed, Some(&Failure::Io(e)));
             return None;
         }
+    };
+    let connection = SessionConnection {
+        made: Instant::now(),
+        local_port: conn.wr.local_addr().ok().map(|a| a.port()),
+        first,
     };
     let open = OpenGuard::new(shared);
     let outcome = match behaviour {
@@ -596,7 +661,7 @@ async fn run_session(
             alive.then_some((conn, open))
         }
         Err(f) => {
-            shared.record_session(behaviour, f.outcome(), Some(&f), Some(started));
+            shared.record_session(behaviour, f.outcome(), Some(&f), Some(&connection));
             None
         }
     }
@@ -619,7 +684,7 @@ async fn talk(
             len: rng.usize(PANIC_MAGIC.len()..=64 * 1024),
             magic: true,
         };
-        return closed_after_panic(conn, msg).await;
+        return closed_after_panic(shared, conn, msg).await;
     }
     let mut count = match behaviour {
         Behaviour::Trickle | Behaviour::Panic => 1,
@@ -685,7 +750,7 @@ async fn talk(
     }
     match behaviour {
         Behaviour::HalfClose => {
-            expect_eof(conn).await?;
+            expect_eof(shared, conn).await?;
             Ok(Outcome::HalfClosedThenEof)
         }
         Behaviour::Panic => Ok(Outcome::SurvivedPanic),
@@ -694,11 +759,15 @@ async fn talk(
 }
 
 /// Writes a panic message and verifies what comes back until the server closes.
-async fn closed_after_panic(conn: &mut Conn, msg: Message) -> Result<Outcome, Failure> {
+async fn closed_after_panic(
+    shared: &Shared,
+    conn: &mut Conn,
+    msg: Message,
+) -> Result<Outcome, Failure> {
     let wr = &mut conn.wr;
     let write = async move {
         // The server may close before taking it all.
-        let _ = write_message(wr, &[], msg, Writing::Whole).await;
+        let _ = write_message(wr, &[], msg, Writing::Whole, &Cell::new(0)).await;
     };
     let rd = &mut conn.rd;
     let read = async move {
@@ -718,17 +787,17 @@ async fn closed_after_panic(conn: &mut Conn, msg: Message) -> Result<Outcome, Fa
         }
     };
     let both = async { tokio::join!(write, read).1 };
-    match tokio::time::timeout(MESSAGE_TIMEOUT, both).await {
-        Err(_) => Err(Failure::TimedOut),
+    match tokio::time::timeout(shared.message_timeout(), both).await {
+        Err(_) => Err(Failure::TimedOut(None)),
         Ok(r) => r.map(|()| Outcome::ClosedAfterPanic),
     }
 }
 
 /// After a half-close: nothing more may arrive, then the end of stream.
-async fn expect_eof(conn: &mut Conn) -> Result<(), Failure> {
+async fn expect_eof(shared: &Shared, conn: &mut Conn) -> Result<(), Failure> {
     let mut byte = [0u8; 1];
-    match tokio::time::timeout(MESSAGE_TIMEOUT, conn.rd.read(&mut byte)).await {
-        Err(_) => Err(Failure::TimedOut),
+    match tokio::time::timeout(shared.message_timeout(), conn.rd.read(&mut byte)).await {
+        Err(_) => Err(Failure::TimedOut(None)),
         Ok(Ok(0)) => Ok(()),
         Ok(Ok(_)) => Err(Failure::Mismatch(0)),
         Ok(Err(e)) => Err(Failure::Io(e)),
@@ -757,9 +826,14 @@ async fn exchange(
         }
         _ => Vec::new(),
     };
+    let progress = Progress {
+        len: msg.len,
+        ..Progress::default()
+    };
+    let (sent, echoed) = (&progress.sent, &progress.echoed);
     let wr = &mut conn.wr;
     let write = async move {
-        write_message(wr, &head, msg, writing).await?;
+        write_message(wr, &head, msg, writing, sent).await?;
         if half_close {
             wr.shutdown().await?;
         }
@@ -775,14 +849,14 @@ async fn exchange(
             // The echo of a part is read too: a client writing a large part without
             // reading can fill the buffers both ways and wait on its write while the
             // server waits on its echo, until the server cuts it as stalled.
-            (Writing::Partial(n), _) => read_verify(rd, Message { len: n, ..msg }).await,
-            (_, Target::Http) => read_http_response(rd, msg, answered_ref).await,
-            _ => read_verify(rd, msg).await,
+            (Writing::Partial(n), _) => read_verify(rd, Message { len: n, ..msg }, echoed).await,
+            (_, Target::Http) => read_http_response(rd, msg, answered_ref, echoed).await,
+            _ => read_verify(rd, msg, echoed).await,
         }
     };
     let both = async { tokio::try_join!(write, read) };
-    match tokio::time::timeout(MESSAGE_TIMEOUT, both).await {
-        Err(_) => Err(Failure::TimedOut),
+    match tokio::time::timeout(shared.message_timeout(), both).await {
+        Err(_) => Err(Failure::TimedOut(Some(progress))),
         Ok(Err(Failure::Eof | Failure::Io(_))) if target == Target::Http && !answered.get() => {
             Err(Failure::ClosedBeforeResponse)
         }
@@ -795,6 +869,7 @@ async fn write_message(
     head: &[u8],
     msg: Message,
     writing: Writing,
+    sent: &Cell<usize>,
 ) -> Result<(), Failure> {
     let end = match writing {
         Writing::Partial(n) => n,
@@ -812,6 +887,7 @@ async fn write_message(
             fill(msg.seed, pos, msg.magic, &mut buf[..n]);
             wr.write_all(&buf[..n]).await?;
             pos += n;
+            sent.set(pos);
             tokio::time::sleep(Duration::from_millis(rng.u64(5..=40))).await;
         }
         return Ok(());
@@ -823,12 +899,18 @@ async fn write_message(
         fill(msg.seed, pos, msg.magic, &mut buf[..n]);
         wr.write_all(&buf[..n]).await?;
         pos += n;
+        sent.set(pos);
     }
     Ok(())
 }
 
-/// Reads `msg.len` bytes and compares each with what was sent.
-async fn read_verify(rd: &mut BufReader<OwnedReadHalf>, msg: Message) -> Result<(), Failure> {
+/// Reads `msg.len` bytes and compares each with what was sent; `echoed` follows how
+/// many were read and verified.
+async fn read_verify(
+    rd: &mut BufReader<OwnedReadHalf>,
+    msg: Message,
+    echoed: &Cell<usize>,
+) -> Result<(), Failure> {
     let mut buf = vec![0u8; PIECE.min(msg.len)];
     let mut expected = vec![0u8; buf.len()];
     let mut pos = 0;
@@ -844,6 +926,7 @@ async fn read_verify(rd: &mut BufReader<OwnedReadHalf>, msg: Message) -> Result<
             return Err(Failure::Mismatch(pos + at));
         }
         pos += n;
+        echoed.set(pos);
     }
     Ok(())
 }
@@ -854,6 +937,7 @@ async fn read_http_response(
     rd: &mut BufReader<OwnedReadHalf>,
     msg: Message,
     answered: &Cell<bool>,
+    echoed: &Cell<usize>,
 ) -> Result<(), Failure> {
     let mut line = String::new();
     if rd.read_line(&mut line).await? == 0 {
@@ -894,7 +978,7 @@ async fn read_http_response(
     if length != msg.len {
         return Err(Failure::Mismatch(length.min(msg.len)));
     }
-    read_verify(rd, msg).await
+    read_verify(rd, msg, echoed).await
 }
 
 /// Waits for the server to end the connection (end of stream or an error).
@@ -910,7 +994,7 @@ async fn wait_for_cut(shared: &Shared, conn: &mut Conn, cut: Outcome) -> Result<
     };
     tokio::time::timeout(shared.cut_wait(), wait)
         .await
-        .map_err(|_| Failure::TimedOut)?;
+        .map_err(|_| Failure::TimedOut(None))?;
     Ok(cut)
 }
 
@@ -944,7 +1028,7 @@ async fn stop_reading(shared: &Shared, conn: &mut Conn, seed: u64) -> Result<Out
     };
     tokio::time::timeout(shared.cut_wait(), writing)
         .await
-        .map_err(|_| Failure::TimedOut)?;
+        .map_err(|_| Failure::TimedOut(None))?;
     Ok(Outcome::CutWhileNotReading)
 }
 
@@ -1058,6 +1142,66 @@ mod tests {
         fill(7, 5, true, &mut tail);
         assert_eq!(&tail[..3], &PANIC_MAGIC[5..]);
         assert_eq!(&tail[3..], &a[8..11]);
+    }
+
+    /// A trickled message whose echo stops part-way times out saying how much was sent
+    /// and how much came back, so a failure tells a server that stopped echoing from a
+    /// client that stopped sending.
+    #[test]
+    fn a_timed_out_message_says_how_far_it_got() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Echoes the first 10 bytes, then reads nothing more until the client is gone.
+        let server = std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let (mut sock, _) = listener.accept().unwrap();
+            let mut first = [0u8; 10];
+            sock.read_exact(&mut first).unwrap();
+            sock.write_all(&first).unwrap();
+            sock.set_read_timeout(Some(Duration::from_secs(30)))
+                .unwrap();
+            let mut rest = Vec::new();
+            let _ = sock.read_to_end(&mut rest);
+        });
+        let args = LoadArgs {
+            target: Target::Python,
+            addr,
+            mode: Mode::Soak,
+            connections: 1,
+            messages: 0,
+            duration_ms: 0,
+            max_duration_ms: 0,
+            seed: 7,
+            server_timeout_ms: 1_000,
+            message_timeout_ms: 1_000,
+            flood: 0,
+        };
+        let shared = Shared::new(args, 0);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let failure = rt.block_on(async {
+            let (rd, wr) = TcpStream::connect(addr).await.unwrap().into_split();
+            let mut conn = Conn {
+                rd: BufReader::with_capacity(PIECE, rd),
+                wr,
+            };
+            let msg = Message {
+                seed: 3,
+                len: 40,
+                magic: false,
+            };
+            exchange(&shared, &mut conn, msg, Writing::Trickle, false)
+                .await
+                .unwrap_err()
+        });
+        assert_eq!(failure.outcome(), Outcome::TimedOut);
+        assert_eq!(
+            failure.to_string(),
+            "timed out with 40 of the message's 40 B sent and 10 echoed"
+        );
+        server.join().unwrap();
     }
 
     #[test]
