@@ -9,6 +9,8 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+mod support;
+
 type Log = Rc<RefCell<Vec<String>>>;
 
 fn log() -> Log {
@@ -19,7 +21,7 @@ fn log() -> Log {
 fn guard(ev: &EventLoop, limit: Duration) {
     // Not a clone of `ev`: a pending callback holding its own loop would keep the loop
     // alive after the test drops it (valgrind reports the loop lost).
-    ev.call_later(limit, move || {
+    ev.call_later(support::time_limit(limit), move || {
         let e = EventLoop::current().expect("the test's loop");
         e.stop();
         panic!("test timed out: {e:?}");
@@ -27,10 +29,21 @@ fn guard(ev: &EventLoop, limit: Duration) {
     .unref();
 }
 
+/// Runs the loop until it stops; a failure (a panic in a callback, the time-out's
+/// included) destroys the loop before it reaches the test, so that the connections
+/// still open, whose protocols hold their transports and so the loop, do not keep it
+/// alive (valgrind would report a failed test's loop lost).
 fn run(ev: &EventLoop) {
     ev.set_propagate_panics(true);
     guard(ev, Duration::from_secs(8));
-    ev.run().unwrap();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ev.run()));
+    match outcome {
+        Ok(result) => result.unwrap(),
+        Err(panic) => {
+            ev.destroy();
+            std::panic::resume_unwind(panic);
+        }
+    }
 }
 
 /// Echoes everything; records events.
