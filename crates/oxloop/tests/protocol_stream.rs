@@ -1021,3 +1021,38 @@ fn destroying_a_loop_drops_the_protocols_of_open_connections() {
     assert!(lost.borrow().is_empty(), "connection_lost was called");
     assert_eq!(dropped.get(), 1, "the protocol was not dropped");
 }
+
+/// A factory that holds what holds its server (as oxloop-http's server state holds its
+/// listener) makes a cycle the loop's readers are not part of: destroying the loop must
+/// close the listening server, dropping the factory, so that the state is freed and
+/// the port is free again.
+#[test]
+fn destroying_a_loop_closes_its_listening_servers() {
+    struct State {
+        listener: RefCell<Option<oxloop::protocol::Server>>,
+    }
+    let ev = EventLoop::new().unwrap();
+    let state = Rc::new(State {
+        listener: RefCell::new(None),
+    });
+    let for_factory = state.clone();
+    let server = ev
+        .create_server("127.0.0.1:0", move || Echo {
+            t: None,
+            log: {
+                let _ = &for_factory;
+                log()
+            },
+        })
+        .unwrap();
+    let addr = server.socket_addrs()[0];
+    *state.listener.borrow_mut() = Some(server);
+    let weak_state = Rc::downgrade(&state);
+    drop(state);
+    ev.destroy();
+    assert!(
+        weak_state.upgrade().is_none(),
+        "the server's state was kept"
+    );
+    TcpListener::bind(addr).expect("the listening socket was left open");
+}
