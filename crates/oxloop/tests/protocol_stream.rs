@@ -221,6 +221,8 @@ fn flow_control_pauses_and_resumes_writing() {
         sent: usize,
         total: usize,
         paused: bool,
+        /// Tells the reader that writing was paused once (it reads only then).
+        paused_once: std::sync::Arc<std::sync::atomic::AtomicBool>,
     }
     impl Producer {
         fn produce(&mut self) {
@@ -253,6 +255,8 @@ fn flow_control_pauses_and_resumes_writing() {
         fn pause_writing(&mut self) {
             assert!(!self.paused, "two pauses in a row");
             self.paused = true;
+            self.paused_once
+                .store(true, std::sync::atomic::Ordering::Release);
             assert!(self.t.as_ref().unwrap().is_writing_paused());
             let size = self.t.as_ref().unwrap().write_buffer_size();
             self.log
@@ -274,6 +278,8 @@ fn flow_control_pauses_and_resumes_writing() {
     let ev = EventLoop::new().unwrap();
     let flow = log();
     let fl = flow.clone();
+    let paused_once = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let p = paused_once.clone();
     let server = ev
         .create_server("127.0.0.1:0", move || Producer {
             t: None,
@@ -281,12 +287,21 @@ fn flow_control_pauses_and_resumes_writing() {
             sent: 0,
             total,
             paused: false,
+            paused_once: p.clone(),
         })
         .unwrap();
     let addr = server.socket_addrs()[0];
     let reader = std::thread::spawn(move || {
         let mut s = TcpStream::connect(addr).unwrap();
-        std::thread::sleep(Duration::from_millis(300)); // a slow reader
+        // A slow reader: it starts once the producer has filled the socket's buffers
+        // and its own up to the high-water mark (however slow the machine), or after
+        // a while (the producer then sees no pause, which the test reports).
+        let waiting = Instant::now();
+        while !paused_once.load(std::sync::atomic::Ordering::Acquire)
+            && waiting.elapsed() < support::time_limit(Duration::from_secs(5))
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let mut buf = vec![0u8; 1 << 16];
         let mut at = 0usize;
         loop {
