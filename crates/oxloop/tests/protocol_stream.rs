@@ -1071,3 +1071,62 @@ fn destroying_a_loop_closes_its_listening_servers() {
     );
     TcpListener::bind(addr).expect("the listening socket was left open");
 }
+
+/// A connection closed just before the loop is destroyed: its protocol (which keeps
+/// its transport) waits for `connection_lost` in a pending call, not in the loop's fd
+/// handlers. Destroying the loop must drop it too, without the call.
+#[test]
+fn destroying_a_loop_drops_the_protocol_of_a_connection_closed_just_before() {
+    struct Keeper {
+        transport: Option<Transport>,
+        made: Rc<RefCell<Option<Transport>>>,
+        lost: Rc<Cell<bool>>,
+        dropped: Rc<Cell<bool>>,
+    }
+    impl Protocol for Keeper {
+        fn connection_made(&mut self, transport: Transport) {
+            *self.made.borrow_mut() = Some(transport.clone());
+            self.transport = Some(transport);
+        }
+        fn data_received(&mut self, _data: &[u8]) {}
+        fn connection_lost(&mut self, _err: Option<io::Error>) {
+            self.lost.set(true);
+        }
+    }
+    impl Drop for Keeper {
+        fn drop(&mut self) {
+            if self.transport.is_some() {
+                self.dropped.set(true);
+            }
+        }
+    }
+    let ev = EventLoop::new().unwrap();
+    let (made, lost, dropped) = (Rc::default(), Rc::default(), Rc::default());
+    let (m, l, d) = (Rc::clone(&made), Rc::clone(&lost), Rc::clone(&dropped));
+    let server = ev
+        .create_server("127.0.0.1:0", move || Keeper {
+            transport: None,
+            made: Rc::clone(&m),
+            lost: Rc::clone(&l),
+            dropped: Rc::clone(&d),
+        })
+        .unwrap();
+    let _client = TcpStream::connect(server.socket_addrs()[0]).unwrap();
+    for _ in 0..500 {
+        if made.borrow().is_some() {
+            break;
+        }
+        ev.run_once(Some(Duration::from_millis(10))).unwrap();
+    }
+    let transport = made
+        .borrow_mut()
+        .take()
+        .expect("the connection was not made");
+    server.close();
+    // Nothing buffered: closed at once, `connection_lost` left to a pending call.
+    transport.close();
+    drop(transport);
+    ev.destroy();
+    assert!(!lost.get(), "connection_lost was called");
+    assert!(dropped.get(), "the protocol was not dropped");
+}
