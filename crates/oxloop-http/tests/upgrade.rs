@@ -131,7 +131,10 @@ fn graceful_shutdown_asks_the_upgraded_protocol_to_end() {
             let me = me2.clone();
             async move {
                 if req.path() == "/shutdown" {
-                    if let Some(s) = me.borrow().as_ref() {
+                    // Taken, not borrowed: the handler holding its own server is a
+                    // cycle that would keep the server's state allocated.
+                    let server = me.borrow_mut().take();
+                    if let Some(s) = server {
                         s.shutdown(|| {});
                     }
                     return Response::text("bye");

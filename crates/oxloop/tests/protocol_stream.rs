@@ -9,6 +9,8 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+mod support;
+
 type Log = Rc<RefCell<Vec<String>>>;
 
 fn log() -> Log {
@@ -19,7 +21,7 @@ fn log() -> Log {
 fn guard(ev: &EventLoop, limit: Duration) {
     // Not a clone of `ev`: a pending callback holding its own loop would keep the loop
     // alive after the test drops it (valgrind reports the loop lost).
-    ev.call_later(limit, move || {
+    ev.call_later(support::time_limit(limit), move || {
         let e = EventLoop::current().expect("the test's loop");
         e.stop();
         panic!("test timed out: {e:?}");
@@ -27,10 +29,21 @@ fn guard(ev: &EventLoop, limit: Duration) {
     .unref();
 }
 
+/// Runs the loop until it stops; a failure (a panic in a callback, the time-out's
+/// included) destroys the loop before it reaches the test, so that the connections
+/// still open, whose protocols hold their transports and so the loop, do not keep it
+/// alive (valgrind would report a failed test's loop lost).
 fn run(ev: &EventLoop) {
     ev.set_propagate_panics(true);
     guard(ev, Duration::from_secs(8));
-    ev.run().unwrap();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ev.run()));
+    match outcome {
+        Ok(result) => result.unwrap(),
+        Err(panic) => {
+            ev.destroy();
+            std::panic::resume_unwind(panic);
+        }
+    }
 }
 
 /// Echoes everything; records events.
@@ -208,6 +221,8 @@ fn flow_control_pauses_and_resumes_writing() {
         sent: usize,
         total: usize,
         paused: bool,
+        /// Tells the reader that writing was paused once (it reads only then).
+        paused_once: std::sync::Arc<std::sync::atomic::AtomicBool>,
     }
     impl Producer {
         fn produce(&mut self) {
@@ -240,6 +255,8 @@ fn flow_control_pauses_and_resumes_writing() {
         fn pause_writing(&mut self) {
             assert!(!self.paused, "two pauses in a row");
             self.paused = true;
+            self.paused_once
+                .store(true, std::sync::atomic::Ordering::Release);
             assert!(self.t.as_ref().unwrap().is_writing_paused());
             let size = self.t.as_ref().unwrap().write_buffer_size();
             self.log
@@ -261,6 +278,8 @@ fn flow_control_pauses_and_resumes_writing() {
     let ev = EventLoop::new().unwrap();
     let flow = log();
     let fl = flow.clone();
+    let paused_once = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let p = paused_once.clone();
     let server = ev
         .create_server("127.0.0.1:0", move || Producer {
             t: None,
@@ -268,12 +287,21 @@ fn flow_control_pauses_and_resumes_writing() {
             sent: 0,
             total,
             paused: false,
+            paused_once: p.clone(),
         })
         .unwrap();
     let addr = server.socket_addrs()[0];
     let reader = std::thread::spawn(move || {
         let mut s = TcpStream::connect(addr).unwrap();
-        std::thread::sleep(Duration::from_millis(300)); // a slow reader
+        // A slow reader: it starts once the producer has filled the socket's buffers
+        // and its own up to the high-water mark (however slow the machine), or after
+        // a while (the producer then sees no pause, which the test reports).
+        let waiting = Instant::now();
+        while !paused_once.load(std::sync::atomic::Ordering::Acquire)
+            && waiting.elapsed() < support::time_limit(Duration::from_secs(5))
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let mut buf = vec![0u8; 1 << 16];
         let mut at = 0usize;
         loop {
@@ -1011,4 +1039,98 @@ fn destroying_a_loop_drops_the_protocols_of_open_connections() {
     ev.destroy();
     assert!(lost.borrow().is_empty(), "connection_lost was called");
     assert_eq!(dropped.get(), 1, "the protocol was not dropped");
+}
+
+/// A factory that holds what holds its server (as oxloop-http's server state holds its
+/// listener) makes a cycle the loop's readers are not part of: destroying the loop must
+/// close the listening server, dropping the factory, so that the state is freed and
+/// the port is free again.
+#[test]
+fn destroying_a_loop_closes_its_listening_servers() {
+    struct State {
+        listener: RefCell<Option<oxloop::protocol::Server>>,
+    }
+    let ev = EventLoop::new().unwrap();
+    let state = Rc::new(State {
+        listener: RefCell::new(None),
+    });
+    let for_factory = state.clone();
+    let server = ev
+        .create_server("127.0.0.1:0", move || Echo {
+            t: None,
+            log: {
+                let _ = &for_factory;
+                log()
+            },
+        })
+        .unwrap();
+    let addr = server.socket_addrs()[0];
+    *state.listener.borrow_mut() = Some(server);
+    let weak_state = Rc::downgrade(&state);
+    drop(state);
+    ev.destroy();
+    assert!(
+        weak_state.upgrade().is_none(),
+        "the server's state was kept"
+    );
+    TcpListener::bind(addr).expect("the listening socket was left open");
+}
+
+/// A connection closed just before the loop is destroyed: its protocol (which keeps
+/// its transport) waits for `connection_lost` in a pending call, not in the loop's fd
+/// handlers. Destroying the loop must drop it too, without the call.
+#[test]
+fn destroying_a_loop_drops_the_protocol_of_a_connection_closed_just_before() {
+    struct Keeper {
+        transport: Option<Transport>,
+        made: Rc<RefCell<Option<Transport>>>,
+        lost: Rc<Cell<bool>>,
+        dropped: Rc<Cell<bool>>,
+    }
+    impl Protocol for Keeper {
+        fn connection_made(&mut self, transport: Transport) {
+            *self.made.borrow_mut() = Some(transport.clone());
+            self.transport = Some(transport);
+        }
+        fn data_received(&mut self, _data: &[u8]) {}
+        fn connection_lost(&mut self, _err: Option<io::Error>) {
+            self.lost.set(true);
+        }
+    }
+    impl Drop for Keeper {
+        fn drop(&mut self) {
+            if self.transport.is_some() {
+                self.dropped.set(true);
+            }
+        }
+    }
+    let ev = EventLoop::new().unwrap();
+    let (made, lost, dropped) = (Rc::default(), Rc::default(), Rc::default());
+    let (m, l, d) = (Rc::clone(&made), Rc::clone(&lost), Rc::clone(&dropped));
+    let server = ev
+        .create_server("127.0.0.1:0", move || Keeper {
+            transport: None,
+            made: Rc::clone(&m),
+            lost: Rc::clone(&l),
+            dropped: Rc::clone(&d),
+        })
+        .unwrap();
+    let _client = TcpStream::connect(server.socket_addrs()[0]).unwrap();
+    for _ in 0..500 {
+        if made.borrow().is_some() {
+            break;
+        }
+        ev.run_once(Some(Duration::from_millis(10))).unwrap();
+    }
+    let transport = made
+        .borrow_mut()
+        .take()
+        .expect("the connection was not made");
+    server.close();
+    // Nothing buffered: closed at once, `connection_lost` left to a pending call.
+    transport.close();
+    drop(transport);
+    ev.destroy();
+    assert!(!lost.get(), "connection_lost was called");
+    assert!(dropped.get(), "the protocol was not dropped");
 }

@@ -1336,19 +1336,9 @@ fn print_target(t: &TargetReport) {
 }
 
 fn print_checks(r: &Report) {
+    // The process's resources at the start and end are in the details of their
+    // checks (fds, threads, children, RSS), so they are not printed apart.
     println!();
-    println!(
-        "resources: fds {} -> {}, threads {} -> {}, children {} -> {}, RSS {:.1} MiB -> {:.1} MiB (peak {:.1} MiB)",
-        r.baseline.fds,
-        r.end.fds,
-        r.baseline.threads,
-        r.end.threads,
-        r.baseline.children,
-        r.end.children,
-        mib(r.baseline.rss_bytes),
-        mib(r.end.rss_bytes),
-        mib(r.peak_rss_bytes)
-    );
     println!("checks:");
     for c in &r.checks {
         println!(

@@ -123,6 +123,17 @@ fn load_result(
     (result, status.ok())
 }
 
+/// Waits for the server to say the address it listens on (at the start of each phase),
+/// then starts a load generator in `mode` against it.
+fn spawn_load(server: &LoadChild, mode: Mode, args: &[String]) -> Result<LoadChild, String> {
+    let addr = server
+        .wait_for("listening on ", Duration::from_secs(60))?
+        .parse()
+        .map_err(|e| format!("bad address: {e}"))?;
+    LoadChild::spawn(Target::Python, addr, mode, args)
+        .map_err(|e| format!("could not start the load generator: {e}"))
+}
+
 /// The conversation with the server and the two load generators; stops at the
 /// first thing that goes wrong and says what.
 fn converse(
@@ -133,17 +144,11 @@ fn converse(
     got: &mut Collected,
 ) -> Result<(), String> {
     let minute = Duration::from_secs(60);
-    let addr = server
-        .wait_for("listening on ", minute)?
-        .parse()
-        .map_err(|e| format!("bad address: {e}"))?;
-    let child = LoadChild::spawn(
-        Target::Python,
-        addr,
+    let child = spawn_load(
+        server,
         Mode::Soak,
         &super::load_args(scale, seed, Mode::Soak, share),
-    )
-    .map_err(|e| format!("could not start the load generator: {e}"))?;
+    )?;
     let (result, status) = load_result(child, super::soak_limit(scale));
     got.load_status = status;
     got.load = Some(result?);
@@ -159,17 +164,11 @@ fn converse(
         scale.emfile_pinging,
         scale.emfile_flood
     );
-    let addr = server
-        .wait_for("listening on ", minute)?
-        .parse()
-        .map_err(|e| format!("bad address: {e}"))?;
-    let child = LoadChild::spawn(
-        Target::Python,
-        addr,
+    let child = spawn_load(
+        server,
         Mode::Emfile,
         &super::load_args(scale, seed, Mode::Emfile, Duration::ZERO),
-    )
-    .map_err(|e| format!("could not start the load generator: {e}"))?;
+    )?;
     let cued = (|| {
         child.wait_for("ready", minute * 5)?;
         server.send("exhaust").map_err(|e| e.to_string())?;

@@ -687,9 +687,11 @@ impl EventLoop {
 
     /// Frees everything the loop holds: pending callbacks, timers, watchers and signal
     /// handlers are dropped (signal dispositions restored), so is the protocol of each
-    /// open stream transport (without a call: what the transport had buffered is not
-    /// sent; close transports first to flush them), remotes start failing, and
-    /// the thread may create a new loop. Other handles to this loop stay valid objects,
+    /// stream transport open or closed but not yet told `connection_lost` (without a
+    /// call: what the transport had buffered is not sent; close transports first to
+    /// flush them), each server still accepting is
+    /// closed (its listening sockets and its protocol factory dropped), remotes start
+    /// failing, and the thread may create a new loop. Other handles to this loop stay valid objects,
     /// but the loop refuses new work. The backend and wake-up fds close when the last
     /// handle (and the last [`LoopRemote`]) is dropped.
     pub fn destroy(&self) {

@@ -151,6 +151,22 @@ impl std::error::Error for BindError {
     }
 }
 
+/// The server as its accept readers hold it. Dropped by a destroyed loop (with every
+/// reader), it closes the server: that drops the factory, which may hold what holds the
+/// server (oxloop-http's server state holds its listener), a cycle no one else breaks,
+/// and closes the listening sockets.
+struct ClosedWithItsLoop(Server);
+
+impl Drop for ClosedWithItsLoop {
+    fn drop(&mut self) {
+        if self.0.inner.ev.is_destroyed() {
+            // The destroyed loop has dropped the readers already.
+            self.0.inner.watching.set(false);
+            self.0.close();
+        }
+    }
+}
+
 fn bind_error(addr: &dyn fmt::Display, e: io::Error) -> io::Error {
     let kind = e.kind();
     let addr = addr.to_string();
@@ -292,11 +308,11 @@ impl Server {
         }
         let fds = self.listener_fds();
         for (index, fd) in fds.iter().enumerate() {
-            let me = self.clone();
+            let me = ClosedWithItsLoop(self.clone());
             if let Err(e) = self
                 .inner
                 .ev
-                .add_reader(*fd, move || me.on_acceptable(index))
+                .add_reader(*fd, move || me.0.on_acceptable(index))
             {
                 for fd in &fds[..index] {
                     self.inner.ev.remove_reader(*fd);

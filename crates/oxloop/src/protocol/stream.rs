@@ -669,14 +669,14 @@ impl Transport {
         }
         drop(timeouts);
         self.tell_flushed(flushed, false);
-        let me = self.clone();
-        self.inner.ev.call_soon(move || me.deliver_lost(err));
+        let me = LostPending(self.clone());
+        self.inner.ev.call_soon(move || me.0.deliver_lost(err));
     }
 
     fn deliver_lost(&self, err: Option<io::Error>) {
         if let Err(err) = self.inner.protocol.deliver_lost(err) {
-            let me = self.clone();
-            self.inner.ev.call_soon(move || me.deliver_lost(err));
+            let me = LostPending(self.clone());
+            self.inner.ev.call_soon(move || me.0.deliver_lost(err));
         }
     }
 
@@ -846,6 +846,21 @@ impl Transport {
     /// Whether two handles are the same connection.
     pub fn ptr_eq(&self, other: &Transport) -> bool {
         Rc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+/// A closed transport as the pending call that gives its protocol `connection_lost`
+/// holds it. Dropped by a destroyed loop, the call never made, it drops the protocol
+/// (without a call, as [`FdHandler::loop_destroyed`] does): the protocol may hold the
+/// transport, which is out of the loop's fd handlers by then, so nothing else would
+/// break that cycle.
+struct LostPending(Transport);
+
+impl Drop for LostPending {
+    fn drop(&mut self) {
+        if self.0.inner.ev.is_destroyed() {
+            self.0.inner.protocol.discard();
+        }
     }
 }
 

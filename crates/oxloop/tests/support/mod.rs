@@ -6,6 +6,18 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// `limit` times `$OXLOOP_TEST_TIME_SCALE` (a whole number, 1 when unset): the
+/// time-outs of tests that fail rather than hang, stretched where everything runs
+/// slower (`memcheck.sh` sets it, as valgrind runs code 20-50 times slower).
+pub fn time_limit(limit: Duration) -> Duration {
+    let scale = std::env::var("OXLOOP_TEST_TIME_SCALE")
+        .ok()
+        .and_then(|s| s.parse::<u32>().ok())
+        .unwrap_or(1)
+        .max(1);
+    limit * scale
+}
+
 /// The path of a built example: `cargo test` builds the examples next to the test
 /// binaries (`target/<profile>/examples/<name>`).
 pub fn example(name: &str) -> PathBuf {
