@@ -67,6 +67,7 @@ for line in "${lines[@]}"; do
     fi
     rm -f "$log_dir/$name".*.log
     valgrind --quiet --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=99 \
+        --suppressions="$PWD/crates/oxloop/memcheck.supp" \
         --trace-children=yes --trace-children-skip='/usr/*,/bin/*,/sbin/*' \
         --log-file="$log_dir/$name.%p.log" "$exe" --test-threads=1 -q >"$log_dir/$name.out" 2>&1
     code=$?
