@@ -10,7 +10,7 @@
 # together.
 #
 # usage: python/bench/callgrind_web.sh [SERVER...]
-#   SERVER: oxloop-wsgi oxloop-green granian-wsgi bjoern oxloop-asgi granian-asgi uvicorn
+#   SERVER: oxloop-wsgi oxloop-inline oxloop-green granian-wsgi bjoern oxloop-asgi granian-asgi uvicorn
 #           (default: all these), or uvicorn-LOOP (LOOP: oxloop, uvloop or asyncio): uvicorn
 #           with httptools on that loop, as python/bench/uvicorn_bench.py runs it (hello only)
 # env:   PYTHON (default .venv/bench/bin/python, made as web_bench.py says), APP (hello
@@ -21,7 +21,7 @@ PYTHON=${PYTHON:-.venv/bench/bin/python}
 APP=${APP:-hello}
 REQUESTS=${REQUESTS:-2000}
 DEPTH=${DEPTH:-1}
-SERVERS=${*:-oxloop-wsgi oxloop-green granian-wsgi bjoern oxloop-asgi granian-asgi uvicorn}
+SERVERS=${*:-oxloop-wsgi oxloop-inline oxloop-green granian-wsgi bjoern oxloop-asgi granian-asgi uvicorn}
 OUT=$(mktemp -d)
 export PYTHONHASHSEED=0
 

@@ -3,25 +3,25 @@
     python python/bench/web_bench.py [--duration 5] [--connections 100] [--threads 1]
 
 Two applications, a 13-byte "hello" and a 4 KiB JSON document (`json.dumps` of the
-same dict on every request), served by one process each: oxloop WSGI and ASGI
-(`python -m oxloop.serve`; WSGI also with `--green`, the app in green tasks on the
-loop's thread), granian WSGI and ASGI (one worker, one runtime thread,
-HTTP/1 only), bjoern (WSGI, C on libev) and uvicorn with uvloop and httptools; each
-both with keep-alive (one request in flight per connection) and pipelined
-(`--pipeline` requests in flight, 16 by default). Each server runs alone, pinned to
-CPU 0; wrk (keep-alive, `--connections` connections) runs pinned to CPU 1. Prints
-requests/s (the median of `--rounds` rounds, each running every server in turn, so
-that a burst of load from elsewhere on the machine hits one sample of each rather than
-all of one server's) and oxloop's ratios; beside each, requests per CPU-second of the
-server (its processes' and threads' user and system time while wrk ran, from /proc):
-on a machine shared with other work, a server that waits for its core still shows
-what a request costs it. Before each round, each application is called directly on
-the same core, with no server (the best of eight quarter-second slices, and the best
-of the rounds is kept), and the ratios carry a ceiling: the ratio of
-requests/s that a server costing nothing, using its whole core, would reach against
-that peer (where the application is most of a request, no server can do better). A
-server that is not installed is skipped with a note: install the peers into the
-benchmark's venv only, e.g.
+same dict on every request), served by one process each: oxloop WSGI and ASGI (`python
+-m oxloop.serve`; WSGI also with `--threads 0`, the app called on the loop's thread,
+and with `--green`, the app in green tasks on the loop's thread), granian WSGI and
+ASGI (one worker, one runtime thread, HTTP/1 only), bjoern (WSGI, C on libev) and
+uvicorn with uvloop and httptools; each both with keep-alive (one request in flight
+per connection) and pipelined (`--pipeline` requests in flight, 16 by default). Each
+server runs alone, pinned to CPU 0; wrk (keep-alive, `--connections` connections) runs
+pinned to CPU 1. Prints requests/s (the median of `--rounds` rounds, each running
+every server in turn, so that a burst of load from elsewhere on the machine hits one
+sample of each rather than all of one server's) and oxloop's ratios; beside each,
+requests per CPU-second of the server (its processes' and threads' user and system
+time while wrk ran, from /proc): on a machine shared with other work, a server that
+waits for its core still shows what a request costs it. Before each round, each
+application is called directly on the same core, with no server (the best of eight
+quarter-second slices, and the best of the rounds is kept), and the ratios carry a
+ceiling: the ratio of requests/s that a server costing nothing, using its whole core,
+would reach against that peer (where the application is most of a request, no server
+can do better). A server that is not installed is skipped with a note: install the
+peers into the benchmark's venv only, e.g.
 
     python -m venv .venv/bench
     .venv/bench/bin/pip install ./python granian uvicorn uvloop httptools bjoern
@@ -92,6 +92,12 @@ def command(server: str, app: str, port: int, threads: int) -> list[str] | None:
     if server == "oxloop-green":
         target = f"bench_apps:wsgi_{app}"
         return [py, "-m", "oxloop.serve", target, "--interface", "wsgi", "--green"] + [
+            "--port",
+            str(port),
+        ]
+    if server == "oxloop-inline":
+        target = f"bench_apps:wsgi_{app}"
+        return [py, "-m", "oxloop.serve", target, "--interface", "wsgi", "--threads", "0"] + [
             "--port",
             str(port),
         ]
@@ -287,6 +293,7 @@ def measure(
 
 SERVERS = (
     "oxloop-wsgi",
+    "oxloop-inline",
     "oxloop-green",
     "granian-wsgi",
     "bjoern",
@@ -380,6 +387,8 @@ def main() -> int:
             for ours, peer in (
                 ("oxloop-wsgi", "granian-wsgi"),
                 ("oxloop-wsgi", "bjoern"),
+                ("oxloop-inline", "granian-wsgi"),
+                ("oxloop-inline", "bjoern"),
                 ("oxloop-green", "granian-wsgi"),
                 ("oxloop-green", "bjoern"),
                 ("oxloop-asgi", "granian-asgi"),

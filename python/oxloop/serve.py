@@ -42,7 +42,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--workers", type=int, default=1, help="processes (SO_REUSEPORT)")
-    p.add_argument("--threads", type=int, default=8, help="WSGI worker threads per process")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=8,
+        help="WSGI worker threads per process; 0: the application runs on the loop's own "
+        "thread (fastest, but an application that blocks holds up every connection)",
+    )
     p.add_argument(
         "--green",
         action="store_true",

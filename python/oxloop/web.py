@@ -235,7 +235,13 @@ async def start_wsgi(
     """Serves the WSGI (PEP 3333) application `app` on the running oxloop loop, the
     application running on `threads` threads, or with `green=True` in one green task
     per request on the loop's thread (`oxloop.green`; blocking calls must be green
-    ones, or patched with `oxloop.green.patch_all()`, which this does not do)."""
+    ones, or patched with `oxloop.green.patch_all()`, which this does not do). With
+    `threads=0` the application is called on the loop's own thread as each request
+    arrives, as bjoern calls it: no hand-over to a thread, but an application that
+    blocks holds up every connection; the request body is read whole (up to
+    `max_body_bytes`) before the call, and a streamed response is never held back."""
+    if threads < 0:
+        raise ValueError(f"threads must be 0 or more, not {threads}")
     loop = _running_oxloop()
     runner = None
     if green:

@@ -1,6 +1,7 @@
-"""WSGI applications served by `oxloop.web` (oxloop-http, a thread pool or green
-tasks), over real sockets; every test application is wrapped in
-`wsgiref.validate.validator`. Each test runs in both modes (`green=False`, `green=True`);
+"""WSGI applications served by `oxloop.web` (oxloop-http, a thread pool, green tasks
+or the loop's own thread), over real sockets; every test application is wrapped in
+`wsgiref.validate.validator`. Each test runs in every mode (a thread pool,
+`green=True`, `threads=0`) where it applies;
 the green tasks here wait only through `oxloop.green` calls (the standard library is
 not patched in the test process; `test_web_green.py` serves patched applications)."""
 
@@ -23,13 +24,16 @@ try:
 except ImportError:  # greenlet missing: only the thread pool is tested
     green = None
 
+# Where the application runs: start_wsgi's keyword arguments for each mode (a mode's
+# own win over a test's `threads`).
 MODES = [
-    pytest.param(False, id="threads"),
+    pytest.param({"green": False}, id="threads"),
     pytest.param(
-        True,
+        {"green": True},
         id="green",
         marks=pytest.mark.skipif(green is None, reason="greenlet is not installed"),
     ),
+    pytest.param({"threads": 0}, id="inline"),
 ]
 
 REQUIRED = (
@@ -178,9 +182,9 @@ def get(address, path, method="GET", body=None, headers=None):
     return r, data
 
 
-@pytest.mark.parametrize("green_mode", MODES)
-def test_environ_and_bodies(green_mode):
-    with serving(oxloop.web.start_wsgi, app=validated, threads=4, green=green_mode) as address:
+@pytest.mark.parametrize("mode", MODES)
+def test_environ_and_bodies(mode):
+    with serving(oxloop.web.start_wsgi, app=validated, **{"threads": 4, **mode}) as address:
         r, data = get(
             address,
             "/environ?a=1&b=%20",
@@ -225,10 +229,10 @@ def test_environ_and_bodies(green_mode):
         conn.close()
 
 
-@pytest.mark.parametrize("green_mode", MODES)
-def test_write_close_errors_and_files(green_mode):
+@pytest.mark.parametrize("mode", MODES)
+def test_write_close_errors_and_files(mode):
     CLOSED.clear()
-    with serving(oxloop.web.start_wsgi, app=validated, green=green_mode) as address:
+    with serving(oxloop.web.start_wsgi, app=validated, **mode) as address:
         r, data = get(address, "/write")
         assert (r.status, data) == (200, b"written and returned")
         assert CLOSED == ["write"]
@@ -251,11 +255,11 @@ def test_write_close_errors_and_files(green_mode):
         assert r.status == 404
 
 
-@pytest.mark.parametrize("green_mode", MODES)
-def test_slow_application_does_not_stall_others(green_mode):
+@pytest.mark.parametrize("mode", MODES[:2])  # inline: a blocking application blocks
+def test_slow_application_does_not_stall_others(mode):
     RELEASE.clear()
-    path = "/green-block" if green_mode else "/block"
-    with serving(oxloop.web.start_wsgi, app=validated, threads=2, green=green_mode) as address:
+    path = "/green-block" if mode["green"] else "/block"
+    with serving(oxloop.web.start_wsgi, app=validated, threads=2, **mode) as address:
         results: list[bytes] = []
         blocked = threading.Thread(target=lambda: results.append(get(address, path)[1]))
         blocked.start()
@@ -268,14 +272,14 @@ def test_slow_application_does_not_stall_others(green_mode):
         assert results == [b"released"]
 
 
-@pytest.mark.parametrize("green_mode", MODES)
-def test_root_path_pipelining_and_limits(green_mode):
+@pytest.mark.parametrize("mode", MODES)
+def test_root_path_pipelining_and_limits(mode):
     with serving(
         oxloop.web.start_wsgi,
         app=validated,
         root_path="/app",
         max_body_bytes=1000,
-        green=green_mode,
+        **mode,
     ) as address:
         r, data = get(address, "/app/environ")
         facts = json.loads(data)
@@ -294,8 +298,8 @@ def test_root_path_pipelining_and_limits(green_mode):
         assert out.startswith(b"HTTP/1.1 413")
 
 
-@pytest.mark.parametrize("green_mode", MODES)
-def test_flask(green_mode):
+@pytest.mark.parametrize("mode", MODES)
+def test_flask(mode):
     flask = pytest.importorskip("flask")
     fapp = flask.Flask("oxloop_test")
 
@@ -313,10 +317,33 @@ def test_flask(green_mode):
 
     # Not under wsgiref.validate: werkzeug reads wsgi.input without a size, which
     # PEP 3333 allows and the validator does not.
-    with serving(oxloop.web.start_wsgi, app=fapp, green=green_mode) as address:
+    with serving(oxloop.web.start_wsgi, app=fapp, **mode) as address:
         assert get(address, "/")[1] == b"hello /"
         r, data = get(
             address, "/json", "POST", b'{"a": [1, 2]}', {"Content-Type": "application/json"}
         )
         assert json.loads(data) == {"got": {"a": [1, 2]}, "remote": "127.0.0.1"}
         assert get(address, "/stream")[1] == b"0\n1\n2\n"
+
+
+@pytest.mark.parametrize(("threads", "on_loop"), [(0, True), (2, False)])
+def test_threads_0_calls_the_application_on_the_loops_thread(threads, on_loop):
+    seen: list[tuple[bool, bool]] = []
+
+    def app(environ, start_response):
+        loop_thread = threading.current_thread() is SERVING_THREAD[0]
+        seen.append((loop_thread, environ["wsgi.multithread"]))
+        body = environ["wsgi.input"].read()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"got %d" % len(body)]
+
+    def start(**kwargs):
+        SERVING_THREAD[:] = [threading.current_thread()]
+        return oxloop.web.start_wsgi(**kwargs)
+
+    with serving(start, app=app, threads=threads) as address:
+        assert get(address, "/", "POST", b"x" * 300_000)[1] == b"got 300000"
+    assert seen == [(on_loop, threads > 1)]
+
+
+SERVING_THREAD: list[threading.Thread] = []

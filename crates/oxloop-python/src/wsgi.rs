@@ -80,6 +80,9 @@ struct Exchange {
     /// Green mode: makes the wait object of a green task (`RequestWait()`); `None`
     /// when a worker thread runs the application.
     green_wait: Option<Py<PyAny>>,
+    /// Inline mode: the application runs on the loop's thread, which must never wait
+    /// for the loop; the body is read whole first and the response is never held back.
+    inline: bool,
 }
 
 impl Exchange {
@@ -99,6 +102,13 @@ impl Exchange {
             if ready(&s) {
                 return Ok(s);
             }
+        }
+        if self.inline {
+            // Unreachable by construction (the body is whole, output is never held
+            // back): waiting here would wait for the very thread that waits.
+            return Err(PyRuntimeError::new_err(
+                "a WSGI application on the loop's thread cannot wait for the loop",
+            ));
         }
         let Some(make_wait) = &self.green_wait else {
             py.detach(|| {
@@ -167,6 +177,8 @@ struct Job {
 enum Runner {
     /// A pool of worker threads, fed through this queue.
     Threads(Jobs),
+    /// The loop's own thread, as the request arrives (after its whole body).
+    Inline(Arc<Worker>),
     /// Green tasks on the loop's thread: `start(request)` starts one that calls
     /// `request()` and runs it at once, until it ends or waits; `make_wait()` makes
     /// the object a waiting task switches through.
@@ -365,9 +377,10 @@ impl StartResponse {
     /// behind. Fails once the client is gone.
     fn push(&self, py: Python<'_>, data: Vec<u8>) -> PyResult<()> {
         let head = self.take_head()?;
-        let mut s = self
-            .exchange
-            .wait_until(py, |s| s.output_queued < HIGH_WATER || s.disconnected)?;
+        let inline = self.exchange.inline;
+        let mut s = self.exchange.wait_until(py, |s| {
+            s.output_queued < HIGH_WATER || s.disconnected || inline
+        })?;
         if s.disconnected {
             return Err(PyConnectionError::new_err("the client disconnected"));
         }
@@ -751,7 +764,7 @@ async fn pump_body(mut body: RequestBody, exchange: Arc<Exchange>) {
     loop {
         poll_fn(|cx| {
             let mut s = exchange.lock();
-            if s.input_queued < HIGH_WATER || s.disconnected {
+            if s.input_queued < HIGH_WATER || s.disconnected || exchange.inline {
                 return Poll::Ready(());
             }
             s.input_waker = Some(cx.waker().clone());
@@ -827,7 +840,7 @@ impl App {
         let body = req.take_body();
         let job = running::with_gil(|py| -> PyResult<Job> {
             let green_wait = match &self.runner {
-                Runner::Threads(_) => None,
+                Runner::Threads(_) | Runner::Inline(_) => None,
                 Runner::Green { make_wait, .. } => Some(make_wait.clone_ref(py)),
             };
             let exchange = Arc::new(Exchange {
@@ -837,6 +850,7 @@ impl App {
                 }),
                 changed: Condvar::new(),
                 green_wait,
+                inline: matches!(self.runner, Runner::Inline(_)),
             });
             let input = Py::new(
                 py,
@@ -856,8 +870,17 @@ impl App {
             }
         };
         let exchange = job.exchange.clone();
+        let mut body = body;
         match &self.runner {
             Runner::Threads(jobs) => jobs.push(job),
+            Runner::Inline(worker) => {
+                // The whole body first (no back-pressure here: within the server's
+                // body limit), so that reading it never waits for the loop.
+                if let Some(body) = body.take() {
+                    pump_body(body, exchange.clone()).await;
+                }
+                running::with_gil(|py| worker.run(py, job));
+            }
             Runner::Green { worker, start, .. } => {
                 let started = running::with_gil(|py| -> PyResult<()> {
                     let request = GreenRequest {
@@ -1024,7 +1047,8 @@ fn thread_pool(threads: usize, worker: Arc<Worker>) -> PyResult<Jobs> {
 }
 
 /// Serves the WSGI application `app` on `event_loop` at `host:port`, calling it on
-/// `threads` worker threads, or, when `green` is `(start, make_wait)`, in green tasks
+/// `threads` worker threads (0: on the loop's own thread, each request's whole body
+/// read first), or, when `green` is `(start, make_wait)`, in green tasks
 /// on the loop's thread (`start(request)` starts a task that calls `request()` at
 /// once, until it ends or waits;
 /// `make_wait()` makes the object through which a waiting task switches to the loop,
@@ -1059,6 +1083,7 @@ pub fn _serve_wsgi(
             start,
             make_wait,
         },
+        None if threads == 0 => Runner::Inline(worker),
         None => Runner::Threads(thread_pool(threads, worker)?),
     };
     let root_path = root_path.trim_end_matches('/').to_owned();
