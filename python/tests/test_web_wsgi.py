@@ -329,21 +329,18 @@ def test_flask(mode):
 @pytest.mark.parametrize(("threads", "on_loop"), [(0, True), (2, False)])
 def test_threads_0_calls_the_application_on_the_loops_thread(threads, on_loop):
     seen: list[tuple[bool, bool]] = []
+    loop_thread: list[threading.Thread] = []
 
     def app(environ, start_response):
-        loop_thread = threading.current_thread() is SERVING_THREAD[0]
-        seen.append((loop_thread, environ["wsgi.multithread"]))
+        seen.append((threading.current_thread() is loop_thread[0], environ["wsgi.multithread"]))
         body = environ["wsgi.input"].read()
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"got %d" % len(body)]
 
     def start(**kwargs):
-        SERVING_THREAD[:] = [threading.current_thread()]
+        loop_thread.append(threading.current_thread())
         return oxloop.web.start_wsgi(**kwargs)
 
     with serving(start, app=app, threads=threads) as address:
         assert get(address, "/", "POST", b"x" * 300_000)[1] == b"got 300000"
     assert seen == [(on_loop, threads > 1)]
-
-
-SERVING_THREAD: list[threading.Thread] = []

@@ -837,7 +837,7 @@ fn response(status: u16, headers: Vec<(String, String)>, mut response: Response)
 
 impl App {
     async fn handle(self: Rc<App>, mut req: Request) -> Response {
-        let body = req.take_body();
+        let mut body = req.take_body();
         let job = running::with_gil(|py| -> PyResult<Job> {
             let green_wait = match &self.runner {
                 Runner::Threads(_) | Runner::Inline(_) => None,
@@ -870,7 +870,6 @@ impl App {
             }
         };
         let exchange = job.exchange.clone();
-        let mut body = body;
         match &self.runner {
             Runner::Threads(jobs) => jobs.push(job),
             Runner::Inline(worker) => {
