@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import threading
 from wsgiref.validate import validator
 
@@ -227,6 +228,61 @@ def test_environ_and_bodies(mode):
         data = r.read()
         assert len(data) == 200 * 16384 and data[-16384:][:6] == b"000199"
         conn.close()
+
+
+def echo_environ(environ, start_response):
+    """Answers with the environ's strings as JSON, then spoils its copy of the environ
+    (no request may see what an earlier one did to its own)."""
+    facts = {k: v for k, v in environ.items() if isinstance(v, str)}
+    environ["REQUEST_METHOD"] = environ["HTTP_X_THING"] = "spoiled"
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [json.dumps(facts).encode()]
+
+
+def exchange_json(sock, request: bytes) -> dict:
+    """Sends one request on `sock` and reads its JSON response (Content-Length framed)."""
+    sock.sendall(request)
+    reader = sock.makefile("rb")
+    length = None
+    while (line := reader.readline()) not in (b"\r\n", b""):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    assert length is not None
+    return json.loads(reader.read(length))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_environ_values_change_with_each_request(mode):
+    with serving(oxloop.web.start_wsgi, app=validator(echo_environ), **mode) as address:
+        first, second = socket.create_connection(address), socket.create_connection(address)
+        with first, second:
+            a = exchange_json(
+                first,
+                b"TRACE /caf%C3%A9?q=%20 HTTP/1.1\r\nHost: h\r\nX-Thing: 1\r\n"
+                b"x-thing: 2\r\nX_Thing: smuggled\r\nAccept: a\xe9\r\n\r\n",
+            )
+            assert a["REQUEST_METHOD"] == "TRACE"
+            assert a["PATH_INFO"] == "/caf\u00c3\u00a9"  # decoded bytes, one char each
+            assert a["RAW_URI"] == "/caf%C3%A9?q=%20"
+            assert a["QUERY_STRING"] == "q=%20"
+            assert a["HTTP_X_THING"] == "1,2"  # repeated header, both spellings
+            assert a["HTTP_ACCEPT"] == "a\u00e9"
+            assert a["REMOTE_ADDR"] == "127.0.0.1"
+            assert a["REMOTE_PORT"] == str(first.getsockname()[1])
+            b = exchange_json(first, b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            assert b["REQUEST_METHOD"] == "GET"
+            assert (b["PATH_INFO"], b["RAW_URI"], b["QUERY_STRING"]) == ("/", "/", "")
+            assert b["SERVER_PROTOCOL"] == "HTTP/1.0"
+            assert "HTTP_X_THING" not in b and "HTTP_HOST" not in b
+            assert (b["CONTENT_TYPE"], b["CONTENT_LENGTH"]) == ("", "")
+            assert b["REMOTE_PORT"] == a["REMOTE_PORT"]
+            c = exchange_json(
+                second,
+                b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Type: t/x\r\nContent-Length: 0\r\n\r\n",
+            )
+            assert (c["REQUEST_METHOD"], c["SERVER_PROTOCOL"]) == ("POST", "HTTP/1.1")
+            assert (c["CONTENT_TYPE"], c["CONTENT_LENGTH"]) == ("t/x", "0")
+            assert c["REMOTE_PORT"] == str(second.getsockname()[1]) != a["REMOTE_PORT"]
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -3,12 +3,12 @@
 //! collector; taking ownership of a socket fd that Python detached; and reading
 //! `CLOCK_MONOTONIC` as `time.monotonic()` does; duplicating a file descriptor; releasing the
 //! GIL around the loop's kernel wait; a green socket's non-blocking `recv`/`send`, the
-//! bytes of a buffer-protocol object, and the `OSError` of an errno. The only `unsafe`
-//! code of the extension.
+//! bytes of a buffer-protocol object, the `OSError` of an errno, and a `str` decoded from
+//! Latin-1 bytes. The only `unsafe` code of the extension.
 
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
+use pyo3::types::{PyString, PyTuple};
 
 /// `context.run(callback, *args)` without building a new argument tuple: enters the
 /// context, calls, leaves it.
@@ -160,6 +160,23 @@ pub(crate) fn copy_into(buffer: &Bound<'_, PyAny>, data: &[u8]) -> PyResult<usiz
     // so the two ranges cannot overlap.
     unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), view.buf_ptr().cast::<u8>(), n) };
     Ok(n)
+}
+
+/// Bytes as a `str`, one character per byte (Latin-1: PEP 3333's "bytes as str"),
+/// decoded in one pass by CPython.
+pub(crate) fn latin1_str<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyString>> {
+    // SAFETY: the GIL is held (`py`); the pointer and length describe `bytes`, which
+    // CPython only reads during the call; Latin-1 decoding cannot meet an invalid byte,
+    // and a failure (out of memory) returns NULL with the error set, which
+    // `from_owned_ptr_or_err` turns into `Err`.
+    unsafe {
+        let text = ffi::PyUnicode_DecodeLatin1(
+            bytes.as_ptr().cast(),
+            bytes.len() as ffi::Py_ssize_t,
+            std::ptr::null(),
+        );
+        Ok(Bound::from_owned_ptr_or_err(py, text)?.cast_into_unchecked())
+    }
 }
 
 /// `time.monotonic()`: seconds of `CLOCK_MONOTONIC`, the clock of Rust's `Instant` too.

@@ -25,10 +25,12 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fs::File;
 use std::future::poll_fn;
 use std::io::{Seek, SeekFrom};
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
 use std::task::{Poll, Waker};
@@ -193,9 +195,33 @@ enum Runner {
 struct App {
     ev: EventLoop,
     runner: Runner,
+    /// The environ keys every request has, those whose value changes with the
+    /// request included (with placeholder values): a request's environ is a copy in
+    /// which those values are replaced (see [`roomy_base`]).
     base: Py<PyDict>,
-    root_path: String,
+    /// `SCRIPT_NAME` as bytes, one per character (`None` if a character is beyond
+    /// U+00FF: then no request path can start with it).
+    root_path: Option<Vec<u8>>,
+    /// The last client's `REMOTE_ADDR` and `REMOTE_PORT` strings: the requests of a
+    /// keep-alive connection reuse them.
+    peer: RefCell<Option<Peer>>,
+    /// `HTTP_*` environ keys (interned) by the header name as the client spelled it,
+    /// for the first [`HEADER_KEYS`] names seen.
+    header_keys: RefCell<Vec<HeaderKey>>,
 }
+
+/// A client's address as environ strings.
+struct Peer {
+    addr: SocketAddr,
+    remote_addr: Py<PyString>,
+    remote_port: Py<PyString>,
+}
+
+/// A header name as a client spelled it, and its environ key.
+type HeaderKey = (Box<[u8]>, Py<PyString>);
+
+/// How many header names [`App::header_keys`] keeps.
+const HEADER_KEYS: usize = 64;
 
 /// The worker pool's side: the application and how to report its errors.
 struct Worker {
@@ -205,7 +231,7 @@ struct Worker {
 }
 
 /// `wsgi.input`: the request body, read on a worker thread (or in a green task).
-#[pyclass(frozen, module = "oxloop._oxloop")]
+#[pyclass(freelist = 8, frozen, module = "oxloop._oxloop")]
 pub struct WsgiInput {
     exchange: Arc<Exchange>,
     /// Bytes taken from the exchange and not yet returned.
@@ -362,7 +388,7 @@ impl WsgiInput {
 }
 
 /// `start_response` and `write` of one request (worker side).
-#[pyclass(frozen, module = "oxloop._oxloop")]
+#[pyclass(freelist = 8, frozen, module = "oxloop._oxloop")]
 pub struct StartResponse {
     exchange: Arc<Exchange>,
     progress: Mutex<Progress>,
@@ -467,9 +493,12 @@ impl StartResponse {
             })?;
             let name = item.get_item(0)?;
             let value = item.get_item(1)?;
-            let name = name.cast::<PyString>()?.to_str()?.to_owned();
-            let value = value.cast::<PyString>()?.to_str()?.to_owned();
-            list.push((name, value));
+            let name = name.cast::<PyString>()?.to_str()?;
+            let value = value.cast::<PyString>()?.to_str()?;
+            if name.eq_ignore_ascii_case("content-length") {
+                continue; // the server frames the body itself (as `Response::header` does)
+            }
+            list.push((name.to_owned(), value.to_owned()));
         }
         this.progress().pending = Some((code, list));
         let write = Py::new(
@@ -483,7 +512,7 @@ impl StartResponse {
 }
 
 /// The `write(data)` callable that `start_response` returns.
-#[pyclass(module = "oxloop._oxloop")]
+#[pyclass(freelist = 8, module = "oxloop._oxloop")]
 pub struct Write {
     start: Py<StartResponse>,
 }
@@ -686,42 +715,87 @@ fn environ<'py>(
     req: &Request,
     input: Py<WsgiInput>,
 ) -> PyResult<Bound<'py, PyDict>> {
+    // The copy has every key; only the values that differ from the placeholders are
+    // set, in place.
     let env = app.base.bind(py).copy()?;
-    env.set_item(intern!(py, "REQUEST_METHOD"), req.method())?;
-    let decoded: Cow<'_, [u8]> = percent_encoding::percent_decode_str(req.path()).into();
-    let path = latin1(&decoded);
-    let path = match path.strip_prefix(app.root_path.as_str()) {
-        Some(rest) if !app.root_path.is_empty() && (rest.is_empty() || rest.starts_with('/')) => {
-            rest
-        }
-        _ => &path,
+    let method = match req.method() {
+        "GET" => None, // the placeholder
+        "POST" => Some(intern!(py, "POST").clone()),
+        "HEAD" => Some(intern!(py, "HEAD").clone()),
+        "PUT" => Some(intern!(py, "PUT").clone()),
+        "DELETE" => Some(intern!(py, "DELETE").clone()),
+        "OPTIONS" => Some(intern!(py, "OPTIONS").clone()),
+        "PATCH" => Some(intern!(py, "PATCH").clone()),
+        other => Some(PyString::new(py, other)),
     };
-    env.set_item(intern!(py, "PATH_INFO"), path)?;
+    if let Some(method) = method {
+        env.set_item(intern!(py, "REQUEST_METHOD"), method)?;
+    }
+    let target = req.target().as_bytes();
+    let (path, query) = match target.iter().position(|&b| b == b'?') {
+        Some(i) => (&target[..i], &target[i + 1..]),
+        None => (target, &b""[..]),
+    };
+    let decoded: Cow<'_, [u8]> = percent_encoding::percent_decode(path).into();
+    let path = match app.root_path.as_deref() {
+        Some(root) if !root.is_empty() => match decoded.strip_prefix(root) {
+            Some(rest) if rest.is_empty() || rest.starts_with(b"/") => rest,
+            _ => &decoded,
+        },
+        _ => &decoded,
+    };
     // Non-ASCII bytes in the target are passed on one character per byte, as
     // PEP 3333 has every environ string.
-    let query = latin1(req.query().unwrap_or("").as_bytes());
-    env.set_item(intern!(py, "QUERY_STRING"), &*query)?;
-    env.set_item(intern!(py, "RAW_URI"), &*latin1(req.target().as_bytes()))?;
-    let protocol = match req.version() {
-        Version::Http11 => intern!(py, "HTTP/1.1"),
-        Version::Http10 => intern!(py, "HTTP/1.0"),
+    let path_info = ffi::latin1_str(py, path)?;
+    let raw_uri = if path == target {
+        path_info.clone() // the usual "/...": no query, nothing decoded or stripped
+    } else {
+        ffi::latin1_str(py, target)?
     };
-    env.set_item(intern!(py, "SERVER_PROTOCOL"), protocol)?;
-    if let Some(peer) = req.peer_addr() {
-        env.set_item(intern!(py, "REMOTE_ADDR"), peer.ip().to_string())?;
-        env.set_item(intern!(py, "REMOTE_PORT"), peer.port().to_string())?;
+    env.set_item(intern!(py, "PATH_INFO"), path_info)?;
+    env.set_item(intern!(py, "RAW_URI"), raw_uri)?;
+    if !query.is_empty() {
+        env.set_item(intern!(py, "QUERY_STRING"), ffi::latin1_str(py, query)?)?;
     }
-    env.set_item(intern!(py, "CONTENT_TYPE"), "")?;
-    env.set_item(intern!(py, "CONTENT_LENGTH"), "")?;
-    let mut key = String::with_capacity(64);
+    if req.version() == Version::Http10 {
+        env.set_item(intern!(py, "SERVER_PROTOCOL"), intern!(py, "HTTP/1.0"))?;
+    }
+    match req.peer_addr() {
+        Some(peer) => {
+            let mut last = app.peer.borrow_mut();
+            let known = last.as_ref().filter(|known| known.addr == peer);
+            let (addr, port) = match known {
+                Some(known) => (
+                    known.remote_addr.clone_ref(py),
+                    known.remote_port.clone_ref(py),
+                ),
+                None => {
+                    let addr = PyString::new(py, &peer.ip().to_string()).unbind();
+                    let port = PyString::new(py, &peer.port().to_string()).unbind();
+                    *last = Some(Peer {
+                        addr: peer,
+                        remote_addr: addr.clone_ref(py),
+                        remote_port: port.clone_ref(py),
+                    });
+                    (addr, port)
+                }
+            };
+            drop(last);
+            env.set_item(intern!(py, "REMOTE_ADDR"), addr)?;
+            env.set_item(intern!(py, "REMOTE_PORT"), port)?;
+        }
+        None => {
+            env.del_item(intern!(py, "REMOTE_ADDR"))?;
+            env.del_item(intern!(py, "REMOTE_PORT"))?;
+        }
+    }
     for (name, value) in req.headers() {
-        let value = latin1(value);
         if name.eq_ignore_ascii_case("content-type") {
-            env.set_item(intern!(py, "CONTENT_TYPE"), &*value)?;
+            env.set_item(intern!(py, "CONTENT_TYPE"), ffi::latin1_str(py, value)?)?;
             continue;
         }
         if name.eq_ignore_ascii_case("content-length") {
-            env.set_item(intern!(py, "CONTENT_LENGTH"), &*value)?;
+            env.set_item(intern!(py, "CONTENT_LENGTH"), ffi::latin1_str(py, value)?)?;
             continue;
         }
         if name.contains('_') {
@@ -729,37 +803,83 @@ fn environ<'py>(
             // names with underscores are dropped, so one cannot pass for the other.
             continue;
         }
-        key.clear();
-        key.push_str("HTTP_");
-        key.extend(name.chars().map(|c| {
-            if c == '-' {
-                '_'
-            } else {
-                c.to_ascii_uppercase()
-            }
-        }));
+        let key = app.header_key(py, name);
         match env.get_item(&key)? {
             Some(old) => {
-                let joined = format!("{},{}", old.cast::<PyString>()?.to_str()?, value);
+                let mut joined = old.cast::<PyString>()?.to_str()?.to_owned();
+                joined.push(',');
+                joined.extend(value.iter().map(|&b| b as char));
                 env.set_item(&key, joined)?;
             }
-            None => env.set_item(&key, &*value)?,
+            None => env.set_item(&key, ffi::latin1_str(py, value)?)?,
         }
     }
     env.set_item(intern!(py, "wsgi.input"), input)?;
     Ok(env)
 }
 
-/// Bytes as a str, one character per byte (PEP 3333's "bytes as str"); borrowed
-/// when they are ASCII (the usual case: no copy).
-fn latin1(bytes: &[u8]) -> Cow<'_, str> {
-    match std::str::from_utf8(bytes) {
-        Ok(text) if bytes.is_ascii() => Cow::Borrowed(text),
-        _ => Cow::Owned(bytes.iter().map(|&b| b as char).collect()),
+impl App {
+    /// The environ key of header `name` (`HTTP_` and the name in capitals, `-` as
+    /// `_`), interned and kept for names seen before.
+    fn header_key<'py>(&self, py: Python<'py>, name: &str) -> Bound<'py, PyString> {
+        let mut keys = self.header_keys.borrow_mut();
+        if let Some((_, key)) = keys.iter().find(|(n, _)| **n == *name.as_bytes()) {
+            return key.bind(py).clone();
+        }
+        let mut text = String::with_capacity(5 + name.len());
+        text.push_str("HTTP_");
+        text.extend(name.chars().map(|c| match c {
+            '-' => '_',
+            c => c.to_ascii_uppercase(),
+        }));
+        if keys.len() < HEADER_KEYS {
+            let key = PyString::intern(py, &text);
+            keys.push((name.as_bytes().into(), key.clone().unbind()));
+            key
+        } else {
+            PyString::new(py, &text)
+        }
     }
 }
 
-/// Moves the request body into the exchange, stopping while the worker is behind.
+/// `base` (the environ keys that never change) with the per-request keys added, each
+/// with the value most requests have, in a dict whose table has room for about 20
+/// more keys (the request's headers): CPython's `dict.copy()` keeps a table's size, so
+/// a request's copy takes its `HTTP_*` keys without growing, and its other keys are
+/// replaced in place.
+fn roomy_base<'py>(base: &Bound<'py, PyDict>) -> PyResult<Bound<'py, PyDict>> {
+    let py = base.py();
+    let env = PyDict::new(py);
+    for (key, value) in base.iter() {
+        env.set_item(key, value)?;
+    }
+    for (key, value) in [
+        ("REQUEST_METHOD", "GET"),
+        ("PATH_INFO", ""),
+        ("RAW_URI", ""),
+        ("QUERY_STRING", ""),
+        ("SERVER_PROTOCOL", "HTTP/1.1"),
+        ("REMOTE_ADDR", ""),
+        ("REMOTE_PORT", ""),
+        ("CONTENT_TYPE", ""),
+        ("CONTENT_LENGTH", ""),
+    ] {
+        env.set_item(PyString::intern(py, key), value)?;
+    }
+    env.set_item(intern!(py, "wsgi.input"), py.None())?;
+    // A key more than a 32-slot table holds (21) grows the table to 64 slots; deleting
+    // it again leaves that size, and `dict.copy()` copies a table as it is while at
+    // most a third of its entries are deleted ones.
+    let spares: Vec<String> = (env.len()..22).map(|i| format!(" spare {i}")).collect();
+    for key in &spares {
+        env.set_item(key, py.None())?;
+    }
+    for key in &spares {
+        env.del_item(key)?;
+    }
+    Ok(env)
+}
+
 async fn pump_body(mut body: RequestBody, exchange: Arc<Exchange>) {
     loop {
         poll_fn(|cx| {
@@ -1087,6 +1207,10 @@ pub fn _serve_wsgi(
     };
     let root_path = root_path.trim_end_matches('/').to_owned();
     base.set_item("SCRIPT_NAME", &root_path)?;
+    let root_path = root_path
+        .chars()
+        .map(|c| u8::try_from(c).ok())
+        .collect::<Option<Vec<u8>>>();
     let slot: Rc<std::cell::RefCell<Option<Rc<App>>>> = Rc::new(std::cell::RefCell::new(None));
     let for_handler = slot.clone();
     let server = web::bind(event_loop, host, port, |ev, addr| {
@@ -1101,8 +1225,10 @@ pub fn _serve_wsgi(
     *slot.borrow_mut() = Some(Rc::new(App {
         ev,
         runner,
-        base: base.unbind(),
+        base: roomy_base(&base)?.unbind(),
         root_path,
+        peer: RefCell::new(None),
+        header_keys: RefCell::new(Vec::new()),
     }));
     Ok(server)
 }
