@@ -12,7 +12,7 @@ import struct
 import threading
 
 import pytest
-from web_helpers import raw_exchange, serving
+from web_helpers import exchange_json, raw_exchange, serving
 
 import oxloop.web
 
@@ -196,6 +196,44 @@ async def raw_app(scope, receive, send):
 
 DISCONNECTS: list[str] = []
 DISCONNECTED = threading.Event()
+
+
+async def echo_scope(scope, receive, send):
+    """Answers with the scope's plain values as JSON, then spoils its scope (no request
+    may see what an earlier one did to its own)."""
+    if scope["type"] == "lifespan":
+        return
+    facts = {k: v for k, v in scope.items() if isinstance(v, (str, int, tuple))}
+    facts["raw_path"] = scope["raw_path"].decode("latin-1")
+    facts["query_string"] = scope["query_string"].decode("latin-1")
+    facts["headers"] = [[n.decode("latin-1"), v.decode("latin-1")] for n, v in scope["headers"]]
+    scope["method"] = "spoiled"
+    scope["headers"].append((b"spoiled", b"yes"))
+    body = json.dumps(facts).encode()
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": body})
+
+
+def test_scope_values_change_with_each_request():
+    with serving(oxloop.web.start_asgi, app=echo_scope) as address:
+        first, second = socket.create_connection(address), socket.create_connection(address)
+        with first, second:
+            a = exchange_json(
+                first,
+                b"TRACE /caf%C3%A9?q=%20 HTTP/1.1\r\nHost: h\r\nX-Thing: 1\r\nx-thing: 2\r\n\r\n",
+            )
+            assert (a["type"], a["method"], a["http_version"]) == ("http", "TRACE", "1.1")
+            assert (a["path"], a["raw_path"]) == ("/caf\u00e9", "/caf%C3%A9")
+            assert a["query_string"] == "q=%20"
+            assert a["headers"] == [["host", "h"], ["x-thing", "1"], ["x-thing", "2"]]
+            assert a["client"] == ["127.0.0.1", first.getsockname()[1]]
+            b = exchange_json(first, b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            assert (b["method"], b["http_version"], b["path"]) == ("GET", "1.0", "/")
+            assert (b["query_string"], b["headers"]) == ("", [["connection", "keep-alive"]])
+            assert b["client"] == a["client"]
+            c = exchange_json(second, b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n")
+            assert (c["method"], c["http_version"]) == ("POST", "1.1")
+            assert c["client"] == ["127.0.0.1", second.getsockname()[1]] != a["client"]
 
 
 def test_raw_asgi_corners():

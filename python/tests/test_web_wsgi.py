@@ -14,7 +14,7 @@ import threading
 from wsgiref.validate import validator
 
 import pytest
-from web_helpers import raw_exchange, serving
+from web_helpers import exchange_json, raw_exchange, serving
 
 import oxloop.web
 
@@ -237,18 +237,6 @@ def echo_environ(environ, start_response):
     environ["REQUEST_METHOD"] = environ["HTTP_X_THING"] = "spoiled"
     start_response("200 OK", [("Content-Type", "application/json")])
     return [json.dumps(facts).encode()]
-
-
-def exchange_json(sock, request: bytes) -> dict:
-    """Sends one request on `sock` and reads its JSON response (Content-Length framed)."""
-    sock.sendall(request)
-    reader = sock.makefile("rb")
-    length = None
-    while (line := reader.readline()) not in (b"\r\n", b""):
-        if line.lower().startswith(b"content-length:"):
-            length = int(line.split(b":")[1])
-    assert length is not None
-    return json.loads(reader.read(length))
 
 
 @pytest.mark.parametrize("mode", MODES)

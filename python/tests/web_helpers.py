@@ -1,9 +1,10 @@
-"""Running an `oxloop.web` server on a thread of its own for a test, and a raw client."""
+"""Running an `oxloop.web` server on a thread of its own for a test, and raw clients."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 import threading
 from collections.abc import Iterator
@@ -64,3 +65,15 @@ def raw_exchange(
             if not piece:
                 return b"".join(chunks)
             chunks.append(piece)
+
+
+def exchange_json(sock, request: bytes) -> dict:
+    """Sends one request on `sock` and reads its JSON response (Content-Length framed)."""
+    sock.sendall(request)
+    reader = sock.makefile("rb")
+    length = None
+    while (line := reader.readline()) not in (b"\r\n", b""):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    assert length is not None
+    return json.loads(reader.read(length))

@@ -12,7 +12,7 @@
 use crate::handle::Handle;
 use crate::loop_core::LoopCore;
 use crate::running::{self, LoopCell, LoopShared};
-use crate::web::{self, WebServer};
+use crate::web::{self, HeaderNames, LastClient, WebServer};
 use crate::websocket;
 use oxloop::EventLoop;
 use oxloop_http::{BodyWriter, HttpServer, Request, RequestBody, Response, Version};
@@ -36,8 +36,6 @@ pub(crate) struct App {
     pub(crate) task_class: Py<PyAny>,
     /// `logger.error(message, exc_info=...)` of `oxloop.web`.
     pub(crate) logger: Py<PyAny>,
-    pub(crate) asgi: Py<PyDict>,
-    pub(crate) server: Py<PyAny>,
     pub(crate) root_path: String,
     /// The lifespan state, copied (shallowly) into each request's scope.
     pub(crate) state: Option<Py<PyDict>>,
@@ -55,6 +53,43 @@ pub(crate) struct App {
     pub(crate) done: Py<PyAny>,
     /// The settings of WebSocket connections.
     pub(crate) websocket: websocket::Settings,
+    /// The keys of every `http` scope, with placeholders for the request's values
+    /// (see [`App::scope`]).
+    pub(crate) http_scope: Py<PyDict>,
+    /// The same for `websocket` scopes.
+    pub(crate) websocket_scope: Py<PyDict>,
+    /// The last client's `(host, port)`.
+    pub(crate) client: LastClient<PyTuple>,
+    /// Header names in lower case.
+    pub(crate) header_names: HeaderNames<PyBytes>,
+}
+
+/// The keys of every scope of `kind` (`"http"` or `"websocket"`) in the order the
+/// ASGI specification lists them, with placeholders for the request's values.
+fn base_scope<'py>(
+    py: Python<'py>,
+    kind: &str,
+    asgi: &Bound<'py, PyDict>,
+    server: &Bound<'py, PyAny>,
+    root_path: &str,
+) -> PyResult<Bound<'py, PyDict>> {
+    let scope = PyDict::new(py);
+    scope.set_item(intern!(py, "type"), PyString::intern(py, kind))?;
+    let scheme = if kind == "http" { "http" } else { "ws" };
+    scope.set_item(intern!(py, "scheme"), PyString::intern(py, scheme))?;
+    if kind == "http" {
+        scope.set_item(intern!(py, "method"), intern!(py, "GET"))?;
+    }
+    scope.set_item(intern!(py, "asgi"), asgi)?;
+    scope.set_item(intern!(py, "http_version"), intern!(py, "1.1"))?;
+    scope.set_item(intern!(py, "server"), server)?;
+    scope.set_item(intern!(py, "client"), py.None())?;
+    scope.set_item(intern!(py, "root_path"), root_path)?;
+    scope.set_item(intern!(py, "path"), intern!(py, ""))?;
+    scope.set_item(intern!(py, "raw_path"), PyBytes::new(py, b""))?;
+    scope.set_item(intern!(py, "query_string"), PyBytes::new(py, b""))?;
+    scope.set_item(intern!(py, "headers"), py.None())?;
+    Ok(scope)
 }
 
 /// Where the request body stands, for `receive`.
@@ -183,7 +218,7 @@ fn disconnected_error() -> PyErr {
 }
 
 /// An awaitable that is already complete: `await` gives its value at once.
-#[pyclass(module = "oxloop._oxloop")]
+#[pyclass(freelist = 8, module = "oxloop._oxloop")]
 pub struct Ready {
     value: Option<Py<PyAny>>,
 }
@@ -241,7 +276,7 @@ struct Parts {
 }
 
 /// The `receive` callable of one request.
-#[pyclass(frozen, module = "oxloop._oxloop")]
+#[pyclass(freelist = 8, frozen, module = "oxloop._oxloop")]
 pub struct Receive {
     parts: LoopCell<Parts>,
     running: Arc<LoopShared>,
@@ -346,7 +381,7 @@ impl Parts {
 }
 
 /// The `send` callable of one request.
-#[pyclass(frozen, module = "oxloop._oxloop")]
+#[pyclass(freelist = 8, frozen, module = "oxloop._oxloop")]
 pub struct Send {
     parts: LoopCell<Parts>,
     running: Arc<LoopShared>,
@@ -557,7 +592,7 @@ fn response(status: u16, headers: Vec<(String, String)>) -> Response {
 
 /// Called when the application's task is done: logs its exception, answers 500 when
 /// nothing was sent, ends a streamed body.
-#[pyclass(frozen, module = "oxloop._oxloop")]
+#[pyclass(freelist = 8, frozen, module = "oxloop._oxloop")]
 pub struct AppDone {
     parts: LoopCell<Parts>,
     running: Arc<LoopShared>,
@@ -636,23 +671,24 @@ impl Parts {
 }
 
 impl App {
-    /// The scope keys that `http` and `websocket` scopes share.
-    pub(crate) fn fill_scope(&self, scope: &Bound<'_, PyDict>, req: &Request) -> PyResult<()> {
-        let py = scope.py();
-        scope.set_item(intern!(py, "asgi"), self.asgi.bind(py))?;
-        let version = match req.version() {
-            Version::Http11 => intern!(py, "1.1"),
-            Version::Http10 => intern!(py, "1.0"),
-        };
-        scope.set_item(intern!(py, "http_version"), version)?;
-        scope.set_item(intern!(py, "server"), self.server.bind(py))?;
-        match req.peer_addr() {
-            Some(peer) => {
-                scope.set_item(intern!(py, "client"), (peer.ip().to_string(), peer.port()))?
-            }
-            None => scope.set_item(intern!(py, "client"), py.None())?,
+    /// A request's scope: a copy of `base` (`App::http_scope` or
+    /// `App::websocket_scope`) with the request's values in place of its placeholders.
+    pub(crate) fn scope<'py>(
+        &self,
+        py: Python<'py>,
+        base: &Py<PyDict>,
+        req: &Request,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let scope = base.bind(py).copy()?;
+        if req.version() == Version::Http10 {
+            scope.set_item(intern!(py, "http_version"), intern!(py, "1.0"))?;
         }
-        scope.set_item(intern!(py, "root_path"), &self.root_path)?;
+        if let Some(peer) = req.peer_addr() {
+            let client = self.client.get(py, peer, |peer| {
+                (peer.ip().to_string(), peer.port()).into_pyobject(py)
+            })?;
+            scope.set_item(intern!(py, "client"), client)?;
+        }
         let path = web::decoded_path(req);
         if self.root_path.is_empty() {
             scope.set_item(intern!(py, "path"), &*path)?;
@@ -665,32 +701,38 @@ impl App {
             let raw = format!("{}{}", self.root_path, req.path());
             scope.set_item(intern!(py, "raw_path"), PyBytes::new(py, raw.as_bytes()))?;
         }
-        let query = req.query().unwrap_or("");
-        scope.set_item(
-            intern!(py, "query_string"),
-            PyBytes::new(py, query.as_bytes()),
-        )?;
+        if let Some(query) = req.query().filter(|q| !q.is_empty()) {
+            scope.set_item(
+                intern!(py, "query_string"),
+                PyBytes::new(py, query.as_bytes()),
+            )?;
+        }
         let headers = PyList::empty(py);
-        let mut lower = Vec::with_capacity(64);
         for (name, value) in req.headers() {
-            lower.clear();
-            lower.extend(name.bytes().map(|b| b.to_ascii_lowercase()));
-            headers.append((PyBytes::new(py, &lower), PyBytes::new(py, value)))?;
+            let name = self.header_names.get(py, name.as_bytes(), |name| {
+                Ok(PyBytes::new(py, &name.to_ascii_lowercase()))
+            })?;
+            headers.append((name, PyBytes::new(py, value)))?;
         }
         scope.set_item(intern!(py, "headers"), headers)?;
         if let Some(state) = &self.state {
             scope.set_item(intern!(py, "state"), state.bind(py).copy()?)?;
         }
-        Ok(())
+        Ok(scope)
     }
 
     /// Builds the scope and starts the application's task.
     fn start_http(self: &Rc<App>, py: Python<'_>, req: Request) -> PyResult<Shared> {
-        let scope = PyDict::new(py);
-        scope.set_item(intern!(py, "type"), intern!(py, "http"))?;
-        scope.set_item(intern!(py, "scheme"), intern!(py, "http"))?;
-        scope.set_item(intern!(py, "method"), req.method())?;
-        self.fill_scope(&scope, &req)?;
+        let scope = self.scope(py, &self.http_scope, &req)?;
+        let method = match req.method() {
+            "GET" => None, // the placeholder
+            "POST" => Some(intern!(py, "POST").clone()),
+            "HEAD" => Some(intern!(py, "HEAD").clone()),
+            other => Some(PyString::new(py, other)),
+        };
+        if let Some(method) = method {
+            scope.set_item(intern!(py, "method"), method)?;
+        }
         let mut req = req;
         let incoming = match req.take_body() {
             Some(body) => Incoming::Body(body),
@@ -865,20 +907,18 @@ pub fn _serve_asgi(
         Some(tasks.cast_into::<PyDict>()?.unbind())
     };
     let done = ready(py, None)?;
-    let make_app = move |addr: std::net::SocketAddr| {
-        Rc::new(App {
+    let make_app = move |addr: std::net::SocketAddr| -> PyResult<Rc<App>> {
+        let server = (addr.ip().to_string(), addr.port()).into_pyobject(py)?;
+        let http_scope = base_scope(py, "http", &asgi, server.as_any(), &root_path)?.unbind();
+        let websocket_scope =
+            base_scope(py, "websocket", &asgi, server.as_any(), &root_path)?.unbind();
+        Ok(Rc::new(App {
             ev: ev.clone(),
             running,
             app,
             event_loop: event_loop_obj,
             task_class,
             logger,
-            asgi: asgi.unbind(),
-            server: (addr.ip().to_string(), addr.port())
-                .into_pyobject(py)
-                .expect("a tuple")
-                .into_any()
-                .unbind(),
             root_path,
             state,
             task_kwargs,
@@ -886,7 +926,11 @@ pub fn _serve_asgi(
             current_tasks,
             done,
             websocket,
-        })
+            http_scope,
+            websocket_scope,
+            client: LastClient::new(),
+            header_names: HeaderNames::new(),
+        }))
     };
     let slot: Rc<RefCell<Option<Rc<App>>>> = Rc::new(RefCell::new(None));
     let for_handler = slot.clone();
@@ -903,6 +947,6 @@ pub fn _serve_asgi(
         })
     })?;
     let addr = server.local_addr();
-    *slot.borrow_mut() = Some(make_app(addr));
+    *slot.borrow_mut() = Some(make_app(addr)?);
     Ok(server)
 }

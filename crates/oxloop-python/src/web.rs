@@ -4,7 +4,8 @@
 //! oxloop-http's, on the core loop of the Python loop object; Python sees only the
 //! application call. `asgi.rs` runs ASGI applications as asyncio tasks on the loop's
 //! own thread; `wsgi.rs` runs WSGI applications on a pool of threads. This file holds
-//! what both share: the server object, its settings, and the request's facts.
+//! what both share: the server object, its settings, the request's facts, and the
+//! Python objects kept from one request for the next.
 
 use crate::loop_core::{os_error, LoopCore};
 use crate::running::{self, LoopCell, LoopShared};
@@ -13,6 +14,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -133,5 +135,67 @@ pub(crate) fn header_text(bytes: &[u8]) -> String {
     match std::str::from_utf8(bytes) {
         Ok(s) => s.to_owned(),
         Err(_) => bytes.iter().map(|&b| b as char).collect(),
+    }
+}
+
+/// A Python object made from the last client's address, kept for the next request
+/// from the same address (the requests of a keep-alive connection share it).
+pub(crate) struct LastClient<T>(RefCell<Option<(SocketAddr, Py<T>)>>);
+
+impl<T> LastClient<T> {
+    pub(crate) fn new() -> LastClient<T> {
+        LastClient(RefCell::new(None))
+    }
+
+    /// The object for `addr`: the kept one, or a new one from `make`.
+    pub(crate) fn get<'py>(
+        &self,
+        py: Python<'py>,
+        addr: SocketAddr,
+        make: impl FnOnce(SocketAddr) -> PyResult<Bound<'py, T>>,
+    ) -> PyResult<Bound<'py, T>> {
+        if let Some((known, object)) = &*self.0.borrow() {
+            if *known == addr {
+                return Ok(object.bind(py).clone());
+            }
+        }
+        let object = make(addr)?;
+        *self.0.borrow_mut() = Some((addr, object.clone().unbind()));
+        Ok(object)
+    }
+}
+
+/// Python objects made from header names (environ keys, lower-case names), kept by
+/// the name as clients spell it, for the first [`HeaderNames::KEPT`] names seen (so a
+/// client sending ever new names cannot grow it).
+pub(crate) struct HeaderNames<T>(RefCell<Vec<HeaderName<T>>>);
+
+/// A header name as a client spelled it, and its object.
+type HeaderName<T> = (Box<[u8]>, Py<T>);
+
+impl<T> HeaderNames<T> {
+    /// How many names are kept.
+    const KEPT: usize = 64;
+
+    pub(crate) fn new() -> HeaderNames<T> {
+        HeaderNames(RefCell::new(Vec::new()))
+    }
+
+    /// The object for `name`: the kept one, or a new one from `make`.
+    pub(crate) fn get<'py>(
+        &self,
+        py: Python<'py>,
+        name: &[u8],
+        make: impl FnOnce(&[u8]) -> PyResult<Bound<'py, T>>,
+    ) -> PyResult<Bound<'py, T>> {
+        if let Some((_, object)) = self.0.borrow().iter().find(|(n, _)| **n == *name) {
+            return Ok(object.bind(py).clone());
+        }
+        let object = make(name)?;
+        let mut kept = self.0.borrow_mut();
+        if kept.len() < Self::KEPT {
+            kept.push((name.into(), object.clone().unbind()));
+        }
+        Ok(object)
     }
 }

@@ -1042,10 +1042,7 @@ impl Parts {
 
 /// Builds the `websocket` scope and starts the application's task.
 fn start(app: &Rc<App>, py: Python<'_>, req: &Request) -> PyResult<SessionRef> {
-    let scope = PyDict::new(py);
-    scope.set_item(intern!(py, "type"), intern!(py, "websocket"))?;
-    scope.set_item(intern!(py, "scheme"), intern!(py, "ws"))?;
-    app.fill_scope(&scope, req)?;
+    let scope = app.scope(py, &app.websocket_scope, req)?;
     let subprotocols = PyList::empty(py);
     for (name, value) in req.headers() {
         if name.eq_ignore_ascii_case("sec-websocket-protocol") {

@@ -15,7 +15,7 @@
 use crate::ffi;
 use crate::loop_core::LoopCore;
 use crate::running;
-use crate::web::{self, WebServer};
+use crate::web::{self, HeaderNames, LastClient, WebServer};
 use oxloop::EventLoop;
 use oxloop_http::{HttpServer, Request, RequestBody, Response, Version};
 use pyo3::exceptions::{
@@ -25,12 +25,10 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use std::borrow::Cow;
-use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fs::File;
 use std::future::poll_fn;
 use std::io::{Seek, SeekFrom};
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
 use std::task::{Poll, Waker};
@@ -202,26 +200,11 @@ struct App {
     /// `SCRIPT_NAME` as bytes, one per character (`None` if a character is beyond
     /// U+00FF: then no request path can start with it).
     root_path: Option<Vec<u8>>,
-    /// The last client's `REMOTE_ADDR` and `REMOTE_PORT` strings: the requests of a
-    /// keep-alive connection reuse them.
-    peer: RefCell<Option<Peer>>,
-    /// `HTTP_*` environ keys (interned) by the header name as the client spelled it,
-    /// for the first [`HEADER_KEYS`] names seen.
-    header_keys: RefCell<Vec<HeaderKey>>,
+    /// The last client's `(REMOTE_ADDR, REMOTE_PORT)` strings.
+    client: LastClient<PyTuple>,
+    /// `HTTP_*` environ keys (interned).
+    header_keys: HeaderNames<PyString>,
 }
-
-/// A client's address as environ strings.
-struct Peer {
-    addr: SocketAddr,
-    remote_addr: Py<PyString>,
-    remote_port: Py<PyString>,
-}
-
-/// A header name as a client spelled it, and its environ key.
-type HeaderKey = (Box<[u8]>, Py<PyString>);
-
-/// How many header names [`App::header_keys`] keeps.
-const HEADER_KEYS: usize = 64;
 
 /// The worker pool's side: the application and how to report its errors.
 struct Worker {
@@ -762,27 +745,13 @@ fn environ<'py>(
     }
     match req.peer_addr() {
         Some(peer) => {
-            let mut last = app.peer.borrow_mut();
-            let known = last.as_ref().filter(|known| known.addr == peer);
-            let (addr, port) = match known {
-                Some(known) => (
-                    known.remote_addr.clone_ref(py),
-                    known.remote_port.clone_ref(py),
-                ),
-                None => {
-                    let addr = PyString::new(py, &peer.ip().to_string()).unbind();
-                    let port = PyString::new(py, &peer.port().to_string()).unbind();
-                    *last = Some(Peer {
-                        addr: peer,
-                        remote_addr: addr.clone_ref(py),
-                        remote_port: port.clone_ref(py),
-                    });
-                    (addr, port)
-                }
-            };
-            drop(last);
-            env.set_item(intern!(py, "REMOTE_ADDR"), addr)?;
-            env.set_item(intern!(py, "REMOTE_PORT"), port)?;
+            let client = app.client.get(py, peer, |peer| {
+                let addr = PyString::new(py, &peer.ip().to_string());
+                let port = PyString::new(py, &peer.port().to_string());
+                PyTuple::new(py, [addr, port])
+            })?;
+            env.set_item(intern!(py, "REMOTE_ADDR"), client.get_borrowed_item(0)?)?;
+            env.set_item(intern!(py, "REMOTE_PORT"), client.get_borrowed_item(1)?)?;
         }
         None => {
             env.del_item(intern!(py, "REMOTE_ADDR"))?;
@@ -803,7 +772,15 @@ fn environ<'py>(
             // names with underscores are dropped, so one cannot pass for the other.
             continue;
         }
-        let key = app.header_key(py, name);
+        let key = app.header_keys.get(py, name.as_bytes(), |_| {
+            let mut key = String::with_capacity(5 + name.len());
+            key.push_str("HTTP_");
+            key.extend(name.chars().map(|c| match c {
+                '-' => '_',
+                c => c.to_ascii_uppercase(),
+            }));
+            Ok(PyString::intern(py, &key))
+        })?;
         match env.get_item(&key)? {
             Some(old) => {
                 let mut joined = old.cast::<PyString>()?.to_str()?.to_owned();
@@ -816,30 +793,6 @@ fn environ<'py>(
     }
     env.set_item(intern!(py, "wsgi.input"), input)?;
     Ok(env)
-}
-
-impl App {
-    /// The environ key of header `name` (`HTTP_` and the name in capitals, `-` as
-    /// `_`), interned and kept for names seen before.
-    fn header_key<'py>(&self, py: Python<'py>, name: &str) -> Bound<'py, PyString> {
-        let mut keys = self.header_keys.borrow_mut();
-        if let Some((_, key)) = keys.iter().find(|(n, _)| **n == *name.as_bytes()) {
-            return key.bind(py).clone();
-        }
-        let mut text = String::with_capacity(5 + name.len());
-        text.push_str("HTTP_");
-        text.extend(name.chars().map(|c| match c {
-            '-' => '_',
-            c => c.to_ascii_uppercase(),
-        }));
-        if keys.len() < HEADER_KEYS {
-            let key = PyString::intern(py, &text);
-            keys.push((name.as_bytes().into(), key.clone().unbind()));
-            key
-        } else {
-            PyString::new(py, &text)
-        }
-    }
 }
 
 /// `base` (the environ keys that never change) with the per-request keys added, each
@@ -1227,8 +1180,8 @@ pub fn _serve_wsgi(
         runner,
         base: roomy_base(&base)?.unbind(),
         root_path,
-        peer: RefCell::new(None),
-        header_keys: RefCell::new(Vec::new()),
+        client: LastClient::new(),
+        header_keys: HeaderNames::new(),
     }));
     Ok(server)
 }
