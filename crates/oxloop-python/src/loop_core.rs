@@ -56,6 +56,9 @@ pub struct LoopCore {
     /// While [`LoopCore::hold_first_soon`] runs: `Some(None)`, then the first callback
     /// given to `call_soon` on the loop's thread, held back instead of queued.
     held_soon: GilCell<Option<Option<Py<Handle>>>>,
+    /// asyncio's `_debug` (what `set_debug` set): here, so that `get_debug()`, which
+    /// every new Future and Task asks, is a native call.
+    asyncio_debug: AtomicBool,
 }
 
 /// An `OSError` (or the subclass Python picks for its errno) from an I/O error.
@@ -455,7 +458,26 @@ impl LoopCore {
             own_clock: AtomicBool::new(false),
             own_clock_timers: GilCell::new(Vec::new()),
             held_soon: GilCell::new(None),
+            asyncio_debug: AtomicBool::new(false),
         })
+    }
+
+    /// Whether the loop is in debug mode.
+    fn get_debug(&self) -> bool {
+        self.asyncio_debug.load(Ordering::Relaxed)
+    }
+
+    /// asyncio's debug flag, which `set_debug` sets.
+    #[getter(_debug)]
+    fn debug_flag(&self) -> bool {
+        self.asyncio_debug.load(Ordering::Relaxed)
+    }
+
+    #[setter(_debug)]
+    fn set_debug_flag(&self, enabled: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.asyncio_debug
+            .store(enabled.is_truthy()?, Ordering::Relaxed);
+        Ok(())
     }
 
     /// The loop's clock: `time.monotonic()`.
