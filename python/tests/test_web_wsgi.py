@@ -154,7 +154,7 @@ def app(environ, start_response):
     if path == "/file":
         f = open(__file__, "rb")  # noqa: SIM115 - the server closes it
         f.seek(10)
-        start_response("200 OK", [("Content-Type", "text/plain")])
+        start_response("203 Non-Authoritative Information", [("Content-Type", "text/plain")])
         return environ["wsgi.file_wrapper"](f)
     if path == "/block":
         RELEASE.wait(10)
@@ -293,6 +293,7 @@ def test_write_close_errors_and_files(mode):
         r, data = get(address, "/exc-info")
         assert (r.status, data) == (503, b"sorry")
         r, data = get(address, "/file")
+        assert r.status == 203
         with open(__file__, "rb") as f:
             assert data == f.read()[10:]
         r, data = get(address, "/nowhere")

@@ -429,6 +429,9 @@ impl Parts {
                 let value = item.get_item(1)?;
                 let name = name.cast::<PyBytes>()?.as_bytes();
                 let value = value.cast::<PyBytes>()?.as_bytes();
+                if name.eq_ignore_ascii_case(b"content-length") {
+                    continue; // the server frames the body itself (`web::with_headers`)
+                }
                 headers.push((web::header_text(name), web::header_text(value)));
             }
         }
@@ -486,7 +489,7 @@ impl Parts {
                     return Ok(self.app.done.clone_ref(py));
                 }
                 let (head, writer) = Response::stream(status);
-                x.response = Some(with_headers(head, headers));
+                x.response = Some(web::with_headers(head, headers));
                 x.wake();
                 drop(x);
                 self.write(py, writer, data, more)
@@ -575,19 +578,8 @@ impl Parts {
     }
 }
 
-pub(crate) fn with_headers(mut response: Response, headers: Vec<(String, String)>) -> Response {
-    for (name, value) in headers {
-        if name.eq_ignore_ascii_case("content-type") {
-            response = response.content_type(value);
-        } else {
-            response = response.header(name, value);
-        }
-    }
-    response
-}
-
 fn response(status: u16, headers: Vec<(String, String)>) -> Response {
-    with_headers(Response::new(status), headers)
+    web::with_headers(Response::new(status), headers)
 }
 
 /// Called when the application's task is done: logs its exception, answers 500 when

@@ -9,7 +9,7 @@
 
 use crate::loop_core::{os_error, LoopCore};
 use crate::running::{self, LoopCell, LoopShared};
-use oxloop_http::{Config, HttpServer, Request};
+use oxloop_http::{Config, HttpServer, Request, Response};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -198,4 +198,19 @@ impl<T> HeaderNames<T> {
         }
         Ok(object)
     }
+}
+
+/// `response` with the application's headers: `Content-Type` as the response's own,
+/// the others as given. oxloop-http drops the ones it writes itself
+/// (`Content-Length`, `Transfer-Encoding`, `Date`, `Server`, `Connection`), and any
+/// that is not a valid header.
+pub(crate) fn with_headers(mut response: Response, headers: Vec<(String, String)>) -> Response {
+    for (name, value) in headers {
+        if name.eq_ignore_ascii_case("content-type") {
+            response = response.content_type(value);
+        } else {
+            response = response.header(name, value);
+        }
+    }
+    response
 }

@@ -891,9 +891,10 @@ impl Parts {
                 denial.body.extend_from_slice(&body);
                 if !more {
                     let denial = s.denial.take().expect("checked above");
-                    let response = asgi::with_headers(Response::new(denial.status), denial.headers)
-                        .body(denial.body)
-                        .close();
+                    let response =
+                        crate::web::with_headers(Response::new(denial.status), denial.headers)
+                            .body(denial.body)
+                            .close();
                     s.close = Some((1000, String::new()));
                     s.phase = Phase::Closed;
                     s.app_closed = true;

@@ -896,18 +896,6 @@ async fn pump_response(mut writer: oxloop_http::BodyWriter, exchange: Arc<Exchan
     }
 }
 
-fn response(status: u16, headers: Vec<(String, String)>, mut response: Response) -> Response {
-    response = response.status_code(status);
-    for (name, value) in headers {
-        if name.eq_ignore_ascii_case("content-type") {
-            response = response.content_type(value);
-        } else {
-            response = response.header(name, value);
-        }
-    }
-    response
-}
-
 impl App {
     async fn handle(self: Rc<App>, mut req: Request) -> Response {
         let mut body = req.take_body();
@@ -995,9 +983,11 @@ impl App {
         let done = exchange.lock().output_done;
         let answer = match whole {
             Some(Whole::Bytes(bytes)) => {
-                response(status, headers, Response::new(status).body(bytes))
+                web::with_headers(Response::new(status).body(bytes), headers)
             }
-            Some(Whole::File(file, len)) => response(status, headers, Response::file(file, len)),
+            Some(Whole::File(file, len)) => {
+                web::with_headers(Response::file(file, len).status_code(status), headers)
+            }
             None if done && !exchange.lock().aborted => {
                 let mut s = exchange.lock();
                 let mut bytes = Vec::with_capacity(s.output_queued);
@@ -1005,12 +995,12 @@ impl App {
                     bytes.extend_from_slice(&piece);
                 }
                 s.output_queued = 0;
-                response(status, headers, Response::new(status).body(bytes))
+                web::with_headers(Response::new(status).body(bytes), headers)
             }
             None => {
                 let (head, writer) = Response::stream(status);
                 drop(self.ev.spawn(pump_response(writer, exchange.clone())));
-                response(status, headers, head)
+                web::with_headers(head, headers)
             }
         };
         guard.0 = None;
