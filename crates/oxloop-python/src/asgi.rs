@@ -159,16 +159,18 @@ impl Drop for DisconnectOnDrop {
             std::mem::take(&mut x.disconnect_waiters)
         };
         if !waiters.is_empty() {
-            running::with_gil(|py| resolve_all(py, waiters, disconnect_message(py)));
+            running::with_gil(|py| disconnect_all(py, waiters));
         }
     }
 }
 
-pub(crate) fn resolve_all(
-    py: Python<'_>,
-    waiters: Vec<Py<PyAny>>,
-    value: PyResult<Bound<'_, PyAny>>,
-) {
+/// Completes each of `receive`'s waiting futures with `http.disconnect` (the message
+/// is made only when one waits).
+fn disconnect_all(py: Python<'_>, waiters: Vec<Py<PyAny>>) {
+    if waiters.is_empty() {
+        return;
+    }
+    let value = disconnect_message(py);
     for fut in waiters {
         resolve(
             py,
@@ -485,7 +487,7 @@ impl Parts {
                     x.wake();
                     let waiters = std::mem::take(&mut x.disconnect_waiters);
                     drop(x);
-                    resolve_all(py, waiters, disconnect_message(py));
+                    disconnect_all(py, waiters);
                     return Ok(self.app.done.clone_ref(py));
                 }
                 let (head, writer) = Response::stream(status);
@@ -574,7 +576,7 @@ impl Parts {
         x.outgoing = Outgoing::Complete;
         let waiters = std::mem::take(&mut x.disconnect_waiters);
         drop(x);
-        resolve_all(py, waiters, disconnect_message(py));
+        disconnect_all(py, waiters);
     }
 }
 
@@ -657,7 +659,7 @@ impl Parts {
         x.wake();
         let waiters = std::mem::take(&mut x.disconnect_waiters);
         drop(x);
-        resolve_all(py, waiters, disconnect_message(py));
+        disconnect_all(py, waiters);
         Ok(())
     }
 }
