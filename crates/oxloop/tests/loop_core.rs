@@ -251,10 +251,11 @@ fn keep_alive_guard_keeps_run_going_until_dropped() {
     let ev = EventLoop::new().unwrap();
     let guard = Rc::new(RefCell::new(Some(ev.keep_alive())));
     let g = guard.clone();
+    // Before the timer is made: its 20 ms count from then.
+    let start = Instant::now();
     ev.call_later(Duration::from_millis(20), move || {
         g.borrow_mut().take();
     });
-    let start = Instant::now();
     ev.run().unwrap();
     assert!(start.elapsed() >= Duration::from_millis(20));
     assert!(guard.borrow().is_none());

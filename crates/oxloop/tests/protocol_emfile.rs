@@ -2,12 +2,15 @@
 //! open connections keep working, and accepting resumes once fds are free.
 //! Alone in its binary: RLIMIT_NOFILE is process-wide.
 
+mod support;
+
 use oxloop::protocol::{LoopNetExt, Protocol, ServerOptions, Transport};
 use oxloop::EventLoop;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
+use support::DestroyOnDrop;
 
 struct Echo(Option<Transport>);
 
@@ -56,6 +59,7 @@ fn echo_once(s: &mut TcpStream, msg: &[u8]) {
 #[test]
 fn accept_backs_off_on_emfile_and_resumes() {
     let ev = EventLoop::new().unwrap();
+    let _destroy = DestroyOnDrop(ev.clone());
     ev.set_propagate_panics(true);
     let server = ev
         .create_server_with(

@@ -211,6 +211,7 @@ fn ping_from_another_thread_wakes_a_sleeping_loop() {
     t.join().unwrap();
     assert!(start.elapsed() < Duration::from_secs(5));
     assert_eq!(count.get(), 1, "pings before a wake-up coalesce");
+    ev.destroy(); // the ping's callback holds the loop
 }
 
 #[test]

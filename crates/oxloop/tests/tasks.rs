@@ -125,13 +125,19 @@ fn futures_oneshot() -> (
     type Slot = Arc<Mutex<(Option<u32>, Option<Waker>)>>;
     let slot: Slot = Arc::new(Mutex::new((None, None)));
     let s = slot.clone();
+    // Waits for the receiving task's first poll, so that the value always comes with a
+    // wake-up from this thread (however late the loop polls, under valgrind say).
     let send = move |v| {
-        let waker = {
+        let waker = loop {
             let mut g = s.lock().unwrap();
-            g.0 = Some(v);
-            g.1.take()
+            if let Some(waker) = g.1.take() {
+                g.0 = Some(v);
+                break waker;
+            }
+            drop(g);
+            std::thread::sleep(Duration::from_millis(1));
         };
-        waker.unwrap().wake();
+        waker.wake();
     };
     let recv = std::future::poll_fn(move |cx| {
         let mut g = slot.lock().unwrap();

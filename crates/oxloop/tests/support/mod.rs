@@ -2,6 +2,7 @@
 
 #![allow(dead_code)] // each test binary uses part of it
 
+use oxloop::EventLoop;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -16,6 +17,18 @@ pub fn time_limit(limit: Duration) -> Duration {
         .unwrap_or(1)
         .max(1);
     limit * scale
+}
+
+/// Destroys its loop when dropped, so at the end of a test, failed or not: a loop
+/// whose open connections' protocols hold their transports (which hold the loop), or
+/// whose pending callbacks hold it, would otherwise stay allocated after the test
+/// (valgrind reports it lost).
+pub struct DestroyOnDrop(pub EventLoop);
+
+impl Drop for DestroyOnDrop {
+    fn drop(&mut self) {
+        self.0.destroy();
+    }
 }
 
 /// The path of a built example: `cargo test` builds the examples next to the test
