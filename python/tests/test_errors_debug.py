@@ -6,6 +6,7 @@ import asyncio
 import logging
 import threading
 import time
+from unittest import mock
 
 import pytest
 from conftest import run
@@ -145,6 +146,16 @@ def test_debug_flag(loop):
     loop.set_debug(True)
     assert loop.get_debug() is True
     loop.set_debug(False)
+    assert loop.get_debug() is False
+    # asyncio's own code reads and writes `_debug`; get_debug() must follow it, and
+    # deleting it (mock.patch.object does when it ends) turns debug mode off.
+    loop._debug = 1
+    assert loop.get_debug() is True and loop._debug is True
+    del loop._debug
+    assert loop.get_debug() is False
+    with mock.patch.object(loop, "_debug", True):
+        assert loop.get_debug() is True
+        assert loop.create_future()._source_traceback is not None  # a debug future
     assert loop.get_debug() is False
 
 

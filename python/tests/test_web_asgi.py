@@ -216,7 +216,8 @@ async def echo_scope(scope, receive, send):
 
 def test_scope_values_change_with_each_request():
     with serving(oxloop.web.start_asgi, app=echo_scope) as address:
-        first, second = socket.create_connection(address), socket.create_connection(address)
+        first = socket.create_connection(address, timeout=10)
+        second = socket.create_connection(address, timeout=10)
         with first, second:
             a = exchange_json(
                 first,

@@ -242,7 +242,8 @@ def echo_environ(environ, start_response):
 @pytest.mark.parametrize("mode", MODES)
 def test_environ_values_change_with_each_request(mode):
     with serving(oxloop.web.start_wsgi, app=validator(echo_environ), **mode) as address:
-        first, second = socket.create_connection(address), socket.create_connection(address)
+        first = socket.create_connection(address, timeout=10)
+        second = socket.create_connection(address, timeout=10)
         with first, second:
             a = exchange_json(
                 first,
@@ -271,6 +272,14 @@ def test_environ_values_change_with_each_request(mode):
             assert (c["REQUEST_METHOD"], c["SERVER_PROTOCOL"]) == ("POST", "HTTP/1.1")
             assert (c["CONTENT_TYPE"], c["CONTENT_LENGTH"]) == ("t/x", "0")
             assert c["REMOTE_PORT"] == str(second.getsockname()[1]) != a["REMOTE_PORT"]
+            # More header names than the server keeps keys for (a request has at most
+            # 64 headers: two sets of 60, in turn): the kept ones are replaced, and
+            # every request still gets all of its own.
+            for kind in "ABAB":
+                head = "".join(f"X-{kind}-{i}: {i}\r\n" for i in range(60)).encode()
+                d = exchange_json(first, b"GET / HTTP/1.1\r\nHost: h\r\n" + head + b"\r\n")
+                got = {k: v for k, v in d.items() if k.startswith("HTTP_X_")}
+                assert got == {f"HTTP_X_{kind}_{i}": str(i) for i in range(60)}
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -68,9 +68,12 @@ def raw_exchange(
 
 
 def exchange_json(sock, request: bytes) -> dict:
-    """Sends one request on `sock` and reads its JSON response (Content-Length framed)."""
+    """Sends one request on `sock` (give it a time-out) and reads its `200` response's
+    JSON body (Content-Length framed)."""
     sock.sendall(request)
     reader = sock.makefile("rb")
+    status = reader.readline()
+    assert status.split(b" ")[1:2] == [b"200"], status
     length = None
     while (line := reader.readline()) not in (b"\r\n", b""):
         if line.lower().startswith(b"content-length:"):

@@ -480,6 +480,12 @@ impl LoopCore {
         Ok(())
     }
 
+    /// Deleting the flag (as `mock.patch.object` does when it ends) turns it off.
+    #[deleter(_debug)]
+    fn delete_debug_flag(&self) {
+        self.asyncio_debug.store(false, Ordering::Relaxed);
+    }
+
     /// The loop's clock: `time.monotonic()`.
     fn time(&self) -> f64 {
         crate::ffi::monotonic()

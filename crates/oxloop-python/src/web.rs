@@ -166,19 +166,30 @@ impl<T> LastClient<T> {
 }
 
 /// Python objects made from header names (environ keys, lower-case names), kept by
-/// the name as clients spell it, for the first [`HeaderNames::KEPT`] names seen (so a
-/// client sending ever new names cannot grow it).
-pub(crate) struct HeaderNames<T>(RefCell<Vec<HeaderName<T>>>);
+/// the name as clients spell it: at most [`HeaderNames::KEPT`] names of at most
+/// [`HeaderNames::LONGEST`] bytes, a new name taking the place of the oldest kept one
+/// when all places are taken (so a client sending ever new names neither grows it nor
+/// keeps the common names out for good).
+pub(crate) struct HeaderNames<T>(RefCell<Kept<T>>);
 
-/// A header name as a client spelled it, and its object.
-type HeaderName<T> = (Box<[u8]>, Py<T>);
+struct Kept<T> {
+    /// A header name as a client spelled it, and its object.
+    names: Vec<(Box<[u8]>, Py<T>)>,
+    /// The place the next new name takes once `names` is full.
+    next: usize,
+}
 
 impl<T> HeaderNames<T> {
     /// How many names are kept.
     const KEPT: usize = 64;
+    /// The longest name kept.
+    const LONGEST: usize = 64;
 
     pub(crate) fn new() -> HeaderNames<T> {
-        HeaderNames(RefCell::new(Vec::new()))
+        HeaderNames(RefCell::new(Kept {
+            names: Vec::new(),
+            next: 0,
+        }))
     }
 
     /// The object for `name`: the kept one, or a new one from `make`.
@@ -188,13 +199,20 @@ impl<T> HeaderNames<T> {
         name: &[u8],
         make: impl FnOnce(&[u8]) -> PyResult<Bound<'py, T>>,
     ) -> PyResult<Bound<'py, T>> {
-        if let Some((_, object)) = self.0.borrow().iter().find(|(n, _)| **n == *name) {
+        if let Some((_, object)) = self.0.borrow().names.iter().find(|(n, _)| **n == *name) {
             return Ok(object.bind(py).clone());
         }
         let object = make(name)?;
-        let mut kept = self.0.borrow_mut();
-        if kept.len() < Self::KEPT {
-            kept.push((name.into(), object.clone().unbind()));
+        if name.len() <= Self::LONGEST {
+            let mut kept = self.0.borrow_mut();
+            let entry = (name.into(), object.clone().unbind());
+            if kept.names.len() < Self::KEPT {
+                kept.names.push(entry);
+            } else {
+                let at = kept.next;
+                kept.names[at] = entry;
+                kept.next = (at + 1) % Self::KEPT;
+            }
         }
         Ok(object)
     }

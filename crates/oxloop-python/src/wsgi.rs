@@ -202,7 +202,7 @@ struct App {
     root_path: Option<Vec<u8>>,
     /// The last client's `(REMOTE_ADDR, REMOTE_PORT)` strings.
     client: LastClient<PyTuple>,
-    /// `HTTP_*` environ keys (interned).
+    /// `HTTP_*` environ keys.
     header_keys: HeaderNames<PyString>,
 }
 
@@ -779,7 +779,9 @@ fn environ<'py>(
                 '-' => '_',
                 c => c.to_ascii_uppercase(),
             }));
-            Ok(PyString::intern(py, &key))
+            // Not interned: CPython 3.12 never frees an interned string, and a key's
+            // hash is kept in the string object anyway.
+            Ok(PyString::new(py, &key))
         })?;
         match env.get_item(&key)? {
             Some(old) => {
