@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import sys
 import threading
 from wsgiref.validate import validator
 
@@ -280,6 +281,31 @@ def test_environ_values_change_with_each_request(mode):
                 d = exchange_json(first, b"GET / HTTP/1.1\r\nHost: h\r\n" + head + b"\r\n")
                 got = {k: v for k, v in d.items() if k.startswith("HTTP_X_")}
                 assert got == {f"HTTP_X_{kind}_{i}": str(i) for i in range(60)}
+
+
+def test_new_header_names_are_not_kept_forever():
+    """A client sending ever new header names must not grow the server: keys beyond
+    those the server keeps are freed with their request (an interned string would not
+    be on Python 3.12, where interned strings are never freed)."""
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [b"{}"]
+
+    with serving(oxloop.web.start_wsgi, app=app, threads=0) as address:
+        sock = socket.create_connection(address, timeout=10)
+        with sock:
+
+            def requests(first: int, count: int) -> None:
+                for r in range(first, first + count):
+                    head = "".join(f"X-{r}-{i}: v\r\n" for i in range(40)).encode()
+                    exchange_json(sock, b"GET / HTTP/1.1\r\nHost: h\r\n" + head + b"\r\n")
+
+            requests(0, 200)  # the kept names fill up
+            before = sys.getallocatedblocks()
+            requests(200, 1000)  # 40,000 names never seen before
+            grown = sys.getallocatedblocks() - before
+    assert grown < 4000, f"{grown} blocks more after 40,000 new header names"
 
 
 @pytest.mark.parametrize("mode", MODES)
