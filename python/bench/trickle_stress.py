@@ -1,0 +1,822 @@
+"""A stress run for lost read or write readiness in oxloop's Python stream transport.
+
+    python python/bench/trickle_stress.py --duration 600 --connections 600 --burners 2 --freeze
+
+An echo server on oxloop's loop (a child process) is fed by client processes (the
+standard library's asyncio loop) that keep `--connections` connections busy, each
+running sessions of a few messages on a fresh connection:
+
+- trickle (most): a message of 1 B-2 KiB sent 1-16 bytes at a time, 0-20 ms apart,
+  its echo read and verified while it is written;
+- bulk: 16 KiB-1 MiB written in 16 KiB pieces while the echo is read slowly (some
+  connections with a 4 KiB receive buffer, and some served with a 4 KiB send
+  buffer), so the server's write buffer fills and flow control runs;
+- now and then a session ends with a reset (`SO_LINGER` 0) or is dropped part-way,
+  so fds are closed and their numbers reused while others are busy.
+
+The server echoes every byte as it arrives and meanwhile storms its transports and its
+loop: small write-buffer water marks on some connections (`pause_writing`, which
+pauses reading as the soak server does), `pause_reading()` after some reads with the
+`resume_reading()` made in one of eight ways (at once, `call_soon`, `call_later`,
+`call_soon_threadsafe` from a thread, a future's done callback, a task, an
+`add_reader` callback woken through a pipe, `add_writer`), plain and buffered
+protocols, writes as bytes, memoryview, two halves or `writelines`; a timer storm
+(every timer fired or cancelled, none late by more than `--stall-timeout`), threads
+making `call_soon_threadsafe` calls (each ran), a `SIGUSR1` storm through
+`add_signal_handler` (each burst handled) and `gc.collect()` every second.
+
+With `--burners N`, N busy processes compete for the CPU (all pinned with the server
+to CPU 0 with `--pin`); with `--freeze`, the server process is stopped
+(`SIGSTOP`) for 1-100 ms every 50-500 ms, so that readiness piles up between waits.
+
+A message whose echo makes no progress for `--stall-timeout` seconds (default 15)
+while bytes are outstanding is a stall: the client says so with its port, the driver
+prints `ss` for that connection (whose queue holds the bytes: the server's receive
+queue, its send queue, or the client's receive queue) and the server's view of it
+(bytes received and echoed, reading paused and why, write buffer size), and the
+message is watched for 60 s more (recovered late, or stuck). A storm resume that has
+not run after `--stall-timeout` is reported by the server the same way. Every byte is
+verified. The exit status is non-zero if anything stalled, mismatched or was lost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import random
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+PIECE = 16 * 1024
+BLOCK = random.Random(20261130).randbytes(1 << 16)
+BLOCK2 = BLOCK * 2
+
+
+def content(seed: int, pos: int, n: int) -> bytes:
+    """Bytes `pos`..`pos + n` of the message with this seed (n at most 64 KiB)."""
+    start = (seed + pos) & 0xFFFF
+    return BLOCK2[start : start + n]
+
+
+def emit(word: str, payload: dict) -> None:
+    print(f"{word} {json.dumps(payload)}", flush=True)
+
+
+# ------------------------------------------------------------------------- server --
+
+
+RESUME_WAYS = ("now", "soon", "later", "thread", "future", "task", "reader", "writer")
+
+
+class Storm:
+    """The server's storms and its books."""
+
+    def __init__(self, loop, rng: random.Random, stall_timeout: float) -> None:
+        self.loop = loop
+        self.rng = rng
+        self.stall_timeout = stall_timeout
+        self.protocols: dict[int, StressEcho] = {}
+        self.books = {
+            "accepted": 0,
+            "closed": 0,
+            "closed_with_error": 0,
+            "bytes_received": 0,
+            "bytes_echoed": 0,
+            "read_pauses": dict.fromkeys(RESUME_WAYS, 0),
+            "pause_writing": 0,
+            "resume_writing": 0,
+            "lost_resumes": 0,
+            "timers_set": 0,
+            "timers_fired": 0,
+            "timers_cancelled": 0,
+            "timers_late": 0,
+            "timers_lost": 0,
+            "timer_misfires": 0,
+            "thread_calls_sent": 0,
+            "thread_calls_run": 0,
+            "signals_sent": 0,
+            "signal_bursts_missed": 0,
+            "signal_runs": 0,
+            "gc_runs": 0,
+            "exceptions": 0,
+        }
+        self.stop = threading.Event()
+        self.timers: dict[int, tuple[object, float]] = {}
+        self.timer_seq = 0
+        # Resumes other threads and fd callbacks make: (protocol, key) queued here.
+        self.thread_resumes: list = []
+        self.thread_resume_ready = threading.Condition()
+        self.pipe_r, self.pipe_w = os.pipe()
+        os.set_blocking(self.pipe_r, False)
+        self.pipe_resumes: list = []
+        self.writer_resumes: list = []
+        self.writer_sock_a, self.writer_sock_b = socket.socketpair()
+        self.writer_sock_a.setblocking(False)
+        loop.add_reader(self.pipe_r, self.on_pipe)
+        loop.add_signal_handler(signal.SIGUSR1, self.on_signal)
+        self.threads = [
+            threading.Thread(target=self.resume_thread, daemon=True),
+            threading.Thread(target=self.signal_thread, daemon=True),
+        ]
+        # Per thread: `+=` on one shared counter from several threads can lose counts.
+        self.calls_sent = [0] * 4
+        self.threads += [
+            threading.Thread(target=self.call_thread, args=(i,), daemon=True) for i in range(4)
+        ]
+        for thread in self.threads:
+            thread.start()
+        loop.call_soon(self.timer_step)
+        loop.call_later(1.0, self.housekeeping)
+
+    # Timers: each fires or is cancelled; a late one (more than the stall timeout
+    # past its deadline) or one never run is counted.
+    def timer_step(self) -> None:
+        if self.stop.is_set():
+            return
+        rng = self.rng
+        now = self.loop.time()
+        for _ in range(40):
+            self.timer_seq += 1
+            key = self.timer_seq
+            delay = rng.random() * 0.008
+            handle = self.loop.call_later(delay, self.timer_fired, key)
+            self.timers[key] = (handle, now + delay)
+            self.books["timers_set"] += 1
+        for key in rng.sample(list(self.timers), min(len(self.timers), 15)):
+            handle, _ = self.timers.pop(key)
+            handle.cancel()
+            self.books["timers_cancelled"] += 1
+        self.loop.call_later(0.001, self.timer_step)
+
+    def timer_fired(self, key: int) -> None:
+        entry = self.timers.pop(key, None)
+        if entry is None:
+            self.books["timer_misfires"] += 1  # ran after its cancel
+            return
+        self.books["timers_fired"] += 1
+        if self.loop.time() - entry[1] > self.stall_timeout:
+            self.books["timers_late"] += 1
+
+    def housekeeping(self) -> None:
+        gc.collect()
+        self.books["gc_runs"] += 1
+        now = self.loop.time()
+        for key, (_, deadline) in list(self.timers.items()):
+            if now - deadline > 2 * self.stall_timeout:
+                self.timers.pop(key)
+                self.books["timers_lost"] += 1
+                emit("lost_timer", {"late_s": now - deadline})
+        for protocol in list(self.protocols.values()):
+            protocol.check_resume(now)
+        if not self.stop.is_set():
+            self.loop.call_later(1.0, self.housekeeping)
+
+    # Cross-thread calls.
+    def call_thread(self, i: int) -> None:
+        rng = random.Random(i)
+        while not self.stop.is_set():
+            for _ in range(rng.randint(1, 50)):
+                try:
+                    self.loop.call_soon_threadsafe(self.thread_call)
+                except RuntimeError:
+                    return
+                self.calls_sent[i] += 1
+            time.sleep(rng.random() * 0.005)
+
+    def thread_call(self) -> None:
+        self.books["thread_calls_run"] += 1
+
+    # Signals.
+    def signal_thread(self) -> None:
+        pid = os.getpid()
+        while not self.stop.wait(0.05):
+            before = self.books["signal_runs"]
+            for _ in range(5):
+                os.kill(pid, signal.SIGUSR1)
+                self.books["signals_sent"] += 1
+            deadline = time.monotonic() + self.stall_timeout
+            while self.books["signal_runs"] == before and not self.stop.is_set():
+                if time.monotonic() > deadline:
+                    self.books["signal_bursts_missed"] += 1
+                    emit("missed_signals", {})
+                    break
+                time.sleep(0.001)
+
+    def on_signal(self) -> None:
+        self.books["signal_runs"] += 1
+
+    # Resumes made elsewhere.
+    def resume_thread(self) -> None:
+        rng = random.Random(7)
+        while True:
+            with self.thread_resume_ready:
+                while not self.thread_resumes:
+                    self.thread_resume_ready.wait()
+                batch, self.thread_resumes = self.thread_resumes, []
+            for protocol, key in batch:
+                if rng.random() < 0.5:
+                    time.sleep(0.0005)
+                try:
+                    self.loop.call_soon_threadsafe(protocol.resume, key)
+                except RuntimeError:
+                    return
+
+    def on_pipe(self) -> None:
+        try:
+            os.read(self.pipe_r, 4096)
+        except BlockingIOError:
+            return
+        batch, self.pipe_resumes = self.pipe_resumes, []
+        for protocol, key in batch:
+            protocol.resume(key)
+
+    def on_writable(self) -> None:
+        self.loop.remove_writer(self.writer_sock_a.fileno())
+        batch, self.writer_resumes = self.writer_resumes, []
+        for protocol, key in batch:
+            protocol.resume(key)
+
+    def schedule_resume(self, protocol: StressEcho, key: int, way: str) -> None:
+        loop = self.loop
+        if way == "now":
+            protocol.resume(key)
+        elif way == "soon":
+            loop.call_soon(protocol.resume, key)
+        elif way == "later":
+            loop.call_later(self.rng.random() * 0.003, protocol.resume, key)
+        elif way == "thread":
+            with self.thread_resume_ready:
+                self.thread_resumes.append((protocol, key))
+                self.thread_resume_ready.notify()
+        elif way == "future":
+            future = loop.create_future()
+            future.add_done_callback(lambda _: protocol.resume(key))
+            loop.call_soon(future.set_result, None)
+        elif way == "task":
+
+            async def resume_later() -> None:
+                await asyncio.sleep(0)
+                await asyncio.sleep(self.rng.random() * 0.002)
+                protocol.resume(key)
+
+            loop.create_task(resume_later())
+        elif way == "reader":
+            self.pipe_resumes.append((protocol, key))
+            os.write(self.pipe_w, b"x")
+        else:
+            if not self.writer_resumes:
+                loop.add_writer(self.writer_sock_a.fileno(), self.on_writable)
+            self.writer_resumes.append((protocol, key))
+
+    def dump(self, port: int) -> dict:
+        protocol = self.protocols.get(port)
+        if protocol is None:
+            return {"port": port, "known": False}
+        return protocol.state()
+
+
+class StressEcho:
+    """The echo protocol's shared part (plain and buffered receivers below)."""
+
+    def __init__(self, storm: Storm) -> None:
+        self.storm = storm
+        self.rng = random.Random(storm.rng.random())
+        self.received = 0
+        self.echoed = 0
+        # Why reading is paused: "writing" and/or storm keys (int) with when and how.
+        self.pauses: dict = {}
+        self.next_key = 0
+        self.port = None
+        self.last_data = 0.0
+        self.water = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        storm = self.storm
+        storm.books["accepted"] += 1
+        self.port = transport.get_extra_info("peername")[1]
+        storm.protocols[self.port] = self
+        if self.rng.random() < 0.3:
+            # Small water marks and a small kernel send buffer: flow control runs
+            # even for small echoes.
+            high = self.rng.choice((64, 512, 4096))
+            self.water = high
+            transport.set_write_buffer_limits(high=high, low=high // 4)
+            sock = transport.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+
+    def echo(self, data) -> None:
+        storm = self.storm
+        n = len(data)
+        self.received += n
+        self.last_data = storm.loop.time()
+        storm.books["bytes_received"] += n
+        roll = self.rng.random()
+        if roll < 0.7 or n < 2:
+            self.transport.write(data)
+        elif roll < 0.8:
+            half = n // 2
+            self.transport.write(data[:half])
+            self.transport.write(data[half:])
+        elif roll < 0.9:
+            self.transport.writelines([data[: n // 3], memoryview(bytes(data))[n // 3 :]])
+        else:
+            self.transport.write(memoryview(bytes(data)))
+        self.echoed += n
+        storm.books["bytes_echoed"] += n
+        if self.rng.random() < 0.15 and not self.transport.is_closing():
+            self.storm_pause()
+
+    def storm_pause(self) -> None:
+        way = self.rng.choice(RESUME_WAYS)
+        self.storm.books["read_pauses"][way] += 1
+        self.next_key += 1
+        key = self.next_key
+        self.pauses[key] = (self.storm.loop.time(), way)
+        self.transport.pause_reading()
+        if self.rng.random() < 0.1:
+            self.transport.pause_reading()  # twice: still one resume
+        self.storm.schedule_resume(self, key, way)
+
+    def resume(self, key) -> None:
+        if self.pauses.pop(key, None) is None:
+            return
+        if not self.pauses and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def pause_writing(self) -> None:
+        self.storm.books["pause_writing"] += 1
+        self.pauses["writing"] = (self.storm.loop.time(), "writing")
+        self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.storm.books["resume_writing"] += 1
+        self.resume("writing")
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc) -> None:
+        storm = self.storm
+        storm.books["closed" if exc is None else "closed_with_error"] += 1
+        if storm.protocols.get(self.port) is self:
+            del storm.protocols[self.port]
+        self.pauses.clear()
+
+    def check_resume(self, now: float) -> None:
+        for key, (since, way) in list(self.pauses.items()):
+            if key != "writing" and now - since > self.storm.stall_timeout:
+                self.storm.books["lost_resumes"] += 1
+                emit("lost_resume", {"way": way, "for_s": now - since, **self.state()})
+                self.pauses.pop(key)
+                if not self.pauses:
+                    self.transport.resume_reading()
+
+    def state(self) -> dict:
+        transport = self.transport
+        return {
+            "port": self.port,
+            "known": True,
+            "received": self.received,
+            "echoed": self.echoed,
+            "since_data_s": self.storm.loop.time() - self.last_data,
+            "pauses": [way for _, way in self.pauses.values()],
+            "is_reading": transport.is_reading(),
+            "is_closing": transport.is_closing(),
+            "write_buffer": transport.get_write_buffer_size(),
+            "water": self.water,
+            "transport": repr(transport),
+        }
+
+
+class PlainEcho(StressEcho, asyncio.Protocol):
+    def data_received(self, data: bytes) -> None:
+        self.echo(data)
+
+
+class BufferedEcho(StressEcho, asyncio.BufferedProtocol):
+    def __init__(self, storm: Storm) -> None:
+        super().__init__(storm)
+        self.buffer = bytearray(self.rng.choice((7, 100, 4096, 65536)))
+
+    def get_buffer(self, sizehint: int):
+        return self.buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.echo(bytes(self.buffer[:nbytes]))
+
+
+async def serve(seed: int, stall_timeout: float) -> None:
+    import oxloop  # noqa: F401 (the loop is oxloop's: see main)
+
+    loop = asyncio.get_running_loop()
+    storm = Storm(loop, random.Random(seed), stall_timeout)
+
+    def on_exception(loop, context) -> None:
+        storm.books["exceptions"] += 1
+        emit(
+            "exception",
+            {"message": str(context.get("message")), "exc": repr(context.get("exception"))},
+        )
+
+    loop.set_exception_handler(on_exception)
+
+    def factory():
+        return BufferedEcho(storm) if storm.rng.random() < 0.2 else PlainEcho(storm)
+
+    server = await loop.create_server(factory, "127.0.0.1", 0, backlog=4096)
+    emit("listening", {"port": server.sockets[0].getsockname()[1], "pid": os.getpid()})
+    lines: asyncio.Queue = asyncio.Queue()
+    buffered = b""
+
+    def on_stdin() -> None:
+        nonlocal buffered
+        data = os.read(0, 4096)
+        if not data:
+            loop.remove_reader(0)
+            lines.put_nowait("end")
+            return
+        buffered += data
+        *complete, buffered = buffered.split(b"\n")
+        for line in complete:
+            lines.put_nowait(line.decode().strip())
+
+    os.set_blocking(0, False)
+    loop.add_reader(0, on_stdin)
+    while True:
+        line = await lines.get()
+        if line.startswith("dump "):
+            emit("dump", storm.dump(int(line.split()[1])))
+        elif line == "end":
+            break
+    storm.stop.set()
+    server.close()
+    for thread in storm.threads[1:]:
+        await loop.run_in_executor(None, thread.join)
+    await asyncio.sleep(0.5)  # the last timers (at most 8 ms) and cross-thread calls
+    books = storm.books
+    books["thread_calls_sent"] = sum(storm.calls_sent)
+    books["timers_lost"] += len(storm.timers)
+    books["open_at_end"] = len(storm.protocols)
+    emit("books", books)
+    loop.remove_reader(0)
+    loop.remove_reader(storm.pipe_r)
+    loop.remove_signal_handler(signal.SIGUSR1)
+
+
+# ------------------------------------------------------------------------- client --
+
+
+class Stalled(Exception):
+    pass
+
+
+async def client(args) -> None:
+    rng = random.Random(args.seed)
+    books = {
+        "sessions": 0,
+        "messages": 0,
+        "trickle_messages": 0,
+        "bulk_messages": 0,
+        "bytes_verified": 0,
+        "resets": 0,
+        "dropped": 0,
+        "stalls": 0,
+        "late": 0,
+        "stuck": 0,
+        "mismatches": 0,
+        "errors": 0,
+        "max_stall_s": 0.0,
+    }
+    deadline = time.monotonic() + args.duration
+
+    async def exchange(reader, writer, port: int, srng: random.Random) -> None:
+        trickle = srng.random() < 0.8
+        length = srng.randint(1, 2048) if trickle else srng.randint(16 * 1024, 1024 * 1024)
+        seed = srng.randrange(1 << 16)
+        slow_reader = not trickle and srng.random() < 0.7
+        drop_at = length // 2 if srng.random() < 0.03 else None
+        state = {"sent": 0, "echoed": 0, "progress": time.monotonic()}
+
+        async def write() -> None:
+            pos = 0
+            end = drop_at if drop_at is not None else length
+            while pos < end:
+                if trickle:
+                    n = min(srng.randint(1, 16), end - pos)
+                else:
+                    n = min(PIECE, end - pos)
+                writer.write(content(seed, pos, n))
+                pos += n
+                state["sent"] = pos
+                await writer.drain()
+                if trickle:
+                    pause = srng.choice((0, 0, 0.001, 0.005, 0.01, 0.02))
+                    if pause:
+                        await asyncio.sleep(pause)
+
+        async def read() -> None:
+            pos = 0
+            end = drop_at if drop_at is not None else length
+            while pos < end:
+                data = await reader.read(min(65536, end - pos))
+                if not data:
+                    raise ConnectionError("end of stream before the echo")
+                n = len(data)
+                at = 0
+                while at < n:
+                    k = min(65536, n - at)
+                    if data[at : at + k] != content(seed, pos + at, k):
+                        books["mismatches"] += 1
+                        emit("mismatch", {"port": port, "at": pos + at})
+                        raise ConnectionError("mismatch")
+                    at += k
+                pos += n
+                state["echoed"] = pos
+                state["progress"] = time.monotonic()
+                if slow_reader and srng.random() < 0.3:
+                    await asyncio.sleep(srng.choice((0.001, 0.01, 0.02, 0.2)))
+
+        stuck = False
+
+        async def watch(io: asyncio.Future) -> None:
+            nonlocal stuck
+            reported = None
+            while not io.done():
+                await asyncio.sleep(0.5)
+                now = time.monotonic()
+                outstanding = state["sent"] > state["echoed"]
+                idle = now - state["progress"]
+                if reported is None:
+                    if outstanding and idle > args.stall_timeout:
+                        reported = state["progress"]
+                        books["stalls"] += 1
+                        emit(
+                            "stall",
+                            {
+                                "port": port,
+                                "kind": "trickle" if trickle else "bulk",
+                                "length": length,
+                                "sent": state["sent"],
+                                "echoed": state["echoed"],
+                                "idle_s": idle,
+                            },
+                        )
+                elif state["progress"] != reported:
+                    books["late"] += 1
+                    emit("recovered", {"port": port, "after_s": state["progress"] - reported})
+                    books["max_stall_s"] = max(books["max_stall_s"], state["progress"] - reported)
+                    reported = None
+                elif idle > args.stall_timeout + 60:
+                    books["stuck"] += 1
+                    emit("stuck", {"port": port, "sent": state["sent"], "echoed": state["echoed"]})
+                    stuck = True
+                    io.cancel()
+                    return
+
+        io = asyncio.ensure_future(asyncio.gather(write(), read()))
+        watcher = asyncio.ensure_future(watch(io))
+        try:
+            await io
+        except asyncio.CancelledError:
+            if not stuck:
+                raise
+            raise Stalled() from None
+        finally:
+            watcher.cancel()
+        if drop_at is not None:
+            books["dropped"] += 1
+            raise Stalled()  # ends the session: the connection is abandoned part-way
+        books["messages"] += 1
+        books["trickle_messages" if trickle else "bulk_messages"] += 1
+        books["bytes_verified"] += length
+
+    async def worker(w: int) -> None:
+        wrng = random.Random(rng.random())
+        while time.monotonic() < deadline:
+            books["sessions"] += 1
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if wrng.random() < 0.1:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.setblocking(False)
+            try:
+                await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", args.port))
+                reader, writer = await asyncio.open_connection(sock=sock)
+            except OSError:
+                books["errors"] += 1
+                sock.close()
+                await asyncio.sleep(0.1)
+                continue
+            port = sock.getsockname()[1]
+            try:
+                for _ in range(wrng.randint(1, 4)):
+                    await exchange(reader, writer, port, wrng)
+                if wrng.random() < 0.1:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    books["resets"] += 1
+            except Stalled:
+                pass
+            except (OSError, ConnectionError) as exc:
+                if "mismatch" not in str(exc):
+                    books["errors"] += 1
+                    emit("error", {"port": port, "error": repr(exc)})
+            writer.close()
+
+    await asyncio.gather(*(worker(w) for w in range(args.connections)))
+    emit("result", books)
+
+
+# ------------------------------------------------------------------------- driver --
+
+
+def ss_of(port: int) -> str:
+    try:
+        out = subprocess.run(
+            ["ss", "-tnoi", "state", "all", f"( sport = :{port} or dport = :{port} )"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"ss failed: {exc}"
+    return out.strip()
+
+
+def drive(args) -> int:
+    me = os.path.abspath(__file__)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            me,
+            "serve",
+            "--seed",
+            str(args.seed),
+            "--stall-timeout",
+            str(args.stall_timeout),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    first = server.stdout.readline()
+    word, payload = first.split(" ", 1)
+    if word != "listening":
+        print(first, file=sys.stderr)
+        return 2
+    port = json.loads(payload)["port"]
+    burners = []
+    if args.pin:
+        os.sched_setaffinity(server.pid, {0})
+    for _ in range(args.burners):
+        burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        if args.pin:
+            os.sched_setaffinity(burner.pid, {0})
+        burners.append(burner)
+    per_client = max(1, args.connections // args.clients)
+    clients = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                me,
+                "load",
+                "--port",
+                str(port),
+                "--connections",
+                str(per_client),
+                "--duration",
+                str(args.duration),
+                "--stall-timeout",
+                str(args.stall_timeout),
+                "--seed",
+                str(args.seed * 1000 + i),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for i in range(args.clients)
+    ]
+    lock = threading.Lock()
+    report = {"stalls": [], "server": [], "results": []}
+    freezing = threading.Event()
+
+    def freezer() -> None:
+        rng = random.Random(args.seed)
+        while not freezing.wait(rng.uniform(0.05, 0.5)):
+            try:
+                os.kill(server.pid, signal.SIGSTOP)
+                time.sleep(rng.uniform(0.001, 0.1))
+            finally:
+                os.kill(server.pid, signal.SIGCONT)
+
+    def read_server() -> None:
+        for line in server.stdout:
+            word, _, payload = line.partition(" ")
+            with lock:
+                print(f"server: {line.strip()}", flush=True)
+                report["server"].append((word, json.loads(payload) if payload.strip() else {}))
+
+    def read_client(proc) -> None:
+        for line in proc.stdout:
+            word, _, payload = line.partition(" ")
+            data = json.loads(payload) if payload.strip() else {}
+            with lock:
+                if word == "result":
+                    report["results"].append(data)
+                    continue
+                print(f"client: {line.strip()}", flush=True)
+                if word == "stall":
+                    report["stalls"].append(data)
+                    print(ss_of(data["port"]), flush=True)
+                    server.stdin.write(f"dump {data['port']}\n")
+                    server.stdin.flush()
+
+    threads = [threading.Thread(target=read_server, daemon=True)]
+    threads += [threading.Thread(target=read_client, args=(c,), daemon=True) for c in clients]
+    if args.freeze:
+        threads.append(threading.Thread(target=freezer, daemon=True))
+    for t in threads:
+        t.start()
+    started = time.monotonic()
+    for c in clients:
+        c.wait()
+    freezing.set()
+    time.sleep(0.2)
+    os.kill(server.pid, signal.SIGCONT)
+    for burner in burners:
+        burner.kill()
+        burner.wait()
+    server.stdin.write("end\n")
+    server.stdin.flush()
+    server.wait(timeout=120)
+    for t in threads[: 1 + len(clients)]:
+        t.join(timeout=10)
+    books = next((p for w, p in report["server"] if w == "books"), None)
+    totals: dict = {}
+    for result in report["results"]:
+        for key, value in result.items():
+            totals[key] = (
+                max(totals.get(key, 0), value)
+                if key == "max_stall_s"
+                else totals.get(key, 0) + value
+            )
+    summary = {"elapsed_s": round(time.monotonic() - started, 1), "client": totals, "server": books}
+    print("summary " + json.dumps(summary), flush=True)
+    bad = (
+        books is None
+        or len(report["results"]) != len(clients)
+        or totals.get("stalls", 0)
+        or totals.get("mismatches", 0)
+        or books["lost_resumes"]
+        or books["timers_lost"]
+        or books["timer_misfires"]
+        or books["timers_late"]
+        or books["signal_bursts_missed"]
+        or books["thread_calls_run"] != books["thread_calls_sent"]
+        or books["exceptions"]
+    )
+    print("FAILED" if bad else "passed", flush=True)
+    return 1 if bad else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("mode", nargs="?", default="drive", choices=("drive", "serve", "load"))
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds of load (default 60)")
+    parser.add_argument(
+        "--connections", type=int, default=600, help="concurrent connections (default 600)"
+    )
+    parser.add_argument("--clients", type=int, default=2, help="client processes (default 2)")
+    parser.add_argument("--burners", type=int, default=0, help="busy processes beside the server")
+    parser.add_argument("--pin", action="store_true", help="server and burners on CPU 0")
+    parser.add_argument("--freeze", action="store_true", help="stop the server now and then")
+    parser.add_argument("--stall-timeout", type=float, default=15.0, help="seconds (default 15)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args()
+    if args.mode == "serve":
+        import oxloop
+
+        oxloop.run(serve(args.seed, args.stall_timeout))
+        return 0
+    if args.mode == "load":
+        asyncio.run(client(args))
+        return 0
+    return drive(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
