@@ -107,6 +107,7 @@ class Storm:
             "signal_runs": 0,
             "gc_runs": 0,
             "exceptions": 0,
+            "loop_lag_max_s": 0.0,
         }
         self.stop = threading.Event()
         self.timers: dict[int, tuple[object, float]] = {}
@@ -134,6 +135,9 @@ class Storm:
         for thread in self.threads:
             thread.start()
         loop.call_soon(self.timer_step)
+        self.lags: list[float] = []
+        self.said: dict[str, int] = {}
+        self.housekeeping_due = loop.time() + 1.0
         loop.call_later(1.0, self.housekeeping)
 
     # Timers: each fires or is cancelled; a late one (more than the stall timeout
@@ -166,18 +170,35 @@ class Storm:
             self.books["timers_late"] += 1
 
     def housekeeping(self) -> None:
+        # How late this call ran: how long the loop went without turning (a loaded
+        # machine, a stopped process, a long iteration).
+        now = self.loop.time()
+        lag = now - self.housekeeping_due
+        self.lags = self.lags[-int(2 * self.stall_timeout) :] + [lag]
+        self.books["loop_lag_max_s"] = max(self.books["loop_lag_max_s"], lag)
         gc.collect()
         self.books["gc_runs"] += 1
-        now = self.loop.time()
         for key, (_, deadline) in list(self.timers.items()):
             if now - deadline > 2 * self.stall_timeout:
                 self.timers.pop(key)
                 self.books["timers_lost"] += 1
-                emit("lost_timer", {"late_s": now - deadline})
+                self.say("lost_timer", {"late_s": now - deadline, "lag_s": self.recent_lag()})
         for protocol in list(self.protocols.values()):
             protocol.check_resume(now)
         if not self.stop.is_set():
+            self.housekeeping_due = self.loop.time() + 1.0
             self.loop.call_later(1.0, self.housekeeping)
+
+    def recent_lag(self) -> float:
+        """The longest the loop went without turning, over the last 2 x stall timeout."""
+        return max(self.lags, default=0.0)
+
+    def say(self, word: str, payload: dict) -> None:
+        """`emit`, for the first few of each word (the rest only counted)."""
+        said = self.said.get(word, 0)
+        self.said[word] = said + 1
+        if said < 20:
+            emit(word, payload)
 
     # Cross-thread calls.
     def call_thread(self, i: int) -> None:
@@ -206,7 +227,7 @@ class Storm:
             while self.books["signal_runs"] == before and not self.stop.is_set():
                 if time.monotonic() > deadline:
                     self.books["signal_bursts_missed"] += 1
-                    emit("missed_signals", {})
+                    self.say("missed_signals", {"lag_s": self.recent_lag()})
                     break
                 time.sleep(0.001)
 
@@ -221,13 +242,14 @@ class Storm:
                 while not self.thread_resumes:
                     self.thread_resume_ready.wait()
                 batch, self.thread_resumes = self.thread_resumes, []
+            if rng.random() < 0.5:
+                time.sleep(0.0005)
             for protocol, key in batch:
-                if rng.random() < 0.5:
-                    time.sleep(0.0005)
                 try:
                     self.loop.call_soon_threadsafe(protocol.resume, key)
                 except RuntimeError:
                     return
+                protocol.resume_sent(key, time.monotonic())
 
     def on_pipe(self) -> None:
         try:
@@ -340,11 +362,17 @@ class StressEcho:
         self.storm.books["read_pauses"][way] += 1
         self.next_key += 1
         key = self.next_key
-        self.pauses[key] = (self.storm.loop.time(), way)
+        self.pauses[key] = [self.storm.loop.time(), way, None]
         self.transport.pause_reading()
         if self.rng.random() < 0.1:
             self.transport.pause_reading()  # twice: still one resume
         self.storm.schedule_resume(self, key, way)
+
+    def resume_sent(self, key, when: float) -> None:
+        """A thread made the `call_soon_threadsafe` call that resumes `key`."""
+        pause = self.pauses.get(key)
+        if pause is not None:
+            pause[2] = when
 
     def resume(self, key) -> None:
         if self.pauses.pop(key, None) is None:
@@ -354,7 +382,7 @@ class StressEcho:
 
     def pause_writing(self) -> None:
         self.storm.books["pause_writing"] += 1
-        self.pauses["writing"] = (self.storm.loop.time(), "writing")
+        self.pauses["writing"] = [self.storm.loop.time(), "writing", None]
         self.transport.pause_reading()
 
     def resume_writing(self) -> None:
@@ -372,10 +400,14 @@ class StressEcho:
         self.pauses.clear()
 
     def check_resume(self, now: float) -> None:
-        for key, (since, way) in list(self.pauses.items()):
+        for key, (since, way, sent_at) in list(self.pauses.items()):
             if key != "writing" and now - since > self.storm.stall_timeout:
                 self.storm.books["lost_resumes"] += 1
-                emit("lost_resume", {"way": way, "for_s": now - since, **self.state()})
+                sent = None if sent_at is None else time.monotonic() - sent_at
+                self.storm.say(
+                    "lost_resume",
+                    {"way": way, "for_s": now - since, "thread_call_s_ago": sent, **self.state()},
+                )
                 self.pauses.pop(key)
                 if not self.pauses:
                     self.transport.resume_reading()
@@ -388,7 +420,8 @@ class StressEcho:
             "received": self.received,
             "echoed": self.echoed,
             "since_data_s": self.storm.loop.time() - self.last_data,
-            "pauses": [way for _, way in self.pauses.values()],
+            "pauses": sorted({way for _, way, _ in self.pauses.values()}),
+            "loop_lag_s": self.storm.recent_lag(),
             "is_reading": transport.is_reading(),
             "is_closing": transport.is_closing(),
             "write_buffer": transport.get_write_buffer_size(),
@@ -422,7 +455,7 @@ async def serve(seed: int, stall_timeout: float) -> None:
 
     def on_exception(loop, context) -> None:
         storm.books["exceptions"] += 1
-        emit(
+        storm.say(
             "exception",
             {"message": str(context.get("message")), "exc": repr(context.get("exception"))},
         )
@@ -495,12 +528,13 @@ async def client(args) -> None:
         "mismatches": 0,
         "errors": 0,
         "max_stall_s": 0.0,
+        "client_lag_max_s": 0.0,
     }
     deadline = time.monotonic() + args.duration
 
     async def exchange(reader, writer, port: int, srng: random.Random) -> None:
-        trickle = srng.random() < 0.8
-        length = srng.randint(1, 2048) if trickle else srng.randint(16 * 1024, 1024 * 1024)
+        trickle = srng.random() < 0.9
+        length = srng.randint(1, 2048) if trickle else srng.randint(16 * 1024, 512 * 1024)
         seed = srng.randrange(1 << 16)
         slow_reader = not trickle and srng.random() < 0.7
         drop_at = length // 2 if srng.random() < 0.03 else None
@@ -559,25 +593,32 @@ async def client(args) -> None:
                     if outstanding and idle > args.stall_timeout:
                         reported = state["progress"]
                         books["stalls"] += 1
-                        emit(
-                            "stall",
-                            {
-                                "port": port,
-                                "kind": "trickle" if trickle else "bulk",
-                                "length": length,
-                                "sent": state["sent"],
-                                "echoed": state["echoed"],
-                                "idle_s": idle,
-                            },
-                        )
+                        if books["stalls"] <= 20:
+                            emit(
+                                "stall",
+                                {
+                                    "port": port,
+                                    "kind": "trickle" if trickle else "bulk",
+                                    "length": length,
+                                    "sent": state["sent"],
+                                    "echoed": state["echoed"],
+                                    "idle_s": idle,
+                                    "client_lag_s": max(lags, default=0.0),
+                                },
+                            )
                 elif state["progress"] != reported:
                     books["late"] += 1
-                    emit("recovered", {"port": port, "after_s": state["progress"] - reported})
+                    if books["late"] <= 20:
+                        emit("recovered", {"port": port, "after_s": state["progress"] - reported})
                     books["max_stall_s"] = max(books["max_stall_s"], state["progress"] - reported)
                     reported = None
                 elif idle > args.stall_timeout + 60:
                     books["stuck"] += 1
-                    emit("stuck", {"port": port, "sent": state["sent"], "echoed": state["echoed"]})
+                    if books["stuck"] <= 20:
+                        emit(
+                            "stuck",
+                            {"port": port, "sent": state["sent"], "echoed": state["echoed"]},
+                        )
                     stuck = True
                     io.cancel()
                     return
@@ -598,6 +639,18 @@ async def client(args) -> None:
         books["messages"] += 1
         books["trickle_messages" if trickle else "bulk_messages"] += 1
         books["bytes_verified"] += length
+
+    # How late a 0.1 s sleep of this process's loop wakes (the client's own slowness),
+    # over the last 2 x stall timeout.
+    lags: list[float] = []
+
+    async def heartbeat() -> None:
+        while time.monotonic() < deadline:
+            due = time.monotonic() + 0.1
+            await asyncio.sleep(0.1)
+            lag = time.monotonic() - due
+            lags[:] = lags[-int(20 * args.stall_timeout) :] + [lag]
+            books["client_lag_max_s"] = max(books["client_lag_max_s"], lag)
 
     async def worker(w: int) -> None:
         wrng = random.Random(rng.random())
@@ -631,7 +684,7 @@ async def client(args) -> None:
                     emit("error", {"port": port, "error": repr(exc)})
             writer.close()
 
-    await asyncio.gather(*(worker(w) for w in range(args.connections)))
+    await asyncio.gather(heartbeat(), *(worker(w) for w in range(args.connections)))
     emit("result", books)
 
 
@@ -727,6 +780,26 @@ def drive(args) -> int:
                 print(f"server: {line.strip()}", flush=True)
                 report["server"].append((word, json.loads(payload) if payload.strip() else {}))
 
+    # The first stalls are looked into (`ss`, the server's view) by a thread of their
+    # own, so that no process's output waits on it.
+    to_inspect: list[int] = []
+    inspect_ready = threading.Condition()
+
+    def inspector() -> None:
+        while True:
+            with inspect_ready:
+                while not to_inspect:
+                    inspect_ready.wait()
+                port = to_inspect.pop(0)
+            if port < 0:
+                return
+            with lock:
+                server.stdin.write(f"dump {port}\n")
+                server.stdin.flush()
+            view = ss_of(port)
+            with lock:
+                print(f"ss of port {port}:\n{view}", flush=True)
+
     def read_client(proc) -> None:
         for line in proc.stdout:
             word, _, payload = line.partition(" ")
@@ -738,11 +811,13 @@ def drive(args) -> int:
                 print(f"client: {line.strip()}", flush=True)
                 if word == "stall":
                     report["stalls"].append(data)
-                    print(ss_of(data["port"]), flush=True)
-                    server.stdin.write(f"dump {data['port']}\n")
-                    server.stdin.flush()
+                    if len(report["stalls"]) <= 20:
+                        with inspect_ready:
+                            to_inspect.append(data["port"])
+                            inspect_ready.notify()
 
     threads = [threading.Thread(target=read_server, daemon=True)]
+    threading.Thread(target=inspector, daemon=True).start()
     threads += [threading.Thread(target=read_client, args=(c,), daemon=True) for c in clients]
     if args.freeze:
         threads.append(threading.Thread(target=freezer, daemon=True))
