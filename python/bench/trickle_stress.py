@@ -32,11 +32,16 @@ to CPU 0 with `--pin`); with `--freeze`, the server process is stopped
 A message whose echo makes no progress for `--stall-timeout` seconds (default 15)
 while bytes are outstanding is a stall: the client says so with its port, the driver
 prints `ss` for that connection (whose queue holds the bytes: the server's receive
-queue, its send queue, or the client's receive queue) and the server's view of it
-(bytes received and echoed, reading paused and why, write buffer size), and the
-message is watched for 60 s more (recovered late, or stuck). A storm resume that has
-not run after `--stall-timeout` is reported by the server the same way. Every byte is
-verified. The exit status is non-zero if anything stalled, mismatched or was lost.
+queue, its send queue, or the client's receive queue; a TCP retransmission timer
+with its backoff), the machine's TCP counters since the start (drops, timeouts,
+memory pressure) and the server's view of it (bytes received and echoed, reading
+paused and why, write buffer size, how long its loop last went without turning).
+A stall that recovers is counted as late (slowness); one with no progress for
+`--stuck-after` seconds (default 120, the soak's message timeout) is stuck. A storm
+resume or a timer that has not run `--stall-timeout` seconds (plus twice the loop's
+recent lag) after it was due is lost. Every byte is verified. The exit status is
+non-zero if a message got stuck or mismatched, or a resume, timer, signal burst or
+cross-thread call was lost.
 """
 
 from __future__ import annotations
@@ -166,7 +171,7 @@ class Storm:
             self.books["timer_misfires"] += 1  # ran after its cancel
             return
         self.books["timers_fired"] += 1
-        if self.loop.time() - entry[1] > self.stall_timeout:
+        if self.loop.time() - entry[1] > self.lost_after():
             self.books["timers_late"] += 1
 
     def housekeeping(self) -> None:
@@ -179,7 +184,7 @@ class Storm:
         gc.collect()
         self.books["gc_runs"] += 1
         for key, (_, deadline) in list(self.timers.items()):
-            if now - deadline > 2 * self.stall_timeout:
+            if now - deadline > self.lost_after():
                 self.timers.pop(key)
                 self.books["timers_lost"] += 1
                 self.say("lost_timer", {"late_s": now - deadline, "lag_s": self.recent_lag()})
@@ -188,6 +193,11 @@ class Storm:
         if not self.stop.is_set():
             self.housekeeping_due = self.loop.time() + 1.0
             self.loop.call_later(1.0, self.housekeeping)
+
+    def lost_after(self) -> float:
+        """How long a callback may take before it counts as lost: the stall timeout
+        plus twice the loop's recent lag (a starved loop runs everything late)."""
+        return self.stall_timeout + 2 * self.recent_lag()
 
     def recent_lag(self) -> float:
         """The longest the loop went without turning, over the last 2 x stall timeout."""
@@ -401,7 +411,7 @@ class StressEcho:
 
     def check_resume(self, now: float) -> None:
         for key, (since, way, sent_at) in list(self.pauses.items()):
-            if key != "writing" and now - since > self.storm.stall_timeout:
+            if key != "writing" and now - since > self.storm.lost_after():
                 self.storm.books["lost_resumes"] += 1
                 sent = None if sent_at is None else time.monotonic() - sent_at
                 self.storm.say(
@@ -612,7 +622,7 @@ async def client(args) -> None:
                         emit("recovered", {"port": port, "after_s": state["progress"] - reported})
                     books["max_stall_s"] = max(books["max_stall_s"], state["progress"] - reported)
                     reported = None
-                elif idle > args.stall_timeout + 60:
+                elif idle > args.stuck_after:
                     books["stuck"] += 1
                     if books["stuck"] <= 20:
                         emit(
@@ -693,15 +703,54 @@ async def client(args) -> None:
 
 def ss_of(port: int) -> str:
     try:
-        out = subprocess.run(
+        done = subprocess.run(
             ["ss", "-tnoi", "state", "all", f"( sport = :{port} or dport = :{port} )"],
             capture_output=True,
             text=True,
             timeout=10,
-        ).stdout
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"ss failed: {exc}"
-    return out.strip()
+    return (done.stdout + done.stderr).strip() or f"ss said nothing (status {done.returncode})"
+
+
+# The machine's TCP counters that tell a stall of TCP itself (segments dropped, then
+# sent again after a backed-off retransmission timeout) from one of the loop.
+TCP_COUNTERS = (
+    "TCPTimeouts",
+    "TCPLossProbes",
+    "TCPRcvQDrop",
+    "TCPMemoryPressures",
+    "TCPMemoryPressuresChrono",
+    "PruneCalled",
+    "RcvPruned",
+    "TCPOFODrop",
+    "TCPZeroWindowDrop",
+    "TCPBacklogDrop",
+    "ListenOverflows",
+)
+
+
+def tcp_counters() -> dict:
+    """`TcpExt` counters of /proc/net/netstat (machine-wide) and the pages TCP holds."""
+    found = {}
+    try:
+        with open("/proc/net/netstat") as f:
+            lines = [line.split() for line in f if line.startswith("TcpExt:")]
+        if len(lines) == 2:
+            found = {
+                k: int(v)
+                for k, v in zip(lines[0][1:], lines[1][1:], strict=True)
+                if k in TCP_COUNTERS
+            }
+        with open("/proc/net/sockstat") as f:
+            for line in f:
+                if line.startswith("TCP:"):
+                    words = line.split()
+                    found["mem_pages"] = int(words[words.index("mem") + 1])
+    except (OSError, ValueError):
+        pass
+    return found
 
 
 def drive(args) -> int:
@@ -762,6 +811,16 @@ def drive(args) -> int:
     ]
     lock = threading.Lock()
     report = {"stalls": [], "server": [], "results": []}
+    tcp_start = tcp_counters()
+    tcp_peak = {"mem_pages": tcp_start.get("mem_pages", 0)}
+    sampling = threading.Event()
+
+    def sample_tcp() -> None:
+        while not sampling.wait(0.5):
+            pages = tcp_counters().get("mem_pages", 0)
+            tcp_peak["mem_pages"] = max(tcp_peak["mem_pages"], pages)
+
+    threading.Thread(target=sample_tcp, daemon=True).start()
     freezing = threading.Event()
 
     def freezer() -> None:
@@ -797,8 +856,11 @@ def drive(args) -> int:
                 server.stdin.write(f"dump {port}\n")
                 server.stdin.flush()
             view = ss_of(port)
+            now = tcp_counters()
+            since = {k: v - tcp_start.get(k, 0) for k, v in now.items() if k != "mem_pages"}
             with lock:
                 print(f"ss of port {port}:\n{view}", flush=True)
+                print(f"tcp since start: {json.dumps(since)}, pages now {now.get('mem_pages')}")
 
     def read_client(proc) -> None:
         for line in proc.stdout:
@@ -837,6 +899,10 @@ def drive(args) -> int:
     server.wait(timeout=120)
     for t in threads[: 1 + len(clients)]:
         t.join(timeout=10)
+    sampling.set()
+    tcp_end = tcp_counters()
+    tcp = {k: v - tcp_start.get(k, 0) for k, v in tcp_end.items() if k != "mem_pages"}
+    tcp["peak_mem_pages"] = tcp_peak["mem_pages"]
     books = next((p for w, p in report["server"] if w == "books"), None)
     totals: dict = {}
     for result in report["results"]:
@@ -846,12 +912,19 @@ def drive(args) -> int:
                 if key == "max_stall_s"
                 else totals.get(key, 0) + value
             )
-    summary = {"elapsed_s": round(time.monotonic() - started, 1), "client": totals, "server": books}
+    summary = {
+        "elapsed_s": round(time.monotonic() - started, 1),
+        "client": totals,
+        "server": books,
+        "machine_tcp": tcp,
+    }
     print("summary " + json.dumps(summary), flush=True)
+    # A stall that recovered ("late") is slowness, shown beside the loop's lag and the
+    # machine's TCP counters; a message whose echo never came back ("stuck") fails.
     bad = (
         books is None
         or len(report["results"]) != len(clients)
-        or totals.get("stalls", 0)
+        or totals.get("stuck", 0)
         or totals.get("mismatches", 0)
         or books["lost_resumes"]
         or books["timers_lost"]
@@ -879,6 +952,12 @@ def main() -> int:
     parser.add_argument("--pin", action="store_true", help="server and burners on CPU 0")
     parser.add_argument("--freeze", action="store_true", help="stop the server now and then")
     parser.add_argument("--stall-timeout", type=float, default=15.0, help="seconds (default 15)")
+    parser.add_argument(
+        "--stuck-after",
+        type=float,
+        default=120.0,
+        help="seconds without progress that fail the run (default 120, the soak's)",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
