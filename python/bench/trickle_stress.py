@@ -84,10 +84,11 @@ RESUME_WAYS = ("now", "soon", "later", "thread", "future", "task", "reader", "wr
 class Storm:
     """The server's storms and its books."""
 
-    def __init__(self, loop, rng: random.Random, stall_timeout: float) -> None:
+    def __init__(self, loop, rng: random.Random, stall_timeout: float, stuck_after: float) -> None:
         self.loop = loop
         self.rng = rng
         self.stall_timeout = stall_timeout
+        self.stuck_after = stuck_after
         self.protocols: dict[int, StressEcho] = {}
         self.books = {
             "accepted": 0,
@@ -109,6 +110,7 @@ class Storm:
             "thread_calls_run": 0,
             "signals_sent": 0,
             "signal_bursts_missed": 0,
+            "signal_wait_max_s": 0.0,
             "signal_runs": 0,
             "gc_runs": 0,
             "exceptions": 0,
@@ -233,13 +235,16 @@ class Storm:
             for _ in range(5):
                 os.kill(pid, signal.SIGUSR1)
                 self.books["signals_sent"] += 1
-            deadline = time.monotonic() + self.stall_timeout
+            sent = time.monotonic()
             while self.books["signal_runs"] == before and not self.stop.is_set():
-                if time.monotonic() > deadline:
+                waited = time.monotonic() - sent
+                if waited > self.stuck_after:
                     self.books["signal_bursts_missed"] += 1
                     self.say("missed_signals", {"lag_s": self.recent_lag()})
                     break
                 time.sleep(0.001)
+            waited = time.monotonic() - sent
+            self.books["signal_wait_max_s"] = max(self.books["signal_wait_max_s"], waited)
 
     def on_signal(self) -> None:
         self.books["signal_runs"] += 1
@@ -457,11 +462,11 @@ class BufferedEcho(StressEcho, asyncio.BufferedProtocol):
         self.echo(bytes(self.buffer[:nbytes]))
 
 
-async def serve(seed: int, stall_timeout: float) -> None:
+async def serve(seed: int, stall_timeout: float, stuck_after: float) -> None:
     import oxloop  # noqa: F401 (the loop is oxloop's: see main)
 
     loop = asyncio.get_running_loop()
-    storm = Storm(loop, random.Random(seed), stall_timeout)
+    storm = Storm(loop, random.Random(seed), stall_timeout, stuck_after)
 
     def on_exception(loop, context) -> None:
         storm.books["exceptions"] += 1
@@ -590,18 +595,28 @@ async def client(args) -> None:
                     await asyncio.sleep(srng.choice((0.001, 0.01, 0.02, 0.2)))
 
         stuck = False
+        # When the progress seen last was made, while a stall is reported.
+        stalled_since = None
+
+        def recovered() -> None:
+            nonlocal stalled_since
+            books["late"] += 1
+            after = state["progress"] - stalled_since
+            if books["late"] <= 20:
+                emit("recovered", {"port": port, "after_s": after})
+            books["max_stall_s"] = max(books["max_stall_s"], after)
+            stalled_since = None
 
         async def watch(io: asyncio.Future) -> None:
-            nonlocal stuck
-            reported = None
+            nonlocal stuck, stalled_since
             while not io.done():
                 await asyncio.sleep(0.5)
                 now = time.monotonic()
                 outstanding = state["sent"] > state["echoed"]
                 idle = now - state["progress"]
-                if reported is None:
+                if stalled_since is None:
                     if outstanding and idle > args.stall_timeout:
-                        reported = state["progress"]
+                        stalled_since = state["progress"]
                         books["stalls"] += 1
                         if books["stalls"] <= 20:
                             emit(
@@ -616,12 +631,8 @@ async def client(args) -> None:
                                     "client_lag_s": max(lags, default=0.0),
                                 },
                             )
-                elif state["progress"] != reported:
-                    books["late"] += 1
-                    if books["late"] <= 20:
-                        emit("recovered", {"port": port, "after_s": state["progress"] - reported})
-                    books["max_stall_s"] = max(books["max_stall_s"], state["progress"] - reported)
-                    reported = None
+                elif state["progress"] != stalled_since:
+                    recovered()
                 elif idle > args.stuck_after:
                     books["stuck"] += 1
                     if books["stuck"] <= 20:
@@ -643,6 +654,8 @@ async def client(args) -> None:
             raise Stalled() from None
         finally:
             watcher.cancel()
+        if stalled_since is not None and state["progress"] != stalled_since:
+            recovered()
         if drop_at is not None:
             books["dropped"] += 1
             raise Stalled()  # ends the session: the connection is abandoned part-way
@@ -765,6 +778,8 @@ def drive(args) -> int:
             str(args.seed),
             "--stall-timeout",
             str(args.stall_timeout),
+            "--stuck-after",
+            str(args.stuck_after),
         ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -964,7 +979,7 @@ def main() -> int:
     if args.mode == "serve":
         import oxloop
 
-        oxloop.run(serve(args.seed, args.stall_timeout))
+        oxloop.run(serve(args.seed, args.stall_timeout, args.stuck_after))
         return 0
     if args.mode == "load":
         asyncio.run(client(args))
