@@ -1,14 +1,18 @@
 """A stress run for lost read or write readiness in oxloop's Python stream transport.
 
-    python python/bench/trickle_stress.py --duration 600 --connections 600 --burners 2 --freeze
+    python python/bench/trickle_stress.py --duration 900 --connections 1000 \\
+        --burners 2 --pin --freeze
+
+(`OXLOOP_BACKEND=io_uring` in the environment puts the server's loop on io_uring.)
 
 An echo server on oxloop's loop (a child process) is fed by client processes (the
 standard library's asyncio loop) that keep `--connections` connections busy, each
 running sessions of a few messages on a fresh connection:
 
-- trickle (most): a message of 1 B-2 KiB sent 1-16 bytes at a time, 0-20 ms apart,
-  its echo read and verified while it is written;
-- bulk: 16 KiB-1 MiB written in 16 KiB pieces while the echo is read slowly (some
+- trickle (nine in ten; `--bulk-share` sets the rest): a message of 1 B-2 KiB sent
+  1-16 bytes at a time, 0-20 ms apart, its echo read and verified while it is
+  written;
+- bulk: 16 KiB-512 KiB written in 16 KiB pieces while the echo is read slowly (some
   connections with a 4 KiB receive buffer, and some served with a 4 KiB send
   buffer), so the server's write buffer fills and flow control runs;
 - now and then a session ends with a reset (`SO_LINGER` 0) or is dropped part-way,
@@ -21,9 +25,9 @@ pauses reading as the soak server does), `pause_reading()` after some reads with
 `call_soon_threadsafe` from a thread, a future's done callback, a task, an
 `add_reader` callback woken through a pipe, `add_writer`), plain and buffered
 protocols, writes as bytes, memoryview, two halves or `writelines`; a timer storm
-(every timer fired or cancelled, none late by more than `--stall-timeout`), threads
-making `call_soon_threadsafe` calls (each ran), a `SIGUSR1` storm through
-`add_signal_handler` (each burst handled) and `gc.collect()` every second.
+(every timer fired or cancelled), threads making `call_soon_threadsafe` calls (each
+ran), a `SIGUSR1` storm through `add_signal_handler` (each burst handled) and
+`gc.collect()` every second.
 
 With `--burners N`, N busy processes compete for the CPU (all pinned with the server
 to CPU 0 with `--pin`); with `--freeze`, the server process is stopped
@@ -39,7 +43,8 @@ paused and why, write buffer size, how long its loop last went without turning).
 A stall that recovers is counted as late (slowness); one with no progress for
 `--stuck-after` seconds (default 120, the soak's message timeout) is stuck. A storm
 resume or a timer that has not run `--stall-timeout` seconds (plus twice the loop's
-recent lag) after it was due is lost. Every byte is verified. The exit status is
+recent lag) after it was due is lost, and so is a signal burst whose handler has not
+run after `--stuck-after` seconds. Every byte is verified. The exit status is
 non-zero if a message got stuck or mismatched, or a resume, timer, signal burst or
 cross-thread call was lost.
 """
@@ -548,7 +553,7 @@ async def client(args) -> None:
     deadline = time.monotonic() + args.duration
 
     async def exchange(reader, writer, port: int, srng: random.Random) -> None:
-        trickle = srng.random() < 0.9
+        trickle = srng.random() >= args.bulk_share
         length = srng.randint(1, 2048) if trickle else srng.randint(16 * 1024, 512 * 1024)
         seed = srng.randrange(1 << 16)
         slow_reader = not trickle and srng.random() < 0.7
@@ -817,6 +822,8 @@ def drive(args) -> int:
                 str(args.stall_timeout),
                 "--seed",
                 str(args.seed * 1000 + i),
+                "--bulk-share",
+                str(args.bulk_share),
             ],
             stdout=subprocess.PIPE,
             text=True,
@@ -963,6 +970,9 @@ def main() -> int:
         "--connections", type=int, default=600, help="concurrent connections (default 600)"
     )
     parser.add_argument("--clients", type=int, default=2, help="client processes (default 2)")
+    parser.add_argument(
+        "--bulk-share", type=float, default=0.1, help="bulk messages' share (default 0.1)"
+    )
     parser.add_argument("--burners", type=int, default=0, help="busy processes beside the server")
     parser.add_argument("--pin", action="store_true", help="server and burners on CPU 0")
     parser.add_argument("--freeze", action="store_true", help="stop the server now and then")
