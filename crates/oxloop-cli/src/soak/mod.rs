@@ -17,6 +17,7 @@ pub mod load;
 mod python;
 mod servers;
 mod storms;
+pub mod tcp;
 
 use load::{LoadResult, Mode};
 use oxloop::EventLoop;
@@ -178,6 +179,9 @@ pub struct TargetReport {
     /// (`ListenOverflows` in /proc/net/netstat: machine-wide, so other programs'
     /// listeners count too).
     pub kernel_listen_overflows: u64,
+    /// The machine's TCP during the soak phase (memory pressure, drops, retransmission
+    /// timeouts): what tells a session stopped by TCP itself from one a server stopped.
+    pub kernel_tcp: tcp::KernelTcp,
     /// The fd-exhaustion phase.
     pub emfile: EmfileReport,
     /// The python target: what its own process held at its start and end (the Rust
@@ -856,6 +860,7 @@ fn soak_target(
     );
     let start = Instant::now();
     let overflows_before = listen_overflows();
+    let tcp_watch = tcp::TcpWatch::start();
     let (ev, book) = new_loop()?;
     let counters = Rc::new(Counters::default());
     let timeout = Duration::from_millis(scale.server_timeout_ms);
@@ -911,6 +916,7 @@ fn soak_target(
         other_panics: book.other.get(),
         soak_s: start.elapsed().as_secs_f64(),
         kernel_listen_overflows: listen_overflows().saturating_sub(overflows_before),
+        kernel_tcp: tcp_watch.finish(),
         emfile: EmfileReport::default(),
         process: None,
     };
@@ -1309,6 +1315,7 @@ fn print_target(t: &TargetReport) {
         "    server: accepted {}, closed {} cleanly / {} with an error, cut {} idle / {} stalled, {} panics raised, largest write buffer {} B, {} requests",
         s.accepted, s.closed_clean, s.closed_with_error, s.idle_cuts, s.stall_cuts, s.panics_raised, s.max_write_buffer, s.requests
     );
+    println!("    kernel TCP meanwhile: {}", t.kernel_tcp.describe());
     let st = &t.storms;
     println!(
         "    storms: {} timers ({} fired, {} cancelled), {} signals ({} handler runs), {} cross-thread calls, {} panicking callbacks",

@@ -208,6 +208,7 @@ pub fn soak(
     );
     let start = Instant::now();
     let overflows_before = super::listen_overflows();
+    let tcp_watch = super::tcp::TcpWatch::start();
     let plan = serde_json::json!({
         "timers": scale.storms.timers,
         "signals": scale.storms.signals,
@@ -232,6 +233,7 @@ pub fn soak(
     .ok();
     let soak_s = start.elapsed().as_secs_f64();
     let kernel_listen_overflows = super::listen_overflows().saturating_sub(overflows_before);
+    let kernel_tcp = tcp_watch.finish();
     let load = got.load.clone().unwrap_or_default();
     let soak_line = got.soak.take().unwrap_or_default();
     let reported = got.reported.unwrap_or_default();
@@ -395,6 +397,7 @@ pub fn soak(
         other_panics: reported.other,
         soak_s,
         kernel_listen_overflows,
+        kernel_tcp,
         emfile,
         process,
     })
