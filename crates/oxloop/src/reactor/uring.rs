@@ -553,7 +553,8 @@ impl AsRawFd for Backend {
 // reports the fd readable. Bytes to send are copied into the stream's queue, and one
 // `IORING_OP_SEND` per stream goes out with the next wait, carrying everything queued
 // since the last one. The transport asks for writability (a poll) only when it waits
-// for the queue to drain.
+// for the queue to drain. A stream whose reading pauses gives its buffers back at once
+// (their bytes copied into the stream): the ring is every stream's.
 
 /// Provided buffers: how many, and how large each.
 const BUFFER_COUNT: u16 = 256;
@@ -682,6 +683,9 @@ struct Stream {
     cancelled: Option<u32>,
     /// Buffers received and not yet taken: (buffer id, length).
     received: std::collections::VecDeque<(u16, u32)>,
+    /// Bytes received while reading was paused, copied out of their buffers so that
+    /// the buffers went back to the ring at once; taken before `received`.
+    spilled: Vec<u8>,
     /// End of the stream (0) or the error (a negative errno) that ended receiving.
     ended: Option<i32>,
     /// Bytes written and not yet handed to the kernel.
@@ -699,6 +703,11 @@ impl Stream {
     /// Bytes accepted and not yet taken by the kernel.
     fn backlog(&self) -> usize {
         self.queued.len() + self.sending.len() - self.sent
+    }
+
+    /// Received bytes are waiting to be taken.
+    fn has_received(&self) -> bool {
+        !self.spilled.is_empty() || !self.received.is_empty()
     }
 }
 
@@ -735,8 +744,9 @@ impl State {
     /// Starts (or cancels) the multishot receive of stream `fd`.
     fn arm_receive(&mut self, fd: RawFd, read: bool) -> io::Result<()> {
         let next = self.next_generation();
-        let stream = self.stream(fd);
         if !read {
+            self.spill(fd);
+            let stream = self.stream(fd);
             if let Some(generation) = stream.receiving.take() {
                 stream.cancelled = Some(generation);
                 let cancel = opcode::AsyncCancel::new(tagged(KIND_RECV, fd, generation))
@@ -746,8 +756,9 @@ impl State {
             }
             return Ok(());
         }
+        let stream = self.stream(fd);
         if stream.receiving.is_some() || stream.ended.is_some() {
-            if !stream.received.is_empty() || stream.ended.is_some() {
+            if stream.has_received() || stream.ended.is_some() {
                 self.synthetic
                     .push(Ready::from_epoll(fd, libc::POLLIN as u32));
             }
@@ -755,7 +766,7 @@ impl State {
         }
         stream.receiving = Some(next);
         let generation = next;
-        if !stream.received.is_empty() {
+        if stream.has_received() {
             self.synthetic
                 .push(Ready::from_epoll(fd, libc::POLLIN as u32));
         }
@@ -764,6 +775,28 @@ impl State {
             .user_data(tagged(KIND_RECV, fd, generation));
         self.in_kernel += 1;
         self.push(&recv)
+    }
+
+    /// Copies the buffers stream `fd` received and has not handed out into the
+    /// stream's own memory, and gives them back to the ring. For a stream whose reading
+    /// is paused: the ring's buffers are every stream's, and a paused stream holding
+    /// them (for as long as its protocol wants) would leave every other stream's
+    /// receive ending with `ENOBUFS`, its bytes waiting in its socket, until it resumed.
+    fn spill(&mut self, fd: RawFd) {
+        let (Some(buffers), Some(stream)) = (
+            self.buffers.as_mut(),
+            self.streams
+                .get_mut(fd as usize)
+                .and_then(|s| s.as_deref_mut()),
+        ) else {
+            return;
+        };
+        for (id, len) in stream.received.drain(..) {
+            stream
+                .spilled
+                .extend_from_slice(buffers.slice(id, len as usize));
+            buffers.give_back(id);
+        }
     }
 
     /// A completion of a multishot receive.
@@ -793,17 +826,22 @@ impl State {
             return;
         };
         let paused = stream.receiving != Some(generation);
+        // A receive cancelled when reading paused may still deliver after reading
+        // resumed (a newer receive started): those bytes are reported too.
+        let reading = stream.receiving.is_some();
         if !more && !paused {
             stream.receiving = None;
         }
         match (result, buffer) {
             (n, Some(id)) if n > 0 => {
                 stream.received.push_back((id, n as u32));
-                if !paused {
-                    events.list.push(Ready::from_epoll(fd, libc::POLLIN as u32));
-                    if !more {
-                        self.mark_dirty(fd); // receive again
-                    }
+                if !reading {
+                    self.spill(fd);
+                    return;
+                }
+                events.list.push(Ready::from_epoll(fd, libc::POLLIN as u32));
+                if !more && !paused {
+                    self.mark_dirty(fd); // receive again
                 }
             }
             (0, _) => {
@@ -1025,6 +1063,12 @@ impl Backend {
             else {
                 return Received::Nothing;
             };
+            if !stream.spilled.is_empty() {
+                let spilled = std::mem::take(&mut stream.spilled);
+                drop(state);
+                f(&spilled);
+                return Received::Data;
+            }
             match stream.received.pop_front() {
                 Some(buffer) => buffer,
                 None => {
