@@ -554,7 +554,9 @@ impl AsRawFd for Backend {
 // `IORING_OP_SEND` per stream goes out with the next wait, carrying everything queued
 // since the last one. The transport asks for writability (a poll) only when it waits
 // for the queue to drain. A stream whose reading pauses gives its buffers back at once
-// (their bytes copied into the stream): the ring is every stream's.
+// (their bytes copied into the stream): the ring is every stream's. A stream whose
+// receive ended for want of buffers is read with plain `recv` calls until its socket is
+// drained (see `Stream::starved`).
 
 /// Provided buffers: how many, and how large each.
 const BUFFER_COUNT: u16 = 256;
@@ -688,6 +690,10 @@ struct Stream {
     spilled: Vec<u8>,
     /// End of the stream (0) or the error (a negative errno) that ended receiving.
     ended: Option<i32>,
+    /// The receive ended for want of buffers (`ENOBUFS`): no receive is in the kernel,
+    /// and [`Backend::receive`] reads the socket itself until it is drained, then the
+    /// multishot receive is armed again.
+    starved: bool,
     /// Bytes written and not yet handed to the kernel.
     queued: Vec<u8>,
     /// The bytes of the send in the kernel, and how far it got.
@@ -757,8 +763,8 @@ impl State {
             return Ok(());
         }
         let stream = self.stream(fd);
-        if stream.receiving.is_some() || stream.ended.is_some() {
-            if stream.has_received() || stream.ended.is_some() {
+        if stream.receiving.is_some() || stream.ended.is_some() || stream.starved {
+            if stream.has_received() || stream.ended.is_some() || stream.starved {
                 self.synthetic
                     .push(Ready::from_epoll(fd, libc::POLLIN as u32));
             }
@@ -849,12 +855,20 @@ impl State {
                 let bits = (libc::POLLIN | libc::POLLRDHUP) as u32;
                 events.list.push(Ready::from_epoll(fd, bits));
             }
+            (e, _) if e == -libc::ENOBUFS && !more && !paused => {
+                // Every buffer was in use. Armed again, the receive would start with
+                // the ring as empty as the other streams' receives, still in the
+                // kernel, leave it, and lose to them for as long as they have bytes:
+                // the transport reads this socket itself instead, until it is drained.
+                stream.starved = true;
+                events.list.push(Ready::from_epoll(fd, libc::POLLIN as u32));
+            }
             (e, _) if e == -libc::ENOBUFS || e == -libc::ECANCELED || e == -libc::EINTR => {
                 if let (Some(id), Some(buffers)) = (buffer, self.buffers.as_mut()) {
                     buffers.give_back(id);
                 }
                 if !more && !paused {
-                    self.mark_dirty(fd); // every buffer was in use: receive again
+                    self.mark_dirty(fd); // receive again
                 }
             }
             (e, _) => {
@@ -1052,7 +1066,7 @@ impl Backend {
     }
 
     /// Takes the next buffer received on stream `fd`, if reading is on, and passes its
-    /// bytes to `f`.
+    /// bytes to `f` (for a starved stream, reads the socket itself).
     pub fn receive(&self, fd: RawFd, f: impl FnOnce(&[u8])) -> Received {
         let taken = {
             let mut state = self.state.borrow_mut();
@@ -1071,6 +1085,10 @@ impl Backend {
             }
             match stream.received.pop_front() {
                 Some(buffer) => buffer,
+                None if stream.starved && stream.ended.is_none() => {
+                    drop(state);
+                    return self.receive_directly(fd, f);
+                }
                 None => {
                     return match stream.ended {
                         None => Received::Nothing,
@@ -1096,6 +1114,46 @@ impl Backend {
             buffers.give_back(id);
         }
         Received::Data
+    }
+
+    /// One `recv` on starved stream `fd` (its receive ended for want of buffers, and
+    /// nothing it received is left), into memory of its own; once the socket is
+    /// drained, the multishot receive is armed again with the next wait.
+    #[cold]
+    fn receive_directly(&self, fd: RawFd, f: impl FnOnce(&[u8])) -> Received {
+        let mut buf = vec![0u8; BUFFER_SIZE];
+        // SAFETY: `fd` is a stream socket the transport owns and keeps open while it
+        // asks for its bytes; the borrow lasts for this one call.
+        let sock = unsafe { BorrowedFd::borrow_raw(fd) };
+        let result = rustix::net::recv(sock, &mut buf[..], rustix::net::RecvFlags::DONTWAIT);
+        let mut state = self.state.borrow_mut();
+        let Some(stream) = state
+            .streams
+            .get_mut(fd as usize)
+            .and_then(|s| s.as_deref_mut())
+        else {
+            return Received::Nothing;
+        };
+        match result {
+            Ok((0, _)) => {
+                stream.ended = Some(0);
+                Received::End
+            }
+            Ok((n, _)) => {
+                drop(state);
+                f(&buf[..n]);
+                Received::Data
+            }
+            Err(e) if e == rustix::io::Errno::AGAIN || e == rustix::io::Errno::INTR => {
+                stream.starved = false;
+                state.mark_dirty(fd);
+                Received::Nothing
+            }
+            Err(e) => {
+                stream.ended = Some(-e.raw_os_error());
+                Received::Failed(e.into())
+            }
+        }
     }
 
     /// Queues `data` to be sent on stream `fd` with the next wait. Returns the bytes
