@@ -553,7 +553,10 @@ impl AsRawFd for Backend {
 // reports the fd readable. Bytes to send are copied into the stream's queue, and one
 // `IORING_OP_SEND` per stream goes out with the next wait, carrying everything queued
 // since the last one. The transport asks for writability (a poll) only when it waits
-// for the queue to drain.
+// for the queue to drain. A stream whose reading pauses gives its buffers back at once
+// (their bytes copied into the stream): the ring is every stream's. A stream whose
+// receive ended for want of buffers is read with plain `recv` calls until its socket is
+// drained (see `Stream::starved`).
 
 /// Provided buffers: how many, and how large each.
 const BUFFER_COUNT: u16 = 256;
@@ -682,8 +685,15 @@ struct Stream {
     cancelled: Option<u32>,
     /// Buffers received and not yet taken: (buffer id, length).
     received: std::collections::VecDeque<(u16, u32)>,
+    /// Bytes received while reading was paused, copied out of their buffers so that
+    /// the buffers went back to the ring at once; taken before `received`.
+    spilled: Vec<u8>,
     /// End of the stream (0) or the error (a negative errno) that ended receiving.
     ended: Option<i32>,
+    /// The receive ended for want of buffers (`ENOBUFS`): no receive is in the kernel,
+    /// and [`Backend::receive`] reads the socket itself until it is drained, then the
+    /// multishot receive is armed again.
+    starved: bool,
     /// Bytes written and not yet handed to the kernel.
     queued: Vec<u8>,
     /// The bytes of the send in the kernel, and how far it got.
@@ -699,6 +709,11 @@ impl Stream {
     /// Bytes accepted and not yet taken by the kernel.
     fn backlog(&self) -> usize {
         self.queued.len() + self.sending.len() - self.sent
+    }
+
+    /// Received bytes are waiting to be taken.
+    fn has_received(&self) -> bool {
+        !self.spilled.is_empty() || !self.received.is_empty()
     }
 }
 
@@ -735,8 +750,9 @@ impl State {
     /// Starts (or cancels) the multishot receive of stream `fd`.
     fn arm_receive(&mut self, fd: RawFd, read: bool) -> io::Result<()> {
         let next = self.next_generation();
-        let stream = self.stream(fd);
         if !read {
+            self.spill(fd);
+            let stream = self.stream(fd);
             if let Some(generation) = stream.receiving.take() {
                 stream.cancelled = Some(generation);
                 let cancel = opcode::AsyncCancel::new(tagged(KIND_RECV, fd, generation))
@@ -746,8 +762,9 @@ impl State {
             }
             return Ok(());
         }
-        if stream.receiving.is_some() || stream.ended.is_some() {
-            if !stream.received.is_empty() || stream.ended.is_some() {
+        let stream = self.stream(fd);
+        if stream.receiving.is_some() || stream.ended.is_some() || stream.starved {
+            if stream.has_received() || stream.ended.is_some() || stream.starved {
                 self.synthetic
                     .push(Ready::from_epoll(fd, libc::POLLIN as u32));
             }
@@ -755,7 +772,7 @@ impl State {
         }
         stream.receiving = Some(next);
         let generation = next;
-        if !stream.received.is_empty() {
+        if stream.has_received() {
             self.synthetic
                 .push(Ready::from_epoll(fd, libc::POLLIN as u32));
         }
@@ -764,6 +781,28 @@ impl State {
             .user_data(tagged(KIND_RECV, fd, generation));
         self.in_kernel += 1;
         self.push(&recv)
+    }
+
+    /// Copies the buffers stream `fd` received and has not handed out into the
+    /// stream's own memory, and gives them back to the ring. For a stream whose reading
+    /// is paused: the ring's buffers are every stream's, and a paused stream holding
+    /// them (for as long as its protocol wants) would leave every other stream's
+    /// receive ending with `ENOBUFS`, its bytes waiting in its socket, until it resumed.
+    fn spill(&mut self, fd: RawFd) {
+        let (Some(buffers), Some(stream)) = (
+            self.buffers.as_mut(),
+            self.streams
+                .get_mut(fd as usize)
+                .and_then(|s| s.as_deref_mut()),
+        ) else {
+            return;
+        };
+        for (id, len) in stream.received.drain(..) {
+            stream
+                .spilled
+                .extend_from_slice(buffers.slice(id, len as usize));
+            buffers.give_back(id);
+        }
     }
 
     /// A completion of a multishot receive.
@@ -793,17 +832,22 @@ impl State {
             return;
         };
         let paused = stream.receiving != Some(generation);
+        // A receive cancelled when reading paused may still deliver after reading
+        // resumed (a newer receive started): those bytes are reported too.
+        let reading = stream.receiving.is_some();
         if !more && !paused {
             stream.receiving = None;
         }
         match (result, buffer) {
             (n, Some(id)) if n > 0 => {
                 stream.received.push_back((id, n as u32));
-                if !paused {
-                    events.list.push(Ready::from_epoll(fd, libc::POLLIN as u32));
-                    if !more {
-                        self.mark_dirty(fd); // receive again
-                    }
+                if !reading {
+                    self.spill(fd);
+                    return;
+                }
+                events.list.push(Ready::from_epoll(fd, libc::POLLIN as u32));
+                if !more && !paused {
+                    self.mark_dirty(fd); // receive again
                 }
             }
             (0, _) => {
@@ -811,12 +855,20 @@ impl State {
                 let bits = (libc::POLLIN | libc::POLLRDHUP) as u32;
                 events.list.push(Ready::from_epoll(fd, bits));
             }
+            (e, _) if e == -libc::ENOBUFS && !more && !paused => {
+                // Every buffer was in use. Armed again, the receive would start with
+                // the ring as empty as the other streams' receives, still in the
+                // kernel, leave it, and lose to them for as long as they have bytes:
+                // the transport reads this socket itself instead, until it is drained.
+                stream.starved = true;
+                events.list.push(Ready::from_epoll(fd, libc::POLLIN as u32));
+            }
             (e, _) if e == -libc::ENOBUFS || e == -libc::ECANCELED || e == -libc::EINTR => {
                 if let (Some(id), Some(buffers)) = (buffer, self.buffers.as_mut()) {
                     buffers.give_back(id);
                 }
                 if !more && !paused {
-                    self.mark_dirty(fd); // every buffer was in use: receive again
+                    self.mark_dirty(fd); // receive again
                 }
             }
             (e, _) => {
@@ -1014,7 +1066,7 @@ impl Backend {
     }
 
     /// Takes the next buffer received on stream `fd`, if reading is on, and passes its
-    /// bytes to `f`.
+    /// bytes to `f` (for a starved stream, reads the socket itself).
     pub fn receive(&self, fd: RawFd, f: impl FnOnce(&[u8])) -> Received {
         let taken = {
             let mut state = self.state.borrow_mut();
@@ -1025,8 +1077,18 @@ impl Backend {
             else {
                 return Received::Nothing;
             };
+            if !stream.spilled.is_empty() {
+                let spilled = std::mem::take(&mut stream.spilled);
+                drop(state);
+                f(&spilled);
+                return Received::Data;
+            }
             match stream.received.pop_front() {
                 Some(buffer) => buffer,
+                None if stream.starved && stream.ended.is_none() => {
+                    drop(state);
+                    return self.receive_directly(fd, f);
+                }
                 None => {
                     return match stream.ended {
                         None => Received::Nothing,
@@ -1052,6 +1114,46 @@ impl Backend {
             buffers.give_back(id);
         }
         Received::Data
+    }
+
+    /// One `recv` on starved stream `fd` (its receive ended for want of buffers, and
+    /// nothing it received is left), into memory of its own; once the socket is
+    /// drained, the multishot receive is armed again with the next wait.
+    #[cold]
+    fn receive_directly(&self, fd: RawFd, f: impl FnOnce(&[u8])) -> Received {
+        let mut buf = vec![0u8; BUFFER_SIZE];
+        // SAFETY: `fd` is a stream socket the transport owns and keeps open while it
+        // asks for its bytes; the borrow lasts for this one call.
+        let sock = unsafe { BorrowedFd::borrow_raw(fd) };
+        let result = rustix::net::recv(sock, &mut buf[..], rustix::net::RecvFlags::DONTWAIT);
+        let mut state = self.state.borrow_mut();
+        let Some(stream) = state
+            .streams
+            .get_mut(fd as usize)
+            .and_then(|s| s.as_deref_mut())
+        else {
+            return Received::Nothing;
+        };
+        match result {
+            Ok((0, _)) => {
+                stream.ended = Some(0);
+                Received::End
+            }
+            Ok((n, _)) => {
+                drop(state);
+                f(&buf[..n]);
+                Received::Data
+            }
+            Err(e) if e == rustix::io::Errno::AGAIN || e == rustix::io::Errno::INTR => {
+                stream.starved = false;
+                state.mark_dirty(fd);
+                Received::Nothing
+            }
+            Err(e) => {
+                stream.ended = Some(-e.raw_os_error());
+                Received::Failed(e.into())
+            }
+        }
     }
 
     /// Queues `data` to be sent on stream `fd` with the next wait. Returns the bytes
