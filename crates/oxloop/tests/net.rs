@@ -14,12 +14,30 @@ fn local() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
 
-fn temp_path(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("oxloop-net-{}", std::process::id()));
+/// A socket path in a directory of its own, both removed when it is dropped.
+struct TempPath(std::path::PathBuf);
+
+impl AsRef<std::path::Path> for TempPath {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+        if let Some(dir) = self.0.parent() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+fn temp_path(name: &str) -> TempPath {
+    let dir = std::env::temp_dir().join(format!("oxloop-net-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(name);
     let _ = std::fs::remove_file(&path);
-    path
+    TempPath(path)
 }
 
 #[test]
@@ -206,8 +224,6 @@ fn unix_datagram_echo() {
     })
     .unwrap()
     .unwrap();
-    let _ = std::fs::remove_file(&server_path);
-    let _ = std::fs::remove_file(&client_path);
 }
 
 #[test]
