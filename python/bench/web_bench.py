@@ -87,24 +87,15 @@ async def asgi_json(scope, receive, send):
 def command(server: str, app: str, port: int, threads: int) -> list[str] | None:
     """The command that serves `app` (hello/json) with `server`, or None if missing."""
     py = sys.executable
-    kind = "wsgi" if server.endswith("wsgi") else "asgi"
+    # The WSGI modes of oxloop: a thread pool, the loop's thread, green tasks.
+    wsgi_modes = {"oxloop-inline": ["--threads", "0"], "oxloop-green": ["--green"]}
+    kind = "wsgi" if server.endswith("wsgi") or server in wsgi_modes else "asgi"
     target = f"bench_apps:{kind}_{app}"
-    if server == "oxloop-green":
-        target = f"bench_apps:wsgi_{app}"
-        return [py, "-m", "oxloop.serve", target, "--interface", "wsgi", "--green"] + [
-            "--port",
-            str(port),
-        ]
-    if server == "oxloop-inline":
-        target = f"bench_apps:wsgi_{app}"
-        return [py, "-m", "oxloop.serve", target, "--interface", "wsgi", "--threads", "0"] + [
-            "--port",
-            str(port),
-        ]
     if server.startswith("oxloop"):
-        return [py, "-m", "oxloop.serve", target, "--interface", kind, "--port", str(port)] + (
+        mode = wsgi_modes.get(server) or (
             ["--threads", str(threads)] if kind == "wsgi" else ["--lifespan", "off"]
         )
+        return [py, "-m", "oxloop.serve", target, "--interface", kind, "--port", str(port)] + mode
     if server.startswith("granian"):
         if importlib.util.find_spec("granian") is None:
             return None

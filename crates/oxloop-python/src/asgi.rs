@@ -718,13 +718,7 @@ impl App {
     /// Builds the scope and starts the application's task.
     fn start_http(self: &Rc<App>, py: Python<'_>, req: Request) -> PyResult<Shared> {
         let scope = self.scope(py, &self.http_scope, &req)?;
-        let method = match req.method() {
-            "GET" => None, // the placeholder
-            "POST" => Some(intern!(py, "POST").clone()),
-            "HEAD" => Some(intern!(py, "HEAD").clone()),
-            other => Some(PyString::new(py, other)),
-        };
-        if let Some(method) = method {
+        if let Some(method) = web::method_unless_get(py, &req) {
             scope.set_item(intern!(py, "method"), method)?;
         }
         let mut req = req;

@@ -11,8 +11,9 @@ use crate::loop_core::{os_error, LoopCore};
 use crate::running::{self, LoopCell, LoopShared};
 use oxloop_http::{Config, HttpServer, Request, Response};
 use pyo3::exceptions::PyValueError;
+use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyString};
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -122,6 +123,25 @@ pub(crate) fn bind(
     let ev = event_loop.get().event_loop(event_loop.py())?;
     let server = bind(&ev, (host, port)).map_err(os_error)?;
     Ok(WebServer::new(server, event_loop.get().running_state()))
+}
+
+/// The request's method as a `str`, unless it is `GET` (what the per-server environ
+/// and scope hold already); the common ones are made once.
+pub(crate) fn method_unless_get<'py>(
+    py: Python<'py>,
+    req: &Request,
+) -> Option<Bound<'py, PyString>> {
+    let method = match req.method() {
+        "GET" => return None,
+        "POST" => intern!(py, "POST"),
+        "HEAD" => intern!(py, "HEAD"),
+        "PUT" => intern!(py, "PUT"),
+        "DELETE" => intern!(py, "DELETE"),
+        "OPTIONS" => intern!(py, "OPTIONS"),
+        "PATCH" => intern!(py, "PATCH"),
+        other => return Some(PyString::new(py, other)),
+    };
+    Some(method.clone())
 }
 
 /// The request target's path, percent-decoded (UTF-8, invalid sequences replaced).

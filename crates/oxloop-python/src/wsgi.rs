@@ -701,17 +701,7 @@ fn environ<'py>(
     // The copy has every key; only the values that differ from the placeholders are
     // set, in place.
     let env = app.base.bind(py).copy()?;
-    let method = match req.method() {
-        "GET" => None, // the placeholder
-        "POST" => Some(intern!(py, "POST").clone()),
-        "HEAD" => Some(intern!(py, "HEAD").clone()),
-        "PUT" => Some(intern!(py, "PUT").clone()),
-        "DELETE" => Some(intern!(py, "DELETE").clone()),
-        "OPTIONS" => Some(intern!(py, "OPTIONS").clone()),
-        "PATCH" => Some(intern!(py, "PATCH").clone()),
-        other => Some(PyString::new(py, other)),
-    };
-    if let Some(method) = method {
+    if let Some(method) = web::method_unless_get(py, req) {
         env.set_item(intern!(py, "REQUEST_METHOD"), method)?;
     }
     let target = req.target().as_bytes();

@@ -281,16 +281,10 @@ fn set_soft_fd_limit(soft: u64) -> io::Result<()> {
 /// The machine's `TcpExt ListenOverflows` counter.
 fn listen_overflows() -> u64 {
     let netstat = std::fs::read_to_string("/proc/net/netstat").unwrap_or_default();
-    let mut lines = netstat.lines().filter(|l| l.starts_with("TcpExt:"));
-    let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
-        return 0;
-    };
-    names
-        .split_whitespace()
-        .zip(values.split_whitespace())
-        .find(|(n, _)| *n == "ListenOverflows")
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0)
+    let overflows = tcp::tcp_ext(&netstat)
+        .find(|(name, _)| *name == "ListenOverflows")
+        .map_or(0, |(_, value)| value);
+    overflows
 }
 
 fn count_dir(path: &str) -> u64 {

@@ -68,22 +68,29 @@ fn counters() -> Counters {
     parse_counters(&std::fs::read_to_string("/proc/net/netstat").unwrap_or_default())
 }
 
-/// [`Counters`] from the text of /proc/net/netstat (a line of names, then one of
-/// values, per group).
-fn parse_counters(netstat: &str) -> Counters {
+/// The `TcpExt` counters in the text of /proc/net/netstat (a line of names, then one
+/// of values, per group), by name.
+pub(super) fn tcp_ext(netstat: &str) -> impl Iterator<Item = (&str, u64)> {
     let mut lines = netstat.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (names, values) = (lines.next().unwrap_or(""), lines.next().unwrap_or(""));
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .map(|(name, value)| (name, value.parse().unwrap_or(0)))
+}
+
+/// [`Counters`] from the text of /proc/net/netstat.
+fn parse_counters(netstat: &str) -> Counters {
     let mut found = Counters::default();
-    if let (Some(names), Some(values)) = (lines.next(), lines.next()) {
-        for (name, value) in names.split_whitespace().zip(values.split_whitespace()) {
-            let slot = match name {
-                "TCPMemoryPressures" => &mut found.memory_pressures,
-                "TCPMemoryPressuresChrono" => &mut found.memory_pressure_ms,
-                "TCPRcvQDrop" => &mut found.receive_memory_drops,
-                "TCPTimeouts" => &mut found.retransmission_timeouts,
-                _ => continue,
-            };
-            *slot = value.parse().unwrap_or(0);
-        }
+    for (name, value) in tcp_ext(netstat) {
+        let slot = match name {
+            "TCPMemoryPressures" => &mut found.memory_pressures,
+            "TCPMemoryPressuresChrono" => &mut found.memory_pressure_ms,
+            "TCPRcvQDrop" => &mut found.receive_memory_drops,
+            "TCPTimeouts" => &mut found.retransmission_timeouts,
+            _ => continue,
+        };
+        *slot = value;
     }
     found
 }

@@ -717,6 +717,11 @@ impl Stream {
     }
 }
 
+/// The state of stream `fd`, if `fd` is a stream.
+fn stream_at(streams: &mut [Option<Box<Stream>>], fd: RawFd) -> Option<&mut Stream> {
+    streams.get_mut(usize::try_from(fd).ok()?)?.as_deref_mut()
+}
+
 /// What [`Backend::receive`] found.
 pub(crate) enum Received {
     /// Nothing received.
@@ -789,12 +794,9 @@ impl State {
     /// them (for as long as its protocol wants) would leave every other stream's
     /// receive ending with `ENOBUFS`, its bytes waiting in its socket, until it resumed.
     fn spill(&mut self, fd: RawFd) {
-        let (Some(buffers), Some(stream)) = (
-            self.buffers.as_mut(),
-            self.streams
-                .get_mut(fd as usize)
-                .and_then(|s| s.as_deref_mut()),
-        ) else {
+        let (Some(buffers), Some(stream)) =
+            (self.buffers.as_mut(), stream_at(&mut self.streams, fd))
+        else {
             return;
         };
         for (id, len) in stream.received.drain(..) {
@@ -819,10 +821,7 @@ impl State {
             self.in_kernel -= 1;
         }
         let buffer = cqueue::buffer_select(flags);
-        let current = self
-            .streams
-            .get_mut(fd as usize)
-            .and_then(|s| s.as_deref_mut())
+        let current = stream_at(&mut self.streams, fd)
             .filter(|s| s.receiving == Some(generation) || s.cancelled == Some(generation));
         let Some(stream) = current else {
             // A receive of a stream deleted meanwhile: its buffer goes back.
@@ -884,11 +883,7 @@ impl State {
         let mut queued = std::mem::take(&mut self.send_queued);
         let mut result = Ok(());
         for &fd in &queued {
-            let Some(stream) = self
-                .streams
-                .get_mut(fd as usize)
-                .and_then(|s| s.as_deref_mut())
-            else {
+            let Some(stream) = stream_at(&mut self.streams, fd) else {
                 continue;
             };
             if stream.send_generation.is_some()
@@ -918,11 +913,8 @@ impl State {
         self.in_kernel -= 1;
         let fd = data as u32 as RawFd;
         let generation = (data >> 32) as u32 & GENERATION_MASK;
-        let current = self
-            .streams
-            .get_mut(fd as usize)
-            .and_then(|s| s.as_deref_mut())
-            .filter(|s| s.send_generation == Some(generation));
+        let current =
+            stream_at(&mut self.streams, fd).filter(|s| s.send_generation == Some(generation));
         let Some(stream) = current else {
             // The send of a deleted stream: its buffer can go now.
             self.orphans.retain(|(d, _)| *d != data);
@@ -1070,11 +1062,7 @@ impl Backend {
     pub fn receive(&self, fd: RawFd, f: impl FnOnce(&[u8])) -> Received {
         let taken = {
             let mut state = self.state.borrow_mut();
-            let Some(stream) = state
-                .streams
-                .get_mut(fd as usize)
-                .and_then(|s| s.as_deref_mut())
-            else {
+            let Some(stream) = stream_at(&mut state.streams, fd) else {
                 return Received::Nothing;
             };
             if !stream.spilled.is_empty() {
@@ -1127,11 +1115,7 @@ impl Backend {
         let sock = unsafe { BorrowedFd::borrow_raw(fd) };
         let result = rustix::net::recv(sock, &mut buf[..], rustix::net::RecvFlags::DONTWAIT);
         let mut state = self.state.borrow_mut();
-        let Some(stream) = state
-            .streams
-            .get_mut(fd as usize)
-            .and_then(|s| s.as_deref_mut())
-        else {
+        let Some(stream) = stream_at(&mut state.streams, fd) else {
             return Received::Nothing;
         };
         match result {
@@ -1160,11 +1144,7 @@ impl Backend {
     /// not yet taken by the kernel, or the error that ended sending.
     pub fn send(&self, fd: RawFd, data: &[u8]) -> io::Result<usize> {
         let mut state = self.state.borrow_mut();
-        let Some(stream) = state
-            .streams
-            .get_mut(fd as usize)
-            .and_then(|s| s.as_deref_mut())
-        else {
+        let Some(stream) = stream_at(&mut state.streams, fd) else {
             return Err(io::Error::from_raw_os_error(libc::EBADF));
         };
         if let Some(e) = stream.send_error {
