@@ -437,3 +437,185 @@ fn streams_paused_with_unread_bytes_do_not_hold_up_other_streams() {
         eprintln!("io_uring is not allowed here: its half of this test is skipped");
     }
 }
+
+/// Clients that write a lot before they read: the echo's sends (on io_uring, sent from
+/// the receive ring's buffers) go out in pieces, the server's small send buffer taking
+/// a little at a time, and every byte arrives, in order.
+fn echoes_to_late_readers(kind: BackendKind) {
+    use oxloop::protocol::Transport;
+    const CLIENTS: usize = 6;
+    const BYTES: usize = 2 << 20;
+    let ev = EventLoop::builder().backend(kind).build_detached().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut clients = Vec::new();
+    for i in 0..CLIENTS {
+        // Small buffers on both sides: the window opens a little at a time.
+        let client =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        client.set_recv_buffer_size(4096).unwrap();
+        client
+            .connect(&listener.local_addr().unwrap().into())
+            .unwrap();
+        let client = std::net::TcpStream::from(client);
+        let server = socket2::Socket::from(listener.accept().unwrap().0);
+        server.set_send_buffer_size(4096).unwrap();
+        Transport::adopt(&ev, server, Echo { transport: None }).unwrap();
+        clients.push(std::thread::spawn(move || {
+            client
+                .set_read_timeout(Some(Duration::from_secs(30)))
+                .unwrap();
+            let mut reader = client.try_clone().unwrap();
+            // Each client's bytes differ from the others', so bytes crossing streams
+            // show.
+            let sent: Vec<u8> = pattern(BYTES + i).split_off(i);
+            let expected = sent.clone();
+            let writer = std::thread::spawn(move || {
+                let mut client = client;
+                for chunk in sent.chunks(50_000) {
+                    client.write_all(chunk).unwrap();
+                }
+                client.shutdown(std::net::Shutdown::Write).unwrap();
+            });
+            std::thread::sleep(Duration::from_millis(300));
+            let mut got = Vec::new();
+            reader.read_to_end(&mut got).unwrap();
+            writer.join().unwrap();
+            (got, expected)
+        }));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !clients.iter().all(|c| c.is_finished()) {
+        assert!(std::time::Instant::now() < deadline, "{kind:?}: timed out");
+        ev.run_once(Some(Duration::from_millis(20))).unwrap();
+    }
+    for (i, client) in clients.into_iter().enumerate() {
+        let (got, expected) = client.join().unwrap();
+        assert_eq!(got.len(), expected.len(), "{kind:?}: client {i}: length");
+        assert!(
+            got == expected,
+            "{kind:?}: client {i}: other bytes than sent"
+        );
+    }
+    ev.destroy();
+}
+
+#[test]
+fn echoes_to_clients_that_read_late_arrive_whole() {
+    echoes_to_late_readers(BackendKind::Epoll);
+    if io_uring_allowed() {
+        echoes_to_late_readers(BackendKind::IoUring);
+    } else {
+        eprintln!("io_uring is not allowed here: its half of this test is skipped");
+    }
+}
+
+/// Echoes what it is handed first four times over; handed more (its echo still in the
+/// kernel, the peer reading nothing), panics or aborts its transport.
+struct Faulty {
+    transport: Option<oxloop::protocol::Transport>,
+    calls: usize,
+    panics: bool,
+}
+
+impl oxloop::protocol::Protocol for Faulty {
+    fn connection_made(&mut self, transport: oxloop::protocol::Transport) {
+        self.transport = Some(transport);
+    }
+    fn data_received(&mut self, data: &[u8]) {
+        self.calls += 1;
+        let Some(t) = &self.transport else { return };
+        if self.calls == 1 {
+            // More than the peer takes: the first write's send stays in the kernel.
+            for _ in 0..4 {
+                t.write(data).unwrap();
+            }
+        } else if self.panics {
+            panic!("a protocol that panics");
+        } else {
+            t.abort();
+        }
+    }
+}
+
+/// Protocols that panic in `data_received` or abort with their echo in flight, and
+/// peers that reset the connection with sends pending, more times than io_uring's
+/// receive ring has buffers: every buffer goes back (a debug build checks when the
+/// loop is dropped), and an echo still works after.
+fn faults_give_receive_buffers_back(kind: BackendKind) {
+    use oxloop::protocol::{LoopNetExt, Transport};
+    let ev = EventLoop::builder().backend(kind).build_detached().unwrap();
+    let panics = Rc::new(Cell::new(0usize));
+    let p = panics.clone();
+    ev.set_exception_handler(move |_| p.set(p.get() + 1));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let block = pattern(15 * 1024);
+    for round in 0..300 {
+        // Small buffers on both sides and a client that never reads: the echo's send
+        // waits in the kernel.
+        let client =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        client.set_recv_buffer_size(1).unwrap(); // the kernel's least
+        client
+            .connect(&listener.local_addr().unwrap().into())
+            .unwrap();
+        let mut client = std::net::TcpStream::from(client);
+        client.set_nonblocking(true).unwrap();
+        let server = socket2::Socket::from(listener.accept().unwrap().0);
+        server.set_send_buffer_size(1).unwrap();
+        let protocol = Faulty {
+            transport: None,
+            calls: 0,
+            panics: round % 2 == 0,
+        };
+        Transport::adopt(&ev, server, protocol).unwrap();
+        // Pieces of less than a receive buffer, one after the other: the first is
+        // echoed, the second finds the echo in the kernel.
+        for _ in 0..2 {
+            let _ = client.write(&block);
+            for _ in 0..3 {
+                ev.run_once(Some(Duration::from_millis(1))).unwrap();
+            }
+        }
+        if round % 3 == 0 {
+            // Closed unread, with a zero linger: the peer resets the connection.
+            socket2::SockRef::from(&client)
+                .set_linger(Some(Duration::ZERO))
+                .unwrap();
+        }
+        drop(client);
+        for _ in 0..3 {
+            ev.run_once(Some(Duration::from_millis(1))).unwrap();
+        }
+    }
+    assert!(panics.get() > 0, "{kind:?}: no protocol panicked");
+    let server = ev
+        .create_server("127.0.0.1:0", || Echo { transport: None })
+        .unwrap();
+    let mut client = std::net::TcpStream::connect(server.socket_addrs()[0]).unwrap();
+    client.set_nonblocking(true).unwrap();
+    client.write_all(b"still here").unwrap();
+    let mut echoed = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while echoed.len() < 10 && std::time::Instant::now() < deadline {
+        ev.run_once(Some(Duration::from_millis(5))).unwrap();
+        let mut buf = [0u8; 16];
+        match client.read(&mut buf) {
+            Ok(n) => echoed.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(echoed, b"still here", "{kind:?}");
+    ev.destroy();
+    drop(ev);
+}
+
+#[test]
+fn receive_buffers_come_back_after_panics_aborts_and_resets() {
+    faults_give_receive_buffers_back(BackendKind::Epoll);
+    if io_uring_allowed() {
+        faults_give_receive_buffers_back(BackendKind::IoUring);
+    } else {
+        eprintln!("io_uring is not allowed here: its half of this test is skipped");
+    }
+}

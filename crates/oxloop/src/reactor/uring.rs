@@ -74,6 +74,14 @@ struct State {
     /// Send buffers of streams deleted while their send was in the kernel, by the
     /// send's user data; dropped when the send completes.
     orphans: Vec<(u64, Vec<u8>)>,
+    /// The same for sends made from a received buffer ([`Lent`]): the buffer goes back
+    /// to the ring when the send completes.
+    orphan_buffers: Vec<(u64, u16)>,
+    /// The received buffers whose bytes protocols are being handed, while they are:
+    /// more than one when a protocol runs a nested loop.
+    lending: Vec<Lending>,
+    /// Received buffers kept out of the ring by sends ([`Stream::lent`]).
+    lent_buffers: u16,
     /// Receives and sends in the kernel (requests that use the loop's memory).
     in_kernel: usize,
     /// Streams with bytes queued to send and no send in the kernel.
@@ -347,6 +355,9 @@ impl Backend {
                 streams: Vec::new(),
                 buffers: None,
                 orphans: Vec::new(),
+                orphan_buffers: Vec::new(),
+                lending: Vec::new(),
+                lent_buffers: 0,
                 in_kernel: 0,
                 send_queued: Vec::new(),
                 synthetic: Vec::new(),
@@ -573,6 +584,8 @@ struct BufferRing {
     memory: *mut u8,
     /// The next descriptor slot to fill (wraps; the kernel reads it as the ring's tail).
     tail: u16,
+    /// Buffers the kernel filled and the loop has not given back.
+    out: u16,
 }
 
 fn descriptors_layout() -> std::alloc::Layout {
@@ -606,6 +619,7 @@ impl BufferRing {
             descriptors,
             memory,
             tail: 0,
+            out: 0,
         };
         // SAFETY: `descriptors` is page-aligned, zeroed and `BUFFER_COUNT` entries
         // long, and stays allocated until after the group is unregistered or the ring
@@ -624,9 +638,15 @@ impl BufferRing {
             return Err(e);
         }
         for id in 0..BUFFER_COUNT {
-            buffers.give_back(id);
+            buffers.publish(id);
         }
         Ok(buffers)
+    }
+
+    /// The address of buffer `id`'s first byte.
+    fn address(&self, id: u16) -> *const u8 {
+        // SAFETY: `id < BUFFER_COUNT`, so the offset stays inside `memory`.
+        unsafe { self.memory.add(usize::from(id) * BUFFER_SIZE) }
     }
 
     /// The bytes of buffer `id`.
@@ -638,8 +658,19 @@ impl BufferRing {
         unsafe { std::slice::from_raw_parts(self.memory.add(usize::from(id) * BUFFER_SIZE), len) }
     }
 
-    /// Puts buffer `id` back in the ring for the kernel to fill.
+    /// Counts buffer `id` as taken out of the ring by a completion.
+    fn taken(&mut self) {
+        self.out += 1;
+    }
+
+    /// Puts buffer `id`, taken by a completion, back in the ring for the kernel to fill.
     fn give_back(&mut self, id: u16) {
+        self.out -= 1;
+        self.publish(id);
+    }
+
+    /// Hands buffer `id` to the kernel.
+    fn publish(&mut self, id: u16) {
         let slot = usize::from(self.tail % BUFFER_COUNT);
         // SAFETY: `slot < BUFFER_COUNT`. The kernel reads descriptors only up to the
         // published tail, and this slot is past it until the store below, so nothing
@@ -694,6 +725,9 @@ struct Stream {
     /// and [`Backend::receive`] reads the socket itself until it is drained, then the
     /// multishot receive is armed again.
     starved: bool,
+    /// A write of bytes that lie in a received buffer, sent from there (see [`Lent`]);
+    /// it goes before `queued`, and while it is in the kernel `sent` counts its bytes.
+    lent: Option<Lent>,
     /// Bytes written and not yet handed to the kernel.
     queued: Vec<u8>,
     /// The bytes of the send in the kernel, and how far it got.
@@ -708,7 +742,19 @@ struct Stream {
 impl Stream {
     /// Bytes accepted and not yet taken by the kernel.
     fn backlog(&self) -> usize {
-        self.queued.len() + self.sending.len() - self.sent
+        let first = match self.lent {
+            Some(lent) => lent.len as usize,
+            None => self.sending.len(),
+        };
+        self.queued.len() + first - self.sent
+    }
+
+    /// The length of the send in the kernel (or about to go there).
+    fn sending_len(&self) -> usize {
+        match self.lent {
+            Some(lent) => lent.len as usize,
+            None => self.sending.len(),
+        }
     }
 
     /// Received bytes are waiting to be taken.
@@ -716,6 +762,69 @@ impl Stream {
         !self.spilled.is_empty() || !self.received.is_empty()
     }
 }
+
+/// A send made straight from a received buffer: `len` bytes from `offset` in buffer
+/// `id`, which stays out of the ring until the send ends. A protocol that writes back
+/// (part of) what it is being handed, as an echo or a proxy does, so costs no copy into
+/// the stream's queue, and the kernel reads bytes it has just written.
+#[derive(Clone, Copy)]
+struct Lent {
+    id: u16,
+    offset: u32,
+    len: u32,
+}
+
+/// The received buffer a protocol is being handed (by [`Backend::receive`]).
+struct Lending {
+    id: u16,
+    start: *const u8,
+    len: usize,
+    /// A send took the buffer: [`Backend::receive`] does not give it back.
+    kept: bool,
+}
+
+impl Lending {
+    /// Lends the buffer to a send of `data`, if `data` lies in it and no other send
+    /// took it.
+    fn lend(&mut self, data: &[u8]) -> Option<Lent> {
+        let offset = (data.as_ptr() as usize).checked_sub(self.start as usize)?;
+        if self.kept || data.is_empty() || offset + data.len() > self.len {
+            return None;
+        }
+        self.kept = true;
+        Some(Lent {
+            id: self.id,
+            offset: offset as u32,
+            len: data.len() as u32,
+        })
+    }
+}
+
+/// Ends the handing of a received buffer to a protocol ([`Backend::receive`]): takes
+/// it off [`State::lending`] and gives it back to the ring unless a send keeps it.
+struct Handing<'a> {
+    backend: &'a Backend,
+    id: u16,
+}
+
+impl Drop for Handing<'_> {
+    fn drop(&mut self) {
+        let mut state = self.backend.state.borrow_mut();
+        // A nested loop run by the protocol handed out buffers of its own meanwhile,
+        // and took them off again when it finished.
+        let lending = state.lending.pop();
+        debug_assert!(lending.as_ref().is_some_and(|l| l.id == self.id));
+        if !lending.is_some_and(|lending| lending.kept) {
+            if let Some(buffers) = state.buffers.as_mut() {
+                buffers.give_back(self.id);
+            }
+        }
+    }
+}
+
+/// At most this many received buffers are kept by sends, so that peers slow to read
+/// cannot keep the ring empty; past it, writes are copied.
+const MAX_LENT: u16 = BUFFER_COUNT / 4;
 
 /// The state of stream `fd`, if `fd` is a stream.
 fn stream_at(streams: &mut [Option<Box<Stream>>], fd: RawFd) -> Option<&mut Stream> {
@@ -821,6 +930,9 @@ impl State {
             self.in_kernel -= 1;
         }
         let buffer = cqueue::buffer_select(flags);
+        if let (Some(_), Some(buffers)) = (buffer, self.buffers.as_mut()) {
+            buffers.taken();
+        }
         let current = stream_at(&mut self.streams, fd)
             .filter(|s| s.receiving == Some(generation) || s.cancelled == Some(generation));
         let Some(stream) = current else {
@@ -887,19 +999,21 @@ impl State {
                 continue;
             };
             if stream.send_generation.is_some()
-                || stream.queued.is_empty()
+                || (stream.queued.is_empty() && stream.lent.is_none())
                 || stream.send_error.is_some()
             {
                 continue;
             }
-            std::mem::swap(&mut stream.queued, &mut stream.sending);
+            if stream.lent.is_none() {
+                std::mem::swap(&mut stream.queued, &mut stream.sending);
+            }
             stream.sent = 0;
             self.stream_generation = self.stream_generation.wrapping_add(1) & GENERATION_MASK;
             let stream = self.streams[fd as usize]
                 .as_deref_mut()
                 .expect("checked above");
             stream.send_generation = Some(self.stream_generation);
-            let send = send_entry(fd, stream);
+            let send = send_entry(fd, stream, self.buffers.as_ref());
             self.in_kernel += 1;
             result = result.and(self.push(&send));
         }
@@ -918,20 +1032,27 @@ impl State {
         let Some(stream) = current else {
             // The send of a deleted stream: its buffer can go now.
             self.orphans.retain(|(d, _)| *d != data);
+            if let Some(i) = self.orphan_buffers.iter().position(|(d, _)| *d == data) {
+                let (_, id) = self.orphan_buffers.swap_remove(i);
+                self.release_lent(id);
+            }
             return;
         };
         stream.send_generation = None;
         if result < 0 && result != -libc::EINTR && result != -libc::EAGAIN {
             stream.send_error = Some(result);
+            if let Some(lent) = stream.lent.take() {
+                self.release_lent(lent.id);
+            }
             let bits = (libc::POLLOUT | libc::POLLERR | libc::POLLHUP) as u32;
             events.list.push(Ready::from_epoll(fd, bits));
             return;
         }
         stream.sent += result.max(0) as usize;
-        if stream.sent < stream.sending.len() {
+        if stream.sent < stream.sending_len() {
             // A short send: the rest goes on at once.
             stream.send_generation = Some(generation);
-            let send = send_entry(fd, stream);
+            let send = send_entry(fd, stream, self.buffers.as_ref());
             self.in_kernel += 1;
             if self.push(&send).is_err() {
                 self.in_kernel -= 1;
@@ -939,13 +1060,32 @@ impl State {
             }
             return;
         }
-        stream.sending.clear();
         stream.sent = 0;
+        let lent = stream.lent.take();
+        stream.sending.clear();
         if !stream.queued.is_empty() {
             self.send_queued.push(fd);
         } else if self.fds[fd as usize].interest.write {
             // The writer waits for the queue to drain: poll for writability now.
             self.mark_dirty(fd);
+        }
+        if let Some(lent) = lent {
+            self.release_lent(lent.id);
+        }
+    }
+
+    /// Buffer `id`, kept by a send that ended, goes back to the ring; or, if it is
+    /// still being handed to a protocol (a nested loop ran the send's completion), when
+    /// that ends.
+    fn release_lent(&mut self, id: u16) {
+        self.lent_buffers -= 1;
+        match self.lending.iter_mut().find(|l| l.kept && l.id == id) {
+            Some(lending) => lending.kept = false,
+            None => {
+                if let Some(buffers) = self.buffers.as_mut() {
+                    buffers.give_back(id);
+                }
+            }
         }
     }
 
@@ -969,30 +1109,49 @@ impl State {
         }
         if let Some(generation) = stream.send_generation {
             let data = tagged(KIND_SEND, fd, generation);
-            self.orphans
-                .push((data, std::mem::take(&mut stream.sending)));
+            match stream.lent.take() {
+                Some(lent) => self.orphan_buffers.push((data, lent.id)),
+                None => self
+                    .orphans
+                    .push((data, std::mem::take(&mut stream.sending))),
+            }
             let cancel = opcode::AsyncCancel::new(data).build().user_data(IGNORED);
             result = result.and(self.push(&cancel));
+        }
+        if let Some(lent) = stream.lent.take() {
+            // Never sent.
+            self.release_lent(lent.id);
         }
         result
     }
 }
 
-/// The send request for the unsent part of `stream.sending`.
-fn send_entry(fd: RawFd, stream: &Stream) -> squeue::Entry {
-    let rest = &stream.sending[stream.sent..];
+/// The send request for the unsent part of `stream.lent` (in `buffers`), or else of
+/// `stream.sending`.
+fn send_entry(fd: RawFd, stream: &Stream, buffers: Option<&BufferRing>) -> squeue::Entry {
+    let (start, len) = match (stream.lent, buffers) {
+        (Some(lent), Some(buffers)) => {
+            let skip = lent.offset as usize + stream.sent;
+            // SAFETY: `offset + len <= BUFFER_SIZE` (checked when the send was lent)
+            // and `sent < len`, so the address stays inside buffer `lent.id`.
+            let start = unsafe { buffers.address(lent.id).add(skip) };
+            (start, lent.len as usize - stream.sent)
+        }
+        _ => {
+            let rest = &stream.sending[stream.sent..];
+            (rest.as_ptr(), rest.len())
+        }
+    };
     let generation = stream.send_generation.expect("a send in flight");
-    // The kernel reads `rest` until the send completes: `sending` is neither changed
-    // nor freed before that (a deleted stream's bytes wait in `State::orphans`, and
-    // `State::drop` waits for every send before freeing them).
-    opcode::Send::new(
-        types::Fd(fd),
-        rest.as_ptr(),
-        rest.len().min(u32::MAX as usize) as u32,
-    )
-    .flags(libc::MSG_NOSIGNAL)
-    .build()
-    .user_data(tagged(KIND_SEND, fd, generation))
+    // The kernel reads these bytes until the send completes: `sending` is neither
+    // changed nor freed before that (a deleted stream's bytes wait in
+    // `State::orphans`), a lent buffer stays out of the ring until then (a deleted
+    // stream's in `State::orphan_buffers`), and `State::drop` waits for every send
+    // before freeing either.
+    opcode::Send::new(types::Fd(fd), start, len.min(u32::MAX as usize) as u32)
+        .flags(libc::MSG_NOSIGNAL)
+        .build()
+        .user_data(tagged(KIND_SEND, fd, generation))
 }
 
 impl Drop for State {
@@ -1024,6 +1183,11 @@ impl Drop for State {
             return;
         }
         if let Some(mut buffers) = self.buffers.take() {
+            // Every buffer out of the ring is held by a stream: none was lost.
+            let held: usize = (self.streams.iter().flatten())
+                .map(|s| s.received.len() + usize::from(s.lent.is_some()))
+                .sum();
+            debug_assert_eq!(usize::from(buffers.out), held, "receive buffers lost");
             let _ = self.ring.submitter().unregister_buf_ring(BUFFER_GROUP);
             // SAFETY: no receive is in the kernel any more (`in_kernel` is 0) and the
             // group is unregistered, so the kernel no longer touches the buffers.
@@ -1088,19 +1252,26 @@ impl Backend {
         };
         let (id, len) = taken;
         let bytes: *const [u8] = {
-            let state = self.state.borrow();
+            let mut state = self.state.borrow_mut();
             let buffers = state.buffers.as_ref().expect("streams have buffers");
-            buffers.slice(id, len as usize)
+            let bytes: *const [u8] = buffers.slice(id, len as usize);
+            let lending = Lending {
+                id,
+                start: bytes as *const u8,
+                len: bytes.len(),
+                kept: false,
+            };
+            state.lending.push(lending);
+            bytes
         };
-        // SAFETY: the buffer belongs to the loop until `give_back` below: it is out of
-        // the kernel's ring, and `f` cannot free the backend, which its caller (a
-        // transport holding the loop) keeps alive; `f` may borrow the backend's state
-        // again, so the state's borrow is released while it runs.
+        // Gives the buffer back when `f` returns or unwinds (a panicking protocol).
+        let _handing = Handing { backend: self, id };
+        // SAFETY: the buffer belongs to the loop until `_handing` gives it back (or
+        // until the send that keeps it ends): it is out of the kernel's ring, and `f`
+        // cannot free the backend, which its caller (a transport holding the loop) keeps
+        // alive; `f` may borrow the backend's state again, so the state's borrow is
+        // released while it runs.
         f(unsafe { &*bytes });
-        let mut state = self.state.borrow_mut();
-        if let Some(buffers) = state.buffers.as_mut() {
-            buffers.give_back(id);
-        }
         Received::Data
     }
 
@@ -1151,6 +1322,16 @@ impl Backend {
             return Err(io::Error::from_raw_os_error(-e));
         }
         let first = stream.queued.is_empty() && stream.send_generation.is_none();
+        if first && stream.lent.is_none() && state.lent_buffers < MAX_LENT {
+            if let Some(lent) = state.lending.last_mut().and_then(|l| l.lend(data)) {
+                let stream = stream_at(&mut state.streams, fd).expect("found above");
+                stream.lent = Some(lent);
+                state.lent_buffers += 1;
+                state.send_queued.push(fd);
+                return Ok(data.len());
+            }
+        }
+        let stream = stream_at(&mut state.streams, fd).expect("found above");
         stream.queued.extend_from_slice(data);
         let backlog = stream.backlog();
         if first {
