@@ -183,14 +183,24 @@ record Rust "$rust_result" "$rust_detail"
 # The short soak and fault run (every server under random clients, storms and fd
 # exhaustion; about half a minute), on the debug binary `cargo test` built for
 # oxloop-cli's tests (building it again here could differ in features and rebuild).
+# Then again with the servers' loops on each extra backend.
 note "soak: oxloop soak --short"
 soak_binary=$CARGO_TARGET_DIR/debug/oxloop
 if [ ! -x "$soak_binary" ]; then
     record soak FAILED "$soak_binary was not built"
-elif "$soak_binary" soak --short --json "$CARGO_TARGET_DIR/soak-short.json"; then
-    record soak passed "report in $CARGO_TARGET_DIR/soak-short.json"
 else
-    record soak FAILED "oxloop soak --short"
+    soak_result=passed
+    soak_detail="report in $CARGO_TARGET_DIR/soak-short.json"
+    "$soak_binary" soak --short --json "$CARGO_TARGET_DIR/soak-short.json" ||
+        soak_result=FAILED
+    for backend in "${oxloop_extra_backends[@]}"; do
+        note "soak: OXLOOP_BACKEND=$backend oxloop soak --short"
+        report=$CARGO_TARGET_DIR/soak-short-$backend.json
+        OXLOOP_BACKEND=$backend "$soak_binary" soak --short --json "$report" ||
+            soak_result=FAILED
+        soak_detail+="; on $backend: $report"
+    done
+    record soak "$soak_result" "$soak_detail"
 fi
 
 # ---------------------------------------------------------------- fuzzing -----------------

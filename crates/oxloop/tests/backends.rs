@@ -619,3 +619,172 @@ fn receive_buffers_come_back_after_panics_aborts_and_resets() {
         eprintln!("io_uring is not allowed here: its half of this test is skipped");
     }
 }
+
+/// Echoes, and panics once, after its first echo.
+struct PanicsOnce {
+    transport: Option<oxloop::protocol::Transport>,
+    panicked: bool,
+}
+
+impl oxloop::protocol::Protocol for PanicsOnce {
+    fn connection_made(&mut self, transport: oxloop::protocol::Transport) {
+        self.transport = Some(transport);
+    }
+    fn data_received(&mut self, data: &[u8]) {
+        if let Some(t) = &self.transport {
+            t.write(data).unwrap();
+        }
+        if !std::mem::replace(&mut self.panicked, true) {
+            panic!("a protocol that panics once");
+        }
+    }
+}
+
+/// A protocol that panics while more of what arrived waits to be handed to it (on
+/// io_uring, in other receive buffers) gets the rest after the panic, as on epoll
+/// (where the socket stays readable).
+fn a_panic_leaves_no_bytes_behind(kind: BackendKind) {
+    use oxloop::protocol::Transport;
+    let ev = EventLoop::builder().backend(kind).build_detached().unwrap();
+    let panics = Rc::new(Cell::new(0usize));
+    let p = panics.clone();
+    ev.set_exception_handler(move |_| p.set(p.get() + 1));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (mut client, server) = loopback_pair(&listener);
+    // Written before the transport starts, so that it all waits at once: more than
+    // one receive buffer's worth.
+    let sent = fill(&mut client);
+    assert!(sent.len() > 64 * 1024, "only {} B written", sent.len());
+    let protocol = PanicsOnce {
+        transport: None,
+        panicked: false,
+    };
+    Transport::adopt(&ev, server, protocol).unwrap();
+    let mut echoed = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut buf = vec![0u8; 64 * 1024];
+    while echoed.len() < sent.len() && std::time::Instant::now() < deadline {
+        ev.run_once(Some(Duration::from_millis(5))).unwrap();
+        loop {
+            match client.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => echoed.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+    assert_eq!(panics.get(), 1, "{kind:?}");
+    assert_eq!(echoed.len(), sent.len(), "{kind:?}: bytes left behind");
+    assert!(echoed == sent, "{kind:?}: other bytes than sent");
+    ev.destroy();
+}
+
+#[test]
+fn a_panicking_protocol_is_handed_the_rest_of_what_arrived() {
+    a_panic_leaves_no_bytes_behind(BackendKind::Epoll);
+    if io_uring_allowed() {
+        a_panic_leaves_no_bytes_behind(BackendKind::IoUring);
+    } else {
+        eprintln!("io_uring is not allowed here: its half of this test is skipped");
+    }
+}
+
+/// Echoes; pauses reading while its writes are above the high-water mark, as a proxy
+/// does; records the largest write buffer it saw.
+struct FlowEcho {
+    transport: Option<oxloop::protocol::Transport>,
+    largest: Rc<Cell<usize>>,
+}
+
+impl oxloop::protocol::Protocol for FlowEcho {
+    fn connection_made(&mut self, transport: oxloop::protocol::Transport) {
+        transport
+            .set_write_buffer_limits(64 * 1024, 16 * 1024)
+            .unwrap();
+        self.transport = Some(transport);
+    }
+    fn data_received(&mut self, data: &[u8]) {
+        let Some(t) = &self.transport else { return };
+        t.write(data).unwrap();
+        self.largest
+            .set(self.largest.get().max(t.write_buffer_size()));
+    }
+    fn pause_writing(&mut self) {
+        if let Some(t) = &self.transport {
+            t.pause_reading();
+        }
+    }
+    fn resume_writing(&mut self) {
+        if let Some(t) = &self.transport {
+            t.resume_reading();
+        }
+    }
+}
+
+/// A client that writes much more than it reads for a while: the echo's write buffer
+/// stays within its high-water mark plus what one read hands the protocol (64 KiB on
+/// epoll), also on io_uring, where a receive cancelled when reading paused may still
+/// fill many buffers.
+fn flow_control_bounds_the_write_buffer(kind: BackendKind) {
+    use oxloop::protocol::Transport;
+    let ev = EventLoop::builder().backend(kind).build_detached().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (client, server) = loopback_pair(&listener);
+    let largest = Rc::new(Cell::new(0));
+    let protocol = FlowEcho {
+        transport: None,
+        largest: largest.clone(),
+    };
+    Transport::adopt(&ev, server, protocol).unwrap();
+    client.set_nonblocking(false).unwrap();
+    let sent = pattern(8 << 20);
+    let expected = sent.clone();
+    let mut reader = client.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let mut client = client;
+        client.write_all(&sent).unwrap();
+        client.shutdown(std::net::Shutdown::Write).unwrap();
+    });
+    let echo = std::thread::spawn(move || {
+        // Late, then slowly: the server's sends back up and it pauses reading.
+        std::thread::sleep(Duration::from_millis(300));
+        let mut got = Vec::new();
+        let mut piece = vec![0u8; 8192];
+        loop {
+            match reader.read(&mut piece).unwrap() {
+                0 => break,
+                n => got.extend_from_slice(&piece[..n]),
+            }
+            if got.len() % (1 << 20) < 8192 {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        got
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !echo.is_finished() {
+        assert!(std::time::Instant::now() < deadline, "{kind:?}: timed out");
+        ev.run_once(Some(Duration::from_millis(10))).unwrap();
+    }
+    writer.join().unwrap();
+    let got = echo.join().unwrap();
+    assert!(got == expected, "{kind:?}: other bytes than sent");
+    let bound = 64 * 1024 + 64 * 1024;
+    assert!(
+        largest.get() <= bound,
+        "{kind:?}: write buffer reached {} B, bound {bound} B",
+        largest.get()
+    );
+    ev.destroy();
+}
+
+#[test]
+fn pausing_reading_keeps_the_write_buffer_near_its_high_water_mark() {
+    flow_control_bounds_the_write_buffer(BackendKind::Epoll);
+    if io_uring_allowed() {
+        flow_control_bounds_the_write_buffer(BackendKind::IoUring);
+    } else {
+        eprintln!("io_uring is not allowed here: its half of this test is skipped");
+    }
+}

@@ -719,6 +719,11 @@ struct Stream {
     /// Bytes received while reading was paused, copied out of their buffers so that
     /// the buffers went back to the ring at once; taken before `received`.
     spilled: Vec<u8>,
+    /// How much of `spilled` was handed out: it goes out a receive buffer's worth at a
+    /// time, so that the protocol's flow control (pausing reading when its writes back
+    /// up) acts as often as with the ring's buffers (a cancelled receive may still fill
+    /// the whole ring).
+    spilled_from: usize,
     /// End of the stream (0) or the error (a negative errno) that ended receiving.
     ended: Option<i32>,
     /// The receive ended for want of buffers (`ENOBUFS`): no receive is in the kernel,
@@ -759,7 +764,7 @@ impl Stream {
 
     /// Received bytes are waiting to be taken.
     fn has_received(&self) -> bool {
-        !self.spilled.is_empty() || !self.received.is_empty()
+        self.spilled_from < self.spilled.len() || !self.received.is_empty()
     }
 }
 
@@ -800,23 +805,61 @@ impl Lending {
     }
 }
 
-/// Ends the handing of a received buffer to a protocol ([`Backend::receive`]): takes
-/// it off [`State::lending`] and gives it back to the ring unless a send keeps it.
+/// Ends the handing of received bytes of stream `fd` to its protocol
+/// ([`Backend::receive`]), when the protocol returns or unwinds: a buffer of the ring
+/// (`id`) is taken off [`State::lending`] and given back unless a send keeps it, the
+/// part of spilled bytes not handed out yet (from the offset) goes back to the stream,
+/// and after a panic the stream is reported again if it has more.
 struct Handing<'a> {
     backend: &'a Backend,
-    id: u16,
+    fd: RawFd,
+    id: Option<u16>,
+    spilled: Option<(Vec<u8>, usize)>,
 }
 
 impl Drop for Handing<'_> {
     fn drop(&mut self) {
         let mut state = self.backend.state.borrow_mut();
-        // A nested loop run by the protocol handed out buffers of its own meanwhile,
-        // and took them off again when it finished.
-        let lending = state.lending.pop();
-        debug_assert!(lending.as_ref().is_some_and(|l| l.id == self.id));
-        if !lending.is_some_and(|lending| lending.kept) {
-            if let Some(buffers) = state.buffers.as_mut() {
-                buffers.give_back(self.id);
+        if let Some((spilled, from)) = self.spilled.take() {
+            if let Some(stream) = stream_at(&mut state.streams, self.fd) {
+                if from < spilled.len() {
+                    if stream.spilled.is_empty() {
+                        stream.spilled = spilled;
+                        stream.spilled_from = from;
+                    } else {
+                        // Spilled again meanwhile (reading paused in the protocol's
+                        // call): the new bytes go after the rest.
+                        let mut rest = spilled[from..].to_vec();
+                        rest.extend_from_slice(&stream.spilled[stream.spilled_from..]);
+                        stream.spilled = rest;
+                        stream.spilled_from = 0;
+                    }
+                }
+            }
+        }
+        if let Some(id) = self.id {
+            // A nested loop run by the protocol handed out buffers of its own
+            // meanwhile, and took them off again when it finished.
+            let lending = state.lending.pop();
+            debug_assert!(lending.as_ref().is_some_and(|l| l.id == id));
+            if !lending.is_some_and(|lending| lending.kept) {
+                if let Some(buffers) = state.buffers.as_mut() {
+                    buffers.give_back(id);
+                }
+            }
+        }
+        if std::thread::panicking() {
+            // The protocol panicked, and the transport's loop handing out what was
+            // received ended with it; the loop goes on (the panic is reported), so the
+            // stream's other received bytes must be reported again, as a readiness
+            // backend reports a socket with unread bytes again by itself.
+            let fd = self.fd;
+            if let Some(stream) = stream_at(&mut state.streams, fd) {
+                if stream.has_received() || stream.ended.is_some() || stream.starved {
+                    state
+                        .synthetic
+                        .push(Ready::from_epoll(fd, libc::POLLIN as u32));
+                }
             }
         }
     }
@@ -1232,10 +1275,19 @@ impl Backend {
             let Some(stream) = stream_at(&mut state.streams, fd) else {
                 return Received::Nothing;
             };
-            if !stream.spilled.is_empty() {
+            if stream.spilled_from < stream.spilled.len() {
                 let spilled = std::mem::take(&mut stream.spilled);
+                let from = std::mem::take(&mut stream.spilled_from);
+                let to = spilled.len().min(from + BUFFER_SIZE);
                 drop(state);
-                f(&spilled);
+                let handing = Handing {
+                    backend: self,
+                    fd,
+                    id: None,
+                    spilled: Some((spilled, to)),
+                };
+                let (spilled, _) = handing.spilled.as_ref().expect("just set");
+                f(&spilled[from..to]);
                 return Received::Data;
             }
             match stream.received.pop_front() {
@@ -1268,7 +1320,12 @@ impl Backend {
             bytes
         };
         // Gives the buffer back when `f` returns or unwinds (a panicking protocol).
-        let _handing = Handing { backend: self, id };
+        let _handing = Handing {
+            backend: self,
+            fd,
+            id: Some(id),
+            spilled: None,
+        };
         // SAFETY: the buffer belongs to the loop until `_handing` gives it back (or
         // until the send that keeps it ends): it is out of the kernel's ring, and `f`
         // cannot free the backend, which its caller (a transport holding the loop) keeps
@@ -1299,6 +1356,12 @@ impl Backend {
             }
             Ok((n, _)) => {
                 drop(state);
+                let _handing = Handing {
+                    backend: self,
+                    fd,
+                    id: None,
+                    spilled: None,
+                };
                 f(&buf[..n]);
                 Received::Data
             }
