@@ -265,8 +265,13 @@ impl EventLoop {
                 if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
                     return Ok(output);
                 }
+                if self.inner.destroyed.get() {
+                    return Err(destroyed_error());
+                }
             }
-            self.iterate_inline(backend, events, None)?;
+            // Not destroyed: `enter` checked before the first iteration, the test
+            // below after every other, and the test above after a poll.
+            self.iterate_alive(backend, events, None)?;
             if self.inner.destroyed.get() {
                 return Err(destroyed_error());
             }

@@ -714,7 +714,9 @@ impl EventLoop {
             if !forever && !self.has_work() {
                 return Ok(());
             }
-            self.iterate_inline(backend, events, None)?;
+            // Not destroyed: `enter` checked before the first iteration, the test
+            // below after every other, and `has_work` destroys nothing.
+            self.iterate_alive(backend, events, None)?;
             if self.inner.destroyed.get() {
                 return Ok(());
             }
@@ -772,10 +774,23 @@ impl EventLoop {
         events: &mut B::Events,
         max_wait: Option<Duration>,
     ) -> io::Result<()> {
-        let inner = &*self.inner;
-        if inner.destroyed.get() {
+        if self.inner.destroyed.get() {
             return Ok(());
         }
+        self.iterate_alive(backend, events, max_wait)
+    }
+
+    /// [`iterate_inline`](Self::iterate_inline) for a caller that knows the loop is
+    /// not destroyed (`run_loop` and `block_on`, which test it after every iteration
+    /// anyway).
+    #[inline(always)]
+    fn iterate_alive<B: Wait>(
+        &self,
+        backend: &B,
+        events: &mut B::Events,
+        max_wait: Option<Duration>,
+    ) -> io::Result<()> {
+        let inner = &*self.inner;
         let (mut notified, behind_ready) = self.wait(backend, events, max_wait)?;
         // With `io_behind_ready`, when anything came before the wait's I/O: asyncio's
         // order, off the busy path.
