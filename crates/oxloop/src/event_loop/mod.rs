@@ -720,7 +720,9 @@ impl EventLoop {
             if self.inner.destroyed.get() {
                 return Ok(());
             }
-            if self.inner.stopping.replace(false) {
+            if self.inner.stopping.get() {
+                // Tested, then cleared: a store fewer than `replace` while running.
+                self.inner.stopping.set(false);
                 return Ok(());
             }
         })
