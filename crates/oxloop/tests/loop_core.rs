@@ -423,6 +423,51 @@ fn cross_thread_calls_from_8_threads_are_delivered_exactly_once_in_order() {
     CHECK.with(|c| c.borrow_mut().take());
 }
 
+/// The loop's waits announce that it sleeps only once something that another thread
+/// can wake it through exists: a remote handed out by a callback, after the loop has
+/// already blocked without one, must still wake its next blocking wait.
+#[test]
+fn a_remote_handed_out_while_running_wakes_the_blocked_loop() {
+    let ev = EventLoop::new().unwrap();
+    let (a, mut b) = UnixStream::pair().unwrap();
+    let writer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(30));
+        b.write_all(b"x").unwrap();
+        b
+    });
+    let called = Arc::new(AtomicUsize::new(0));
+    let helper = Rc::new(RefCell::new(None));
+    let (ev2, c, h) = (ev.clone(), called.clone(), helper.clone());
+    let mut reader = a.try_clone().unwrap();
+    let fd = a.as_raw_fd();
+    ev.add_reader(fd, move || {
+        let mut byte = [0u8; 1];
+        reader.read_exact(&mut byte).unwrap();
+        ev2.remove_reader(fd);
+        let (remote, c) = (ev2.remote(), c.clone());
+        *h.borrow_mut() = Some(std::thread::spawn(move || {
+            // Long enough for the loop to be blocked in its next wait.
+            std::thread::sleep(Duration::from_millis(50));
+            remote
+                .call_from_thread(move || {
+                    c.fetch_add(1, Ordering::SeqCst);
+                })
+                .unwrap();
+            remote.stop().unwrap();
+        }));
+    })
+    .unwrap();
+    // A safety net: were the wake-up lost, this would end the run, far too late.
+    let ev3 = ev.clone();
+    ev.call_later(Duration::from_secs(20), move || ev3.stop());
+    let started = Instant::now();
+    ev.run_forever().unwrap();
+    assert_eq!(called.load(Ordering::SeqCst), 1);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    writer.join().unwrap();
+    helper.borrow_mut().take().unwrap().join().unwrap();
+}
+
 #[test]
 fn call_from_thread_fails_once_the_loop_is_gone() {
     let ev = EventLoop::new().unwrap();

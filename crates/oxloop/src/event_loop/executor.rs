@@ -197,7 +197,7 @@ impl EventLoop {
             key,
             generation,
             self.inner.id,
-            self.inner.shared.clone(),
+            self.inner.share(),
         ));
         entry.insert(TaskSlot {
             generation,
@@ -255,7 +255,7 @@ impl EventLoop {
     /// future itself unwinds out of `block_on`.
     pub fn block_on<F: Future>(&self, future: F) -> io::Result<F::Output> {
         let _running = self.enter()?;
-        let main = Arc::new(MainWaker::new(self.inner.shared.clone()));
+        let main = Arc::new(MainWaker::new(self.inner.share()));
         let waker = Waker::from(main.clone());
         let mut cx = Context::from_waker(&waker);
         let mut future = std::pin::pin!(future);
@@ -265,8 +265,13 @@ impl EventLoop {
                 if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
                     return Ok(output);
                 }
+                if self.inner.destroyed.get() {
+                    return Err(destroyed_error());
+                }
             }
-            self.iterate_inline(backend, events, None)?;
+            // Not destroyed: `enter` checked before the first iteration, the test
+            // below after every other, and the test above after a poll.
+            self.iterate_alive(backend, events, None)?;
             if self.inner.destroyed.get() {
                 return Err(destroyed_error());
             }

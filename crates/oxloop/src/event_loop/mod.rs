@@ -170,6 +170,13 @@ pub(crate) struct Inner {
     /// None of the three above is on: the wait takes its short path, one test for
     /// all of them.
     plain_wait: Cell<bool>,
+    /// `plain_wait`, and nothing outside this thread can wake the loop (`shared_out`
+    /// is false): a wait with nothing queued need not announce that it sleeps.
+    local_wait: Cell<bool>,
+    /// The loop's `Arc<Shared>` was handed out (a [`LoopRemote`], a task's or
+    /// `block_on`'s waker), so another thread may wake the loop: its waits announce
+    /// that they sleep. Set for good, on the loop's thread, before the clone leaves it.
+    shared_out: Cell<bool>,
     /// The ready queue, the timers or the signal handlers may hold something, or a
     /// stop was asked for. Set by everything that adds to them
     /// ([`Inner::note_queued`]) and by `stop` ([`Inner::request_stop`]); cleared by an
@@ -304,6 +311,8 @@ impl EventLoop {
             io_behind_ready: Cell::new(false),
             track_wait_time: Cell::new(false),
             plain_wait: Cell::new(true),
+            local_wait: Cell::new(true),
+            shared_out: Cell::new(false),
             queued: Cell::new(false),
             clock_fresh: Cell::new(true),
             waker_fd,
@@ -567,7 +576,7 @@ impl EventLoop {
     /// [`LoopRemote::stop`].
     pub fn remote(&self) -> LoopRemote {
         LoopRemote {
-            shared: self.inner.shared.clone(),
+            shared: self.inner.share(),
         }
     }
 
@@ -705,11 +714,15 @@ impl EventLoop {
             if !forever && !self.has_work() {
                 return Ok(());
             }
-            self.iterate_inline(backend, events, None)?;
+            // Not destroyed: `enter` checked before the first iteration, the test
+            // below after every other, and `has_work` destroys nothing.
+            self.iterate_alive(backend, events, None)?;
             if self.inner.destroyed.get() {
                 return Ok(());
             }
-            if self.inner.stopping.replace(false) {
+            if self.inner.stopping.get() {
+                // Tested, then cleared: a store fewer than `replace` while running.
+                self.inner.stopping.set(false);
                 return Ok(());
             }
         })
@@ -763,10 +776,23 @@ impl EventLoop {
         events: &mut B::Events,
         max_wait: Option<Duration>,
     ) -> io::Result<()> {
-        let inner = &*self.inner;
-        if inner.destroyed.get() {
+        if self.inner.destroyed.get() {
             return Ok(());
         }
+        self.iterate_alive(backend, events, max_wait)
+    }
+
+    /// [`iterate_inline`](Self::iterate_inline) for a caller that knows the loop is
+    /// not destroyed (`run_loop` and `block_on`, which test it after every iteration
+    /// anyway).
+    #[inline(always)]
+    fn iterate_alive<B: Wait>(
+        &self,
+        backend: &B,
+        events: &mut B::Events,
+        max_wait: Option<Duration>,
+    ) -> io::Result<()> {
+        let inner = &*self.inner;
         let (mut notified, behind_ready) = self.wait(backend, events, max_wait)?;
         // With `io_behind_ready`, when anything came before the wait's I/O: asyncio's
         // order, off the busy path.
@@ -807,9 +833,11 @@ impl EventLoop {
                 state.timers.len(),
                 state.ready.len(),
             );
-            if signals == 0
+            // The ready queue first: a loop running tasks finds it holding one at every
+            // tail (a woken task), and then this is one test.
+            if ready == 0
+                && signals == 0
                 && timers == 0
-                && ready == 0
                 && !state.signals.has_handlers()
                 && !inner.stopping.get()
             {
@@ -845,6 +873,16 @@ impl EventLoop {
         // state need not be borrowed.
         let mut timeout = if inner.queued.get() {
             inner.poll_timeout(&mut inner.state.borrow_mut(), max_wait)
+        } else if inner.local_wait.get() {
+            // Nor can another thread wake the loop: only holders of `shared` write to
+            // its mailbox, and none was handed out, so nothing can be queued there
+            // and the wait announces nothing. (With something queued the wait below
+            // announces itself anyway, which is never wrong: one test less on the
+            // busy path of a loop whose ready queue is never empty.)
+            let result = backend.wait(events, max_wait);
+            inner.clock_fresh.set(false);
+            result?;
+            return Ok((false, false));
         } else {
             max_wait
         };
@@ -1165,13 +1203,25 @@ impl Inner {
         self.queued.set(true);
     }
 
-    /// Recomputes `plain_wait` after one of the flags it sums up changed.
+    /// Recomputes `plain_wait` and `local_wait` after one of the flags they sum up
+    /// changed.
     fn update_plain_wait(&self) {
-        self.plain_wait.set(
-            !self.io_behind_ready.get()
-                && !self.track_wait_time.get()
-                && self.wait_wrapper.get().is_none(),
-        );
+        let plain = !self.io_behind_ready.get()
+            && !self.track_wait_time.get()
+            && self.wait_wrapper.get().is_none();
+        self.plain_wait.set(plain);
+        self.local_wait.set(plain && !self.shared_out.get());
+    }
+
+    /// A clone of the loop's `Arc<Shared>` to hand out (to a [`LoopRemote`] or a
+    /// waker): from now on the loop's waits announce that they sleep, so that a call
+    /// or wake-up from another thread writes to the waker fd. Called on the loop's
+    /// thread, so no wait is in progress while the path changes.
+    pub(super) fn share(&self) -> Arc<Shared> {
+        if !self.shared_out.replace(true) {
+            self.update_plain_wait();
+        }
+        self.shared.clone()
     }
 
     /// Nanoseconds on the loop's clock for `t` (0 for instants before the loop existed).

@@ -13,6 +13,12 @@
 //! swaps back to `AWAKE` when it wakes. All of this is one atomic variable, so no
 //! wake-up can be lost, and a loop that is already awake costs the caller no syscall.
 //! The protocol itself is in `mailbox.rs`, model-checked with loom in `tests/loom.rs`.
+//!
+//! Only holders of the loop's `Arc<Shared>` write to the flag, and the loop hands it
+//! out in one place (`Inner::share`: a [`LoopRemote`], a task's or `block_on`'s waker),
+//! on its own thread. Until it first does, no other thread can wake the loop, and a
+//! wait with nothing queued skips the compare-and-swap and the swap (`local_wait`): the
+//! flag stays `AWAKE`, and the first wait after the hand-out announces itself as usual.
 
 use super::mailbox::Mailbox;
 use crate::reactor::Waker;

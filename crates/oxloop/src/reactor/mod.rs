@@ -460,6 +460,14 @@ impl Ready {
         self.bits & (Ready::IN | Ready::PRI | Ready::HUP | Ready::ERR | Ready::RDHUP) != 0
     }
 
+    /// Readable and nothing else: plain data waiting, no writability, hang-up or error
+    /// (the common report of a connection that is read from; one test for
+    /// `readable() && !writable()`).
+    #[inline]
+    pub fn only_readable(self) -> bool {
+        self.bits == Ready::IN
+    }
+
     /// Writable, or hung up or in error (a write will not block).
     #[inline]
     pub fn writable(self) -> bool {
