@@ -80,8 +80,12 @@ fn accept_backs_off_on_emfile_and_resumes() {
         assert!(Instant::now() < deadline);
         ev.run_once(Some(Duration::from_millis(10))).unwrap();
     }
-    // Three more wait in the backlog (their client fds exist before the exhaustion).
-    let late: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    // Three more connect while fds are exhausted (their client fds are made before):
+    // they wait in the backlog, or, on io_uring, accepted by the loop with fds past the
+    // lowered limit, until the server may take them.
+    let late: Vec<socket2::Socket> = (0..3)
+        .map(|_| socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap())
+        .collect();
 
     // Use up every fd.
     let open = std::fs::read_dir("/proc/self/fd").unwrap().count() as u64;
@@ -96,6 +100,13 @@ fn accept_backs_off_on_emfile_and_resumes() {
             }
         }
     }
+    let late: Vec<TcpStream> = late
+        .into_iter()
+        .map(|s| {
+            s.connect(&addr.into()).unwrap();
+            TcpStream::from(s)
+        })
+        .collect();
 
     // The early connection keeps echoing meanwhile, from another thread.
     let early_client = std::thread::spawn(move || {

@@ -1134,3 +1134,42 @@ fn destroying_a_loop_drops_the_protocol_of_a_connection_closed_just_before() {
     assert!(!lost.get(), "connection_lost was called");
     assert!(dropped.get(), "the protocol was not dropped");
 }
+
+/// Keeps its transport's fd for the test to look at.
+struct FdKeeper(Rc<Cell<Option<std::os::fd::RawFd>>>, Option<Transport>);
+
+impl Protocol for FdKeeper {
+    fn connection_made(&mut self, t: Transport) {
+        self.0.set(t.raw_fd());
+        self.1 = Some(t);
+    }
+    fn data_received(&mut self, _: &[u8]) {}
+}
+
+#[test]
+fn accepted_sockets_are_nonblocking_close_on_exec_and_nodelay() {
+    let ev = EventLoop::new_detached().unwrap();
+    guard(&ev, Duration::from_secs(10));
+    let fd = Rc::new(Cell::new(None));
+    let f = fd.clone();
+    let server = ev
+        .create_server("127.0.0.1:0", move || FdKeeper(f.clone(), None))
+        .unwrap();
+    let _client = TcpStream::connect(server.socket_addrs()[0]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while fd.get().is_none() {
+        assert!(Instant::now() < deadline, "never accepted");
+        ev.run_once(Some(Duration::from_millis(10))).unwrap();
+    }
+    // SAFETY: the transport keeps the fd open while the loop (and so the protocol) is
+    // alive, for the length of this borrow.
+    let sock = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd.get().unwrap()) };
+    let sock = socket2::SockRef::from(&sock);
+    assert!(sock.tcp_nodelay().unwrap(), "TCP_NODELAY");
+    assert!(sock.nonblocking().unwrap(), "O_NONBLOCK");
+    // SAFETY: F_GETFD on an open fd takes no pointer.
+    let flags = unsafe { libc::fcntl(fd.get().unwrap(), libc::F_GETFD) };
+    assert!(flags >= 0 && flags & libc::FD_CLOEXEC != 0, "FD_CLOEXEC");
+    server.close();
+    ev.destroy();
+}

@@ -655,9 +655,13 @@ impl EventLoop {
         if timeout == Some(Duration::ZERO) {
             return timeout;
         }
-        if let Err(e) = self.inner.backend.flush() {
-            tracing::warn!("the loop's backend could not submit its requests: {e}");
-            return Some(Duration::ZERO);
+        match self.inner.backend.flush() {
+            Ok(false) => {}
+            Ok(true) => return Some(Duration::ZERO), // reports wait already
+            Err(e) => {
+                tracing::warn!("the loop's backend could not submit its requests: {e}");
+                return Some(Duration::ZERO);
+            }
         }
         if self.inner.shared.prepare_sleep() {
             timeout

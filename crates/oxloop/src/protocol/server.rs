@@ -3,6 +3,7 @@
 use super::address::Address;
 use super::stream::{prepare_stream, Transport, WeakTransport};
 use super::Protocol;
+use crate::reactor::Accepted;
 use crate::{EventLoop, Handle};
 use socket2::{Domain, SockAddr, Socket, Type};
 use std::cell::{Cell, RefCell};
@@ -88,6 +89,18 @@ impl ServerOptions {
 struct Listener {
     sock: Socket,
     addr: Address,
+    /// The loop accepts for this listener itself ([`EventLoop::start_listener`]):
+    /// connections are taken from the loop, already non-blocking and close-on-exec,
+    /// and the loop is told before the socket closes.
+    ring: Option<EventLoop>,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Some(ev) = self.ring.take() {
+            ev.stop_listener(self.sock.as_raw_fd());
+        }
+    }
 }
 
 /// A Unix socket file the server created, removed again on close if it is still ours.
@@ -189,7 +202,11 @@ pub(crate) fn create_tcp(
     for addr in addrs {
         let sock = listen_tcp(*addr, options).map_err(|e| bind_error(addr, e))?;
         let local = Address::from_sockaddr(&sock.local_addr()?);
-        listeners.push(Listener { sock, addr: local });
+        listeners.push(Listener {
+            sock,
+            addr: local,
+            ring: None,
+        });
     }
     Server::start(ev, listeners, options, factory, None)
 }
@@ -213,6 +230,9 @@ fn listen_tcp(addr: SocketAddr, options: &ServerOptions) -> io::Result<Socket> {
             "SO_REUSEPORT is not available on this system",
         ));
     }
+    // Accepted sockets inherit it (Linux), so those the loop accepts itself need no
+    // `setsockopt` of their own.
+    sock.set_tcp_nodelay(true)?;
     sock.set_nonblocking(true)?;
     sock.bind(&SockAddr::from(addr))?;
     sock.listen(options.backlog)?;
@@ -258,6 +278,7 @@ pub(crate) fn create_unix(
     let listeners = vec![Listener {
         sock,
         addr: Address::Unix(Some(path.to_path_buf())),
+        ring: None,
     }];
     Server::start(ev, listeners, options, factory, owned)
 }
@@ -265,11 +286,16 @@ pub(crate) fn create_unix(
 impl Server {
     fn start(
         ev: &EventLoop,
-        listeners: Vec<Listener>,
+        mut listeners: Vec<Listener>,
         options: &ServerOptions,
         factory: Factory,
         unix_path: Option<OwnedPath>,
     ) -> io::Result<Server> {
+        for listener in &mut listeners {
+            if ev.start_listener(listener.sock.as_raw_fd()) {
+                listener.ring = Some(ev.clone());
+            }
+        }
         let server = Server {
             inner: Rc::new(Inner {
                 ev: ev.clone(),
@@ -334,17 +360,72 @@ impl Server {
         }
     }
 
-    fn on_acceptable(&self, index: usize) {
-        for _ in 0..MAX_ACCEPTS_PER_WAKE {
-            let result = {
-                let listeners = self.inner.listeners.borrow();
-                match listeners.get(index) {
-                    Some(listener) => listener.sock.accept(),
-                    None => return,
+    /// Serves the connections the loop accepted for the listeners and the server did
+    /// not take yet (on close: they are accepted already, so they are served rather
+    /// than reset; a listener on readiness leaves its backlog to the kernel, which
+    /// resets it).
+    fn serve_accepted(&self) {
+        for index in 0..self.inner.listeners.borrow().len() {
+            loop {
+                let next = {
+                    let listeners = self.inner.listeners.borrow();
+                    let Some(Listener {
+                        sock,
+                        ring: Some(ev),
+                        ..
+                    }) = listeners.get(index)
+                    else {
+                        break;
+                    };
+                    ev.listener_accept(sock.as_raw_fd(), u64::MAX)
+                };
+                match next {
+                    Accepted::Socket(fd) => self.serve(Socket::from(fd), false),
+                    Accepted::Failed(_) => continue,
+                    Accepted::Nothing => break,
                 }
+            }
+        }
+    }
+
+    /// The next connection waiting on listener `index` (`WouldBlock`: none), from the
+    /// loop if it accepts for the listener, else from `accept`; with whether it still
+    /// needs [`prepare_stream`]. `None`: the listener is gone. `fd_limit`: the
+    /// process's fd limit, read at the first connection the loop accepted.
+    fn next_connection(
+        &self,
+        index: usize,
+        fd_limit: &mut Option<u64>,
+    ) -> Option<io::Result<(Socket, bool)>> {
+        let listeners = self.inner.listeners.borrow();
+        let listener = listeners.get(index)?;
+        let Some(ev) = &listener.ring else {
+            return Some(listener.sock.accept().map(|(sock, _)| (sock, true)));
+        };
+        // Read once per report: the kernel checked each connection against the limit
+        // of the time its accept was made, which may have been higher.
+        let fd_limit = *fd_limit.get_or_insert_with(|| {
+            rustix::process::getrlimit(rustix::process::Resource::Nofile)
+                .current
+                .unwrap_or(u64::MAX)
+        });
+        Some(
+            match ev.listener_accept(listener.sock.as_raw_fd(), fd_limit) {
+                Accepted::Nothing => Err(io::ErrorKind::WouldBlock.into()),
+                Accepted::Socket(fd) => Ok((Socket::from(fd), false)),
+                Accepted::Failed(e) => Err(e),
+            },
+        )
+    }
+
+    fn on_acceptable(&self, index: usize) {
+        let mut fd_limit = None;
+        for _ in 0..MAX_ACCEPTS_PER_WAKE {
+            let Some(result) = self.next_connection(index, &mut fd_limit) else {
+                return;
             };
             match result {
-                Ok((sock, _)) => self.serve(sock),
+                Ok((sock, prepare)) => self.serve(sock, prepare),
                 Err(e) => match classify_accept_error(&e) {
                     AcceptError::Empty => return,
                     AcceptError::Skip => continue,
@@ -371,12 +452,17 @@ impl Server {
         }
     }
 
-    fn serve(&self, sock: Socket) {
-        if let Err(e) = prepare_stream(&sock, self.inner.tcp) {
-            // Setting options on a connection the peer already reset can fail: drop
-            // that one connection.
-            tracing::debug!(target: "oxloop::protocol", "dropping accepted socket: {e}");
-            return;
+    /// Starts a protocol on an accepted connection. `prepare`: it still needs making
+    /// non-blocking and `TCP_NODELAY` (accepted by `accept`, not by the loop with the
+    /// listener's flags, whose `TCP_NODELAY` it inherited).
+    fn serve(&self, sock: Socket, prepare: bool) {
+        if prepare {
+            if let Err(e) = prepare_stream(&sock, self.inner.tcp) {
+                // Setting options on a connection the peer already reset can fail: drop
+                // that one connection.
+                tracing::debug!(target: "oxloop::protocol", "dropping accepted socket: {e}");
+                return;
+            }
         }
         let protocol = {
             let mut factory = self.inner.factory.borrow_mut();
@@ -483,6 +569,7 @@ impl Server {
         self.inner.serving.set(false);
         self.cancel_retry();
         self.unwatch();
+        self.serve_accepted();
         let listeners = std::mem::take(&mut *self.inner.listeners.borrow_mut());
         drop(listeners);
         let factory = self.inner.factory.borrow_mut().take();

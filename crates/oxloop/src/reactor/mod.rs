@@ -20,7 +20,7 @@ mod portable;
 #[cfg(target_os = "linux")]
 mod uring;
 #[cfg(target_os = "linux")]
-pub(crate) use uring::Received;
+pub(crate) use uring::{Accepted, Received};
 
 /// What [`Backend::receive`] found (no backend but io_uring receives by itself).
 #[cfg(not(target_os = "linux"))]
@@ -28,6 +28,14 @@ pub(crate) enum Received {
     Nothing,
     Data,
     End,
+    Failed(io::Error),
+}
+
+/// What [`Backend::accept`] found (no backend but io_uring accepts by itself).
+#[cfg(not(target_os = "linux"))]
+pub(crate) enum Accepted {
+    Nothing,
+    Socket(std::os::fd::OwnedFd),
     Failed(io::Error),
 }
 
@@ -210,13 +218,51 @@ impl Backend {
     }
 
     /// Hands the kernel whatever the backend queued, without waiting, so that the
-    /// backend's fd tells a host loop the truth.
-    pub fn flush(&self) -> io::Result<()> {
+    /// backend's fd tells a host loop the truth. Returns whether reports wait already
+    /// that the fd does not show (the host must not sleep).
+    pub fn flush(&self) -> io::Result<bool> {
         match self {
             #[cfg(target_os = "linux")]
             Backend::IoUring(b) => b.flush(),
             #[allow(unreachable_patterns)]
-            _ => Ok(()),
+            _ => Ok(false),
+        }
+    }
+
+    /// Accepts connections on listening socket `fd` (not yet added) through the
+    /// backend itself ([`Backend::accept`]) where it can (io_uring). Returns false where
+    /// it does not: the caller accepts on readiness.
+    pub fn start_listener(&self, fd: RawFd) -> bool {
+        match self {
+            #[cfg(target_os = "linux")]
+            Backend::IoUring(b) => b.start_listener(fd),
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+
+    /// Forgets a started listener before it is closed, closing the connections it
+    /// accepted that nobody took.
+    pub fn stop_listener(&self, fd: RawFd) {
+        match self {
+            #[cfg(target_os = "linux")]
+            Backend::IoUring(b) => b.stop_listener(fd),
+            #[allow(unreachable_patterns)]
+            _ => {}
+        }
+    }
+
+    /// Takes the next connection accepted on a started listener, if its fd is below
+    /// `fd_limit` (the process's fd limit now; else `EMFILE`).
+    pub fn accept(&self, fd: RawFd, fd_limit: u64) -> Accepted {
+        match self {
+            #[cfg(target_os = "linux")]
+            Backend::IoUring(b) => b.accept(fd, fd_limit),
+            #[allow(unreachable_patterns)]
+            _ => {
+                let _ = (fd, fd_limit);
+                Accepted::Nothing
+            }
         }
     }
 

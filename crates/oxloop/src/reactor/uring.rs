@@ -30,7 +30,7 @@ use super::{Interest, Ready, Trigger};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use std::cell::RefCell;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
@@ -82,8 +82,12 @@ struct State {
     lending: Vec<Lending>,
     /// Received buffers kept out of the ring by sends ([`Stream::lent`]).
     lent_buffers: u16,
-    /// Receives and sends in the kernel (requests that use the loop's memory).
+    /// Requests in the kernel whose end the ring must see before it goes: receives
+    /// and sends (they use the loop's memory) and accepts (they may still hand the
+    /// loop new fds, which must be closed).
     in_kernel: usize,
+    /// Listening sockets accepted through the ring (a handful per loop).
+    listeners: Vec<Listener>,
     /// Streams with bytes queued to send and no send in the kernel.
     send_queued: Vec<RawFd>,
     /// Reports made without a completion (data already received, when reading
@@ -131,6 +135,7 @@ impl Events {
 const KIND_POLL: u64 = 0;
 const KIND_RECV: u64 = 1;
 const KIND_SEND: u64 = 2;
+const KIND_ACCEPT: u64 = 3;
 /// Generations are counted in the 30 bits between the fd and the kind.
 const GENERATION_MASK: u32 = (1 << 30) - 1;
 
@@ -184,6 +189,11 @@ impl State {
         let entry = self.fds[fd as usize];
         self.fds[fd as usize].dirty = false;
         if !entry.registered || entry.disabled {
+            return self.disarm(fd);
+        }
+        if self.is_listener(fd) {
+            // Accepting is the multishot accept's job: no poll request.
+            self.arm_accept(fd, entry.interest.read)?;
             return self.disarm(fd);
         }
         let mut mask = poll_mask(entry.interest);
@@ -265,6 +275,10 @@ impl State {
                 }
                 KIND_SEND => {
                     self.on_sent(data, cqe.result(), events);
+                    continue;
+                }
+                KIND_ACCEPT => {
+                    self.on_accepted(fd, generation, cqe.result(), cqe.flags());
                     continue;
                 }
                 _ => {}
@@ -359,6 +373,7 @@ impl Backend {
                 lending: Vec::new(),
                 lent_buffers: 0,
                 in_kernel: 0,
+                listeners: Vec::new(),
                 send_queued: Vec::new(),
                 synthetic: Vec::new(),
                 stream_generation: 0,
@@ -459,15 +474,21 @@ impl Backend {
         if stream {
             state.drop_stream(fd)?;
         }
+        let listener = state.is_listener(fd);
+        if listener {
+            // Its accept ends; the connections it accepted wait for the server.
+            state.arm_accept(fd, false)?;
+        }
+        let served = stream || listener;
         match state.fds.get_mut(fd as usize) {
             Some(entry) => {
                 entry.registered = false;
-                if !stream && entry.armed.is_none() {
+                if !served && entry.armed.is_none() {
                     return Ok(());
                 }
                 state.disarm(fd)?;
             }
-            None if !stream => return Ok(()),
+            None if !served => return Ok(()),
             None => {}
         }
         state.ring.submit()?;
@@ -482,14 +503,17 @@ impl Backend {
 
     /// Submits what is queued without waiting, so that the ring's fd reports what the
     /// loop watches (for a host loop that waits on it).
-    pub fn flush(&self) -> io::Result<()> {
+    ///
+    /// Returns whether reports wait that the ring's fd does not show (made without a
+    /// completion, or connections accepted and not yet taken): the host must not sleep.
+    pub fn flush(&self) -> io::Result<bool> {
         let mut state = self.state.borrow_mut();
         state.arm_dirty()?;
         state.start_sends()?;
         if !state.ring.submission().is_empty() {
             state.ring.submit()?;
         }
-        Ok(())
+        Ok(!state.synthetic.is_empty() || state.accepted_waiting())
     }
 
     /// Submits what is queued and waits for completions for at most `timeout` (`None`:
@@ -505,7 +529,7 @@ impl Backend {
         state.arm_dirty()?;
         state.start_sends()?;
         events.list.append(&mut state.synthetic);
-        let ready = !events.list.is_empty();
+        let ready = !events.list.is_empty() || state.accepted_waiting();
         let queued = {
             let submission = state.ring.submission();
             // Completions waiting for the loop to enter the kernel count as queued work.
@@ -538,6 +562,7 @@ impl Backend {
             Err(e) => return Err(e),
         }
         state.reap(events, false);
+        state.report_accepted(events);
         Ok(())
     }
 }
@@ -1417,6 +1442,211 @@ impl Backend {
             }) => Err(io::Error::from_raw_os_error(-e)),
             Some(stream) => Ok(stream.backlog()),
             None => Ok(0),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- listening sockets ------
+//
+// A listening socket handed to `Backend::start_listener` (the protocol layer's servers)
+// is not polled: while it is watched for reading, one multishot accept
+// (`IORING_OP_ACCEPT` with `IORING_ACCEPT_MULTISHOT`) stays in the kernel and accepts
+// each connection as it arrives, non-blocking and close-on-exec from the accept flags
+// (so no `fcntl` follows). The accepted fds wait on the listener until the server takes
+// them with `Backend::accept`; the listener is reported readable after every wait while
+// some do. An error (out of fds: `EMFILE`) ends the multishot request and is handed to
+// the server in its turn, which backs off as on readiness; the request is made again
+// when the server watches the listener again. Deleting the listener (the server pausing)
+// cancels its accept and keeps the connections it accepted; `Backend::stop_listener`
+// (the server closing) closes them.
+
+/// A listening socket accepted through the ring.
+struct Listener {
+    fd: RawFd,
+    /// The generation of the multishot accept in the kernel, if one is.
+    accepting: Option<u32>,
+    /// Accepts cancelled and not yet ended: the connections they still accept are kept.
+    cancelled: Vec<u32>,
+    /// Connections accepted and not yet taken, and errors, in the order they came.
+    accepted: std::collections::VecDeque<Result<OwnedFd, i32>>,
+}
+
+/// What [`Backend::accept`] found.
+pub(crate) enum Accepted {
+    /// No connection waiting.
+    Nothing,
+    /// A connection: its socket, non-blocking and close-on-exec.
+    Socket(OwnedFd),
+    /// Accepting failed (the multishot request ended with this error).
+    Failed(io::Error),
+}
+
+impl State {
+    fn is_listener(&self, fd: RawFd) -> bool {
+        !self.listeners.is_empty() && self.listeners.iter().any(|l| l.fd == fd)
+    }
+
+    fn listener(&mut self, fd: RawFd) -> Option<&mut Listener> {
+        self.listeners.iter_mut().find(|l| l.fd == fd)
+    }
+
+    /// Starts (or cancels) the multishot accept of listener `fd`.
+    fn arm_accept(&mut self, fd: RawFd, accept: bool) -> io::Result<()> {
+        let next = self.next_generation();
+        let Some(listener) = self.listener(fd) else {
+            return Ok(());
+        };
+        if !accept {
+            if let Some(generation) = listener.accepting.take() {
+                listener.cancelled.push(generation);
+                let cancel = opcode::AsyncCancel::new(tagged(KIND_ACCEPT, fd, generation))
+                    .build()
+                    .user_data(IGNORED);
+                return self.push(&cancel);
+            }
+            return Ok(());
+        }
+        if listener.accepting.is_some() {
+            return Ok(());
+        }
+        listener.accepting = Some(next);
+        let accept = opcode::AcceptMulti::new(types::Fd(fd))
+            .flags(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(tagged(KIND_ACCEPT, fd, next));
+        self.in_kernel += 1;
+        self.push(&accept)
+    }
+
+    /// A completion of a multishot accept.
+    fn on_accepted(&mut self, fd: RawFd, generation: u32, result: i32, flags: u32) {
+        let more = cqueue::more(flags);
+        if !more {
+            self.in_kernel -= 1;
+        }
+        let listener = self.listeners.iter_mut().find(|l| {
+            l.fd == fd && (l.accepting == Some(generation) || l.cancelled.contains(&generation))
+        });
+        let Some(listener) = listener else {
+            // An accept of a listener stopped meanwhile: nobody takes the connection.
+            if result >= 0 {
+                // SAFETY: the kernel just installed this fd for the loop, and nothing
+                // else knows it.
+                drop(unsafe { OwnedFd::from_raw_fd(result) });
+            }
+            return;
+        };
+        let live = listener.accepting == Some(generation);
+        if result >= 0 {
+            // SAFETY: as above: a new fd, owned by nobody else.
+            let sock = unsafe { OwnedFd::from_raw_fd(result) };
+            listener.accepted.push_back(Ok(sock));
+        } else if live && result != -libc::ECANCELED {
+            listener.accepted.push_back(Err(result));
+        }
+        if !more {
+            if live {
+                listener.accepting = None;
+                // Accepts again with the next wait if the listener is still watched
+                // then (a server backing off from the error stops watching it first).
+                self.mark_dirty(fd);
+            } else {
+                listener.cancelled.retain(|&g| g != generation);
+            }
+        }
+    }
+
+    /// Whether a watched listener holds connections (or an error) not yet taken.
+    fn accepted_waiting(&self) -> bool {
+        !self.listeners.is_empty()
+            && self.listeners.iter().any(|l| {
+                let entry = &self.fds[l.fd as usize];
+                !l.accepted.is_empty() && entry.registered && entry.interest.read
+            })
+    }
+
+    /// Reports every watched listener that holds connections not yet taken.
+    fn report_accepted(&mut self, events: &mut Events) {
+        for listener in &self.listeners {
+            let entry = &self.fds[listener.fd as usize];
+            if !listener.accepted.is_empty() && entry.registered && entry.interest.read {
+                events
+                    .list
+                    .push(Ready::from_epoll(listener.fd, libc::POLLIN as u32));
+            }
+        }
+    }
+}
+
+impl Backend {
+    /// Accepts connections on listening socket `fd` through the ring (a multishot
+    /// accept while it is watched for reading) once it is added. Returns false where
+    /// this kernel cannot (no multishot accept, Linux 5.19; told by the provided-buffer
+    /// rings of the same release): the server then accepts on readiness.
+    pub fn start_listener(&self, fd: RawFd) -> bool {
+        if fd < 0 {
+            return false;
+        }
+        let mut state = self.state.borrow_mut();
+        if state.buffers.is_none() {
+            match BufferRing::new(&state.ring) {
+                Ok(buffers) => state.buffers = Some(buffers),
+                Err(e) => {
+                    tracing::debug!("io_uring provided buffers refused: {e}");
+                    return false;
+                }
+            }
+        }
+        // A listener of this fd number not stopped (its fd closed behind the loop's
+        // back) is replaced: its connections are closed.
+        state.listeners.retain(|l| l.fd != fd);
+        state.listeners.push(Listener {
+            fd,
+            accepting: None,
+            cancelled: Vec::new(),
+            accepted: std::collections::VecDeque::new(),
+        });
+        true
+    }
+
+    /// Forgets listener `fd`, before the server closes it: its accept is cancelled and
+    /// the connections it accepted and nobody took are closed.
+    pub fn stop_listener(&self, fd: RawFd) {
+        let mut state = self.state.borrow_mut();
+        let Some(index) = state.listeners.iter().position(|l| l.fd == fd) else {
+            return;
+        };
+        let listener = state.listeners.swap_remove(index);
+        if let Some(generation) = listener.accepting {
+            let cancel = opcode::AsyncCancel::new(tagged(KIND_ACCEPT, fd, generation))
+                .build()
+                .user_data(IGNORED);
+            // The accept holds the listening socket open until it ends.
+            if state.push(&cancel).is_ok() {
+                let _ = state.ring.submit();
+            }
+        }
+    }
+
+    /// Takes the next connection (or error) accepted on listener `fd`. `fd_limit`: the
+    /// process's fd limit now. The kernel checks an accept against the limit of the
+    /// time the request was made, so after the limit was lowered a connection may come
+    /// with an fd at or above it: that one is left waiting and `EMFILE` returned, as
+    /// `accept4` would answer now.
+    pub fn accept(&self, fd: RawFd, fd_limit: u64) -> Accepted {
+        let mut state = self.state.borrow_mut();
+        let Some(listener) = state.listener(fd) else {
+            return Accepted::Nothing;
+        };
+        if let Some(Ok(sock)) = listener.accepted.front() {
+            if u64::try_from(sock.as_raw_fd()).map_or(true, |n| n >= fd_limit) {
+                return Accepted::Failed(io::Error::from_raw_os_error(libc::EMFILE));
+            }
+        }
+        match listener.accepted.pop_front() {
+            None => Accepted::Nothing,
+            Some(Ok(sock)) => Accepted::Socket(sock),
+            Some(Err(e)) => Accepted::Failed(io::Error::from_raw_os_error(-e)),
         }
     }
 }
