@@ -20,6 +20,7 @@ import os
 import re
 import statistics
 import subprocess
+import threading
 
 
 def server_cpu_seconds(pid: int) -> float:
@@ -40,6 +41,8 @@ def one_run(binary: str, kind: str, args: argparse.Namespace) -> float:
         line = server.stdout.readline()
         if not line.startswith("listening on "):
             raise SystemExit(f"{binary} serve {kind}: {line!r}")
+        # Whatever else the server prints is read, so that it never blocks on the pipe.
+        threading.Thread(target=server.stdout.read, daemon=True).start()
         load = subprocess.run(
             [binary, "load", line.split()[-1]]
             + ["--connections", str(args.connections), "--size", str(args.size)]

@@ -457,13 +457,21 @@ fn a_remote_handed_out_while_running_wakes_the_blocked_loop() {
         }));
     })
     .unwrap();
-    // A safety net: were the wake-up lost, this would end the run, far too late.
+    // A safety net: were the wake-up lost, this would end the run, far too late. A
+    // watched fd, not a timer: a pending timer keeps the loop announcing its sleeps,
+    // and the wait without the announcement is what this test is about.
+    let (net, mut net_writer) = UnixStream::pair().unwrap();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(20));
+        let _ = net_writer.write_all(b"!");
+    });
     let ev3 = ev.clone();
-    ev.call_later(Duration::from_secs(20), move || ev3.stop());
+    ev.add_reader(net.as_raw_fd(), move || ev3.stop()).unwrap();
     let started = Instant::now();
     ev.run_forever().unwrap();
     assert_eq!(called.load(Ordering::SeqCst), 1);
     assert!(started.elapsed() < Duration::from_secs(10));
+    ev.remove_reader(net.as_raw_fd());
     writer.join().unwrap();
     helper.borrow_mut().take().unwrap().join().unwrap();
 }

@@ -1136,6 +1136,11 @@ impl EventLoop {
         counts: bool,
     ) -> io::Result<()> {
         if self.inner.destroyed.get() {
+            // A stream or listener the backend started for `fd` is never watched: it
+            // goes, so that the fd number's next owner starts clean.
+            if self.inner.backend.keeps_state(fd) {
+                let _ = self.inner.backend.delete(fd);
+            }
             return Err(destroyed_error());
         }
         let mut state = self.inner.state.borrow_mut();

@@ -365,6 +365,10 @@ impl Server {
     /// than reset; a listener on readiness leaves its backlog to the kernel, which
     /// resets it).
     fn serve_accepted(&self) {
+        if self.inner.ev.is_destroyed() {
+            // Nothing can be served: closing the listeners closes them.
+            return;
+        }
         for index in 0..self.inner.listeners.borrow().len() {
             loop {
                 let next = {

@@ -734,6 +734,10 @@ impl BufferRing {
 /// A stream socket served through the ring.
 #[derive(Default)]
 struct Stream {
+    /// Which stream this is, among all the loop's streams over time: a handing-out
+    /// that ends after its stream was deleted and the fd number reused must not touch
+    /// the new stream.
+    serial: u32,
     /// The generation of the multishot receive in the kernel, if one is.
     receiving: Option<u32>,
     /// The generation of a receive cancelled because reading paused: what it still
@@ -838,15 +842,24 @@ impl Lending {
 struct Handing<'a> {
     backend: &'a Backend,
     fd: RawFd,
+    /// The stream's [`Stream::serial`].
+    serial: u32,
     id: Option<u16>,
     spilled: Option<(Vec<u8>, usize)>,
 }
 
 impl Drop for Handing<'_> {
     fn drop(&mut self) {
-        let mut state = self.backend.state.borrow_mut();
+        // Not borrowed but by a panic raised while it was (none is known): then the
+        // buffer is lost rather than the process aborted by a second panic.
+        let Ok(mut state) = self.backend.state.try_borrow_mut() else {
+            return;
+        };
+        let serial = self.serial;
         if let Some((spilled, from)) = self.spilled.take() {
-            if let Some(stream) = stream_at(&mut state.streams, self.fd) {
+            let stream =
+                stream_at(&mut state.streams, self.fd).filter(|stream| stream.serial == serial);
+            if let Some(stream) = stream {
                 if from < spilled.len() {
                     if stream.spilled.is_empty() {
                         stream.spilled = spilled;
@@ -879,7 +892,7 @@ impl Drop for Handing<'_> {
             // stream's other received bytes must be reported again, as a readiness
             // backend reports a socket with unread bytes again by itself.
             let fd = self.fd;
-            if let Some(stream) = stream_at(&mut state.streams, fd) {
+            if let Some(stream) = stream_at(&mut state.streams, fd).filter(|s| s.serial == serial) {
                 if stream.has_received() || stream.ended.is_some() || stream.starved {
                     state
                         .synthetic
@@ -1288,18 +1301,25 @@ impl Backend {
         if index >= state.streams.len() {
             state.streams.resize_with(index + 1, || None);
         }
-        state.streams[index] = Some(Box::default());
+        // A listener of this fd number not stopped (closed behind the loop's back).
+        state.forget_listener(fd);
+        let serial = state.next_generation();
+        state.streams[index] = Some(Box::new(Stream {
+            serial,
+            ..Stream::default()
+        }));
         true
     }
 
     /// Takes the next buffer received on stream `fd`, if reading is on, and passes its
     /// bytes to `f` (for a starved stream, reads the socket itself).
     pub fn receive(&self, fd: RawFd, f: impl FnOnce(&[u8])) -> Received {
-        let taken = {
+        let (taken, serial) = {
             let mut state = self.state.borrow_mut();
             let Some(stream) = stream_at(&mut state.streams, fd) else {
                 return Received::Nothing;
             };
+            let serial = stream.serial;
             if stream.spilled_from < stream.spilled.len() {
                 let spilled = std::mem::take(&mut stream.spilled);
                 let from = std::mem::take(&mut stream.spilled_from);
@@ -1308,6 +1328,7 @@ impl Backend {
                 let handing = Handing {
                     backend: self,
                     fd,
+                    serial,
                     id: None,
                     spilled: Some((spilled, to)),
                 };
@@ -1316,10 +1337,10 @@ impl Backend {
                 return Received::Data;
             }
             match stream.received.pop_front() {
-                Some(buffer) => buffer,
+                Some(buffer) => (buffer, serial),
                 None if stream.starved && stream.ended.is_none() => {
                     drop(state);
-                    return self.receive_directly(fd, f);
+                    return self.receive_directly(fd, serial, f);
                 }
                 None => {
                     return match stream.ended {
@@ -1348,6 +1369,7 @@ impl Backend {
         let _handing = Handing {
             backend: self,
             fd,
+            serial,
             id: Some(id),
             spilled: None,
         };
@@ -1364,7 +1386,7 @@ impl Backend {
     /// nothing it received is left), into memory of its own; once the socket is
     /// drained, the multishot receive is armed again with the next wait.
     #[cold]
-    fn receive_directly(&self, fd: RawFd, f: impl FnOnce(&[u8])) -> Received {
+    fn receive_directly(&self, fd: RawFd, serial: u32, f: impl FnOnce(&[u8])) -> Received {
         let mut buf = vec![0u8; BUFFER_SIZE];
         // SAFETY: `fd` is a stream socket the transport owns and keeps open while it
         // asks for its bytes; the borrow lasts for this one call.
@@ -1384,6 +1406,7 @@ impl Backend {
                 let _handing = Handing {
                     backend: self,
                     fd,
+                    serial,
                     id: None,
                     spilled: None,
                 };
@@ -1482,6 +1505,24 @@ pub(crate) enum Accepted {
 }
 
 impl State {
+    /// Forgets listener `fd`, if there is one: its accept is cancelled (at once: it
+    /// holds the listening socket open until it ends) and the connections it accepted
+    /// and nobody took are closed.
+    fn forget_listener(&mut self, fd: RawFd) {
+        let Some(index) = self.listeners.iter().position(|l| l.fd == fd) else {
+            return;
+        };
+        let listener = self.listeners.swap_remove(index);
+        if let Some(generation) = listener.accepting {
+            let cancel = opcode::AsyncCancel::new(tagged(KIND_ACCEPT, fd, generation))
+                .build()
+                .user_data(IGNORED);
+            if self.push(&cancel).is_ok() {
+                let _ = self.ring.submit();
+            }
+        }
+    }
+
     fn is_listener(&self, fd: RawFd) -> bool {
         !self.listeners.is_empty() && self.listeners.iter().any(|l| l.fd == fd)
     }
@@ -1598,8 +1639,8 @@ impl Backend {
             }
         }
         // A listener of this fd number not stopped (its fd closed behind the loop's
-        // back) is replaced: its connections are closed.
-        state.listeners.retain(|l| l.fd != fd);
+        // back) is replaced: its accept is cancelled and its connections are closed.
+        state.forget_listener(fd);
         state.listeners.push(Listener {
             fd,
             accepting: None,
@@ -1612,20 +1653,7 @@ impl Backend {
     /// Forgets listener `fd`, before the server closes it: its accept is cancelled and
     /// the connections it accepted and nobody took are closed.
     pub fn stop_listener(&self, fd: RawFd) {
-        let mut state = self.state.borrow_mut();
-        let Some(index) = state.listeners.iter().position(|l| l.fd == fd) else {
-            return;
-        };
-        let listener = state.listeners.swap_remove(index);
-        if let Some(generation) = listener.accepting {
-            let cancel = opcode::AsyncCancel::new(tagged(KIND_ACCEPT, fd, generation))
-                .build()
-                .user_data(IGNORED);
-            // The accept holds the listening socket open until it ends.
-            if state.push(&cancel).is_ok() {
-                let _ = state.ring.submit();
-            }
-        }
+        self.state.borrow_mut().forget_listener(fd);
     }
 
     /// Takes the next connection (or error) accepted on listener `fd`. `fd_limit`: the
