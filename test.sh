@@ -181,7 +181,7 @@ record Rust "$rust_result" "$rust_detail"
 # ---------------------------------------------------------------- soak --------------------
 
 # The short soak and fault run (every server under random clients, storms and fd
-# exhaustion; about half a minute), on the debug binary `cargo test` built for
+# exhaustion; about half a minute each), on the debug binary `cargo test` built for
 # oxloop-cli's tests (building it again here could differ in features and rebuild).
 # Then again with the servers' loops on each extra backend.
 note "soak: oxloop soak --short"

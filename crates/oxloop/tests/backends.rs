@@ -27,6 +27,16 @@ fn io_uring_allowed() -> bool {
             .unwrap_or(false)
 }
 
+/// Runs `check` on epoll, then on io_uring where this machine allows it.
+fn on_both_backends(check: fn(BackendKind)) {
+    check(BackendKind::Epoll);
+    if io_uring_allowed() {
+        check(BackendKind::IoUring);
+    } else {
+        eprintln!("io_uring is not allowed here: its half of this test is skipped");
+    }
+}
+
 /// An echo round trip through `add_reader` and a timer, on `ev`.
 fn echo_round_trip(ev: &EventLoop) {
     let (a, mut b) = UnixStream::pair().unwrap();
@@ -430,12 +440,7 @@ fn paused_streams_beside_an_echo(kind: BackendKind) {
 
 #[test]
 fn streams_paused_with_unread_bytes_do_not_hold_up_other_streams() {
-    paused_streams_beside_an_echo(BackendKind::Epoll);
-    if io_uring_allowed() {
-        paused_streams_beside_an_echo(BackendKind::IoUring);
-    } else {
-        eprintln!("io_uring is not allowed here: its half of this test is skipped");
-    }
+    on_both_backends(paused_streams_beside_an_echo);
 }
 
 /// Clients that write a lot before they read: the echo's sends (on io_uring, sent from
@@ -501,12 +506,7 @@ fn echoes_to_late_readers(kind: BackendKind) {
 
 #[test]
 fn echoes_to_clients_that_read_late_arrive_whole() {
-    echoes_to_late_readers(BackendKind::Epoll);
-    if io_uring_allowed() {
-        echoes_to_late_readers(BackendKind::IoUring);
-    } else {
-        eprintln!("io_uring is not allowed here: its half of this test is skipped");
-    }
+    on_both_backends(echoes_to_late_readers);
 }
 
 /// Echoes what it is handed first four times over; handed more (its echo still in the
@@ -612,12 +612,7 @@ fn faults_give_receive_buffers_back(kind: BackendKind) {
 
 #[test]
 fn receive_buffers_come_back_after_panics_aborts_and_resets() {
-    faults_give_receive_buffers_back(BackendKind::Epoll);
-    if io_uring_allowed() {
-        faults_give_receive_buffers_back(BackendKind::IoUring);
-    } else {
-        eprintln!("io_uring is not allowed here: its half of this test is skipped");
-    }
+    on_both_backends(faults_give_receive_buffers_back);
 }
 
 /// Echoes, and panics once, after its first echo.
@@ -692,12 +687,7 @@ fn a_panic_leaves_no_bytes_behind(kind: BackendKind) {
 
 #[test]
 fn a_panicking_protocol_is_handed_the_rest_of_what_arrived() {
-    a_panic_leaves_no_bytes_behind(BackendKind::Epoll);
-    if io_uring_allowed() {
-        a_panic_leaves_no_bytes_behind(BackendKind::IoUring);
-    } else {
-        eprintln!("io_uring is not allowed here: its half of this test is skipped");
-    }
+    on_both_backends(a_panic_leaves_no_bytes_behind);
 }
 
 /// Echoes; pauses reading while its writes are above the high-water mark, as a proxy
@@ -791,10 +781,5 @@ fn flow_control_bounds_the_write_buffer(kind: BackendKind) {
 
 #[test]
 fn pausing_reading_keeps_the_write_buffer_near_its_high_water_mark() {
-    flow_control_bounds_the_write_buffer(BackendKind::Epoll);
-    if io_uring_allowed() {
-        flow_control_bounds_the_write_buffer(BackendKind::IoUring);
-    } else {
-        eprintln!("io_uring is not allowed here: its half of this test is skipped");
-    }
+    on_both_backends(flow_control_bounds_the_write_buffer);
 }

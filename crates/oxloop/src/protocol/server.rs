@@ -370,23 +370,16 @@ impl Server {
             return;
         }
         for index in 0..self.inner.listeners.borrow().len() {
-            loop {
-                let next = {
-                    let listeners = self.inner.listeners.borrow();
-                    let Some(Listener {
-                        sock,
-                        ring: Some(ev),
-                        ..
-                    }) = listeners.get(index)
-                    else {
-                        break;
-                    };
-                    ev.listener_accept(sock.as_raw_fd(), u64::MAX)
-                };
+            let ring = self.inner.listeners.borrow()[index].ring.is_some();
+            if !ring {
+                continue;
+            }
+            let mut unlimited = Some(u64::MAX);
+            while let Some(next) = self.next_connection(index, &mut unlimited) {
                 match next {
-                    Accepted::Socket(fd) => self.serve(Socket::from(fd), false),
-                    Accepted::Failed(_) => continue,
-                    Accepted::Nothing => break,
+                    Ok((sock, prepare)) => self.serve(sock, prepare),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(_) => {} // an error the accept ended with: the next one
                 }
             }
         }

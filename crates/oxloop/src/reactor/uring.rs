@@ -776,11 +776,7 @@ struct Stream {
 impl Stream {
     /// Bytes accepted and not yet taken by the kernel.
     fn backlog(&self) -> usize {
-        let first = match self.lent {
-            Some(lent) => lent.len as usize,
-            None => self.sending.len(),
-        };
-        self.queued.len() + first - self.sent
+        self.queued.len() + self.sending_len() - self.sent
     }
 
     /// The length of the send in the kernel (or about to go there).
@@ -928,6 +924,22 @@ pub(crate) enum Received {
 }
 
 impl State {
+    /// Makes the provided-buffer ring, with the first stream or listener; false where
+    /// this kernel refuses it (Linux before 5.19, which has no multishot accept
+    /// either).
+    fn ensure_buffers(&mut self) -> bool {
+        if self.buffers.is_none() {
+            match BufferRing::new(&self.ring) {
+                Ok(buffers) => self.buffers = Some(buffers),
+                Err(e) => {
+                    tracing::debug!("io_uring provided buffers refused: {e}");
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
     fn next_generation(&mut self) -> u32 {
         self.stream_generation = self.stream_generation.wrapping_add(1) & GENERATION_MASK;
         self.stream_generation
@@ -1289,14 +1301,8 @@ impl Backend {
             return false;
         };
         let mut state = self.state.borrow_mut();
-        if state.buffers.is_none() {
-            match BufferRing::new(&state.ring) {
-                Ok(buffers) => state.buffers = Some(buffers),
-                Err(e) => {
-                    tracing::debug!("io_uring provided buffers refused: {e}");
-                    return false;
-                }
-            }
+        if !state.ensure_buffers() {
+            return false;
         }
         if index >= state.streams.len() {
             state.streams.resize_with(index + 1, || None);
@@ -1629,14 +1635,8 @@ impl Backend {
             return false;
         }
         let mut state = self.state.borrow_mut();
-        if state.buffers.is_none() {
-            match BufferRing::new(&state.ring) {
-                Ok(buffers) => state.buffers = Some(buffers),
-                Err(e) => {
-                    tracing::debug!("io_uring provided buffers refused: {e}");
-                    return false;
-                }
-            }
+        if !state.ensure_buffers() {
+            return false;
         }
         // A listener of this fd number not stopped (its fd closed behind the loop's
         // back) is replaced: its accept is cancelled and its connections are closed.
