@@ -1173,3 +1173,62 @@ fn accepted_sockets_are_nonblocking_close_on_exec_and_nodelay() {
     server.close();
     ev.destroy();
 }
+
+/// `destroy()` or `stop()` called by a protocol while nothing is queued (no timer, no
+/// callback: the iteration's short path, which tests one flag for both) ends
+/// `run_forever` at once, not when something else wakes the loop.
+#[test]
+fn destroy_or_stop_from_a_protocol_ends_the_run_with_nothing_queued() {
+    use std::sync::mpsc;
+    struct Ender {
+        ev: EventLoop,
+        destroy: bool,
+    }
+    impl Protocol for Ender {
+        fn connection_made(&mut self, _transport: Transport) {}
+        fn data_received(&mut self, _data: &[u8]) {
+            if self.destroy {
+                self.ev.destroy();
+            } else {
+                self.ev.stop();
+            }
+        }
+    }
+    for destroy in [false, true] {
+        let ev = EventLoop::new().unwrap();
+        let e = ev.clone();
+        let server = ev
+            .create_server("127.0.0.1:0", move || Ender {
+                ev: e.clone(),
+                destroy,
+            })
+            .unwrap();
+        let addr = server.socket_addrs()[0];
+        // A watchdog on another thread, so that the loop has no timer: it stops a run
+        // the protocol's call did not end, and says so. A destroyed loop's run cannot
+        // be stopped from outside (nothing can wake it), so then it ends the test
+        // program rather than let it hang.
+        let remote = ev.remote();
+        let (done, wait) = mpsc::channel::<()>();
+        let watchdog = std::thread::spawn(move || {
+            let mut client = TcpStream::connect(addr).unwrap();
+            client.write_all(b"x").unwrap();
+            let timed_out = wait.recv_timeout(Duration::from_secs(10)).is_err();
+            if timed_out && remote.stop().is_err() {
+                eprintln!("destroy = {destroy}: the run of a destroyed loop did not end");
+                std::process::exit(1);
+            }
+            timed_out
+        });
+        ev.run_forever().unwrap();
+        done.send(()).unwrap();
+        let timed_out = watchdog.join().unwrap();
+        assert!(
+            !timed_out,
+            "destroy = {destroy}: the run did not end at once"
+        );
+        assert_eq!(ev.is_destroyed(), destroy);
+        drop(server);
+        ev.destroy();
+    }
+}

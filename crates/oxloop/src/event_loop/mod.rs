@@ -157,8 +157,12 @@ pub(crate) struct Inner {
     /// Outside the `RefCell`, like the counters, so the check after every iteration
     /// costs no borrow.
     stopping: Cell<bool>,
-    /// `destroy()` ran (or the last handle went): the loop refuses new work.
+    /// `destroy()` ran (or the last handle went): the loop refuses new work. Implies
+    /// `queued`, like `stopping`, so a run tests neither while `queued` is clear.
     destroyed: Cell<bool>,
+    /// Another thread notified the loop (a call from a [`LoopRemote`] or a task woken
+    /// there) and the calls have not run yet. Implies `queued`.
+    notified: Cell<bool>,
     /// Debug mode: slow-callback warnings and creation sites (see `debug.rs`).
     debug: Cell<Option<Duration>>,
     /// Runs around a wait that may block (see [`EventLoop::set_wait_wrapper`]).
@@ -177,12 +181,14 @@ pub(crate) struct Inner {
     /// `block_on`'s waker), so another thread may wake the loop: its waits announce
     /// that they sleep. Set for good, on the loop's thread, before the clone leaves it.
     shared_out: Cell<bool>,
-    /// The ready queue, the timers or the signal handlers may hold something, or a
-    /// stop was asked for. Set by everything that adds to them
-    /// ([`Inner::note_queued`]) and by `stop` ([`Inner::request_stop`]); cleared by an
-    /// iteration's tail that found all three empty and no stop pending. While it is
-    /// clear, the wait and the tail skip the state's borrow and its checks (and the
-    /// stop flag: `stopping` implies `queued`).
+    /// The ready queue, the timers or the signal handlers may hold something, calls
+    /// from other threads wait (`notified`), or a stop or the loop's end came
+    /// (`stopping`, `destroyed`). Set by everything that adds to them
+    /// ([`Inner::note_queued`]), by a wait that was notified, by `stop`
+    /// ([`Inner::request_stop`]) and by `destroy`; cleared by an iteration's tail that
+    /// found all of them empty and no stop pending. While it is clear, the wait and the
+    /// tail skip the state's borrow and its checks, and a run skips the stop and
+    /// destroyed tests: an idle or I/O-only iteration tests this one flag.
     queued: Cell<bool>,
     /// The cached clock (the state's `now`) was read since the last wait.
     clock_fresh: Cell<bool>,
@@ -306,6 +312,7 @@ impl EventLoop {
             iterations: Cell::new(0),
             stopping: Cell::new(false),
             destroyed: Cell::new(false),
+            notified: Cell::new(false),
             debug: Cell::new(None),
             wait_wrapper: Cell::new(None),
             io_behind_ready: Cell::new(false),
@@ -584,12 +591,12 @@ impl EventLoop {
     /// signal handlers or [`KeepAlive`] guards that keep the loop going (see
     /// [`Handle::unref`]), or until [`stop`](EventLoop::stop).
     pub fn run(&self) -> io::Result<()> {
-        self.run_loop(false)
+        self.run_loop::<false>()
     }
 
     /// Runs until [`stop`](EventLoop::stop) is called.
     pub fn run_forever(&self) -> io::Result<()> {
-        self.run_loop(true)
+        self.run_loop::<true>()
     }
 
     /// Ends `run`/`run_forever` after the current iteration. Called before the loop
@@ -711,23 +718,29 @@ impl EventLoop {
         self.inner.shut_down();
     }
 
-    fn run_loop(&self, forever: bool) -> io::Result<()> {
+    /// `run` (`FOREVER` false: ends when nothing is left) and `run_forever`, each
+    /// compiled on its own, so that `run_forever`'s iterations carry no test of which
+    /// it is, whatever the optimiser makes of their callers.
+    fn run_loop<const FOREVER: bool>(&self) -> io::Result<()> {
         let _running = self.enter()?;
         let mut events = self.inner.events.borrow_mut();
         with_backend!(&self.inner.backend, &mut *events, |backend, events| loop {
-            if !forever && !self.has_work() {
+            if !FOREVER && !self.has_work() {
                 return Ok(());
             }
             // Not destroyed: `enter` checked before the first iteration, the test
             // below after every other, and `has_work` destroys nothing.
             self.iterate_alive(backend, events, None)?;
-            if self.inner.destroyed.get() {
-                return Ok(());
-            }
-            if self.inner.stopping.get() {
-                // Tested, then cleared: a store fewer than `replace` while running.
-                self.inner.stopping.set(false);
-                return Ok(());
+            // `stopping` and `destroyed` imply `queued`: one test while it is clear.
+            if self.inner.queued.get() {
+                if self.inner.destroyed.get() {
+                    return Ok(());
+                }
+                if self.inner.stopping.get() {
+                    // Tested, then cleared: a store fewer than `replace` while running.
+                    self.inner.stopping.set(false);
+                    return Ok(());
+                }
             }
         })
     }
@@ -797,36 +810,32 @@ impl EventLoop {
         max_wait: Option<Duration>,
     ) -> io::Result<()> {
         let inner = &*self.inner;
-        let (mut notified, behind_ready) = self.wait(backend, events, max_wait)?;
+        let behind_ready = self.wait(backend, events, max_wait)?;
         // With `io_behind_ready`, when anything came before the wait's I/O: asyncio's
         // order, off the busy path.
-        let defer_io =
-            behind_ready && self.queue_io_behind_ready(B::reports(events), &mut notified);
+        let defer_io = behind_ready && self.queue_io_behind_ready(B::reports(events));
         if !defer_io {
             for ready in B::reports(events) {
-                if ready.fd == inner.waker_fd {
-                    inner.shared.waker.drain();
-                    continue;
-                }
                 let target = inner.state.borrow_mut().watchers.target(ready);
                 match target {
                     // The hot path (transports, async fds) stays small; callback
-                    // watchers take the out-of-line one.
+                    // watchers and the waker fd (which has no watcher) take the
+                    // out-of-line one.
                     Target::Handler(handler) => self.guarded(move || handler.on_ready(ready)),
-                    Target::Nothing => {}
                     other => self.run_fd_callbacks(ready, other),
                 }
             }
         }
 
-        if notified {
-            self.run_remote_calls();
-        }
         if !inner.queued.get() {
             // Nothing was added to the ready queue, the timers or the signal handlers
-            // since an iteration last found them all empty.
+            // since an iteration last found them all empty, and no other thread
+            // notified the loop.
             inner.iterations.set(inner.iterations.get() + 1);
             return Ok(());
+        }
+        if inner.notified.get() {
+            self.run_remote_calls();
         }
         // One borrow answers what the rest of the iteration has to do.
         let (signals, timers, mut ready) = {
@@ -844,6 +853,7 @@ impl EventLoop {
                 && timers == 0
                 && !state.signals.has_handlers()
                 && !inner.stopping.get()
+                && !inner.destroyed.get()
             {
                 // All empty: nothing runs before the next wait but what sets it again.
                 inner.queued.set(false);
@@ -862,16 +872,16 @@ impl EventLoop {
     }
 
     /// Blocks in the backend for at most the time `poll_timeout` allows, filling
-    /// `events`. Returns whether another thread notified the loop meanwhile, and
-    /// whether the wait's I/O must queue behind what came before it
-    /// ([`EventLoop::set_io_behind_ready`]).
+    /// `events`, and notes whether another thread notified the loop meanwhile
+    /// (`notified`). Returns whether the wait's I/O must queue behind what came before
+    /// it ([`EventLoop::set_io_behind_ready`]).
     #[inline(always)]
     fn wait<B: Wait>(
         &self,
         backend: &B,
         events: &mut B::Events,
         max_wait: Option<Duration>,
-    ) -> io::Result<(bool, bool)> {
+    ) -> io::Result<bool> {
         let inner = &*self.inner;
         // Nothing queued and no stop asked for: the time-out is the caller's, and the
         // state need not be borrowed.
@@ -886,7 +896,7 @@ impl EventLoop {
             let result = backend.wait(events, max_wait);
             inner.clock_fresh.set(false);
             result?;
-            return Ok((false, false));
+            return Ok(false);
         } else {
             max_wait
         };
@@ -897,10 +907,10 @@ impl EventLoop {
             return self.wait_not_plain(backend, events, timeout);
         }
         let result = backend.wait(events, timeout);
-        let notified = inner.shared.after_wake();
+        inner.note_woken(inner.shared.after_wake());
         inner.clock_fresh.set(false);
         result?;
-        Ok((notified, false))
+        Ok(false)
     }
 
     /// [`wait`](Self::wait)'s rest when a wait wrapper, wait timing or asyncio's order
@@ -912,7 +922,7 @@ impl EventLoop {
         backend: &B,
         events: &mut B::Events,
         timeout: Option<Duration>,
-    ) -> io::Result<(bool, bool)> {
+    ) -> io::Result<bool> {
         let inner = &*self.inner;
         let mut state = inner.state.borrow_mut();
         let result = if timeout != Some(Duration::ZERO)
@@ -922,11 +932,12 @@ impl EventLoop {
         } else {
             backend.wait(events, timeout)
         };
-        let notified = inner.shared.after_wake();
+        inner.note_woken(inner.shared.after_wake());
         inner.clock_fresh.set(false);
         result?;
-        let behind_ready = inner.io_behind_ready.get() && (notified || state.ready.live() != 0);
-        Ok((notified, behind_ready))
+        let behind_ready =
+            inner.io_behind_ready.get() && (inner.notified.get() || state.ready.live() != 0);
+        Ok(behind_ready)
     }
 
     /// A wait that may block with `track_wait_time` on (timed) or a wait wrapper set.
@@ -957,9 +968,14 @@ impl EventLoop {
         result
     }
 
-    /// Runs the callback watchers of a ready fd (`add_reader`/`add_writer`).
+    /// Runs the callback watchers of a ready fd (`add_reader`/`add_writer`), or drains
+    /// the waker fd.
     #[inline(never)]
     fn run_fd_callbacks(&self, ready: Ready, target: Target) {
+        if ready.fd == self.inner.waker_fd {
+            self.inner.shared.waker.drain();
+            return;
+        }
         match target {
             Target::Reader(reader) => {
                 self.run_fd_callback(ready.fd, Direction::Read, reader);
@@ -987,17 +1003,13 @@ impl EventLoop {
     }
 
     /// asyncio's order for an iteration (see [`EventLoop::set_io_behind_ready`]): runs
-    /// the calls from other threads first (clearing `notified`), then, if the ready
+    /// the calls from other threads first, then, if the ready
     /// queue holds callbacks, queues the wait's fd events behind them. Returns whether
     /// it did (the due timers then follow them too).
     #[cold]
     #[inline(never)]
-    fn queue_io_behind_ready(
-        &self,
-        reports: impl Iterator<Item = Ready>,
-        notified: &mut bool,
-    ) -> bool {
-        if std::mem::take(notified) {
+    fn queue_io_behind_ready(&self, reports: impl Iterator<Item = Ready>) -> bool {
+        if self.inner.notified.get() {
             self.run_remote_calls();
         }
         if self.inner.state.borrow().ready.live() == 0 {
@@ -1050,7 +1062,9 @@ impl EventLoop {
     }
 
     #[inline(never)]
+    /// Runs the calls other threads sent (and a stop one asked for); clears `notified`.
     fn run_remote_calls(&self) {
+        self.inner.notified.set(false);
         let mut batch = {
             let mut state = self.inner.state.borrow_mut();
             if self.inner.shared.take_stop() {
@@ -1205,6 +1219,16 @@ impl Inner {
         self.queued.set(true);
     }
 
+    /// Notes a wait's `after_wake`: when another thread notified the loop, its calls
+    /// run in this iteration's tail.
+    #[inline(always)]
+    fn note_woken(&self, notified: bool) {
+        if notified {
+            self.notified.set(true);
+            self.queued.set(true);
+        }
+    }
+
     /// Asks `run`/`run_forever` to end after the current iteration; the next wait
     /// does not block (through `queued`, which a stop request sets too).
     fn request_stop(&self) {
@@ -1266,6 +1290,8 @@ impl Inner {
             if self.destroyed.replace(true) {
                 return;
             }
+            // `destroyed` implies `queued`: a run ends at its next test of them.
+            self.queued.set(true);
             let tasks = std::mem::take(&mut state.tasks);
             let (fd_callbacks, fd_handlers) = state.watchers.take_all(&self.backend);
             Leftovers {

@@ -60,9 +60,13 @@ where
 
 /// Implements `futures_io` (and optionally tokio) read/write traits for a stream type
 /// whose field `$field` is an `Async<$inner>`. `$shutdown` closes the write side.
+/// `poll_read` and `poll_write` are marked `#[inline]`: without the hint, whole-program
+/// optimisation kept them out of line in a larger program (the `oxloop` command's
+/// async echo took 653 instructions per message, against 579 with it).
 macro_rules! impl_stream {
     ($ty:ty, $field:ident, $shutdown:expr) => {
         impl futures_io::AsyncRead for $ty {
+            #[inline]
             fn poll_read(
                 self: std::pin::Pin<&mut Self>,
                 cx: &mut std::task::Context<'_>,
@@ -73,6 +77,7 @@ macro_rules! impl_stream {
         }
 
         impl futures_io::AsyncWrite for $ty {
+            #[inline]
             fn poll_write(
                 self: std::pin::Pin<&mut Self>,
                 cx: &mut std::task::Context<'_>,

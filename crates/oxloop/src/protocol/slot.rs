@@ -4,8 +4,9 @@
 //! The protocol sits in a `RefCell`. A call made while it is already running further up
 //! the stack (a transport method called from inside `data_received`, say) is skipped
 //! rather than re-entering it. Flow control is two flags: whether the write buffer is
-//! above its high-water mark (what the protocol should know) and what it was last told.
-//! A change made while the protocol runs is delivered when its call returns. At the
+//! above its high-water mark (what the protocol should know) and whether that differs
+//! from what it was last told (so the check after every call is one test). A change
+//! made while the protocol runs is delivered when its call returns. At the
 //! end the slot hands the protocol its `connection_lost`, exactly once.
 
 use super::{Address, DatagramProtocol, DatagramTransport, Protocol, Transport};
@@ -78,8 +79,8 @@ pub(crate) struct ProtocolSlot<P: ?Sized> {
     protocol: RefCell<Box<P>>,
     /// Whether the write buffer is above the high-water mark.
     paused: Cell<bool>,
-    /// What the protocol was last told.
-    told: Cell<bool>,
+    /// `paused` differs from what the protocol was last told.
+    untold: Cell<bool>,
 }
 
 impl<P: ?Sized + FlowControl> ProtocolSlot<P> {
@@ -87,7 +88,7 @@ impl<P: ?Sized + FlowControl> ProtocolSlot<P> {
         ProtocolSlot {
             protocol: RefCell::new(protocol),
             paused: Cell::new(false),
-            told: Cell::new(false),
+            untold: Cell::new(false),
         }
     }
 
@@ -103,6 +104,9 @@ impl<P: ?Sized + FlowControl> ProtocolSlot<P> {
     /// Records whether the write buffer is above its high-water mark; the protocol
     /// learns it at the next [`sync`](Self::sync).
     pub fn set_paused(&self, paused: bool) {
+        // What the protocol was told is `paused ^ untold`; it stays as it was.
+        let changed = paused != self.paused.get();
+        self.untold.set(self.untold.get() != changed);
         self.paused.set(paused);
     }
 
@@ -115,15 +119,14 @@ impl<P: ?Sized + FlowControl> ProtocolSlot<P> {
     /// told. Deferred while the protocol is running (it is told when its call returns).
     pub fn sync(&self) {
         loop {
-            let pause = self.paused.get();
-            if pause == self.told.get() {
+            if !self.untold.get() {
                 return;
             }
             let Ok(mut guard) = self.protocol.try_borrow_mut() else {
                 return;
             };
-            self.told.set(pause);
-            if pause {
+            self.untold.set(false);
+            if self.paused.get() {
                 guard.pause_writing();
             } else {
                 guard.resume_writing();

@@ -199,6 +199,12 @@ impl Transport {
             self.on_received();
             return;
         }
+        self.read_socket();
+    }
+
+    /// [`on_readable`](Self::on_readable) for a transport that is not a `ring` one.
+    #[inline(always)]
+    fn read_socket(&self) {
         match self.inner.read_buf.try_borrow() {
             Some(mut buf) => self.read_into(&mut buf),
             None => self.read_into_temporary(),
@@ -875,8 +881,10 @@ impl FdHandler for Inner {
     fn on_ready(self: Rc<Self>, ready: Ready) {
         let transport = Transport { inner: self };
         if ready.only_readable() {
-            // The common report, one test instead of two.
-            transport.on_readable();
+            // The common report, one test instead of two. A readiness backend's: the
+            // io_uring backend's never take this path (see `Ready::RING`), so the
+            // bytes are in the socket.
+            transport.read_socket();
             return;
         }
         if ready.readable() {

@@ -474,11 +474,24 @@ impl Ready {
     /// Not an epoll bit: "closed" without implying readable or writable (the portable
     /// backend's reports).
     const CLOSED: u32 = 1 << 27;
+    /// Not an epoll bit: reported by the io_uring backend, whose streams' bytes wait in
+    /// the loop (received through the ring), not in the socket. Keeps such a report off
+    /// [`Ready::only_readable`]'s path, which reads the socket.
+    const RING: u32 = 1 << 28;
 
     /// A report from epoll's event flags.
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub fn from_epoll(fd: RawFd, flags: u32) -> Ready {
         Ready { fd, bits: flags }
+    }
+
+    /// A report of the io_uring backend, with epoll's bits for what it says.
+    #[cfg(target_os = "linux")]
+    pub fn from_ring(fd: RawFd, bits: u32) -> Ready {
+        Ready {
+            fd,
+            bits: bits | Ready::RING,
+        }
     }
 
     /// A report from its three facts.
@@ -506,9 +519,10 @@ impl Ready {
         self.bits & (Ready::IN | Ready::PRI | Ready::HUP | Ready::ERR | Ready::RDHUP) != 0
     }
 
-    /// Readable and nothing else: plain data waiting, no writability, hang-up or error
-    /// (the common report of a connection that is read from; one test for
-    /// `readable() && !writable()`).
+    /// Readable and nothing else: plain data waiting in the socket, no writability,
+    /// hang-up or error (the common report of a connection that is read from on a
+    /// readiness backend; one test for `readable() && !writable()`). Never true of the
+    /// io_uring backend's reports.
     #[inline]
     pub fn only_readable(self) -> bool {
         self.bits == Ready::IN

@@ -301,17 +301,16 @@ impl State {
                 continue;
             }
             match cqe.result() {
-                bits if bits >= 0 => events.list.push(Ready::from_epoll(fd, bits as u32)),
+                bits if bits >= 0 => events.list.push(Ready::from_ring(fd, bits as u32)),
                 e if e == -libc::ECANCELED => {}
                 e if e == -libc::EBADF => {
                     // Closed behind the loop's back: forget it, as epoll does.
                     entry.registered = false;
                     rearm.pop_if(|last| *last == fd);
                 }
-                _ => events.list.push(Ready::from_epoll(
-                    fd,
-                    (libc::POLLERR | libc::POLLHUP) as u32,
-                )),
+                _ => events
+                    .list
+                    .push(Ready::from_ring(fd, (libc::POLLERR | libc::POLLHUP) as u32)),
             }
         }
         for &fd in &rearm {
@@ -892,7 +891,7 @@ impl Drop for Handing<'_> {
                 if stream.has_received() || stream.ended.is_some() || stream.starved {
                     state
                         .synthetic
-                        .push(Ready::from_epoll(fd, libc::POLLIN as u32));
+                        .push(Ready::from_ring(fd, libc::POLLIN as u32));
                 }
             }
         }
@@ -976,7 +975,7 @@ impl State {
         if stream.receiving.is_some() || stream.ended.is_some() || stream.starved {
             if stream.has_received() || stream.ended.is_some() || stream.starved {
                 self.synthetic
-                    .push(Ready::from_epoll(fd, libc::POLLIN as u32));
+                    .push(Ready::from_ring(fd, libc::POLLIN as u32));
             }
             return Ok(());
         }
@@ -984,7 +983,7 @@ impl State {
         let generation = next;
         if stream.has_received() {
             self.synthetic
-                .push(Ready::from_epoll(fd, libc::POLLIN as u32));
+                .push(Ready::from_ring(fd, libc::POLLIN as u32));
         }
         let recv = opcode::RecvMulti::new(types::Fd(fd), BUFFER_GROUP)
             .build()
@@ -1052,7 +1051,7 @@ impl State {
                     self.spill(fd);
                     return;
                 }
-                events.list.push(Ready::from_epoll(fd, libc::POLLIN as u32));
+                events.list.push(Ready::from_ring(fd, libc::POLLIN as u32));
                 if !more && !paused {
                     self.mark_dirty(fd); // receive again
                 }
@@ -1060,7 +1059,7 @@ impl State {
             (0, _) => {
                 stream.ended = Some(0);
                 let bits = (libc::POLLIN | libc::POLLRDHUP) as u32;
-                events.list.push(Ready::from_epoll(fd, bits));
+                events.list.push(Ready::from_ring(fd, bits));
             }
             (e, _) if e == -libc::ENOBUFS && !more && !paused => {
                 // Every buffer was in use. Armed again, the receive would start with
@@ -1068,7 +1067,7 @@ impl State {
                 // kernel, leave it, and lose to them for as long as they have bytes:
                 // the transport reads this socket itself instead, until it is drained.
                 stream.starved = true;
-                events.list.push(Ready::from_epoll(fd, libc::POLLIN as u32));
+                events.list.push(Ready::from_ring(fd, libc::POLLIN as u32));
             }
             (e, _) if e == -libc::ENOBUFS || e == -libc::ECANCELED || e == -libc::EINTR => {
                 if let (Some(id), Some(buffers)) = (buffer, self.buffers.as_mut()) {
@@ -1081,7 +1080,7 @@ impl State {
             (e, _) => {
                 stream.ended = Some(e.min(-1));
                 let bits = (libc::POLLIN | libc::POLLERR) as u32;
-                events.list.push(Ready::from_epoll(fd, bits));
+                events.list.push(Ready::from_ring(fd, bits));
             }
         }
     }
@@ -1141,7 +1140,7 @@ impl State {
                 self.release_lent(lent.id);
             }
             let bits = (libc::POLLOUT | libc::POLLERR | libc::POLLHUP) as u32;
-            events.list.push(Ready::from_epoll(fd, bits));
+            events.list.push(Ready::from_ring(fd, bits));
             return;
         }
         stream.sent += result.max(0) as usize;
@@ -1619,7 +1618,7 @@ impl State {
             if !listener.accepted.is_empty() && entry.registered && entry.interest.read {
                 events
                     .list
-                    .push(Ready::from_epoll(listener.fd, libc::POLLIN as u32));
+                    .push(Ready::from_ring(listener.fd, libc::POLLIN as u32));
             }
         }
     }
@@ -1678,3 +1677,4 @@ impl Backend {
         }
     }
 }
+
