@@ -163,10 +163,10 @@ part_start=$SECONDS
 note "Rust: cargo test --workspace --no-fail-fast ${rust_features[*]}"
 rust_result=passed
 cargo test --workspace --no-fail-fast "${rust_features[@]}" || rust_result=FAILED
-for features in "${oxloop_extra_feature_sets[@]}"; do
-    note "Rust: cargo test -p oxloop --features $features"
-    cargo test -p oxloop --no-fail-fast --features "$features" || rust_result=FAILED
-    rust_detail+="; oxloop with $features"
+for feature_set in "${oxloop_extra_feature_sets[@]}"; do
+    note "Rust: cargo test -p oxloop --features $feature_set"
+    cargo test -p oxloop --no-fail-fast --features "$feature_set" || rust_result=FAILED
+    rust_detail+="; oxloop with $feature_set"
 done
 oxloop_features=$(tr ',' '\n' <<<"$features" | sed -n 's|^oxloop/||p' |
     grep -vx portable-backend | paste -sd, -)

@@ -790,8 +790,15 @@ fn write_eof_after_buffered_data_sends_everything_first() {
         .unwrap();
     let addr = server.socket_addrs()[0];
     let client = std::thread::spawn(move || {
-        let mut s = TcpStream::connect(addr).unwrap();
-        // Not reading at first, so the 8 MiB cannot all fit in the kernel's buffers.
+        // A small receive buffer, set before connecting, fixes the window (no
+        // autotuning), and the client does not read at first: so the 8 MiB cannot all
+        // fit in the kernel's buffers, however far the machine lets them grow (this one
+        // lets a receive buffer reach 32 MiB).
+        let sock =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.set_recv_buffer_size(64 << 10).unwrap();
+        sock.connect(&addr.into()).unwrap();
+        let mut s = TcpStream::from(sock);
         std::thread::sleep(Duration::from_millis(100));
         let mut all = Vec::new();
         s.read_to_end(&mut all).unwrap(); // ends at the server's FIN

@@ -1678,3 +1678,50 @@ impl Backend {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::{AsRawFd, OwnedFd};
+    use std::os::unix::net::UnixStream;
+
+    /// A hand-out that ends after the protocol deleted its stream and the fd number went
+    /// to a new stream (all inside the protocol's call) leaves the new stream alone: the
+    /// old stream's spilled bytes not handed out yet go with the old stream.
+    #[test]
+    fn a_hand_out_ending_after_its_fd_number_was_reused_leaves_the_new_stream_alone() {
+        let Ok(backend) = Backend::new() else {
+            return; // io_uring refused here: the loop falls back to epoll.
+        };
+        let (old, _old_peer) = UnixStream::pair().unwrap();
+        let mut old = OwnedFd::from(old);
+        let fd = old.as_raw_fd();
+        if !backend.start_stream(fd) {
+            return; // no provided-buffer rings in this kernel: no streams on the ring.
+        }
+        // Three buffers' worth spilled (received while reading was paused): handed out
+        // one buffer's worth at a time.
+        stream_at(&mut backend.state.borrow_mut().streams, fd)
+            .unwrap()
+            .spilled = vec![7; 3 * BUFFER_SIZE];
+        let (new, _new_peer) = UnixStream::pair().unwrap();
+        let mut handed = 0;
+        let received = backend.receive(fd, |data| {
+            handed = data.len();
+            backend.delete(fd).unwrap();
+            // The fd number now names another socket, served as a new stream.
+            rustix::io::dup2(&new, &mut old).unwrap();
+            assert!(backend.start_stream(fd));
+        });
+        assert!(matches!(received, Received::Data));
+        assert_eq!(handed, BUFFER_SIZE);
+        let mut state = backend.state.borrow_mut();
+        let stream = stream_at(&mut state.streams, fd).expect("the new stream");
+        assert!(
+            stream.spilled.is_empty(),
+            "the old stream's {} spilled bytes not handed out went to the new stream",
+            stream.spilled.len() - stream.spilled_from
+        );
+        drop(state);
+        backend.delete(fd).unwrap();
+    }
+}
