@@ -783,3 +783,106 @@ fn flow_control_bounds_the_write_buffer(kind: BackendKind) {
 fn pausing_reading_keeps_the_write_buffer_near_its_high_water_mark() {
     on_both_backends(flow_control_bounds_the_write_buffer);
 }
+
+/// Writes 4 KiB pieces until its buffer is over the high-water mark, again at every
+/// `resume_writing`.
+struct Flooder {
+    transport: Rc<std::cell::RefCell<Option<oxloop::protocol::Transport>>>,
+    paused: Rc<Cell<bool>>,
+}
+
+impl Flooder {
+    const HIGH: usize = 64 * 1024;
+    /// Near the high-water mark, so that a send the kernel took only part of often
+    /// leaves the queue at or under it.
+    const LOW: usize = 60 * 1024;
+
+    fn fill(&self) {
+        let transport = self.transport.borrow();
+        let Some(t) = transport.as_ref() else { return };
+        let piece = vec![b'x'; 4 * 1024];
+        while t.write_buffer_size() <= Self::HIGH {
+            t.write(&piece).unwrap();
+        }
+    }
+}
+
+impl oxloop::protocol::Protocol for Flooder {
+    fn connection_made(&mut self, transport: oxloop::protocol::Transport) {
+        transport
+            .set_write_buffer_limits(Self::HIGH, Self::LOW)
+            .unwrap();
+        *self.transport.borrow_mut() = Some(transport);
+        self.fill();
+    }
+    fn data_received(&mut self, _data: &[u8]) {}
+    fn pause_writing(&mut self) {
+        self.paused.set(true);
+    }
+    fn resume_writing(&mut self) {
+        self.paused.set(false);
+        self.fill();
+    }
+}
+
+/// Servers writing to clients that read nothing: once the kernel takes no more, each
+/// protocol is left paused with its buffer above the low-water mark, never paused with
+/// it at or under the mark. On io_uring the queue drains into the kernel's socket
+/// buffer, wholly or in part, while the socket stays unwritable: the transport must
+/// still learn that its queue came down to the mark and resume the protocol, or the
+/// protocol waits for ever for a `resume_writing` its buffer owes it.
+fn a_drained_queue_resumes_its_protocol(kind: BackendKind) {
+    use oxloop::protocol::Transport;
+    let ev = EventLoop::builder().backend(kind).build_detached().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut servers = Vec::new();
+    let mut clients = Vec::new();
+    for _ in 0..16 {
+        // The client's small receive buffer, set before connecting, stops the flood
+        // soon.
+        let client =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        client.set_recv_buffer_size(16 << 10).unwrap();
+        client
+            .connect(&listener.local_addr().unwrap().into())
+            .unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let transport = Rc::new(std::cell::RefCell::new(None));
+        let paused = Rc::new(Cell::new(false));
+        let protocol = Flooder {
+            transport: transport.clone(),
+            paused: paused.clone(),
+        };
+        Transport::adopt(&ev, socket2::Socket::from(server), protocol).unwrap();
+        servers.push((transport, paused));
+        clients.push(client);
+    }
+    let until = std::time::Instant::now() + Duration::from_millis(1500);
+    while std::time::Instant::now() < until {
+        ev.run_once(Some(Duration::from_millis(10))).unwrap();
+    }
+    for (i, (transport, paused)) in servers.iter().enumerate() {
+        let size = transport.borrow().as_ref().unwrap().write_buffer_size();
+        assert!(
+            paused.get(),
+            "{kind:?} #{i}: the flood never paused ({size} B)"
+        );
+        assert!(
+            size > Flooder::LOW,
+            "{kind:?} #{i}: paused with {size} B buffered, not over the low-water mark ({} B)",
+            Flooder::LOW
+        );
+    }
+    for (transport, _) in &servers {
+        if let Some(t) = transport.borrow_mut().take() {
+            t.abort();
+        }
+    }
+    drop(clients);
+    ev.destroy();
+}
+
+#[test]
+fn a_drained_send_queue_resumes_its_protocol_while_the_peer_reads_nothing() {
+    on_both_backends(a_drained_queue_resumes_its_protocol);
+}

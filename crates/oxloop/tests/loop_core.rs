@@ -1010,3 +1010,49 @@ fn io_behind_ready_skips_a_watcher_removed_before_its_turn() {
     assert!(!ran.get());
     ev.destroy();
 }
+
+/// Calls sent from another thread that a wait saw, in an iteration a propagated panic
+/// then ended, still count as work: `has_work` and `next_timeout` say so, and the next
+/// run runs them instead of blocking or returning.
+#[test]
+fn calls_seen_by_an_iteration_a_propagated_panic_ended_still_run() {
+    let ev = EventLoop::new().unwrap();
+    ev.set_propagate_panics(true);
+    let (a, mut b) = UnixStream::pair().unwrap();
+    let fd = a.as_raw_fd();
+    let e = ev.clone();
+    ev.add_reader(fd, move || {
+        e.remove_reader(fd);
+        panic!("boom in a reader");
+    })
+    .unwrap();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let r = ran.clone();
+    let remote = ev.remote();
+    std::thread::spawn(move || {
+        remote
+            .call_from_thread(move || {
+                r.fetch_add(1, Ordering::SeqCst);
+            })
+            .unwrap();
+    })
+    .join()
+    .unwrap();
+    b.write_all(b"x").unwrap();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        ev.run_once(Some(Duration::from_secs(1)))
+    }));
+    assert!(outcome.is_err(), "the reader's panic propagates");
+    assert_eq!(ran.load(Ordering::SeqCst), 0, "the call runs in the tail");
+    assert!(ev.has_work());
+    assert_eq!(ev.next_timeout(), Some(Duration::ZERO));
+    // A bound on a run that would block instead: it fails the test, not hang it.
+    ev.call_later(Duration::from_secs(5), || {}).unref();
+    let start = Instant::now();
+    ev.run().unwrap();
+    assert_eq!(ran.load(Ordering::SeqCst), 1);
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "the run blocked first"
+    );
+}

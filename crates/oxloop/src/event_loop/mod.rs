@@ -154,14 +154,16 @@ pub(crate) struct Inner {
     /// Iterations run.
     iterations: Cell<u64>,
     /// `stop()` was called: `run`/`run_forever` end after the current iteration.
-    /// Outside the `RefCell`, like the counters, so the check after every iteration
-    /// costs no borrow.
+    /// Implies `queued`, so a run tests it only when that is set; outside the
+    /// `RefCell`, like the counters, so the test costs no borrow.
     stopping: Cell<bool>,
     /// `destroy()` ran (or the last handle went): the loop refuses new work. Implies
     /// `queued`, like `stopping`, so a run tests neither while `queued` is clear.
     destroyed: Cell<bool>,
-    /// Another thread notified the loop (a call from a [`LoopRemote`] or a task woken
-    /// there) and the calls have not run yet. Implies `queued`.
+    /// A wait found the loop notified through its mailbox (a call or stop from a
+    /// [`LoopRemote`], a task or `block_on`'s future woken on another thread, or on
+    /// this one while the state was borrowed) and the calls have not run yet. Implies
+    /// `queued`.
     notified: Cell<bool>,
     /// Debug mode: slow-callback warnings and creation sites (see `debug.rs`).
     debug: Cell<Option<Duration>>,
@@ -186,7 +188,7 @@ pub(crate) struct Inner {
     /// (`stopping`, `destroyed`). Set by everything that adds to them
     /// ([`Inner::note_queued`]), by a wait that was notified, by `stop`
     /// ([`Inner::request_stop`]) and by `destroy`; cleared by an iteration's tail that
-    /// found all of them empty and no stop pending. While it is clear, the wait and the
+    /// found all of them empty, no stop pending and the loop not destroyed. While it is clear, the wait and the
     /// tail skip the state's borrow and its checks, and a run skips the stop and
     /// destroyed tests: an idle or I/O-only iteration tests this one flag.
     queued: Cell<bool>,
@@ -640,7 +642,11 @@ impl EventLoop {
     /// earliest timer, or `None` when only I/O can wake it.
     pub fn next_timeout(&self) -> Option<Duration> {
         let mut state = self.inner.state.borrow_mut();
-        if state.ready.live() > 0 || self.inner.stopping.get() || self.inner.shared.is_notified() {
+        if state.ready.live() > 0
+            || self.inner.stopping.get()
+            || self.inner.notified.get()
+            || self.inner.shared.is_notified()
+        {
             return Some(Duration::ZERO);
         }
         let deadline = state.timers.next_deadline()?;
@@ -687,6 +693,7 @@ impl EventLoop {
                 || state.watchers.referenced() > 0
                 || state.signals.referenced() > 0
                 || state.keep_alive > 0
+                || self.inner.notified.get()
                 || self.inner.shared.is_notified())
     }
 
@@ -1149,6 +1156,14 @@ impl EventLoop {
         mode: Trigger,
         counts: bool,
     ) -> io::Result<()> {
+        if fd == self.inner.waker_fd {
+            // The report loop takes the waker's reports for its own whatever the fd
+            // table holds (see `run_fd_callbacks`).
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the fd is the loop's own wake-up fd",
+            ));
+        }
         if self.inner.destroyed.get() {
             // A stream or listener the backend started for `fd` is never watched: it
             // goes, so that the fd number's next owner starts clean.
@@ -1219,8 +1234,8 @@ impl Inner {
         self.queued.set(true);
     }
 
-    /// Notes a wait's `after_wake`: when another thread notified the loop, its calls
-    /// run in this iteration's tail.
+    /// Notes a wait's `after_wake`: when the loop was notified, the calls run in this
+    /// iteration's tail (before its I/O in asyncio's order, `io_behind_ready`).
     #[inline(always)]
     fn note_woken(&self, notified: bool) {
         if notified {
@@ -1264,7 +1279,9 @@ impl Inner {
 
     #[inline]
     fn poll_timeout(&self, state: &mut State, max_wait: Option<Duration>) -> Option<Duration> {
-        if state.ready.live() > 0 || self.stopping.get() {
+        // `notified`: calls from other threads that a propagated panic kept from running
+        // in the iteration that saw them.
+        if state.ready.live() > 0 || self.stopping.get() || self.notified.get() {
             return Some(Duration::ZERO);
         }
         if state.timers.len() == 0 {

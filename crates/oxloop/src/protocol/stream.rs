@@ -509,7 +509,16 @@ impl Transport {
         if self.inner.ring {
             match self.inner.ev.stream_backlog(self.inner.fd) {
                 Ok(0) => {} // sent: the transport's own buffer (files) is next
-                Ok(_) => return,
+                Ok(backlog) => {
+                    // Still sending; the protocol resumes once what is left is down to
+                    // the low-water mark, as it would on a readiness backend.
+                    if self.inner.protocol.is_paused() && backlog + state.buf.len() <= state.low {
+                        self.inner.protocol.set_paused(false);
+                        drop(state);
+                        self.sync_flow();
+                    }
+                    return;
+                }
                 Err(e) => {
                     drop(state);
                     self.fail(e);
@@ -884,6 +893,7 @@ impl FdHandler for Inner {
             // The common report, one test instead of two. A readiness backend's: the
             // io_uring backend's never take this path (see `Ready::RING`), so the
             // bytes are in the socket.
+            debug_assert!(!transport.inner.ring, "a ring stream's report without RING");
             transport.read_socket();
             return;
         }
