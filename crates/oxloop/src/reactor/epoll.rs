@@ -113,18 +113,20 @@ impl Backend {
             tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
             tv_nsec: d.subsec_nanos() as _,
         });
-        match epoll::wait(
+        let n = match epoll::wait(
             &self.epoll,
             spare_capacity(&mut events.list),
             timespec.as_ref(),
         ) {
-            Ok(_) => {}
+            Ok(n) => n,
             Err(Errno::INTR) => return Ok(()),
             Err(e) => return Err(e.into()),
-        }
-        if events.list.len() == events.list.capacity() {
-            // A full buffer: there may be more waiting. Grow so the next wait sees them all.
-            events.list.reserve(events.list.capacity());
+        };
+        if n == events.list.capacity() {
+            // A full buffer: there may be more waiting. Grow so the next wait sees them
+            // all. (Never by nothing: the optimiser then tests for an empty buffer
+            // first, a test per wait.)
+            events.list.reserve(n.max(INITIAL_EVENTS));
         }
         Ok(())
     }
@@ -139,5 +141,34 @@ impl AsFd for Backend {
 impl AsRawFd for Backend {
     fn as_raw_fd(&self) -> RawFd {
         self.epoll.as_raw_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixStream;
+
+    /// A wait that fills the report buffer doubles it, so the next wait reports every
+    /// ready fd at once.
+    #[test]
+    fn a_full_report_buffer_grows() {
+        let backend = Backend::new().unwrap();
+        let mut events = Events::new();
+        let count = INITIAL_EVENTS + 44;
+        let mut pairs = Vec::new();
+        for _ in 0..count {
+            let (a, mut b) = UnixStream::pair().unwrap();
+            std::io::Write::write_all(&mut b, b"x").unwrap();
+            backend
+                .add(a.as_raw_fd(), Interest::READ, Trigger::Level)
+                .unwrap();
+            pairs.push((a, b));
+        }
+        backend.wait(&mut events, Some(Duration::ZERO)).unwrap();
+        assert_eq!(events.iter().count(), INITIAL_EVENTS);
+        assert!(events.list.capacity() >= 2 * INITIAL_EVENTS);
+        backend.wait(&mut events, Some(Duration::ZERO)).unwrap();
+        assert_eq!(events.iter().count(), count);
     }
 }
