@@ -1161,7 +1161,7 @@ impl EventLoop {
             // table holds (see `run_fd_callbacks`).
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                "the fd is the loop's own wake-up fd",
+                "that fd belongs to the event loop itself",
             ));
         }
         if self.inner.destroyed.get() {

@@ -299,8 +299,9 @@ impl Transport {
         Ok(())
     }
 
-    /// Makes the writer run once everything is sent (`ring` transports, which do not
-    /// watch for writability while they write).
+    /// Makes the writer run as the loop sends the queue (`ring` transports, which do
+    /// not watch for writability while they write): after each send that took bytes,
+    /// to resume a paused protocol at the low-water mark, and once everything is sent.
     fn watch_flush(&self, mut state: RefMut<'_, State>) -> io::Result<()> {
         let need_writer = !state.writing;
         state.writing = true;

@@ -1164,15 +1164,20 @@ impl State {
         stream.sent = 0;
         let lent = stream.lent.take();
         stream.sending.clear();
+        let writer_waits = self.fds[fd as usize].interest.write;
+        if writer_waits {
+            // The queue shrank, perhaps to nothing: told at once, since the kernel took
+            // the bytes into the socket's buffer, and the socket may not poll writable
+            // again until its peer reads (a protocol paused for a full queue, which is
+            // now at or under its low-water mark, would wait for ever for its
+            // `resume_writing`).
+            events.list.push(Ready::from_ring(fd, libc::POLLOUT as u32));
+        }
         if !stream.queued.is_empty() {
             self.send_queued.push(fd);
-        } else if self.fds[fd as usize].interest.write {
-            // The writer waits for the queue to drain, and it has: told at once, since
-            // the kernel took every byte into the socket's buffer, and the socket may
-            // not poll writable again until its peer reads (a protocol paused for a
-            // full queue would wait for ever for its `resume_writing`). The poll for
-            // writability follows, for what the writer sends itself (a file range).
-            events.list.push(Ready::from_ring(fd, libc::POLLOUT as u32));
+        } else if writer_waits {
+            // The poll for writability follows, for what the writer sends itself (a
+            // file range).
             self.mark_dirty(fd);
         }
         if let Some(lent) = lent {
