@@ -1144,6 +1144,15 @@ impl State {
             return;
         }
         stream.sent += result.max(0) as usize;
+        let writer_waits = self.fds[fd as usize].interest.write;
+        if result > 0 && writer_waits {
+            // The queue shrank, perhaps to nothing: told at once, since the kernel took
+            // the bytes into the socket's buffer, and the socket may not poll writable
+            // again until its peer reads (a protocol paused for a full queue, which is
+            // now at or under its low-water mark, would wait for ever for its
+            // `resume_writing`).
+            events.list.push(Ready::from_ring(fd, libc::POLLOUT as u32));
+        }
         if stream.sent < stream.sending_len() {
             // A short send: the rest goes on at once.
             stream.send_generation = Some(generation);
@@ -1153,26 +1162,11 @@ impl State {
                 self.in_kernel -= 1;
                 self.stream(fd).send_error = Some(-libc::EIO);
             }
-            if result > 0 && self.fds[fd as usize].interest.write {
-                // The queue shrank: a writer waiting for it to come down to its
-                // low-water mark learns it now, not when all of it is sent (which may
-                // wait for the peer to read).
-                events.list.push(Ready::from_ring(fd, libc::POLLOUT as u32));
-            }
             return;
         }
         stream.sent = 0;
         let lent = stream.lent.take();
         stream.sending.clear();
-        let writer_waits = self.fds[fd as usize].interest.write;
-        if writer_waits {
-            // The queue shrank, perhaps to nothing: told at once, since the kernel took
-            // the bytes into the socket's buffer, and the socket may not poll writable
-            // again until its peer reads (a protocol paused for a full queue, which is
-            // now at or under its low-water mark, would wait for ever for its
-            // `resume_writing`).
-            events.list.push(Ready::from_ring(fd, libc::POLLOUT as u32));
-        }
         if !stream.queued.is_empty() {
             self.send_queued.push(fd);
         } else if writer_waits {
